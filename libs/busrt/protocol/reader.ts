@@ -1,0 +1,222 @@
+import { BROKER_HEADER_SIZE, CLIENT_HEADER_SIZE, FrameKind, isKnownOp } from './constants.js';
+
+/** Receives the frames a {@link ClientFrameReader} decodes. */
+export interface ClientFrameSink {
+  /**
+   * One complete client-to-broker frame (pings excluded). `payload` is a view into the received
+   * chunk when the frame arrived whole, so it must not be kept after a later chunk is pushed
+   * unless the caller is fine with it pinning that chunk. Return false to stop reading.
+   */
+  onFrame(opId: number, flags: number, payload: Buffer): boolean;
+}
+
+/** Why a reader refused its input. */
+export const ReadError = {
+  None: 0,
+  /** The op bits of the flags byte name no operation. */
+  UnknownOp: 1,
+  /** The header's length is above the payload limit. */
+  TooLarge: 2,
+  /** The sink asked to stop. */
+  Stopped: 3,
+  /** A broker-to-client frame of a kind that does not exist. */
+  UnknownKind: 4,
+} as const;
+export type ReadError = (typeof ReadError)[keyof typeof ReadError];
+
+/**
+ * Incremental decoder of the client-to-broker stream (after the handshake). Copes with frames
+ * split across chunks and many frames per chunk; whole frames are handed over as zero-copy views.
+ * Pings (flags 0) are consumed here: their length field is ignored and no payload is read.
+ */
+export class ClientFrameReader {
+  /** Bytes of a partial header carried over from the previous chunk. */
+  private readonly head = Buffer.allocUnsafe(CLIENT_HEADER_SIZE);
+  private headLen = 0;
+  /** Payload being assembled across chunks, with its header fields. */
+  private body: Buffer | null = null;
+  private bodyFill = 0;
+  private bodyOpId = 0;
+  private bodyFlags = 0;
+  /** Number of headers decoded so far; lets a timer see that a payload is stuck. */
+  headersSeen = 0;
+
+  constructor(
+    private readonly sink: ClientFrameSink,
+    /** Largest payload accepted; a larger header is refused before its payload is read. */
+    private readonly payloadLimit = 0xffffffff,
+  ) {}
+
+  /** True while a header has been read and its payload is still incomplete. */
+  get awaitingPayload(): boolean {
+    return this.body !== null;
+  }
+
+  /** True while part of a frame (header or payload) is buffered. */
+  get midFrame(): boolean {
+    return this.body !== null || this.headLen > 0;
+  }
+
+  /** Feeds one received chunk; returns {@link ReadError.None} or the reason to close. */
+  push(chunk: Buffer): ReadError {
+    let pos = 0;
+    const n = chunk.length;
+    if (this.body !== null) {
+      const body = this.body;
+      const take = Math.min(body.length - this.bodyFill, n);
+      chunk.copy(body, this.bodyFill, 0, take);
+      this.bodyFill += take;
+      pos = take;
+      if (this.bodyFill < body.length) return ReadError.None;
+      this.body = null;
+      if (!this.sink.onFrame(this.bodyOpId, this.bodyFlags, body)) return ReadError.Stopped;
+    } else if (this.headLen > 0) {
+      const take = Math.min(CLIENT_HEADER_SIZE - this.headLen, n);
+      chunk.copy(this.head, this.headLen, 0, take);
+      this.headLen += take;
+      pos = take;
+      if (this.headLen < CLIENT_HEADER_SIZE) return ReadError.None;
+      this.headLen = 0;
+      const r = this.startFrame(this.head, 0, chunk, pos);
+      if (r < 0) return -r as ReadError;
+      pos = r;
+    }
+    while (n - pos >= CLIENT_HEADER_SIZE) {
+      const r = this.startFrame(chunk, pos, chunk, pos + CLIENT_HEADER_SIZE);
+      if (r < 0) return -r as ReadError;
+      pos = r;
+      if (this.body !== null) return ReadError.None;
+    }
+    if (pos < n) {
+      chunk.copy(this.head, 0, pos, n);
+      this.headLen = n - pos;
+    }
+    return ReadError.None;
+  }
+
+  /**
+   * Decodes the header at `h[ho]`; the payload starts at `chunk[pos]`. Returns the chunk
+   * position after the frame (or after what was consumed into a partial payload), or a
+   * negated ReadError.
+   */
+  private startFrame(h: Buffer, ho: number, chunk: Buffer, pos: number): number {
+    const flags = h[ho + 4];
+    if (flags === 0) return pos;
+    this.headersSeen++;
+    if (!isKnownOp(flags & 0x3f)) return -ReadError.UnknownOp;
+    const len = (h[ho + 5] | (h[ho + 6] << 8) | (h[ho + 7] << 16)) + h[ho + 8] * 0x1000000;
+    if (len > this.payloadLimit) return -ReadError.TooLarge;
+    const opId = (h[ho] | (h[ho + 1] << 8) | (h[ho + 2] << 16)) + h[ho + 3] * 0x1000000;
+    const avail = chunk.length - pos;
+    if (avail >= len) {
+      if (!this.sink.onFrame(opId, flags, chunk.subarray(pos, pos + len))) return -ReadError.Stopped;
+      return pos + len;
+    }
+    const body = Buffer.allocUnsafe(len);
+    chunk.copy(body, 0, pos);
+    this.body = body;
+    this.bodyFill = avail;
+    this.bodyOpId = opId;
+    this.bodyFlags = flags;
+    return chunk.length;
+  }
+}
+
+/** Receives what a {@link BrokerFrameReader} decodes. */
+export interface BrokerFrameSink {
+  /** An ACK for the client's op id. */
+  onAck(opId: number, code: number): void;
+  /**
+   * A data frame (message, broadcast, publish). `body` is `sender NUL [topic NUL] data`, a view
+   * into the received chunk when the frame arrived whole.
+   */
+  onData(kind: number, realtime: boolean, body: Buffer): void;
+  /** A broker keep-alive. */
+  onNop?(): void;
+}
+
+/** Incremental decoder of the broker-to-client stream (after the handshake). */
+export class BrokerFrameReader {
+  private readonly head = Buffer.allocUnsafe(BROKER_HEADER_SIZE);
+  private headLen = 0;
+  private body: Buffer | null = null;
+  private bodyFill = 0;
+  private bodyKind = 0;
+  private bodyRt = false;
+
+  constructor(private readonly sink: BrokerFrameSink) {}
+
+  /** True while part of a frame is buffered. */
+  get midFrame(): boolean {
+    return this.body !== null || this.headLen > 0;
+  }
+
+  /** Feeds one received chunk; returns {@link ReadError.None} or {@link ReadError.UnknownKind}. */
+  push(chunk: Buffer): ReadError {
+    let pos = 0;
+    const n = chunk.length;
+    if (this.body !== null) {
+      const body = this.body;
+      const take = Math.min(body.length - this.bodyFill, n);
+      chunk.copy(body, this.bodyFill, 0, take);
+      this.bodyFill += take;
+      pos = take;
+      if (this.bodyFill < body.length) return ReadError.None;
+      this.body = null;
+      this.sink.onData(this.bodyKind, this.bodyRt, body);
+    } else if (this.headLen > 0) {
+      const take = Math.min(BROKER_HEADER_SIZE - this.headLen, n);
+      chunk.copy(this.head, this.headLen, 0, take);
+      this.headLen += take;
+      pos = take;
+      if (this.headLen < BROKER_HEADER_SIZE) return ReadError.None;
+      this.headLen = 0;
+      const r = this.startFrame(this.head, 0, chunk, pos);
+      if (r < 0) return -r as ReadError;
+      pos = r;
+    }
+    while (n - pos >= BROKER_HEADER_SIZE) {
+      const r = this.startFrame(chunk, pos, chunk, pos + BROKER_HEADER_SIZE);
+      if (r < 0) return -r as ReadError;
+      pos = r;
+      if (this.body !== null) return ReadError.None;
+    }
+    if (pos < n) {
+      chunk.copy(this.head, 0, pos, n);
+      this.headLen = n - pos;
+    }
+    return ReadError.None;
+  }
+
+  private startFrame(h: Buffer, ho: number, chunk: Buffer, pos: number): number {
+    const kind = h[ho];
+    const word = (h[ho + 1] | (h[ho + 2] << 8) | (h[ho + 3] << 16)) + h[ho + 4] * 0x1000000;
+    switch (kind) {
+      case FrameKind.Ack:
+        this.sink.onAck(word, h[ho + 5]);
+        return pos;
+      case FrameKind.Nop:
+        this.sink.onNop?.();
+        return pos;
+      case FrameKind.Message:
+      case FrameKind.Broadcast:
+      case FrameKind.Publish:
+        break;
+      default:
+        return -ReadError.UnknownKind;
+    }
+    const rt = h[ho + 5] !== 0;
+    const avail = chunk.length - pos;
+    if (avail >= word) {
+      this.sink.onData(kind, rt, chunk.subarray(pos, pos + word));
+      return pos + word;
+    }
+    const body = Buffer.allocUnsafe(word);
+    chunk.copy(body, 0, pos);
+    this.body = body;
+    this.bodyFill = avail;
+    this.bodyKind = kind;
+    this.bodyRt = rt;
+    return chunk.length;
+  }
+}
