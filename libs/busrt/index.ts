@@ -1,1 +1,3 @@
 export * from './protocol/index.js';
+export * from './broker/index.js';
+export * from './server/index.js';

@@ -1,0 +1,495 @@
+import { encode } from '@msgpack/msgpack';
+import { isUtf8 } from 'node:buffer';
+import {
+  BROKER_INFO_TOPIC,
+  BROKER_NAME,
+  BROKER_WARN_TOPIC,
+  DEFAULT_QUEUE_SIZE,
+  ErrorCode,
+  FrameKind,
+  Op,
+  splitTopicList,
+} from '../protocol/index.js';
+import type { ClientAaa } from './aaa.js';
+import { ClientEntry, type ClientKind, type ClientSink } from './entry.js';
+import { AclMap, BroadcastIndex, TopicMap } from './matching/index.js';
+
+/** Where the broker reports what happens. Every method is optional. */
+export interface BrokerLogger {
+  debug?(message: string): void;
+  info?(message: string): void;
+  warn?(message: string): void;
+  error?(message: string): void;
+}
+
+/** Broker-wide settings. */
+export interface BrokerOptions {
+  /** A new primary client with a taken name replaces the old one instead of being refused. */
+  forceRegister?: boolean;
+  /** Outgoing frame queue of each client, in frames (default 8192). */
+  queueSize?: number;
+  /** Receives registrations, drops, denials and errors. */
+  logger?: BrokerLogger;
+}
+
+/** Broker-wide counters (`stats` of the core RPC). */
+export interface BrokerStats {
+  uptime: number;
+  r_frames: number;
+  r_bytes: number;
+  w_frames: number;
+  w_bytes: number;
+}
+
+/** One primary client as `client.list` reports it. */
+export interface ClientInfo {
+  name: string;
+  kind: ClientKind;
+  source: string | null;
+  port: string | null;
+  r_frames: number;
+  r_bytes: number;
+  w_frames: number;
+  w_bytes: number;
+  queue: number;
+  instances: number;
+}
+
+/** What the broker answers to `info`. */
+export interface BrokerInfo {
+  author: string;
+  version: string;
+}
+
+/** Author and version this broker reports. */
+export const BROKER_AUTHOR = 'busrt for NestJS';
+export const BROKER_VERSION = '0.1.0';
+
+const WARN_TOPIC_NUL = Buffer.from(BROKER_WARN_TOPIC + '\0', 'utf8');
+const INFO_TOPIC_NUL = Buffer.from(BROKER_INFO_TOPIC + '\0', 'utf8');
+
+/** Wall-clock time in nanoseconds since the UNIX epoch. */
+function nowNanos(): bigint {
+  const ms = performance.timeOrigin + performance.now();
+  const whole = Math.floor(ms);
+  return BigInt(whole) * 1_000_000n + BigInt(Math.floor((ms - whole) * 1e6));
+}
+
+/**
+ * The routing core: the client registry, subscriptions, broadcast addressing, per-frame
+ * processing, statistics and announcements. Transports (listeners) and in-process clients feed
+ * it; it never touches sockets itself.
+ */
+export class BrokerCore {
+  readonly forceRegister: boolean;
+  readonly queueSize: number;
+  /** Where the broker reports what happens. */
+  readonly logger: BrokerLogger;
+
+  private readonly clients = new Map<string, ClientEntry>();
+  private readonly subs = new TopicMap<ClientEntry>();
+  private readonly names = new BroadcastIndex<ClientEntry>();
+  private readonly bcastOut: ClientEntry[] = [];
+  private readonly started = performance.now();
+
+  rFrames = 0;
+  rBytes = 0;
+  wFrames = 0;
+  wBytes = 0;
+
+  constructor(options: BrokerOptions = {}) {
+    this.forceRegister = options.forceRegister ?? false;
+    this.queueSize = options.queueSize ?? DEFAULT_QUEUE_SIZE;
+    if (!Number.isInteger(this.queueSize) || this.queueSize < 1) {
+      throw new RangeError(`queueSize must be a positive integer, got ${String(options.queueSize)}`);
+    }
+    this.logger = options.logger ?? {};
+  }
+
+  // ---------------------------------------------------------------- registry
+
+  /** The registered client of that exact name. */
+  getClient(name: string): ClientEntry | undefined {
+    return this.clients.get(name);
+  }
+
+  /** Number of registered clients (primaries and secondaries, internal ones included). */
+  get clientCount(): number {
+    return this.clients.size;
+  }
+
+  /**
+   * Registers a client record; returns the handshake answer code (Ok, NotRegistered, Busy).
+   * The name rules for external clients (UTF-8, not empty, no leading dot) are checked by the
+   * transport before this.
+   */
+  register(entry: ClientEntry): number {
+    let primaryEntry: ClientEntry | undefined;
+    if (entry.secondary) {
+      primaryEntry = this.clients.get(entry.primary);
+      if (primaryEntry === undefined) return ErrorCode.NotRegistered;
+    }
+    const existing = this.clients.get(entry.name);
+    if (existing !== undefined) {
+      if (entry.secondary || !this.forceRegister) return ErrorCode.Busy;
+      this.logger.info?.(`client ${entry.name} replaces a client of the same name (force register)`);
+      this.unregister(existing, false, 'replaced by a new client of the same name');
+    }
+    entry.registered = true;
+    this.clients.set(entry.name, entry);
+    this.names.add(entry.name, entry);
+    entry.subscriptions.add(BROKER_WARN_TOPIC);
+    this.subs.subscribe(BROKER_WARN_TOPIC, entry);
+    if (primaryEntry !== undefined) {
+      primaryEntry.secondaries.add(entry);
+    } else if (entry.name !== BROKER_NAME) {
+      this.announce('reg', entry.name);
+    }
+    this.logger.debug?.(`client registered: ${entry.name} (${entry.kind}${entry.source ? ' ' + entry.source : ''})`);
+    return ErrorCode.Ok;
+  }
+
+  /**
+   * Removes a client from every index. A primary takes its secondaries with it (they are told to
+   * close) and is announced as `unreg` unless `announce` is false (force-register eviction).
+   * `reason`, when given, terminates the client's own sink too.
+   */
+  unregister(entry: ClientEntry, announce = true, reason?: string): void {
+    if (!entry.registered) return;
+    entry.registered = false;
+    if (this.clients.get(entry.name) === entry) this.clients.delete(entry.name);
+    this.names.remove(entry.name, entry);
+    for (const mask of entry.subscriptions) this.subs.unsubscribe(mask, entry);
+    entry.subscriptions.clear();
+    entry.exclusionList.clear();
+    entry.exclusions = null;
+    if (entry.secondary) {
+      this.clients.get(entry.primary)?.secondaries.delete(entry);
+    } else {
+      for (const s of entry.secondaries) this.unregister(s, false, 'its primary client left');
+      entry.secondaries.clear();
+      if (announce && entry.name !== BROKER_NAME) this.announce('unreg', entry.name);
+    }
+    if (reason !== undefined) {
+      this.logger.info?.(`client ${entry.name} dropped: ${reason}`);
+      entry.sink.terminate(reason);
+    } else {
+      this.logger.debug?.(`client unregistered: ${entry.name}`);
+    }
+  }
+
+  /**
+   * Drops an external client (and, for a primary, its secondaries) so it reconnects, e.g. under
+   * new AAA rules. Returns Ok, NotRegistered for an unknown name, NotSupported for an internal one.
+   */
+  disconnectClient(name: string): number {
+    const entry = this.clients.get(name);
+    if (entry === undefined) return ErrorCode.NotRegistered;
+    if (entry.internal) return ErrorCode.NotSupported;
+    this.unregister(entry, true, 'force-disconnected');
+    return ErrorCode.Ok;
+  }
+
+  // ---------------------------------------------------------------- statistics
+
+  stats(): BrokerStats {
+    return {
+      uptime: Math.floor((performance.now() - this.started) / 1000),
+      r_frames: this.rFrames,
+      r_bytes: this.rBytes,
+      w_frames: this.wFrames,
+      w_bytes: this.wBytes,
+    };
+  }
+
+  info(): BrokerInfo {
+    return { author: BROKER_AUTHOR, version: BROKER_VERSION };
+  }
+
+  /** Primary clients sorted by name in byte order. */
+  clientList(): ClientInfo[] {
+    const out: ClientInfo[] = [];
+    for (const c of this.clients.values()) {
+      if (c.secondary) continue;
+      out.push({
+        name: c.name,
+        kind: c.kind,
+        source: c.source,
+        port: c.port,
+        r_frames: c.rFrames,
+        r_bytes: c.rBytes,
+        w_frames: c.wFrames,
+        w_bytes: c.wBytes,
+        queue: c.sink.queued(),
+        instances: 1 + c.secondaries.size,
+      });
+    }
+    out.sort((a, b) => Buffer.compare(Buffer.from(a.name, 'utf8'), Buffer.from(b.name, 'utf8')));
+    return out;
+  }
+
+  // ---------------------------------------------------------------- frames from the wire
+
+  /**
+   * Processes one client-to-broker frame (pings never get here). Returns false when the frame is
+   * malformed and the connection must be closed.
+   */
+  handleClientFrame(sender: ClientEntry, opId: number, flags: number, payload: Buffer): boolean {
+    const op = flags & 0x3f;
+    const qos = flags >> 6;
+    const ack = (qos & 1) !== 0;
+    const rt = (qos & 2) !== 0;
+    const len = payload.length;
+    let code: number;
+    switch (op) {
+      case Op.Message:
+      case Op.Broadcast: {
+        const i = payload.indexOf(0);
+        if (i === -1) return false;
+        const head = payload.subarray(0, i);
+        if (!isUtf8(head)) return false;
+        const target = head.toString('utf8');
+        const data = payload.subarray(i + 1);
+        code =
+          op === Op.Message
+            ? this.routeMessage(sender, target, data, null, rt, len)
+            : this.routeBroadcast(sender, target, data, rt, len);
+        break;
+      }
+      case Op.Publish: {
+        const i = payload.indexOf(0);
+        if (i === -1) return false;
+        const head = payload.subarray(0, i);
+        if (!isUtf8(head)) return false;
+        code = this.routePublish(
+          sender,
+          head.toString('utf8'),
+          payload.subarray(0, i + 1),
+          payload.subarray(i + 1),
+          rt,
+          len,
+          null,
+        );
+        break;
+      }
+      case Op.PublishFor: {
+        const i = payload.indexOf(0);
+        if (i === -1) return false;
+        const j = payload.indexOf(0, i + 1);
+        if (j === -1) return false;
+        const head = payload.subarray(0, i);
+        const recv = payload.subarray(i + 1, j);
+        if (!isUtf8(head) || !isUtf8(recv)) return false;
+        code = this.routePublish(
+          sender,
+          head.toString('utf8'),
+          payload.subarray(0, i + 1),
+          payload.subarray(j + 1),
+          rt,
+          len,
+          recv.toString('utf8'),
+        );
+        break;
+      }
+      case Op.Subscribe:
+      case Op.Unsubscribe:
+      case Op.Exclude:
+      case Op.Unexclude: {
+        this.countRead(sender, len);
+        const topics = splitTopicList(payload);
+        if (topics === null) return false;
+        if (op === Op.Subscribe) this.subscribe(sender, topics, ack ? opId : -1, rt);
+        else if (op === Op.Unsubscribe) this.unsubscribe(sender, topics);
+        else if (op === Op.Exclude) this.exclude(sender, topics);
+        else this.unexclude(sender, topics);
+        code = ErrorCode.Ok;
+        break;
+      }
+      case Op.Nop: {
+        // A NOP with QoS is read like a target-bearing frame, then ignored without an ACK.
+        const i = payload.indexOf(0);
+        if (i === -1 || !isUtf8(payload.subarray(0, i))) return false;
+        return true;
+      }
+      default:
+        return false;
+    }
+    if (ack) this.ack(sender, opId, code, rt);
+    return true;
+  }
+
+  /** Queues an ACK to a client, counting it. */
+  ack(to: ClientEntry, opId: number, code: number, realtime: boolean): void {
+    this.countWrite(to, 6);
+    to.sink.pushAck(opId, code, realtime);
+  }
+
+  /** A frame read from a client: its `len` counts for the client and the broker. */
+  private countRead(sender: ClientEntry, len: number): void {
+    sender.rFrames++;
+    sender.rBytes += len;
+    this.rFrames++;
+    this.rBytes += len;
+  }
+
+  /** A frame for a receiver, counted when it is selected (before any queue check). */
+  private countWrite(receiver: ClientEntry, len: number): void {
+    receiver.wFrames++;
+    receiver.wBytes += len;
+    this.wFrames++;
+    this.wBytes += len;
+  }
+
+  // ---------------------------------------------------------------- routing
+
+  /** Sends a one-to-one message; returns the ACK code. `len` is what the statistics count. */
+  routeMessage(
+    sender: ClientEntry,
+    target: string,
+    d1: Uint8Array,
+    d2: Uint8Array | null,
+    rt: boolean,
+    len: number,
+  ): number {
+    if (sender.aaa !== null && !sender.aaa.p2pAllowed(target)) {
+      this.deny(sender, 'message to', target);
+      return ErrorCode.Access;
+    }
+    this.countRead(sender, len);
+    const t = this.clients.get(target);
+    if (t === undefined) return ErrorCode.NotRegistered;
+    this.countWrite(t, len);
+    if (!t.sink.push(FrameKind.Message, sender, null, null, d1, d2, rt)) {
+      this.overflow(t, sender);
+      return ErrorCode.NotDelivered;
+    }
+    if (t.internal) this.checkInternalRoom(t, sender);
+    return ErrorCode.Ok;
+  }
+
+  /** Sends to every client whose name matches the mask; returns the ACK code. */
+  routeBroadcast(sender: ClientEntry, mask: string, data: Uint8Array, rt: boolean, len: number): number {
+    if (sender.aaa !== null && !sender.aaa.broadcastAllowed(mask)) {
+      this.deny(sender, 'broadcast to', mask);
+      return ErrorCode.Access;
+    }
+    this.countRead(sender, len);
+    const out = this.names.collect(mask, this.bcastOut);
+    for (let k = 0; k < out.length; k++) {
+      const r = out[k];
+      out[k] = undefined as unknown as ClientEntry;
+      if (!r.registered) continue;
+      this.countWrite(r, len);
+      if (!r.sink.push(FrameKind.Broadcast, sender, null, null, data, null, rt)) this.overflow(r, sender);
+      else if (r.internal) this.checkInternalRoom(r, sender);
+    }
+    out.length = 0;
+    return ErrorCode.Ok;
+  }
+
+  /**
+   * Publishes to subscribers (less exclusions); with `receiver`, only to subscribers of that
+   * primary name. `topicNul` is the topic bytes followed by NUL, as written to receivers.
+   */
+  routePublish(
+    sender: ClientEntry,
+    topic: string,
+    topicNul: Buffer,
+    data: Uint8Array,
+    rt: boolean,
+    len: number,
+    receiver: string | null,
+  ): number {
+    if (sender.aaa !== null && !sender.aaa.publishAllowed(topic)) {
+      this.deny(sender, 'publication to', topic);
+      return ErrorCode.Access;
+    }
+    this.countRead(sender, len);
+    const subs = this.subs.match(topic);
+    for (let k = 0; k < subs.length; k++) {
+      const r = subs[k];
+      if (!r.registered) continue;
+      if (receiver !== null && r.primary !== receiver) continue;
+      if (r.exclusions !== null && r.exclusions.matches(topic)) continue;
+      this.countWrite(r, len);
+      if (!r.sink.push(FrameKind.Publish, sender, topic, topicNul, data, null, rt)) this.overflow(r, sender);
+      else if (r.internal) this.checkInternalRoom(r, sender);
+    }
+    return ErrorCode.Ok;
+  }
+
+  /** Subscribes to each topic the rules allow; `ackOpId` >= 0 sends a 79 ACK per denied topic. */
+  subscribe(sender: ClientEntry, topics: readonly string[], ackOpId: number, rt: boolean): void {
+    const aaa: ClientAaa | null = sender.aaa;
+    for (const t of topics) {
+      if (aaa !== null && !aaa.subscribeAllowed(t)) {
+        this.deny(sender, 'subscription to', t);
+        if (ackOpId >= 0) this.ack(sender, ackOpId, ErrorCode.Access, rt);
+        continue;
+      }
+      if (sender.subscriptions.has(t)) continue;
+      sender.subscriptions.add(t);
+      this.subs.subscribe(t, sender);
+    }
+  }
+
+  unsubscribe(sender: ClientEntry, topics: readonly string[]): void {
+    for (const t of topics) {
+      if (sender.subscriptions.delete(t)) this.subs.unsubscribe(t, sender);
+    }
+  }
+
+  exclude(sender: ClientEntry, topics: readonly string[]): void {
+    for (const t of topics) {
+      if (sender.exclusionList.has(t)) continue;
+      sender.exclusionList.add(t);
+      (sender.exclusions ??= new AclMap()).insert(t);
+    }
+  }
+
+  unexclude(sender: ClientEntry, topics: readonly string[]): void {
+    for (const t of topics) {
+      if (sender.exclusionList.delete(t)) sender.exclusions?.remove(t);
+    }
+  }
+
+  /** Publishes an announcement as `.broker`, when the core client exists. */
+  announce(subject: 'reg' | 'unreg' | 'shutdown', name: string | null): void {
+    const core = this.clients.get(BROKER_NAME);
+    if (core === undefined || !core.internal) return;
+    const t = nowNanos();
+    // Key order is part of the contract: s, d, t.
+    const payload = encode(name === null ? { s: subject, t } : { s: subject, d: name, t }, { useBigInt64: true });
+    if (subject === 'shutdown') {
+      this.routePublish(core, BROKER_WARN_TOPIC, WARN_TOPIC_NUL, payload, false, payload.length, null);
+    } else {
+      this.routePublish(core, BROKER_INFO_TOPIC, INFO_TOPIC_NUL, payload, false, payload.length, null);
+    }
+  }
+
+  // ---------------------------------------------------------------- overflow and back-pressure
+
+  /** An external receiver whose queue is full is dropped; it never stalls anyone else. */
+  private overflow(receiver: ClientEntry, sender: ClientEntry): void {
+    if (receiver.internal) return;
+    this.logger.warn?.(`client ${receiver.name}: queue overflow (${this.queueSize} frames), dropped`);
+    this.unregister(receiver, true, `queue overflow while receiving from ${sender.name}`);
+  }
+
+  /**
+   * An in-process receiver over its queue size slows the sender down instead of losing frames:
+   * a socket sender stops being read until there is room (and is dropped if that takes longer
+   * than its timeout).
+   */
+  private checkInternalRoom(receiver: ClientEntry, sender: ClientEntry): void {
+    if (receiver.sink.queued() < this.queueSize) return;
+    const s = sender.sink as ClientSink & { waitForRoom?(receiver: ClientSink): void };
+    s.waitForRoom?.(receiver.sink);
+  }
+
+  private deny(sender: ClientEntry, what: string, target: string): void {
+    this.logger.warn?.(
+      `access denied: ${sender.name}${sender.source ? ' (' + sender.source + ')' : ''} ${what} ${target}`,
+    );
+  }
+}

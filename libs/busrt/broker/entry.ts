@@ -1,0 +1,80 @@
+import type { DataFrameKind } from '../protocol/index.js';
+import { isSecondaryName, primaryName } from '../protocol/index.js';
+import type { ClientAaa } from './aaa.js';
+import type { AclMap } from './matching/index.js';
+
+/** How a client is attached, as `client.list` reports it. */
+export type ClientKind = 'internal' | 'local_ipc' | 'tcp' | 'websocket';
+
+/**
+ * Where frames for a client go: a socket connection or an in-process queue. The broker calls
+ * these from its routing loop, so they must not block and must not re-enter the broker.
+ */
+export interface ClientSink {
+  /** True for in-process clients (they never time out and cannot be force-disconnected). */
+  readonly internal: boolean;
+  /** Frames waiting to be written or consumed (`queue` in client.list). */
+  queued(): number;
+  /**
+   * Queues a data frame whose body is `sender NUL [topicNul] d1 [d2]`. Returns false when the
+   * queue is full (the broker then applies the overflow rules).
+   */
+  push(
+    kind: DataFrameKind,
+    sender: ClientEntry,
+    topic: string | null,
+    topicNul: Buffer | null,
+    d1: Uint8Array,
+    d2: Uint8Array | null,
+    realtime: boolean,
+  ): boolean;
+  /** Queues an ACK (never refused: it is the client's own answer). */
+  pushAck(opId: number, code: number, realtime: boolean): void;
+  /** The broker dropped the client (evicted, force-disconnected, primary gone): end the connection. */
+  terminate(reason: string): void;
+}
+
+/** The broker's record of one registered client. */
+export class ClientEntry {
+  /** Scratch mark the matchers use to de-duplicate without allocating. */
+  mark = 0;
+  readonly primary: string;
+  readonly secondary: boolean;
+  /** `name NUL`, the sender prefix of every frame this client sends. */
+  readonly nameNul: Buffer;
+  registered = false;
+
+  rFrames = 0;
+  rBytes = 0;
+  wFrames = 0;
+  wBytes = 0;
+
+  /** Subscribed mask strings, as requested. */
+  readonly subscriptions = new Set<string>();
+  /** Excluded mask strings, as requested, and their matcher. */
+  readonly exclusionList = new Set<string>();
+  exclusions: AclMap | null = null;
+  /** Registered secondaries of a primary. */
+  readonly secondaries = new Set<ClientEntry>();
+
+  constructor(
+    readonly name: string,
+    readonly kind: ClientKind,
+    readonly source: string | null,
+    readonly port: string | null,
+    readonly sink: ClientSink,
+    /** The rules copied at connect time; null when the listener has no AAA map. */
+    readonly aaa: ClientAaa | null,
+  ) {
+    this.primary = primaryName(name);
+    this.secondary = isSecondaryName(name);
+    const n = Buffer.from(name, 'utf8');
+    this.nameNul = Buffer.allocUnsafe(n.length + 1);
+    n.copy(this.nameNul);
+    this.nameNul[n.length] = 0;
+  }
+
+  get internal(): boolean {
+    return this.sink.internal;
+  }
+}

@@ -1,0 +1,4 @@
+export * from './aaa.js';
+export * from './entry.js';
+export * from './core.js';
+export * from './internal-client.js';

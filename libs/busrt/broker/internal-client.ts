@@ -1,0 +1,300 @@
+import {
+  BusError,
+  type BusClient,
+  type DataFrameKind,
+  type DisconnectHandler,
+  ErrorCode,
+  Frame,
+  type FrameHandler,
+  QoS,
+} from '../protocol/index.js';
+import type { BrokerCore } from './core.js';
+import { ClientEntry, type ClientSink } from './entry.js';
+
+const RESOLVED: Promise<void> = Promise.resolve();
+
+function asBuffer(u: Uint8Array): Buffer {
+  return Buffer.isBuffer(u) ? u : Buffer.from(u.buffer, u.byteOffset, u.byteLength);
+}
+
+/** Something waiting for an in-process queue to have room again. */
+export interface RoomWaiter {
+  onRoom(): void;
+}
+
+/**
+ * A client living inside the broker's process. It offers the same {@link BusClient} interface
+ * as a socket client; frames reach it through an in-memory queue, without encoding, and its
+ * operations are routed synchronously (the returned promise is already settled).
+ */
+export class InternalClient implements BusClient, ClientSink {
+  readonly internal = true;
+  readonly timeoutMs = 0;
+  readonly entry: ClientEntry;
+
+  private readonly queue: Frame[] = [];
+  private head = 0;
+  private handler: FrameHandler | null = null;
+  private drainScheduled = false;
+  private readonly pulls: ((r: IteratorResult<Frame>) => void)[] = [];
+  private readonly disconnectHandlers: DisconnectHandler[] = [];
+  private readonly roomWaiters = new Set<RoomWaiter>();
+  private secondaryCounter = 0;
+  private isConnected = true;
+
+  /** Use `Broker.registerClient()`; throws a BusError when the name is refused. */
+  constructor(
+    private readonly core: BrokerCore,
+    name: string,
+  ) {
+    this.entry = new ClientEntry(name, 'internal', null, null, this, null);
+    const code = core.register(this.entry);
+    if (code !== ErrorCode.Ok) {
+      this.isConnected = false;
+      throw new BusError(code, `cannot register ${name}: ${new BusError(code).message}`);
+    }
+  }
+
+  get name(): string {
+    return this.entry.name;
+  }
+
+  get connected(): boolean {
+    return this.isConnected;
+  }
+
+  /** Registers a secondary client `<name>%%<n>` of this one. */
+  registerSecondary(): InternalClient {
+    if (this.entry.secondary) throw BusError.notSupported('a secondary client cannot have secondaries');
+    return new InternalClient(this.core, `${this.entry.name}%%${this.secondaryCounter++}`);
+  }
+
+  // ------------------------------------------------------------ operations
+
+  send(target: string, payload: Uint8Array, qos: QoS = QoS.Processed): Promise<void> {
+    if (!this.isConnected) return this.notConnected();
+    return this.result(qos, this.core.routeMessage(this.entry, target, payload, null, (qos & 2) !== 0, payload.length));
+  }
+
+  zcSend(target: string, header: Uint8Array, payload: Uint8Array, qos: QoS = QoS.Processed): Promise<void> {
+    if (!this.isConnected) return this.notConnected();
+    const len = header.length + payload.length;
+    return this.result(qos, this.core.routeMessage(this.entry, target, header, payload, (qos & 2) !== 0, len));
+  }
+
+  sendBroadcast(mask: string, payload: Uint8Array, qos: QoS = QoS.Processed): Promise<void> {
+    if (!this.isConnected) return this.notConnected();
+    return this.result(qos, this.core.routeBroadcast(this.entry, mask, payload, (qos & 2) !== 0, payload.length));
+  }
+
+  publish(topic: string, payload: Uint8Array, qos: QoS = QoS.Processed): Promise<void> {
+    if (!this.isConnected) return this.notConnected();
+    const topicNul = Buffer.from(topic + '\0', 'utf8');
+    return this.result(
+      qos,
+      this.core.routePublish(this.entry, topic, topicNul, payload, (qos & 2) !== 0, payload.length, null),
+    );
+  }
+
+  publishFor(topic: string, receiver: string, payload: Uint8Array, qos: QoS = QoS.Processed): Promise<void> {
+    if (!this.isConnected) return this.notConnected();
+    const topicNul = Buffer.from(topic + '\0', 'utf8');
+    return this.result(
+      qos,
+      this.core.routePublish(this.entry, topic, topicNul, payload, (qos & 2) !== 0, payload.length, receiver),
+    );
+  }
+
+  subscribe(topic: string, qos: QoS = QoS.Processed): Promise<void> {
+    return this.subscribeBulk([topic], qos);
+  }
+
+  subscribeBulk(topics: readonly string[], qos: QoS = QoS.Processed): Promise<void> {
+    if (!this.isConnected) return this.notConnected();
+    this.countListOp(topics);
+    // In-process clients have no AAA rules, so nothing can be denied here.
+    this.core.subscribe(this.entry, topics, -1, (qos & 2) !== 0);
+    return RESOLVED;
+  }
+
+  unsubscribe(topic: string, qos: QoS = QoS.Processed): Promise<void> {
+    return this.unsubscribeBulk([topic], qos);
+  }
+
+  unsubscribeBulk(topics: readonly string[], _qos: QoS = QoS.Processed): Promise<void> {
+    if (!this.isConnected) return this.notConnected();
+    this.countListOp(topics);
+    this.core.unsubscribe(this.entry, topics);
+    return RESOLVED;
+  }
+
+  exclude(topic: string, qos: QoS = QoS.Processed): Promise<void> {
+    return this.excludeBulk([topic], qos);
+  }
+
+  excludeBulk(topics: readonly string[], _qos: QoS = QoS.Processed): Promise<void> {
+    if (!this.isConnected) return this.notConnected();
+    this.countListOp(topics);
+    this.core.exclude(this.entry, topics);
+    return RESOLVED;
+  }
+
+  unexclude(topic: string, qos: QoS = QoS.Processed): Promise<void> {
+    return this.unexcludeBulk([topic], qos);
+  }
+
+  unexcludeBulk(topics: readonly string[], _qos: QoS = QoS.Processed): Promise<void> {
+    if (!this.isConnected) return this.notConnected();
+    this.countListOp(topics);
+    this.core.unexclude(this.entry, topics);
+    return RESOLVED;
+  }
+
+  ping(): Promise<void> {
+    return this.isConnected ? RESOLVED : this.notConnected();
+  }
+
+  onFrame(handler: FrameHandler | null): void {
+    this.handler = handler;
+    if (handler !== null && this.head < this.queue.length) this.scheduleDrain();
+  }
+
+  frames(): AsyncIterableIterator<Frame> {
+    const next = (): Promise<IteratorResult<Frame>> => {
+      if (this.handler === null && this.head < this.queue.length) {
+        return Promise.resolve({ value: this.take(), done: false });
+      }
+      if (!this.isConnected) return Promise.resolve({ value: undefined, done: true });
+      return new Promise((resolve) => this.pulls.push(resolve));
+    };
+    const it: AsyncIterableIterator<Frame> = {
+      next,
+      return: () => Promise.resolve({ value: undefined, done: true }),
+      [Symbol.asyncIterator]: () => it,
+    };
+    return it;
+  }
+
+  onDisconnect(handler: DisconnectHandler): void {
+    this.disconnectHandlers.push(handler);
+  }
+
+  disconnect(): Promise<void> {
+    if (this.isConnected) {
+      this.core.unregister(this.entry);
+      this.ended();
+    }
+    return RESOLVED;
+  }
+
+  // ------------------------------------------------------------ ClientSink (broker side)
+
+  queued(): number {
+    return this.queue.length - this.head;
+  }
+
+  push(
+    kind: DataFrameKind,
+    sender: ClientEntry,
+    topic: string | null,
+    _topicNul: Buffer | null,
+    d1: Uint8Array,
+    d2: Uint8Array | null,
+    realtime: boolean,
+  ): boolean {
+    const payload = d2 === null ? asBuffer(d1) : Buffer.concat([d1, d2]);
+    const frame = new Frame(kind, sender.name, topic, payload, realtime);
+    const pull = this.handler === null ? this.pulls.shift() : undefined;
+    if (pull !== undefined) {
+      pull({ value: frame, done: false });
+    } else {
+      this.queue.push(frame);
+      if (this.handler !== null) this.scheduleDrain();
+    }
+    return true;
+  }
+
+  pushAck(): void {
+    // Operations of in-process clients settle synchronously; there is nothing to acknowledge.
+  }
+
+  terminate(reason: string): void {
+    this.ended(new Error(reason));
+  }
+
+  /** Asks to be told when the queue has room again (used to slow down socket senders). */
+  waitRoom(waiter: RoomWaiter): void {
+    this.roomWaiters.add(waiter);
+  }
+
+  cancelRoom(waiter: RoomWaiter): void {
+    this.roomWaiters.delete(waiter);
+  }
+
+  // ------------------------------------------------------------ internals
+
+  private take(): Frame {
+    const f = this.queue[this.head];
+    this.queue[this.head++] = undefined as unknown as Frame;
+    if (this.head === this.queue.length) {
+      this.queue.length = 0;
+      this.head = 0;
+    } else if (this.head > 1024 && this.head * 2 > this.queue.length) {
+      this.queue.splice(0, this.head);
+      this.head = 0;
+    }
+    if (this.roomWaiters.size > 0 && this.queued() < this.core.queueSize) this.notifyRoom();
+    return f;
+  }
+
+  private notifyRoom(): void {
+    const waiters = [...this.roomWaiters];
+    this.roomWaiters.clear();
+    for (const w of waiters) w.onRoom();
+  }
+
+  private scheduleDrain(): void {
+    if (this.drainScheduled) return;
+    this.drainScheduled = true;
+    queueMicrotask(this.drain);
+  }
+
+  private readonly drain = (): void => {
+    this.drainScheduled = false;
+    while (this.handler !== null && this.head < this.queue.length) {
+      const frame = this.take();
+      try {
+        this.handler(frame);
+      } catch (e) {
+        // A throwing handler must not stop delivery to this client nor reach the broker.
+        this.core.logger.error?.(`frame handler of ${this.entry.name} failed: ${(e as Error)?.stack ?? String(e)}`);
+      }
+    }
+  };
+
+  private ended(error?: Error): void {
+    if (!this.isConnected) return;
+    this.isConnected = false;
+    for (const p of this.pulls.splice(0)) p({ value: undefined, done: true });
+    this.notifyRoom();
+    for (const h of this.disconnectHandlers.splice(0)) h(error);
+  }
+
+  private countListOp(topics: readonly string[]): void {
+    let len = Math.max(0, topics.length - 1);
+    for (const t of topics) len += Buffer.byteLength(t);
+    this.entry.rFrames++;
+    this.entry.rBytes += len;
+    this.core.rFrames++;
+    this.core.rBytes += len;
+  }
+
+  private result(qos: QoS, code: number): Promise<void> {
+    if ((qos & 1) !== 0 && code !== ErrorCode.Ok) return Promise.reject(new BusError(code));
+    return RESOLVED;
+  }
+
+  private notConnected(): Promise<void> {
+    return Promise.reject(BusError.notRegistered(`client ${this.entry.name} is not connected`));
+  }
+}

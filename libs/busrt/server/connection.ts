@@ -1,0 +1,497 @@
+import type { Socket } from 'node:net';
+import { isUtf8 } from 'node:buffer';
+import type { BrokerCore, ClientKind, ClientSink, RoomWaiter } from '../broker/index.js';
+import { ClientEntry, InternalClient } from '../broker/index.js';
+import {
+  BROKER_HEADER_SIZE,
+  ClientFrameReader,
+  type ClientFrameSink,
+  type DataFrameKind,
+  ErrorCode,
+  FrameKind,
+  GREETING,
+  GREETING_BYTES,
+  PROTOCOL_VERSION,
+  ReadError,
+} from '../protocol/index.js';
+import type { ListenerSettings } from './settings.js';
+
+const enum State {
+  Greeting,
+  NameLength,
+  Name,
+  Frames,
+  Closed,
+}
+
+/** Payloads above this are written as their own chunk instead of being copied. */
+const ZERO_COPY_MIN = 4096;
+/** Size of the slabs small frames are copied into. */
+const SLAB_SIZE = 65536;
+
+const ANSWER_OK = Buffer.from([ErrorCode.Ok]);
+const ANSWER: Record<number, Buffer> = {};
+for (const c of Object.values(ErrorCode)) ANSWER[c] = Buffer.from([c]);
+
+/** Collects connections with unwritten output and writes them out once per event-loop turn. */
+export class Flusher {
+  private readonly dirty: PeerConnection[] = [];
+  private scheduled = false;
+
+  constructor(private readonly ttlUs: number) {}
+
+  mark(conn: PeerConnection): void {
+    this.dirty.push(conn);
+    if (!this.scheduled) {
+      this.scheduled = true;
+      if (this.ttlUs >= 1000) setTimeout(this.run, Math.round(this.ttlUs / 1000));
+      else setImmediate(this.run);
+    }
+  }
+
+  /** Writes out everything pending now. */
+  readonly run = (): void => {
+    this.scheduled = false;
+    const list = this.dirty;
+    for (let i = 0; i < list.length; i++) list[i].flush();
+    list.length = 0;
+  };
+}
+
+/**
+ * One client connection: the handshake, the frame reader feeding the broker, the batched
+ * writer, keep-alives and timeouts. It is the client's {@link ClientSink}.
+ */
+export class PeerConnection implements ClientSink, ClientFrameSink, RoomWaiter {
+  readonly internal = false;
+  entry: ClientEntry | null = null;
+
+  private state = State.Greeting;
+  private hs: Buffer | null = null;
+  private nameLength = 0;
+  private reader: ClientFrameReader | null = null;
+
+  // Output: small frames are copied into a slab; big payloads become chunks of their own.
+  private slab: Buffer = Buffer.allocUnsafe(SLAB_SIZE);
+  private slabPos = 0;
+  private slabFrom = 0;
+  private readonly chunks: Buffer[] = [];
+  private unflushedFrames = 0;
+  private unflushedBytes = 0;
+  private inflightFrames = 0;
+  private readonly inflight: number[] = [];
+  private isDirty = false;
+
+  // Timers, counted in ticks of a quarter of the timeout.
+  private ticks = 0;
+  private idleTicks = 0;
+  private payloadTicks = 0;
+  private lastHeaders = 0;
+  private stallTicks = 0;
+  private writesDone = 0;
+  private lastWritesDone = 0;
+  private throttledBy: InternalClient | null = null;
+  private throttleTicks = 0;
+
+  constructor(
+    private readonly core: BrokerCore,
+    private readonly settings: ListenerSettings,
+    private readonly flusher: Flusher,
+    readonly socket: Socket,
+    private readonly kind: ClientKind,
+    /** `ip:port` of a TCP peer, null for UNIX. */
+    private readonly source: string | null,
+    /** The peer's IP address, for the AAA host check. */
+    private readonly address: string | null,
+    private readonly onClosed: (conn: PeerConnection) => void,
+  ) {
+    socket.on('data', this.onData);
+    socket.on('error', this.onError);
+    socket.on('close', this.onSocketClose);
+    socket.write(GREETING_BYTES);
+  }
+
+  // ------------------------------------------------------------ reading
+
+  private readonly onData = (chunk: Buffer): void => {
+    this.idleTicks = 0;
+    if (this.state === State.Frames) {
+      const r = (this.reader as ClientFrameReader).push(chunk);
+      if (r !== ReadError.None) this.readFailed(r);
+    } else if (this.state !== State.Closed) {
+      this.handshake(chunk);
+    }
+  };
+
+  private readFailed(r: ReadError): void {
+    if (this.state === State.Closed) return;
+    const why =
+      r === ReadError.UnknownOp
+        ? 'unknown operation'
+        : r === ReadError.TooLarge
+          ? `payload over the limit of ${this.settings.payloadSizeLimit} bytes`
+          : 'broken frame';
+    this.close(why);
+  }
+
+  /** Called by the reader for every complete frame. */
+  onFrame(opId: number, flags: number, payload: Buffer): boolean {
+    if (this.state !== State.Frames) return false;
+    return this.core.handleClientFrame(this.entry as ClientEntry, opId, flags, payload);
+  }
+
+  private handshake(chunk: Buffer): void {
+    let hs = this.hs === null ? chunk : Buffer.concat([this.hs, chunk]);
+    for (;;) {
+      if (this.state === State.Greeting) {
+        if (hs.length < 3) break;
+        if (hs[0] !== GREETING || hs.readUInt16LE(1) !== PROTOCOL_VERSION) {
+          this.refuse(ErrorCode.NotSupported, 'unsupported greeting or protocol version');
+          return;
+        }
+        this.socket.write(ANSWER_OK);
+        hs = hs.subarray(3);
+        this.state = State.NameLength;
+        this.ticks = 0;
+      } else if (this.state === State.NameLength) {
+        if (hs.length < 2) break;
+        this.nameLength = hs.readUInt16LE(0);
+        hs = hs.subarray(2);
+        this.state = State.Name;
+        this.ticks = 0;
+      } else {
+        if (hs.length < this.nameLength) break;
+        const name = hs.subarray(0, this.nameLength);
+        const rest = hs.subarray(this.nameLength);
+        this.hs = null;
+        if (!this.registerName(name)) return;
+        if (rest.length > 0) this.onData(rest);
+        return;
+      }
+    }
+    this.hs = hs.length > 0 ? Buffer.from(hs) : null;
+  }
+
+  /** Checks and registers the name; answers the client. Returns true in frame mode. */
+  private registerName(nameBytes: Buffer): boolean {
+    if (!isUtf8(nameBytes)) {
+      this.settings.logger.warn?.(`connection ${this.peer()}: client name is not valid UTF-8, closed`);
+      this.destroy();
+      return false;
+    }
+    const name = nameBytes.toString('utf8');
+    if (name.length === 0 || name.startsWith('.')) {
+      this.refuse(ErrorCode.Data, `invalid client name "${name}"`);
+      return false;
+    }
+    let aaa = null;
+    const map = this.settings.aaaMap;
+    if (map !== null) {
+      const rule = map.get(name.includes('%%') ? name.slice(0, name.indexOf('%%')) : name);
+      if (rule === undefined) {
+        this.refuse(ErrorCode.Access, `client ${name} is not in the AAA map`);
+        return false;
+      }
+      if (this.address !== null && !rule.hostAllowed(this.address)) {
+        this.refuse(ErrorCode.Access, `client ${name} may not connect from ${this.address}`);
+        return false;
+      }
+      aaa = rule.clone();
+    }
+    const entry = new ClientEntry(name, this.kind, this.source, this.settings.bind, this, aaa);
+    const code = this.core.register(entry);
+    if (code !== ErrorCode.Ok) {
+      this.refuse(code, `client ${name} refused: ${code === ErrorCode.Busy ? 'name taken' : 'primary not registered'}`);
+      return false;
+    }
+    this.entry = entry;
+    this.reader = new ClientFrameReader(this, this.settings.payloadSizeLimit ?? 0xffffffff);
+    this.state = State.Frames;
+    this.ticks = 0;
+    this.socket.write(ANSWER_OK);
+    this.settings.logger.info?.(`client connected: ${name} (${this.peer()})`);
+    return true;
+  }
+
+  private refuse(code: number, why: string): void {
+    this.settings.logger.warn?.(`connection ${this.peer()}: ${why}`);
+    this.state = State.Closed;
+    this.socket.end(ANSWER[code]);
+    this.destroyLater();
+  }
+
+  // ------------------------------------------------------------ writing (ClientSink)
+
+  queued(): number {
+    return this.unflushedFrames + this.inflightFrames;
+  }
+
+  push(
+    kind: DataFrameKind,
+    sender: ClientEntry,
+    _topic: string | null,
+    topicNul: Buffer | null,
+    d1: Uint8Array,
+    d2: Uint8Array | null,
+    realtime: boolean,
+  ): boolean {
+    if (this.state === State.Closed) return true;
+    if (this.unflushedFrames + this.inflightFrames >= this.core.queueSize) return false;
+    const nameNul = sender.nameNul;
+    const tLen = topicNul === null ? 0 : topicNul.length;
+    const dLen = d1.length + (d2 === null ? 0 : d2.length);
+    const bodyLen = nameNul.length + tLen + dLen;
+    const big = dLen >= ZERO_COPY_MIN;
+    const need = BROKER_HEADER_SIZE + nameNul.length + tLen + (big ? 0 : dLen);
+    if (this.slab.length - this.slabPos < need) this.newSlab(need);
+    const s = this.slab;
+    let p = this.slabPos;
+    s[p] = kind;
+    s[p + 1] = bodyLen & 0xff;
+    s[p + 2] = (bodyLen >>> 8) & 0xff;
+    s[p + 3] = (bodyLen >>> 16) & 0xff;
+    s[p + 4] = bodyLen >>> 24;
+    s[p + 5] = realtime ? 1 : 0;
+    p += BROKER_HEADER_SIZE;
+    p += nameNul.copy(s, p);
+    if (topicNul !== null) p += topicNul.copy(s, p);
+    if (big) {
+      this.slabPos = p;
+      this.cutSlab();
+      this.chunks.push(d1 as Buffer);
+      if (d2 !== null) this.chunks.push(d2 as Buffer);
+    } else {
+      s.set(d1, p);
+      p += d1.length;
+      if (d2 !== null) {
+        s.set(d2, p);
+        p += d2.length;
+      }
+      this.slabPos = p;
+    }
+    this.unflushedFrames++;
+    this.unflushedBytes += BROKER_HEADER_SIZE + bodyLen;
+    if (realtime || this.unflushedBytes >= this.settings.bufSize) this.flush();
+    else if (!this.isDirty) {
+      this.isDirty = true;
+      this.flusher.mark(this);
+    }
+    return true;
+  }
+
+  pushAck(opId: number, code: number, realtime: boolean): void {
+    if (this.state === State.Closed) return;
+    const p = this.reserve(BROKER_HEADER_SIZE);
+    const s = this.slab;
+    s[p] = FrameKind.Ack;
+    s[p + 1] = opId & 0xff;
+    s[p + 2] = (opId >>> 8) & 0xff;
+    s[p + 3] = (opId >>> 16) & 0xff;
+    s[p + 4] = opId >>> 24;
+    s[p + 5] = code;
+    this.queuedRaw(realtime);
+  }
+
+  private pushNop(): void {
+    this.slab.fill(0, this.reserve(BROKER_HEADER_SIZE), this.slabPos);
+    this.queuedRaw(false);
+  }
+
+  private reserve(n: number): number {
+    if (this.slab.length - this.slabPos < n) this.newSlab(n);
+    const p = this.slabPos;
+    this.slabPos += n;
+    return p;
+  }
+
+  private queuedRaw(realtime: boolean): void {
+    this.unflushedFrames++;
+    this.unflushedBytes += BROKER_HEADER_SIZE;
+    if (realtime) this.flush();
+    else if (!this.isDirty) {
+      this.isDirty = true;
+      this.flusher.mark(this);
+    }
+  }
+
+  private newSlab(need: number): void {
+    this.cutSlab();
+    this.slab = Buffer.allocUnsafe(Math.max(SLAB_SIZE, need));
+    this.slabPos = 0;
+    this.slabFrom = 0;
+  }
+
+  /** Moves the written part of the slab into the chunk list; the slab is never rewritten. */
+  private cutSlab(): void {
+    if (this.slabPos > this.slabFrom) {
+      this.chunks.push(this.slab.subarray(this.slabFrom, this.slabPos));
+      this.slabFrom = this.slabPos;
+    }
+  }
+
+  /** Writes out everything queued, unless the connection is already closed. */
+  flush(): void {
+    this.isDirty = false;
+    if (this.state === State.Closed) {
+      this.chunks.length = 0;
+      return;
+    }
+    this.writeOut();
+  }
+
+  /** One socket write (or one writev) of everything queued. */
+  private writeOut(): void {
+    this.cutSlab();
+    const chunks = this.chunks;
+    const n = chunks.length;
+    if (n === 0) return;
+    const sock = this.socket;
+    if (n === 1) {
+      sock.write(chunks[0], this.onWritten);
+    } else {
+      sock.cork();
+      for (let i = 0; i < n - 1; i++) sock.write(chunks[i]);
+      sock.write(chunks[n - 1], this.onWritten);
+      sock.uncork();
+    }
+    chunks.length = 0;
+    this.inflight.push(this.unflushedFrames);
+    this.inflightFrames += this.unflushedFrames;
+    this.unflushedFrames = 0;
+    this.unflushedBytes = 0;
+  }
+
+  private readonly onWritten = (): void => {
+    const n = this.inflight.shift();
+    if (n !== undefined) this.inflightFrames -= n;
+    this.writesDone++;
+  };
+
+  // ------------------------------------------------------------ back-pressure from in-process clients
+
+  /** Stops reading this client until the in-process receiver has room again. */
+  waitForRoom(receiver: ClientSink): void {
+    if (this.throttledBy !== null || !(receiver instanceof InternalClient)) return;
+    this.throttledBy = receiver;
+    this.throttleTicks = 0;
+    receiver.waitRoom(this);
+    this.socket.pause();
+  }
+
+  onRoom(): void {
+    if (this.throttledBy === null) return;
+    this.throttledBy = null;
+    if (this.state !== State.Closed) this.socket.resume();
+  }
+
+  // ------------------------------------------------------------ timers
+
+  /** Called every quarter of the timeout by the listener. */
+  tick(): void {
+    const st = this.state;
+    if (st === State.Closed) return;
+    if (st !== State.Frames) {
+      // Each handshake step must complete within the timeout.
+      if (++this.ticks >= 4) {
+        this.settings.logger.warn?.(`connection ${this.peer()}: handshake timeout`);
+        this.destroy();
+      }
+      return;
+    }
+    this.ticks++;
+    if ((this.ticks & 1) === 0) {
+      if (this.queued() >= this.core.queueSize) {
+        this.close('client queue overflow');
+        return;
+      }
+      this.pushNop();
+    }
+    if (this.throttledBy !== null) {
+      if (++this.throttleTicks >= 4) this.close('timeout: an in-process receiver stayed full');
+      return;
+    }
+    const reader = this.reader as ClientFrameReader;
+    this.idleTicks++;
+    if (reader.awaitingPayload) {
+      if (reader.headersSeen !== this.lastHeaders) {
+        this.lastHeaders = reader.headersSeen;
+        this.payloadTicks = 1;
+      } else if (++this.payloadTicks > 4) {
+        this.close('timeout reading a frame payload');
+        return;
+      }
+    } else if (this.idleTicks > 5) {
+      this.close('read timeout: no frame from the client');
+      return;
+    }
+    if (this.inflightFrames > 0 && this.writesDone === this.lastWritesDone) {
+      if (++this.stallTicks > 4) this.close('write timeout: the client does not read');
+    } else {
+      this.stallTicks = 0;
+      this.lastWritesDone = this.writesDone;
+    }
+  }
+
+  // ------------------------------------------------------------ closing
+
+  /** Ends the session: unregisters the client, writes out what is buffered, closes. */
+  close(reason: string): void {
+    if (this.state === State.Closed) return;
+    const wasFrames = this.state === State.Frames;
+    this.state = State.Closed;
+    this.release();
+    if (this.entry !== null && this.entry.registered) this.core.unregister(this.entry);
+    if (wasFrames) this.settings.logger.info?.(`client ${this.entry?.name} disconnected: ${reason}`);
+    this.endSocket();
+  }
+
+  /** The broker dropped the client. */
+  terminate(reason: string): void {
+    if (this.state === State.Closed) return;
+    this.state = State.Closed;
+    this.release();
+    if (reason.startsWith('queue overflow')) {
+      // It does not read; nothing buffered would get through anyway.
+      this.socket.destroy();
+    } else {
+      this.endSocket();
+    }
+  }
+
+  private endSocket(): void {
+    this.writeOut();
+    this.socket.end();
+    this.destroyLater();
+  }
+
+  private destroyLater(): void {
+    setTimeout(() => this.socket.destroy(), this.settings.timeoutMs).unref();
+  }
+
+  private destroy(): void {
+    this.state = State.Closed;
+    this.release();
+    this.socket.destroy();
+  }
+
+  private release(): void {
+    if (this.throttledBy !== null) {
+      this.throttledBy.cancelRoom(this);
+      this.throttledBy = null;
+    }
+    this.onClosed(this);
+  }
+
+  private readonly onError = (err: Error): void => {
+    this.close(`socket error: ${err.message}`);
+  };
+
+  private readonly onSocketClose = (): void => {
+    if (this.state !== State.Closed) this.close('connection closed by the client');
+    else this.onClosed(this);
+  };
+
+  private peer(): string {
+    return this.source ?? `${this.settings.bind}`;
+  }
+}

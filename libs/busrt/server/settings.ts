@@ -1,0 +1,56 @@
+import type { AaaMap, BrokerLogger } from '../broker/index.js';
+import { DEFAULT_BUF_SIZE, DEFAULT_BUF_TTL_US, DEFAULT_TIMEOUT_MS } from '../protocol/index.js';
+
+/** Settings of one listener (upstream's ServerConfig). */
+export interface ServerConfig {
+  /** Timeout T in milliseconds: handshake steps, reads (1.25 T), writes; keep-alives every T/2. Default 1000. */
+  timeoutMs?: number;
+  /** Output batch size in bytes: a batch this large is written at once. Default 8192. */
+  bufSize?: number;
+  /**
+   * Delay of a batched write in microseconds. Below 1000 the batch is written at the end of the
+   * current event-loop turn; from 1000 on, after that many microseconds (rounded to ms). Default 10.
+   */
+  bufTtlUs?: number;
+  /** Largest accepted frame payload in bytes; a larger frame closes the connection. Default: none. */
+  payloadSizeLimit?: number | null;
+  /** Security rules by primary client name; null or absent: no checks. */
+  aaaMap?: AaaMap | null;
+}
+
+/** A listener's resolved settings. */
+export interface ListenerSettings {
+  readonly timeoutMs: number;
+  readonly bufSize: number;
+  readonly bufTtlUs: number;
+  readonly payloadSizeLimit: number | null;
+  readonly aaaMap: AaaMap | null;
+  /** The bind string as given (`port` in client.list). */
+  readonly bind: string;
+  readonly logger: BrokerLogger;
+}
+
+function positive(name: string, v: number | undefined, def: number, allowZero = false): number {
+  if (v === undefined) return def;
+  if (typeof v !== 'number' || !Number.isFinite(v) || v < 0 || (!allowZero && v === 0)) {
+    throw new RangeError(`${name} must be a ${allowZero ? 'non-negative' : 'positive'} number, got ${String(v)}`);
+  }
+  return v;
+}
+
+/** Validates a ServerConfig and fills in the defaults. */
+export function resolveSettings(config: ServerConfig, bind: string, logger: BrokerLogger): ListenerSettings {
+  const limit = config.payloadSizeLimit ?? null;
+  if (limit !== null && (!Number.isInteger(limit) || limit < 0 || limit > 0xffffffff)) {
+    throw new RangeError(`payloadSizeLimit must be an integer from 0 to 4294967295, got ${String(limit)}`);
+  }
+  return {
+    timeoutMs: positive('timeoutMs', config.timeoutMs, DEFAULT_TIMEOUT_MS),
+    bufSize: positive('bufSize', config.bufSize, DEFAULT_BUF_SIZE),
+    bufTtlUs: positive('bufTtlUs', config.bufTtlUs, DEFAULT_BUF_TTL_US, true),
+    payloadSizeLimit: limit,
+    aaaMap: config.aaaMap ?? null,
+    bind,
+    logger,
+  };
+}

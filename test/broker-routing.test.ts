@@ -1,0 +1,215 @@
+import { afterAll, afterEach, beforeAll, describe, expect, it } from '@jest/globals';
+import { decode } from '@msgpack/msgpack';
+import { Broker, type InternalClient } from '#busrt/core';
+import { clientFrame, PeerPool, RawPeer, sleep, tmpSocket } from './support/raw.js';
+import { loadVectorFile } from './support/vectors.js';
+
+interface BroadcastTable {
+  registered_names: string[];
+  cases: { mask: string; receivers: string[] }[];
+}
+
+/** Body of a data frame after the 6-byte header, as latin1 text for easy comparison. */
+const body = (f: Buffer): string => f.subarray(6).toString('latin1');
+
+describe('routing with several real clients', () => {
+  const broker = new Broker();
+  const pool = new PeerPool();
+  const reg = (name: string): Promise<RawPeer> => pool.reg(name);
+  /** Sends a QoS 1 frame and returns its ACK code. */
+  const acked = async (p: RawPeer, opId: number, flags: number, payload: string): Promise<number> => {
+    p.write(clientFrame(opId, flags, payload));
+    for (;;) {
+      const f = await p.readFrame();
+      if (f[0] === 0xfe && f.readUInt32LE(1) === opId) return f[5];
+    }
+  };
+
+  beforeAll(async () => {
+    pool.path = (await broker.spawnUnixServer(tmpSocket(), { timeoutMs: 2000 })).address;
+  });
+  afterEach(async () => {
+    pool.closeAll();
+    await sleep(20);
+  });
+  afterAll(() => broker.close());
+
+  it('broadcast masks select exactly the receivers of vectors/matching.json', async () => {
+    const table = loadVectorFile('matching').broadcast as unknown as BroadcastTable;
+    // `.broker` is internal; the rest connect over the socket (`a%%1` needs `a` first).
+    const core = broker.registerClient('.broker');
+    const inbox = new Map<string, string[]>();
+    const got = (n: string): string[] => inbox.get(n) ?? [];
+    core.onFrame((f) => inbox.set('.broker', [...got('.broker'), f.payload.toString()]));
+    const clients = new Map<string, RawPeer>();
+    for (const n of table.registered_names.filter((x) => x !== '.broker')) clients.set(n, await reg(n));
+    const sender = await reg('sender-x');
+    try {
+      let op = 1;
+      for (const c of table.cases) {
+        const tag = `m${op}`;
+        expect(await acked(sender, op++, 0x53, `${c.mask}\0${tag}`)).toBe(1);
+        await sleep(5);
+        const receivers: string[] = [];
+        for (const [n, p] of clients) {
+          if (!(await p.silentFor(15))) {
+            const f = await p.readFrame();
+            expect(f[0]).toBe(0x13);
+            expect(body(f)).toBe(`sender-x\0${tag}`);
+            receivers.push(n);
+          }
+        }
+        if (got('.broker').includes(tag)) receivers.push('.broker');
+        expect({ mask: c.mask, receivers: receivers.sort() }).toEqual({
+          mask: c.mask,
+          receivers: [...c.receivers].sort(),
+        });
+      }
+    } finally {
+      await core.disconnect();
+    }
+  });
+
+  it('a client receives its own broadcast when it matches', async () => {
+    const me = await reg('grp.me');
+    me.write(clientFrame(1, 0x53, 'grp.*\0self'));
+    // The frame is queued before the ACK: routing completes before the ACK is produced.
+    expect(body(await me.readFrame())).toBe('grp.me\0self');
+    expect((await me.readFrame()).toString('hex')).toBe('fe0100000001');
+  });
+
+  it('publish_for reaches subscribers with that primary name only, secondaries included', async () => {
+    const svc = await reg('svc');
+    const sec = await reg('svc%%1');
+    const other = await reg('svcx');
+    const pub = await reg('pub');
+    for (const p of [svc, sec, other]) expect(await acked(p, 1, 0x42, 'news/#')).toBe(1);
+    expect(await acked(pub, 2, 0x46, 'news/a\0svc\0for-svc')).toBe(1);
+    expect(body(await svc.readFrame())).toBe('pub\0news/a\0for-svc');
+    expect(body(await sec.readFrame())).toBe('pub\0news/a\0for-svc');
+    expect(await other.silentFor(50)).toBe(true);
+    // A secondary name as receiver reaches nobody: primary names never contain %%.
+    expect(await acked(pub, 3, 0x46, 'news/a\0svc%%1\0nobody')).toBe(1);
+    expect(await svc.silentFor(30)).toBe(true);
+    expect(await sec.silentFor(30)).toBe(true);
+  });
+
+  it('messages address exact names: a secondary by its full name, the primary by its own', async () => {
+    const svc = await reg('svc');
+    const sec = await reg('svc%%7');
+    const c = await reg('caller');
+    expect(await acked(c, 1, 0x52, 'svc%%7\0to-sec')).toBe(1);
+    expect(body(await sec.readFrame())).toBe('caller\0to-sec');
+    expect(await svc.silentFor(30)).toBe(true);
+    expect(await acked(c, 2, 0x52, 'svc\0to-primary')).toBe(1);
+    expect(body(await svc.readFrame())).toBe('caller\0to-primary');
+    expect(await acked(c, 3, 0x52, 'svc%%8\0nobody')).toBe(0x71);
+  });
+
+  it('a publication reaches a client once however many of its masks match; the topic is the published one', async () => {
+    const s = await reg('s');
+    const p = await reg('p');
+    expect(await acked(s, 1, 0x42, 'a/#\0a/+\0#')).toBe(1);
+    expect(await acked(p, 2, 0x41, 'a/b\0once')).toBe(1);
+    expect(body(await s.readFrame())).toBe('p\0a/b\0once');
+    expect(await s.silentFor(50)).toBe(true);
+  });
+
+  it('masks on one tree position share membership (a/# and a/#/b)', async () => {
+    const s = await reg('s');
+    const p = await reg('p');
+    expect(await acked(s, 1, 0x42, 'a/#\0a/#/b')).toBe(1);
+    expect(await acked(s, 2, 0x43, 'a/#/b')).toBe(1);
+    expect(await acked(p, 3, 0x41, 'a/x\0gone')).toBe(1);
+    expect(await s.silentFor(50)).toBe(true);
+  });
+
+  it('unexclude removes an exact mask, it does not carve holes', async () => {
+    const s = await reg('s');
+    const p = await reg('p');
+    expect(await acked(s, 1, 0x44, 'a/#')).toBe(1);
+    expect(await acked(s, 2, 0x42, '#')).toBe(1);
+    expect(await acked(s, 3, 0x45, 'a/b')).toBe(1);
+    expect(await acked(p, 4, 0x41, 'a/b\0excluded')).toBe(1);
+    expect(await acked(p, 5, 0x41, 'b\0included')).toBe(1);
+    expect(body(await s.readFrame())).toBe('p\0b\0included');
+  });
+
+  it('exclusions do not filter messages or broadcasts', async () => {
+    const s = await reg('s');
+    const p = await reg('p');
+    expect(await acked(s, 1, 0x44, '#')).toBe(1);
+    expect(await acked(p, 2, 0x52, 's\0msg')).toBe(1);
+    expect(body(await s.readFrame())).toBe('p\0msg');
+    expect(await acked(p, 3, 0x53, 's\0bc')).toBe(1);
+    expect(body(await s.readFrame())).toBe('p\0bc');
+  });
+
+  it('announces reg and unreg of primaries on .broker/info, never secondaries', async () => {
+    const core: InternalClient = broker.registerClient('.broker');
+    try {
+      const w = await reg('watcher');
+      expect(await acked(w, 1, 0x42, '.broker/info')).toBe(1);
+      const t0 = BigInt(Date.now()) * 1_000_000n;
+      const x = await reg('xx');
+      const f = await w.readFrame();
+      expect(f[0]).toBe(0x01);
+      expect(f[5]).toBe(0);
+      const prefix = Buffer.from('.broker\0.broker/info\0', 'latin1');
+      expect(f.subarray(6, 6 + prefix.length)).toEqual(prefix);
+      const msg = decode(f.subarray(6 + prefix.length), { useBigInt64: true }) as { s: string; d: string; t: bigint };
+      expect(Object.keys(msg)).toEqual(['s', 'd', 't']);
+      expect(msg.s).toBe('reg');
+      expect(msg.d).toBe('xx');
+      expect(msg.t >= t0 - 1_000_000_000n && msg.t < t0 + 10_000_000_000n).toBe(true);
+      const sec = await reg('xx%%1');
+      expect(await w.silentFor(50)).toBe(true);
+      sec.close();
+      expect(await w.silentFor(50)).toBe(true);
+      x.close();
+      const u = await w.readFrame();
+      const m2 = decode(u.subarray(6 + prefix.length), { useBigInt64: true }) as { s: string; d: string };
+      expect([m2.s, m2.d]).toEqual(['unreg', 'xx']);
+    } finally {
+      await core.disconnect();
+    }
+  });
+
+  it('every client is subscribed to .broker/warn and may unsubscribe', async () => {
+    const a = await reg('a');
+    const b = await reg('b');
+    expect(broker.getClient('a')?.subscriptions.has('.broker/warn')).toBe(true);
+    expect(await acked(b, 1, 0x43, '.broker/warn')).toBe(1);
+    const p = await reg('p');
+    expect(await acked(p, 2, 0x41, '.broker/warn\0w')).toBe(1);
+    expect(body(await a.readFrame())).toBe('p\0.broker/warn\0w');
+    expect(await b.silentFor(50)).toBe(true);
+  });
+
+  it('counts statistics exactly as specified', async () => {
+    const a = await reg('a');
+    const b = await reg('b');
+    const ea = broker.getClient('a')!;
+    const eb = broker.getClient('b')!;
+    const r0 = broker.stats();
+    // message allowed: sender r +1/+len, receiver w +1/+len, ACK w +1/+6 to the sender
+    expect(await acked(a, 1, 0x52, 'b\0hello')).toBe(1); // len 7
+    expect([ea.rFrames, ea.rBytes, ea.wFrames, ea.wBytes]).toEqual([1, 7, 1, 6]);
+    expect([eb.rFrames, eb.rBytes, eb.wFrames, eb.wBytes]).toEqual([0, 0, 1, 7]);
+    // message to an absent target: counted for the sender, nobody receives
+    expect(await acked(a, 2, 0x52, 'nobody\0x')).toBe(0x71);
+    expect([ea.rFrames, ea.rBytes]).toEqual([2, 15]);
+    // subscribe frame counted before anything else
+    expect(await acked(b, 3, 0x42, 't/#')).toBe(1);
+    expect([eb.rFrames, eb.rBytes]).toEqual([1, 3]);
+    // publish with one receiver: w +len on the receiver (the sender's len, not the written size)
+    expect(await acked(a, 4, 0x41, 't/x\0data')).toBe(1); // len 8
+    expect([eb.wFrames, eb.wBytes]).toEqual([3, 7 + 6 + 8]);
+    const r1 = broker.stats();
+    expect(r1.r_frames - r0.r_frames).toBe(4);
+    expect(r1.r_bytes - r0.r_bytes).toBe(7 + 8 + 3 + 8);
+    expect(r1.w_frames - r0.w_frames).toBe(1 + 4 + 1); // b's message, 4 ACKs, b's publication
+    expect(r1.w_bytes - r0.w_bytes).toBe(7 + 4 * 6 + 8);
+    await b.readFrame();
+  });
+});

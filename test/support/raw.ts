@@ -1,0 +1,173 @@
+import net from 'node:net';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+/** A fresh UNIX socket path in a private temporary folder. */
+export function tmpSocket(name = 'busrt.sock'): string {
+  return join(mkdtempSync(join(tmpdir(), 'busrt-test-')), name);
+}
+
+/**
+ * A raw byte-level peer: connects, sends bytes exactly as given and reads exactly what the broker
+ * writes. Nothing of the project's own client is involved.
+ */
+export class RawPeer {
+  private buf: Buffer = Buffer.alloc(0);
+  private waiter: (() => void) | null = null;
+  closed = false;
+
+  private constructor(readonly socket: net.Socket) {
+    socket.on('data', (chunk: Buffer) => {
+      this.buf = Buffer.concat([this.buf, chunk]);
+      this.wake();
+    });
+    socket.on('close', () => {
+      this.closed = true;
+      this.wake();
+    });
+    socket.on('error', () => undefined);
+  }
+
+  /** Connects to a UNIX path or a `host:port`. */
+  static connect(path: string): Promise<RawPeer> {
+    return new Promise((resolve, reject) => {
+      const m = /^(.*):(\d+)$/.exec(path);
+      const s = path.startsWith('/') || m === null ? net.connect(path) : net.connect(Number(m[2]), m[1]);
+      s.once('connect', () => resolve(new RawPeer(s)));
+      s.once('error', reject);
+    });
+  }
+
+  /** Connects and completes the handshake under `name`; fails unless the broker answers 01. */
+  static async register(path: string, name: string): Promise<RawPeer> {
+    const p = await RawPeer.connect(path);
+    const greeting = await p.read(3);
+    p.write(greeting);
+    const ok = await p.read(1);
+    if (ok[0] !== 1) throw new Error(`greeting refused: ${ok.toString('hex')}`);
+    const n = Buffer.from(name, 'utf8');
+    const len = Buffer.alloc(2);
+    len.writeUInt16LE(n.length);
+    p.write(Buffer.concat([len, n]));
+    const r = await p.read(1);
+    if (r[0] !== 1) throw new Error(`registration of ${name} refused with ${r.toString('hex')}`);
+    return p;
+  }
+
+  write(bytes: Buffer | string): void {
+    this.socket.write(typeof bytes === 'string' ? Buffer.from(bytes, 'hex') : bytes);
+  }
+
+  /** Bytes received and not read yet. */
+  get pending(): number {
+    return this.buf.length;
+  }
+
+  private wake(): void {
+    const w = this.waiter;
+    this.waiter = null;
+    w?.();
+  }
+
+  private wait(ms: number): Promise<boolean> {
+    return new Promise((resolve) => {
+      const t = setTimeout(() => {
+        this.waiter = null;
+        resolve(false);
+      }, ms);
+      this.waiter = () => {
+        clearTimeout(t);
+        resolve(true);
+      };
+    });
+  }
+
+  /** Reads exactly n bytes; rejects on timeout or when the connection closes first. */
+  async read(n: number, ms = 2000): Promise<Buffer> {
+    const deadline = Date.now() + ms;
+    while (this.buf.length < n) {
+      if (this.closed) throw new Error(`connection closed after ${this.buf.toString('hex')} (wanted ${n} bytes)`);
+      const left = deadline - Date.now();
+      if (left <= 0 || !(await this.wait(left))) {
+        throw new Error(`timeout waiting for ${n} bytes, have ${this.buf.toString('hex')}`);
+      }
+    }
+    const out = this.buf.subarray(0, n);
+    this.buf = this.buf.subarray(n);
+    return Buffer.from(out);
+  }
+
+  /** Reads one broker-to-client frame (6-byte header plus body for data frames). */
+  async readFrame(ms = 2000, skipNop = true): Promise<Buffer> {
+    for (;;) {
+      const h = await this.read(6, ms);
+      if (h[0] === 0x00 && skipNop) continue;
+      if (h[0] === 0x00 || h[0] === 0xfe) return h;
+      const body = await this.read(h.readUInt32LE(1), ms);
+      return Buffer.concat([h, body]);
+    }
+  }
+
+  /** Resolves true when the broker closes the connection within ms, with everything it sent. */
+  async closedWithin(ms: number): Promise<boolean> {
+    const deadline = Date.now() + ms;
+    while (!this.closed) {
+      const left = deadline - Date.now();
+      if (left <= 0) return false;
+      await this.wait(left);
+    }
+    return true;
+  }
+
+  /** Resolves true when nothing but keep-alives arrives within ms. */
+  async silentFor(ms: number): Promise<boolean> {
+    const deadline = Date.now() + ms;
+    for (;;) {
+      while (this.buf.length >= 6 && this.buf[0] === 0 && this.buf.readUInt32LE(1) === 0 && this.buf[5] === 0) {
+        this.buf = this.buf.subarray(6);
+      }
+      if (this.buf.length > 0) return false;
+      const left = deadline - Date.now();
+      if (left <= 0) return true;
+      await this.wait(left);
+    }
+  }
+
+  close(): void {
+    this.socket.destroy();
+  }
+}
+
+/** A client-to-broker frame: op id, flags, payload. */
+export function clientFrame(opId: number, flags: number, payload: Buffer | string): Buffer {
+  const p = typeof payload === 'string' ? Buffer.from(payload, 'utf8') : payload;
+  const h = Buffer.alloc(9);
+  h.writeUInt32LE(opId, 0);
+  h[4] = flags;
+  h.writeUInt32LE(p.length, 5);
+  return Buffer.concat([h, p]);
+}
+
+/** Waits ms milliseconds. */
+export function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}
+
+/** Raw peers registered on one broker path, closed together after each test. */
+export class PeerPool {
+  private readonly peers: RawPeer[] = [];
+  path = '';
+
+  /** Connects and registers a raw peer under `name`. */
+  async reg(name: string): Promise<RawPeer> {
+    const p = await RawPeer.register(this.path, name);
+    this.peers.push(p);
+    return p;
+  }
+
+  /** Closes every peer of the pool. */
+  closeAll(): void {
+    for (const p of this.peers.splice(0)) p.close();
+  }
+}
