@@ -1,0 +1,255 @@
+import { afterEach, describe, expect, it } from '@jest/globals';
+import { existsSync, writeFileSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { Broker, BusError, type Frame, QoS } from '#busrt/core';
+import { clientFrame, RawPeer, sleep, tmpSocket } from './support/raw.js';
+import { vectorBytes } from './support/vectors.js';
+
+const brokers: Broker[] = [];
+const peers: RawPeer[] = [];
+async function start(opts: ConstructorParameters<typeof Broker>[0] = {}, cfg = {}): Promise<[Broker, string]> {
+  const b = new Broker(opts);
+  brokers.push(b);
+  const l = await b.spawnUnixServer(tmpSocket(), cfg);
+  return [b, l.address];
+}
+async function reg(path: string, name: string): Promise<RawPeer> {
+  const p = await RawPeer.register(path, name);
+  peers.push(p);
+  return p;
+}
+afterEach(async () => {
+  for (const p of peers.splice(0)) p.close();
+  await Promise.all(brokers.splice(0).map((b) => b.close()));
+});
+
+describe('keep-alives and timeouts', () => {
+  it('sends a NOP keep-alive every T/2 (vector frame_ping), first about T/2 after registration', async () => {
+    const [, path] = await start({}, { timeoutMs: 400 });
+    const p = await reg(path, 'k');
+    const t0 = Date.now();
+    for (let i = 0; i < 3; i++) {
+      p.write(vectorBytes('client_frames', 'ping'));
+      expect(await p.readFrame(1000, false)).toEqual(vectorBytes('broker_frames', 'frame_ping'));
+    }
+    const elapsed = Date.now() - t0;
+    expect(elapsed).toBeGreaterThanOrEqual(450);
+    expect(elapsed).toBeLessThan(1100);
+  });
+
+  it('drops a client that sends nothing for 1.25 T, and keeps one that pings', async () => {
+    const [b, path] = await start({}, { timeoutMs: 300 });
+    const silent = await reg(path, 'silent');
+    const alive = await reg(path, 'alive');
+    const pinger = setInterval(() => alive.write(vectorBytes('client_frames', 'ping')), 100);
+    try {
+      const t0 = Date.now();
+      expect(await silent.closedWithin(2000)).toBe(true);
+      expect(Date.now() - t0).toBeGreaterThanOrEqual(370);
+      expect(b.getClient('silent')).toBeUndefined();
+      await sleep(400);
+      expect(b.getClient('alive')).toBeDefined();
+      expect(alive.closed).toBe(false);
+    } finally {
+      clearInterval(pinger);
+    }
+  });
+
+  it('drops a client that stops in the middle of a frame payload, without stalling others', async () => {
+    const [b, path] = await start({}, { timeoutMs: 300 });
+    const stuck = await reg(path, 'stuck');
+    const a = await reg(path, 'a');
+    const c = await reg(path, 'c');
+    // header says 100 bytes, only 10 follow
+    stuck.write(Buffer.concat([clientFrame(1, 0x52, 'c\0' + 'x'.repeat(98)).subarray(0, 19)]));
+    const pinger = setInterval(() => {
+      a.write(vectorBytes('client_frames', 'ping'));
+      c.write(vectorBytes('client_frames', 'ping'));
+    }, 100);
+    try {
+      a.write(clientFrame(2, 0x52, 'c\0during'));
+      expect((await c.readFrame()).subarray(6).toString()).toBe('a\0during');
+      expect(await stuck.closedWithin(2000)).toBe(true);
+      expect(b.getClient('stuck')).toBeUndefined();
+      expect(await c.silentFor(50)).toBe(true); // the partial frame was never delivered
+    } finally {
+      clearInterval(pinger);
+    }
+  });
+
+  it('drops a client whose header stops half way (a client that stops mid-frame)', async () => {
+    const [b, path] = await start({}, { timeoutMs: 300 });
+    const p = await reg(path, 'half');
+    p.write(Buffer.from('0100', 'hex'));
+    expect(await p.closedWithin(2000)).toBe(true);
+    expect(b.getClient('half')).toBeUndefined();
+  });
+});
+
+describe('registration', () => {
+  it('force register replaces a primary without an unreg announcement; a secondary still gets busy', async () => {
+    const [b, path] = await start({ forceRegister: true }, { timeoutMs: 2000 });
+    const core = b.registerClient('.broker');
+    const seen: string[] = [];
+    await core.subscribe('.broker/info');
+    core.onFrame((f) => seen.push(f.payload.toString('latin1')));
+    const old = await reg(path, 'x');
+    const oldSec = await reg(path, 'x%%1');
+    const fresh = await reg(path, 'x');
+    expect(await old.closedWithin(1000)).toBe(true);
+    expect(await oldSec.closedWithin(1000)).toBe(true);
+    expect(b.getClient('x')?.sink).not.toBe(undefined);
+    const sec = await reg(path, 'x%%1');
+    await expect(RawPeer.register(path, 'x%%1')).rejects.toThrow(/refused with 76/);
+    await sleep(20);
+    const kinds = seen.map((s) => (s.includes('unreg') ? 'unreg' : 'reg'));
+    expect(kinds).toEqual(['reg', 'reg']);
+    sec.close();
+    fresh.close();
+  });
+
+  it('internal names may start with a dot; external ones may not', async () => {
+    const [b, path] = await start();
+    const c = b.registerClient('.svc');
+    expect(c.name).toBe('.svc');
+    await expect(RawPeer.register(path, '.svc2')).rejects.toThrow(/refused with 72/);
+    expect(() => b.registerClient('.svc')).toThrow(BusError);
+  });
+});
+
+describe('in-process clients', () => {
+  it('exchange every kind of frame with socket clients through the same interface', async () => {
+    const [b, path] = await start({}, { timeoutMs: 2000 });
+    const inproc = b.registerClient('inproc');
+    const got: Frame[] = [];
+    inproc.onFrame((f) => got.push(f));
+    await inproc.subscribe('t/#');
+    const sock = await reg(path, 'sock');
+    sock.write(clientFrame(1, 0x42, 'u/+'));
+    await sock.readFrame();
+    sock.write(clientFrame(2, 0x52, 'inproc\0m1'));
+    sock.write(clientFrame(3, 0x41, 't/x\0p1'));
+    sock.write(clientFrame(4, 0x53, 'inp*\0no'));
+    sock.write(clientFrame(5, 0x53, 'inproc\0b1'));
+    for (let i = 0; i < 4; i++) await sock.readFrame();
+    await sleep(10);
+    expect(got.map((f) => [f.kind, f.sender, f.topic, f.payload.toString(), f.realtime])).toEqual([
+      [0x12, 'sock', null, 'm1', false],
+      [0x01, 'sock', 't/x', 'p1', false],
+      [0x13, 'sock', null, 'b1', false],
+    ]);
+    await inproc.send('sock', Buffer.from('back'), QoS.RealtimeProcessed);
+    await inproc.publish('u/1', Buffer.from('pub'));
+    expect((await sock.readFrame()).toString('latin1')).toBe('\x12\x0b\x00\x00\x00\x01inproc\0back');
+    expect((await sock.readFrame()).toString('latin1')).toBe('\x01\x0e\x00\x00\x00\x00inproc\0u/1\0pub');
+    await expect(inproc.send('nobody', Buffer.from('x'), QoS.Processed)).rejects.toMatchObject({ code: 0x71 });
+    await expect(inproc.send('nobody', Buffer.from('x'), QoS.No)).resolves.toBeUndefined();
+  });
+
+  it('frames() iterates incoming frames and ends on disconnect', async () => {
+    const [b] = await start();
+    const a = b.registerClient('a');
+    const c = b.registerClient('c');
+    await a.send('c', Buffer.from('1'));
+    await a.send('c', Buffer.from('2'));
+    const seen: string[] = [];
+    const it = c.frames();
+    seen.push((await it.next()).value!.payload.toString());
+    seen.push((await it.next()).value!.payload.toString());
+    const pending = it.next();
+    await a.send('c', Buffer.from('3'));
+    seen.push((await pending).value!.payload.toString());
+    await c.disconnect();
+    expect((await it.next()).done).toBe(true);
+    expect(seen).toEqual(['1', '2', '3']);
+    await expect(c.send('a', Buffer.from('x'))).rejects.toBeInstanceOf(BusError);
+  });
+
+  it('a full in-process receiver slows a socket sender down instead of losing frames', async () => {
+    const [b, path] = await start({ queueSize: 64 }, { timeoutMs: 3000 });
+    const slow = b.registerClient('slow');
+    const sender = await reg(path, 'sender');
+    const n = 2000;
+    const parts: Buffer[] = [];
+    for (let i = 0; i < n; i++) parts.push(clientFrame(0, 0x12, `slow\0${i}`));
+    sender.write(Buffer.concat(parts));
+    await sleep(100);
+    expect(slow.queued()).toBeGreaterThanOrEqual(64);
+    const got: string[] = [];
+    for await (const f of slow.frames()) {
+      got.push(f.payload.toString());
+      if (got.length === n) break;
+    }
+    expect(got).toEqual(Array.from({ length: n }, (_, i) => String(i)));
+    expect(b.getClient('sender')).toBeDefined();
+  });
+});
+
+describe('listeners', () => {
+  it('serves several UNIX and TCP listeners with their own settings at once', async () => {
+    const b = new Broker();
+    brokers.push(b);
+    const u1 = await b.spawnUnixServer(tmpSocket(), { timeoutMs: 5000 });
+    const u2 = await b.spawnUnixServer(tmpSocket(), { timeoutMs: 300 });
+    const t1 = await b.spawnTcpServer('127.0.0.1:0', { payloadSizeLimit: 10 });
+    const a = await reg(u1.address, 'a');
+    const c = await reg(t1.address, 'c');
+    const d = await reg(u2.address, 'd');
+    a.write(clientFrame(1, 0x52, 'c\0' + 'y'.repeat(20)));
+    expect((await a.readFrame()).toString('hex')).toBe('fe0100000001');
+    expect((await c.readFrame()).subarray(6).toString()).toBe('a\0' + 'y'.repeat(20));
+    // the TCP listener's limit applies to its own clients only
+    c.write(clientFrame(2, 0x52, 'a\0' + 'z'.repeat(20)));
+    expect(await c.closedWithin(1000)).toBe(true);
+    // the short timeout applies to u2 only
+    expect(await d.closedWithin(2000)).toBe(true);
+    expect(b.getClient('a')).toBeDefined();
+    expect(b.getClient('c')).toBeUndefined();
+    expect(b.clientList().find((x) => x.name === 'a')?.port).toBe(u1.address);
+  });
+
+  it('replaces a stale socket file, refuses a live one and a non-socket file, removes its files on close', async () => {
+    const path = tmpSocket();
+    // A process that dies without cleaning up leaves its socket file behind.
+    const child = spawn(process.execPath, ['-e', `require('net').createServer().listen(${JSON.stringify(path)})`]);
+    for (let i = 0; i < 100 && !existsSync(path); i++) await sleep(20);
+    child.kill('SIGKILL');
+    await new Promise((r) => child.once('exit', r));
+    expect(existsSync(path)).toBe(true);
+    const b = new Broker();
+    brokers.push(b);
+    await b.spawnUnixServer(path);
+    const p = await reg(path, 'ok');
+    expect(p.closed).toBe(false);
+    const b2 = new Broker();
+    brokers.push(b2);
+    await expect(b2.spawnUnixServer(path)).rejects.toThrow(/another process is listening/);
+    const file = tmpSocket('plain.txt');
+    writeFileSync(file, 'data');
+    await expect(b2.spawnUnixServer(file)).rejects.toThrow(/not a socket/);
+    expect(existsSync(file)).toBe(true);
+    await b.close();
+    expect(existsSync(path)).toBe(false);
+    expect(await p.closedWithin(1000)).toBe(true);
+  });
+
+  it('reports a busy TCP port clearly', async () => {
+    const b = new Broker();
+    brokers.push(b);
+    const l = await b.spawnTcpServer('127.0.0.1:0');
+    await expect(b.spawnTcpServer(l.address)).rejects.toThrow(/EADDRINUSE/);
+    await expect(b.spawnTcpServer('nonsense')).rejects.toThrow(/invalid TCP address/);
+  });
+
+  it('announces shutdown on .broker/warn to every client before closing', async () => {
+    const [b, path] = await start({}, { timeoutMs: 2000 });
+    b.registerClient('.broker');
+    const p = await reg(path, 'w');
+    await b.close({ announce: true });
+    const f = await p.readFrame();
+    expect(f.subarray(0, 6 + 21).toString('latin1')).toBe(
+      '\x01' + f.subarray(1, 5).toString('latin1') + '\x00.broker\0.broker/warn\0',
+    );
+    expect(await p.closedWithin(1000)).toBe(true);
+  });
+});
