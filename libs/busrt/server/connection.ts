@@ -28,6 +28,8 @@ const enum State {
 const ZERO_COPY_MIN = 4096;
 /** Size of the slabs small frames are copied into. */
 const SLAB_SIZE = 65536;
+/** Most bytes handed to the socket in one write. */
+const WRITE_MAX = 65536;
 
 const ANSWER_OK = Buffer.from([ErrorCode.Ok]);
 const ANSWER: Record<number, Buffer> = {};
@@ -76,10 +78,16 @@ export class PeerConnection implements ClientSink, ClientFrameSink, RoomWaiter {
   private slabPos = 0;
   private slabFrom = 0;
   private readonly chunks: Buffer[] = [];
+  /** For each chunk, how many frames end in it; a write's frame count is their sum. */
+  private readonly chunkFrames: number[] = [];
+  /** Frames completed in the slab since its last cut. */
+  private slabFrames = 0;
   private unflushedFrames = 0;
   private unflushedBytes = 0;
+  /** Frames of the one write handed to the socket and not completed yet (0 when none). */
   private inflightFrames = 0;
-  private readonly inflight: number[] = [];
+  private writing = false;
+  private ending = false;
   private isDirty = false;
 
   // Timers, counted in ticks of a quarter of the timeout.
@@ -259,7 +267,11 @@ export class PeerConnection implements ClientSink, ClientFrameSink, RoomWaiter {
       this.slabPos = p;
       this.cutSlab();
       this.chunks.push(d1 as Buffer);
-      if (d2 !== null) this.chunks.push(d2 as Buffer);
+      this.chunkFrames.push(d2 === null ? 1 : 0);
+      if (d2 !== null) {
+        this.chunks.push(d2 as Buffer);
+        this.chunkFrames.push(1);
+      }
     } else {
       s.set(d1, p);
       p += d1.length;
@@ -268,6 +280,7 @@ export class PeerConnection implements ClientSink, ClientFrameSink, RoomWaiter {
         p += d2.length;
       }
       this.slabPos = p;
+      this.slabFrames++;
     }
     this.unflushedFrames++;
     this.unflushedBytes += BROKER_HEADER_SIZE + bodyLen;
@@ -305,6 +318,7 @@ export class PeerConnection implements ClientSink, ClientFrameSink, RoomWaiter {
   }
 
   private queuedRaw(realtime: boolean): void {
+    this.slabFrames++;
     this.unflushedFrames++;
     this.unflushedBytes += BROKER_HEADER_SIZE;
     if (realtime) this.flush();
@@ -325,7 +339,9 @@ export class PeerConnection implements ClientSink, ClientFrameSink, RoomWaiter {
   private cutSlab(): void {
     if (this.slabPos > this.slabFrom) {
       this.chunks.push(this.slab.subarray(this.slabFrom, this.slabPos));
+      this.chunkFrames.push(this.slabFrames);
       this.slabFrom = this.slabPos;
+      this.slabFrames = 0;
     }
   }
 
@@ -334,18 +350,39 @@ export class PeerConnection implements ClientSink, ClientFrameSink, RoomWaiter {
     this.isDirty = false;
     if (this.state === State.Closed) {
       this.chunks.length = 0;
+      this.chunkFrames.length = 0;
       return;
     }
     this.writeOut();
   }
 
-  /** One socket write (or one writev) of everything queued. */
+  /**
+   * Hands everything queued to the socket in one write (or one writev). Only one write is in
+   * flight at a time: what arrives meanwhile waits in the queue and goes out as the next batch
+   * when the write completes, so the queue counts exactly the frames the client has not been
+   * given yet, and a client that stops reading fills it up (and is dropped) as upstream's would.
+   */
   private writeOut(): void {
+    if (this.writing) return;
     this.cutSlab();
     const chunks = this.chunks;
-    const n = chunks.length;
-    if (n === 0) return;
+    const total = chunks.length;
+    if (total === 0) return;
+    // One write carries at most WRITE_MAX bytes (or one big chunk), so a write that is stuck
+    // on a client that stopped reading holds only a bounded number of frames.
+    let n = 0;
+    let bytes = 0;
+    let frames = 0;
+    while (n < total && (n === 0 || bytes + chunks[n].length <= WRITE_MAX)) {
+      bytes += chunks[n].length;
+      frames += this.chunkFrames[n];
+      n++;
+    }
     const sock = this.socket;
+    this.writing = true;
+    this.inflightFrames = frames;
+    this.unflushedFrames -= frames;
+    this.unflushedBytes = Math.max(0, this.unflushedBytes - bytes);
     if (n === 1) {
       sock.write(chunks[0], this.onWritten);
     } else {
@@ -354,17 +391,22 @@ export class PeerConnection implements ClientSink, ClientFrameSink, RoomWaiter {
       sock.write(chunks[n - 1], this.onWritten);
       sock.uncork();
     }
-    chunks.length = 0;
-    this.inflight.push(this.unflushedFrames);
-    this.inflightFrames += this.unflushedFrames;
-    this.unflushedFrames = 0;
-    this.unflushedBytes = 0;
+    if (n === total) {
+      chunks.length = 0;
+      this.chunkFrames.length = 0;
+    } else {
+      chunks.splice(0, n);
+      this.chunkFrames.splice(0, n);
+    }
   }
 
-  private readonly onWritten = (): void => {
-    const n = this.inflight.shift();
-    if (n !== undefined) this.inflightFrames -= n;
+  private readonly onWritten = (err?: Error | null): void => {
+    this.writing = false;
+    this.inflightFrames = 0;
     this.writesDone++;
+    if (err) return;
+    if (this.ending) this.finishEnd();
+    else if (this.state !== State.Closed) this.writeOut();
   };
 
   // ------------------------------------------------------------ back-pressure from in-process clients
@@ -424,7 +466,7 @@ export class PeerConnection implements ClientSink, ClientFrameSink, RoomWaiter {
       this.close('read timeout: no frame from the client');
       return;
     }
-    if (this.inflightFrames > 0 && this.writesDone === this.lastWritesDone) {
+    if (this.writing && this.writesDone === this.lastWritesDone) {
       if (++this.stallTicks > 4) this.close('write timeout: the client does not read');
     } else {
       this.stallTicks = 0;
@@ -458,8 +500,23 @@ export class PeerConnection implements ClientSink, ClientFrameSink, RoomWaiter {
     }
   }
 
+  /** Writes out what is queued (after any write in flight), then ends the socket. */
   private endSocket(): void {
-    this.writeOut();
+    this.ending = true;
+    if (this.writing) {
+      this.destroyLater();
+      return;
+    }
+    this.finishEnd();
+  }
+
+  private finishEnd(): void {
+    this.ending = false;
+    this.cutSlab();
+    const chunks = this.chunks;
+    for (const c of chunks) this.socket.write(c);
+    chunks.length = 0;
+    this.chunkFrames.length = 0;
     this.socket.end();
     this.destroyLater();
   }
