@@ -7,4 +7,5 @@ export default {
   transform: {},
   testTimeout: 30000,
   maxWorkers: 2,
+  reporters: ['default', '<rootDir>/test/support/summary-reporter.js'],
 };
