@@ -25,6 +25,41 @@ export const ReadError = {
 export type ReadError = (typeof ReadError)[keyof typeof ReadError];
 
 /**
+ * A payload arriving over several chunks. The pieces are kept as views (received chunks are
+ * never reused) and joined once complete, so memory grows with the data that actually arrived,
+ * never with what a header merely claims.
+ */
+class PartialBody {
+  private parts: Buffer[] = [];
+  private fill = 0;
+  private len = 0;
+  active = false;
+
+  start(len: number, first: Buffer): void {
+    this.len = len;
+    this.fill = first.length;
+    this.parts = first.length > 0 ? [first] : [];
+    this.active = true;
+  }
+
+  /** Takes what belongs to the payload from the chunk; returns how many bytes it took. */
+  add(chunk: Buffer): number {
+    const take = Math.min(this.len - this.fill, chunk.length);
+    this.parts.push(take === chunk.length ? chunk : chunk.subarray(0, take));
+    this.fill += take;
+    if (this.fill === this.len) this.active = false;
+    return take;
+  }
+
+  /** The whole payload, once complete. */
+  take(): Buffer {
+    const parts = this.parts;
+    this.parts = [];
+    return parts.length === 1 ? parts[0] : Buffer.concat(parts, this.len);
+  }
+}
+
+/**
  * Incremental decoder of the client-to-broker stream (after the handshake). Copes with frames
  * split across chunks and many frames per chunk; whole frames are handed over as zero-copy views.
  * Pings (flags 0) are consumed here: their length field is ignored and no payload is read.
@@ -34,8 +69,7 @@ export class ClientFrameReader {
   private readonly head = Buffer.allocUnsafe(CLIENT_HEADER_SIZE);
   private headLen = 0;
   /** Payload being assembled across chunks, with its header fields. */
-  private body: Buffer | null = null;
-  private bodyFill = 0;
+  private readonly body = new PartialBody();
   private bodyOpId = 0;
   private bodyFlags = 0;
   /** Number of headers decoded so far; lets a timer see that a payload is stuck. */
@@ -49,27 +83,22 @@ export class ClientFrameReader {
 
   /** True while a header has been read and its payload is still incomplete. */
   get awaitingPayload(): boolean {
-    return this.body !== null;
+    return this.body.active;
   }
 
   /** True while part of a frame (header or payload) is buffered. */
   get midFrame(): boolean {
-    return this.body !== null || this.headLen > 0;
+    return this.body.active || this.headLen > 0;
   }
 
   /** Feeds one received chunk; returns {@link ReadError.None} or the reason to close. */
   push(chunk: Buffer): ReadError {
     let pos = 0;
     const n = chunk.length;
-    if (this.body !== null) {
-      const body = this.body;
-      const take = Math.min(body.length - this.bodyFill, n);
-      chunk.copy(body, this.bodyFill, 0, take);
-      this.bodyFill += take;
-      pos = take;
-      if (this.bodyFill < body.length) return ReadError.None;
-      this.body = null;
-      if (!this.sink.onFrame(this.bodyOpId, this.bodyFlags, body)) return ReadError.Stopped;
+    if (this.body.active) {
+      pos = this.body.add(chunk);
+      if (this.body.active) return ReadError.None;
+      if (!this.sink.onFrame(this.bodyOpId, this.bodyFlags, this.body.take())) return ReadError.Stopped;
     } else if (this.headLen > 0) {
       const take = Math.min(CLIENT_HEADER_SIZE - this.headLen, n);
       chunk.copy(this.head, this.headLen, 0, take);
@@ -85,7 +114,7 @@ export class ClientFrameReader {
       const r = this.startFrame(chunk, pos, chunk, pos + CLIENT_HEADER_SIZE);
       if (r < 0) return -r as ReadError;
       pos = r;
-      if (this.body !== null) return ReadError.None;
+      if (this.body.active) return ReadError.None;
     }
     if (pos < n) {
       chunk.copy(this.head, 0, pos, n);
@@ -112,10 +141,7 @@ export class ClientFrameReader {
       if (!this.sink.onFrame(opId, flags, chunk.subarray(pos, pos + len))) return -ReadError.Stopped;
       return pos + len;
     }
-    const body = Buffer.allocUnsafe(len);
-    chunk.copy(body, 0, pos);
-    this.body = body;
-    this.bodyFill = avail;
+    this.body.start(len, chunk.subarray(pos));
     this.bodyOpId = opId;
     this.bodyFlags = flags;
     return chunk.length;
@@ -139,8 +165,7 @@ export interface BrokerFrameSink {
 export class BrokerFrameReader {
   private readonly head = Buffer.allocUnsafe(BROKER_HEADER_SIZE);
   private headLen = 0;
-  private body: Buffer | null = null;
-  private bodyFill = 0;
+  private readonly body = new PartialBody();
   private bodyKind = 0;
   private bodyRt = false;
 
@@ -148,22 +173,17 @@ export class BrokerFrameReader {
 
   /** True while part of a frame is buffered. */
   get midFrame(): boolean {
-    return this.body !== null || this.headLen > 0;
+    return this.body.active || this.headLen > 0;
   }
 
   /** Feeds one received chunk; returns {@link ReadError.None} or {@link ReadError.UnknownKind}. */
   push(chunk: Buffer): ReadError {
     let pos = 0;
     const n = chunk.length;
-    if (this.body !== null) {
-      const body = this.body;
-      const take = Math.min(body.length - this.bodyFill, n);
-      chunk.copy(body, this.bodyFill, 0, take);
-      this.bodyFill += take;
-      pos = take;
-      if (this.bodyFill < body.length) return ReadError.None;
-      this.body = null;
-      this.sink.onData(this.bodyKind, this.bodyRt, body);
+    if (this.body.active) {
+      pos = this.body.add(chunk);
+      if (this.body.active) return ReadError.None;
+      this.sink.onData(this.bodyKind, this.bodyRt, this.body.take());
     } else if (this.headLen > 0) {
       const take = Math.min(BROKER_HEADER_SIZE - this.headLen, n);
       chunk.copy(this.head, this.headLen, 0, take);
@@ -179,7 +199,7 @@ export class BrokerFrameReader {
       const r = this.startFrame(chunk, pos, chunk, pos + BROKER_HEADER_SIZE);
       if (r < 0) return -r as ReadError;
       pos = r;
-      if (this.body !== null) return ReadError.None;
+      if (this.body.active) return ReadError.None;
     }
     if (pos < n) {
       chunk.copy(this.head, 0, pos, n);
@@ -211,10 +231,7 @@ export class BrokerFrameReader {
       this.sink.onData(kind, rt, chunk.subarray(pos, pos + word));
       return pos + word;
     }
-    const body = Buffer.allocUnsafe(word);
-    chunk.copy(body, 0, pos);
-    this.body = body;
-    this.bodyFill = avail;
+    this.body.start(word, chunk.subarray(pos));
     this.bodyKind = kind;
     this.bodyRt = rt;
     return chunk.length;
