@@ -2,6 +2,7 @@ import { describe, expect, it } from '@jest/globals';
 import {
   BrokerFrameReader,
   ClientFrameReader,
+  decodeUtf8,
   encodeAck,
   encodeBrokerFrame,
   encodeClientFrame,
@@ -139,6 +140,15 @@ describe('encoders agree with the vectors', () => {
     for (const c of ['01', '71', '72', '73', '74', '75', '76', '77', '78', '79', 'ff']) {
       expect(encodeAck(0x12345678, parseInt(c, 16))).toEqual(vectorBytes('broker_frames', `ack_${c}`));
     }
+  });
+
+  it('decodeUtf8 decodes ASCII, multi-byte UTF-8 and refuses invalid bytes', () => {
+    const b = Buffer.concat([Buffer.from('xx'), Buffer.from('клієнт/a'), Buffer.from([0xff, 0x00])]);
+    expect(decodeUtf8(b, 0, 2)).toBe('xx');
+    expect(decodeUtf8(b, 2, b.length - 2)).toBe('клієнт/a');
+    expect(decodeUtf8(b, 2, b.length - 1)).toBeNull();
+    expect(decodeUtf8(Buffer.from('c328', 'hex'), 0, 2)).toBeNull();
+    expect(decodeUtf8(b, 1, 1)).toBe('');
   });
 
   it('splitTopicList keeps empty pieces and refuses bad UTF-8', () => {

@@ -1,9 +1,9 @@
 import { encode } from '@msgpack/msgpack';
-import { isUtf8 } from 'node:buffer';
 import {
   BROKER_INFO_TOPIC,
   BROKER_NAME,
   BROKER_WARN_TOPIC,
+  decodeUtf8,
   DEFAULT_QUEUE_SIZE,
   ErrorCode,
   FrameKind,
@@ -246,9 +246,8 @@ export class BrokerCore {
       case Op.Broadcast: {
         const i = payload.indexOf(0);
         if (i === -1) return false;
-        const head = payload.subarray(0, i);
-        if (!isUtf8(head)) return false;
-        const target = head.toString('utf8');
+        const target = decodeUtf8(payload, 0, i);
+        if (target === null) return false;
         const data = payload.subarray(i + 1);
         code =
           op === Op.Message
@@ -259,17 +258,9 @@ export class BrokerCore {
       case Op.Publish: {
         const i = payload.indexOf(0);
         if (i === -1) return false;
-        const head = payload.subarray(0, i);
-        if (!isUtf8(head)) return false;
-        code = this.routePublish(
-          sender,
-          head.toString('utf8'),
-          payload.subarray(0, i + 1),
-          payload.subarray(i + 1),
-          rt,
-          len,
-          null,
-        );
+        const topic = decodeUtf8(payload, 0, i);
+        if (topic === null) return false;
+        code = this.routePublish(sender, topic, payload.subarray(0, i + 1), payload.subarray(i + 1), rt, len, null);
         break;
       }
       case Op.PublishFor: {
@@ -277,18 +268,10 @@ export class BrokerCore {
         if (i === -1) return false;
         const j = payload.indexOf(0, i + 1);
         if (j === -1) return false;
-        const head = payload.subarray(0, i);
-        const recv = payload.subarray(i + 1, j);
-        if (!isUtf8(head) || !isUtf8(recv)) return false;
-        code = this.routePublish(
-          sender,
-          head.toString('utf8'),
-          payload.subarray(0, i + 1),
-          payload.subarray(j + 1),
-          rt,
-          len,
-          recv.toString('utf8'),
-        );
+        const topic = decodeUtf8(payload, 0, i);
+        const receiver = decodeUtf8(payload, i + 1, j);
+        if (topic === null || receiver === null) return false;
+        code = this.routePublish(sender, topic, payload.subarray(0, i + 1), payload.subarray(j + 1), rt, len, receiver);
         break;
       }
       case Op.Subscribe:
@@ -308,7 +291,7 @@ export class BrokerCore {
       case Op.Nop: {
         // A NOP with QoS is read like a target-bearing frame, then ignored without an ACK.
         const i = payload.indexOf(0);
-        if (i === -1 || !isUtf8(payload.subarray(0, i))) return false;
+        if (i === -1 || decodeUtf8(payload, 0, i) === null) return false;
         return true;
       }
       default:

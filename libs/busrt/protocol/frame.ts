@@ -96,6 +96,21 @@ export function indexOfNul(buf: Uint8Array, from = 0): number {
   return buf.indexOf(0, from);
 }
 
+/**
+ * Decodes `buf[start..end)` as UTF-8, or returns null when it is not valid UTF-8. Names and
+ * topics are nearly always ASCII, which is checked with a plain loop and decoded as latin1
+ * (no UTF-8 decoder, no intermediate view).
+ */
+export function decodeUtf8(buf: Buffer, start: number, end: number): string | null {
+  for (let i = start; i < end; i++) {
+    if (buf[i] >= 0x80) {
+      const view = buf.subarray(start, end);
+      return isUtf8(view) ? view.toString('utf8') : null;
+    }
+  }
+  return buf.toString('latin1', start, end);
+}
+
 /** True when the bytes are valid UTF-8. */
 export function isValidUtf8(buf: Uint8Array): boolean {
   return isUtf8(buf);
