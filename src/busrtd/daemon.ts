@@ -1,0 +1,168 @@
+import { unlinkSync, writeFileSync } from 'node:fs';
+import { type AaaMap, Broker, BROKER_NAME, BROKER_VERSION, type Listener } from '#busrt/core';
+import { errorText, UsageError } from '../shared/values.js';
+import { loadAaa } from './aaa.js';
+import { makeDaemonLog, type DaemonLog, type LogSink } from './log.js';
+import { parseBusrtdArgs, USAGE, type BusrtdOptions } from './options.js';
+
+/** A broker started by {@link startBusrtd}. */
+export interface RunningBusrtd {
+  readonly broker: Broker;
+  readonly listeners: readonly Listener[];
+  /** Reads the AAA map again from its source and applies it to new connections. */
+  reloadAaa(): Promise<void>;
+  /** Announces the shutdown, closes the listeners, removes the socket and pid files. */
+  stop(): Promise<void>;
+}
+
+/** A failure after the options were accepted (a bind, the pid file): exit code 1. */
+export class StartError extends Error {}
+
+/** Starts the broker, its core RPC client and every listener, then writes the pid file. */
+export async function startBusrtd(opts: BusrtdOptions, log: DaemonLog): Promise<RunningBusrtd> {
+  const aaaMap: AaaMap | null = opts.aaa === null ? null : await loadAaa(opts.aaa);
+  const broker = new Broker({ queueSize: opts.queueSize, forceRegister: opts.forceRegister, logger: log });
+  // The core client makes the announcements (reg, unreg, shutdown) exist.
+  broker.registerClient(BROKER_NAME);
+  for (const b of opts.binds) {
+    try {
+      await broker.spawnServer(b.path, {
+        timeoutMs: b.timeoutMs,
+        bufSize: b.bufSize,
+        bufTtlUs: b.bufTtlUs,
+        payloadSizeLimit: b.payloadSizeLimit,
+        aaaMap: b.aaa ? aaaMap : null,
+      });
+    } catch (e) {
+      await broker.close();
+      throw new StartError(`cannot listen on ${b.path}: ${errorText(e)}`);
+    }
+  }
+  if (opts.pidFile !== null) {
+    try {
+      writeFileSync(opts.pidFile, `${process.pid}\n`);
+    } catch (e) {
+      await broker.close();
+      throw new StartError(`cannot write the pid file: ${errorText(e)}`);
+    }
+  }
+  if (aaaMap !== null) log.notice(`AAA map loaded: ${aaaMap.size} client rule(s)`);
+
+  return {
+    broker,
+    listeners: broker.listeners,
+    async reloadAaa(): Promise<void> {
+      if (opts.aaa === null || aaaMap === null) {
+        log.warn('SIGHUP: no AAA map is configured (--aaa or "aaa" in the config file); nothing to reload');
+        return;
+      }
+      try {
+        const fresh = await loadAaa(opts.aaa);
+        // Listeners hold this very map: editing it in place makes new connections see the rules.
+        aaaMap.clear();
+        for (const [name, rule] of fresh) aaaMap.set(name, rule);
+        log.notice(`AAA map reloaded: ${aaaMap.size} client rule(s); connected clients keep their rules`);
+      } catch (e) {
+        log.error(`AAA map not reloaded, the previous rules stay: ${errorText(e)}`);
+      }
+    },
+    async stop(): Promise<void> {
+      await broker.close({ announce: true });
+      if (opts.pidFile !== null) {
+        try {
+          unlinkSync(opts.pidFile);
+        } catch {
+          // Someone removed it already: nothing left to clean.
+        }
+      }
+    },
+  };
+}
+
+/** Process streams and signals, injectable for tests. */
+export interface DaemonIo {
+  env: NodeJS.ProcessEnv;
+  stdout: LogSink;
+  stderr: LogSink;
+}
+
+const PROCESS_IO: DaemonIo = {
+  env: process.env,
+  stdout: (s) => process.stdout.write(s),
+  stderr: (s) => process.stderr.write(s),
+};
+
+/**
+ * busrtd's main: parses options, starts, and runs until SIGINT or SIGTERM. Resolves with the
+ * exit code: 0 after a clean stop, 1 when the broker cannot start, 2 for a usage error.
+ */
+export async function runBusrtd(argv: readonly string[], io: DaemonIo = PROCESS_IO): Promise<number> {
+  let opts: BusrtdOptions;
+  try {
+    opts = parseBusrtdArgs(argv, io.env);
+  } catch (e) {
+    if (!(e instanceof UsageError)) throw e;
+    io.stderr(`busrtd: ${e.message}\nTry 'busrtd --help' for the options.\n`);
+    return 2;
+  }
+  if (opts.help) {
+    io.stdout(`${USAGE}\n`);
+    return 0;
+  }
+  if (opts.version) {
+    io.stdout(`busrtd ${BROKER_VERSION}\n`);
+    return 0;
+  }
+  const log = makeDaemonLog(opts.verbose, io.stderr);
+  for (const n of opts.notes) log.warn(n);
+  let running: RunningBusrtd;
+  try {
+    running = await startBusrtd(opts, log);
+  } catch (e) {
+    if (e instanceof UsageError) {
+      io.stderr(`busrtd: ${e.message}\n`);
+      return 2;
+    }
+    log.error(errorText(e));
+    return 1;
+  }
+  log.notice(`busrtd ${BROKER_VERSION} started, pid ${process.pid}`);
+
+  return new Promise<number>((resolve) => {
+    let stopping = false;
+    const onStop = (signal: NodeJS.Signals): void => {
+      if (stopping) return;
+      stopping = true;
+      log.notice(`${signal} received, shutting down`);
+      // A peer that never lets its socket close must not keep the process alive.
+      const guard = setTimeout(
+        () => {
+          log.error('shutdown took too long, exiting anyway');
+          resolve(1);
+        },
+        Math.max(...opts.binds.map((b) => b.timeoutMs)) + 2000,
+      );
+      guard.unref();
+      running.stop().then(
+        () => {
+          clearTimeout(guard);
+          process.off('SIGHUP', onHup);
+          log.notice('stopped');
+          resolve(0);
+        },
+        (e: unknown) => {
+          clearTimeout(guard);
+          log.error(`shutdown failed: ${errorText(e)}`);
+          resolve(1);
+        },
+      );
+    };
+    const onHup = (): void => {
+      log.notice('SIGHUP received, reloading the AAA map');
+      void running.reloadAaa();
+    };
+    process.once('SIGINT', onStop);
+    process.once('SIGTERM', onStop);
+    process.on('SIGHUP', onHup);
+  });
+}

@@ -1,0 +1,175 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { dirname, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+// Compiled tests live in dist/test/support; the repository root is three levels up.
+const root = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
+/** The installed entry points, as `npm i -g` would run them. */
+export const BUSRTD_BIN = resolve(root, 'bin', 'busrtd.js');
+export const BUSRT_BIN = resolve(root, 'bin', 'busrt.js');
+
+/** The test runner's environment without BUSRT_* variables, so nothing leaks into a child. */
+export function cleanEnv(extra: Record<string, string> = {}): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = {};
+  for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('BUSRT_')) env[k] = v;
+  return { ...env, ...extra };
+}
+
+/** How a child process ended. */
+export interface Exit {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+}
+
+/** Collects a child's output and tells when a line appears or the process ends. */
+class Watched {
+  stdout = '';
+  stderr = '';
+  exit: Exit | null = null;
+  private readonly waiters = new Set<() => void>();
+
+  constructor(readonly child: ChildProcess) {
+    child.stdout?.on('data', (d: Buffer) => this.add('stdout', d));
+    child.stderr?.on('data', (d: Buffer) => this.add('stderr', d));
+    child.on('exit', (code, signal) => {
+      this.exit = { code, signal };
+      this.wake();
+    });
+  }
+
+  private add(which: 'stdout' | 'stderr', d: Buffer): void {
+    this[which] += d.toString('utf8');
+    this.wake();
+  }
+
+  private wake(): void {
+    for (const w of [...this.waiters]) w();
+  }
+
+  /** Waits until `test` holds (checked on every output and at exit); rejects after ms. */
+  until(test: () => boolean, what: string, ms: number): Promise<void> {
+    return new Promise((resolveWait, reject) => {
+      const check = (): void => {
+        if (test()) {
+          done();
+          resolveWait();
+        } else if (this.exit !== null && !test()) {
+          done();
+          reject(new Error(`process ended (${JSON.stringify(this.exit)}) before ${what}; stderr:\n${this.stderr}`));
+        }
+      };
+      const timer = setTimeout(() => {
+        done();
+        reject(new Error(`timeout waiting for ${what}; stdout:\n${this.stdout}\nstderr:\n${this.stderr}`));
+      }, ms);
+      const done = (): void => {
+        clearTimeout(timer);
+        this.waiters.delete(check);
+      };
+      this.waiters.add(check);
+      check();
+    });
+  }
+
+  /** Waits for the process to end. */
+  async ended(ms = 5000): Promise<Exit> {
+    await this.until(() => this.exit !== null, 'the process to end', ms);
+    return this.exit as Exit;
+  }
+
+  /** Sends a signal, by the child's own pid. */
+  signal(sig: NodeJS.Signals): void {
+    if (this.exit === null && this.child.pid !== undefined) process.kill(this.child.pid, sig);
+  }
+}
+
+/** A busrtd child process. */
+export class Daemon extends Watched {
+  private static readonly running = new Set<Daemon>();
+
+  /** Starts busrtd and waits until it says it started (rejects if it exits first). */
+  static async start(args: readonly string[], env: Record<string, string> = {}): Promise<Daemon> {
+    const d = Daemon.spawn(args, env);
+    await d.until(() => d.stderr.includes(' started, pid '), 'busrtd to start', 5000);
+    return d;
+  }
+
+  /** Starts busrtd without waiting for anything. */
+  static spawn(args: readonly string[], env: Record<string, string> = {}): Daemon {
+    const child = spawn(process.execPath, [BUSRTD_BIN, ...args], {
+      env: cleanEnv(env),
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    const d = new Daemon(child);
+    Daemon.running.add(d);
+    return d;
+  }
+
+  /** Kills (by pid) every busrtd a test started and left running. */
+  static async killAll(): Promise<void> {
+    const all = [...Daemon.running];
+    Daemon.running.clear();
+    for (const d of all) d.signal('SIGKILL');
+    await Promise.all(all.map((d) => d.ended().catch(() => undefined)));
+  }
+
+  /** The TCP address busrtd reports for a bind of port 0, in order of the binds. */
+  tcpAddresses(): string[] {
+    return [...this.stderr.matchAll(/listening on (\S+) \(tcp\)/g)].map((m) => m[1]);
+  }
+
+  /** Waits for a log line matching `re`. */
+  async logged(re: RegExp, ms = 3000): Promise<void> {
+    await this.until(() => re.test(this.stderr), `a log line ${re}`, ms);
+  }
+
+  /** Stops with a signal and waits for the exit. */
+  async stop(sig: NodeJS.Signals = 'SIGTERM'): Promise<Exit> {
+    this.signal(sig);
+    const e = await this.ended();
+    Daemon.running.delete(this);
+    return e;
+  }
+}
+
+/** What a finished command printed and returned. */
+export interface RunResult extends Exit {
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs a command to its end (killed by pid after `ms`), optionally feeding stdin. */
+export async function runNode(
+  script: string,
+  args: readonly string[],
+  opts: { stdin?: string | Buffer; env?: Record<string, string>; ms?: number } = {},
+): Promise<RunResult> {
+  const child = spawn(process.execPath, [script, ...args], {
+    env: cleanEnv(opts.env),
+    stdio: ['pipe', 'pipe', 'pipe'],
+  });
+  const w = new Watched(child);
+  child.stdin?.on('error', () => undefined);
+  child.stdin?.end(opts.stdin ?? '');
+  try {
+    const e = await w.ended(opts.ms ?? 10000);
+    return { ...e, stdout: w.stdout, stderr: w.stderr };
+  } catch (err) {
+    w.signal('SIGKILL');
+    throw err;
+  }
+}
+
+/** A long-running command (e.g. `busrt ... listen`) that the test stops itself. */
+export class Running extends Watched {
+  static start(script: string, args: readonly string[], env: Record<string, string> = {}): Running {
+    return new Running(
+      spawn(process.execPath, [script, ...args], { env: cleanEnv(env), stdio: ['ignore', 'pipe', 'pipe'] }),
+    );
+  }
+
+  /** Waits for stdout to match `re`. */
+  async printed(re: RegExp, ms = 3000): Promise<void> {
+    await this.until(() => re.test(this.stdout), `output ${re}`, ms);
+  }
+}
