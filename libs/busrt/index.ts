@@ -1,3 +1,4 @@
 export * from './protocol/index.js';
 export * from './broker/index.js';
 export * from './server/index.js';
+export * from './client/index.js';
