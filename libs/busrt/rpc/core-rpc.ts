@@ -1,0 +1,158 @@
+import { encode } from '@msgpack/msgpack';
+import { BROKER_NAME, type BusClient, ErrorCode } from '../protocol/index.js';
+import {
+  RpcClient,
+  RpcError,
+  RpcErrorCode,
+  type RpcEvent,
+  type RpcHandlers,
+  type RpcResult,
+  unpackMsgpack,
+} from './rpc-client.js';
+
+/** One primary client as `client.list` reports it (keys in the order of the reply). */
+export interface CoreClientInfo {
+  name: string;
+  kind: 'internal' | 'local_ipc' | 'tcp' | 'websocket';
+  source: string | null;
+  port: string | null;
+  r_frames: number;
+  r_bytes: number;
+  w_frames: number;
+  w_bytes: number;
+  queue: number;
+  instances: number;
+}
+
+/** What the core methods read from the broker. */
+export interface CoreRpcSource {
+  info(): { author: string; version: string };
+  stats(): { uptime: number; r_frames: number; r_bytes: number; w_frames: number; w_bytes: number };
+  /** Primary clients, sorted by name in byte order. */
+  clientList(): CoreClientInfo[];
+}
+
+/** A broker that can host the core client. */
+export interface CoreRpcHost extends CoreRpcSource {
+  registerClient(name: string): BusClient;
+}
+
+/** The core methods' names. */
+export const CORE_METHODS = ['test', 'info', 'stats', 'client.list', 'benchmark.test'] as const;
+
+/** `{"ok": true}` */
+const TEST_RESULT = Buffer.from('81a26f6bc3', 'hex');
+
+/**
+ * The default `.broker` methods: `test`, `info`, `stats`, `client.list` (optional regex filter)
+ * and `benchmark.test` (echoes its params), with the keys, types and error codes of the
+ * official broker.
+ */
+export class CoreRpcHandlers implements RpcHandlers {
+  constructor(private readonly source: CoreRpcSource) {}
+
+  /** True for the methods this class answers. */
+  static handles(method: string): boolean {
+    return (CORE_METHODS as readonly string[]).includes(method);
+  }
+
+  handleCall(event: RpcEvent): RpcResult {
+    const { method, payload } = event;
+    if (method === 'benchmark.test') return payload;
+    switch (method) {
+      case 'test':
+      case 'info':
+      case 'stats': {
+        if (payload.length > 0) throw new RpcError(RpcErrorCode.InvalidParams);
+        if (method === 'test') return TEST_RESULT;
+        if (method === 'info') {
+          const i = this.source.info();
+          return encode({ author: i.author, version: i.version });
+        }
+        const s = this.source.stats();
+        return encode({
+          uptime: s.uptime,
+          r_frames: s.r_frames,
+          r_bytes: s.r_bytes,
+          w_frames: s.w_frames,
+          w_bytes: s.w_bytes,
+        });
+      }
+      case 'client.list':
+        return encode({ clients: this.clientList(payload) });
+      default:
+        throw new RpcError(RpcErrorCode.MethodNotFound);
+    }
+  }
+
+  private clientList(params: Buffer): CoreClientInfo[] {
+    let filter: RegExp | null = null;
+    if (params.length > 0) {
+      let decoded: unknown;
+      try {
+        decoded = unpackMsgpack(params);
+      } catch (e) {
+        throw new RpcError(RpcErrorCode.Parse, (e as Error).message);
+      }
+      let f: unknown;
+      if (Array.isArray(decoded)) f = decoded[0];
+      else if (decoded !== null && typeof decoded === 'object') f = (decoded as Record<string, unknown>).filter;
+      else throw new RpcError(RpcErrorCode.Parse, 'invalid type: expected a map or an array');
+      if (f !== undefined && f !== null) {
+        if (typeof f !== 'string') throw new RpcError(RpcErrorCode.Parse, 'invalid type: filter must be a string');
+        try {
+          filter = new RegExp(f, 'u');
+        } catch (e) {
+          throw new RpcError(RpcErrorCode.Parse, (e as Error).message);
+        }
+      }
+    }
+    const list = this.source.clientList();
+    // Keys are rebuilt in the reply's order, whatever the source object has.
+    return list
+      .filter((c) => filter === null || filter.test(c.name))
+      .map((c) => ({
+        name: c.name,
+        kind: c.kind,
+        source: c.source,
+        port: c.port,
+        r_frames: c.r_frames,
+        r_bytes: c.r_bytes,
+        w_frames: c.w_frames,
+        w_bytes: c.w_bytes,
+        queue: c.queue,
+        instances: c.instances,
+      }));
+  }
+}
+
+/**
+ * Registers the `.broker` core client on a broker and serves the core methods. `extra` handlers
+ * are asked first: an app adds its own `.broker` methods there, and a call they do not know
+ * (they throw RpcError.methodNotFound(), or have no handleCall) falls through to the core ones.
+ */
+export function initCoreRpc(broker: CoreRpcHost, extra: RpcHandlers = {}): RpcClient {
+  const core = new CoreRpcHandlers(broker);
+  const client = broker.registerClient(BROKER_NAME);
+  if (extra.handleCall === undefined && extra.handleNotification === undefined && extra.handleFrame === undefined) {
+    return new RpcClient(client, core);
+  }
+  const handlers: RpcHandlers = {
+    async handleCall(event: RpcEvent): Promise<RpcResult> {
+      if (extra.handleCall !== undefined) {
+        try {
+          return await extra.handleCall(event);
+        } catch (e) {
+          if (!(e instanceof RpcError) || e.code !== RpcErrorCode.MethodNotFound) throw e;
+        }
+      }
+      return core.handleCall(event);
+    },
+    handleNotification: extra.handleNotification?.bind(extra),
+    handleFrame: extra.handleFrame?.bind(extra),
+  };
+  return new RpcClient(client, handlers);
+}
+
+/** Code of a bus error as the RPC layer reports it. */
+export const busErrorCode = (code: number = ErrorCode.Other): number => -32000 - code;

@@ -1,0 +1,2 @@
+export * from './rpc-client.js';
+export * from './core-rpc.js';

@@ -1,0 +1,397 @@
+import { decodeMulti, encode } from '@msgpack/msgpack';
+import { BusError, type BusClient, decodeUtf8, ErrorCode, type Frame, QoS } from '../protocol/index.js';
+
+/** Standard RPC error codes. Bus errors are `-32000 - code` (e.g. -32113 for "not registered"). */
+export const RpcErrorCode = {
+  Parse: -32700,
+  InvalidRequest: -32600,
+  MethodNotFound: -32601,
+  InvalidParams: -32602,
+  Internal: -32603,
+  NotFound: -32001,
+} as const;
+
+/** RPC payload type bytes. */
+export const RpcType = { Notification: 0x00, Request: 0x01, Reply: 0x11, Error: 0x12 } as const;
+
+/** An RPC error: a code and optional data (usually UTF-8 text). */
+export class RpcError extends Error {
+  readonly code: number;
+  readonly data: Buffer | null;
+
+  constructor(code: number, data?: Uint8Array | string | null, message?: string) {
+    const buf =
+      data === undefined || data === null
+        ? null
+        : typeof data === 'string'
+          ? Buffer.from(data, 'utf8')
+          : Buffer.from(data);
+    super(message ?? (buf !== null && buf.length > 0 ? buf.toString('utf8') : `RPC error ${code}`));
+    this.name = 'RpcError';
+    this.code = code;
+    this.data = buf;
+  }
+
+  static parse(data?: Uint8Array | string | null): RpcError {
+    return new RpcError(RpcErrorCode.Parse, data);
+  }
+  static invalidRequest(data?: Uint8Array | string | null): RpcError {
+    return new RpcError(RpcErrorCode.InvalidRequest, data);
+  }
+  static methodNotFound(data?: Uint8Array | string | null): RpcError {
+    return new RpcError(RpcErrorCode.MethodNotFound, data, 'method not found');
+  }
+  static invalidParams(data?: Uint8Array | string | null): RpcError {
+    return new RpcError(RpcErrorCode.InvalidParams, data, 'invalid method params');
+  }
+  static internal(data?: Uint8Array | string | null): RpcError {
+    return new RpcError(RpcErrorCode.Internal, data);
+  }
+  static notFound(data?: Uint8Array | string | null): RpcError {
+    return new RpcError(RpcErrorCode.NotFound, data);
+  }
+  /** The RPC error for a bus error: code `-32000 - busCode`. */
+  static fromBusError(e: BusError): RpcError {
+    return new RpcError(-32000 - e.code, null, e.message);
+  }
+}
+
+/** A call or notification as handlers see it. */
+export interface RpcEvent {
+  readonly kind: 'call' | 'notification';
+  readonly sender: string;
+  readonly primarySender: string;
+  /** The method of a call; '' for notifications. */
+  readonly method: string;
+  /** 0 for call0 (no reply wanted) and for notifications. */
+  readonly callId: number;
+  /** Params of a call, data of a notification (a view into the received frame). */
+  readonly payload: Buffer;
+  readonly realtime: boolean;
+  readonly frame: Frame;
+}
+
+/** What a call handler returns: the reply's result bytes (empty when null or undefined). */
+export type RpcResult = Uint8Array | null | undefined;
+
+/** Handlers of an {@link RpcClient}. */
+export interface RpcHandlers {
+  /** Answers a call. Throw an RpcError for an error reply; any other error replies -32603. Absent: -32601. */
+  handleCall?(event: RpcEvent): RpcResult | Promise<RpcResult>;
+  /** Receives notifications. */
+  handleNotification?(event: RpcEvent): void | Promise<void>;
+  /** Receives broadcasts and publications. */
+  handleFrame?(frame: Frame): void | Promise<void>;
+}
+
+/** Options of an {@link RpcClient}. */
+export interface RpcOptions {
+  /** Handle notifications one at a time, in order (default: concurrently). */
+  blockingNotifications?: boolean;
+  /** Handle broadcasts and publications one at a time, in order (default: concurrently). */
+  blockingFrames?: boolean;
+  /** Handle calls one at a time, in order (default: concurrently). */
+  blockingCalls?: boolean;
+  /** Time limit of `call()` in ms when the call gives none (default 5000; 0 = none). */
+  defaultTimeoutMs?: number;
+  /** QoS of calls when the call gives none (default Processed). */
+  defaultQos?: QoS;
+  /** Told about RPC frames that are dropped (invalid, orphaned replies) and handler failures. */
+  onWarning?: (message: string) => void;
+}
+
+/** Per-call options. */
+export interface CallOptions {
+  qos?: QoS;
+  /** ms; 0 = wait without limit. */
+  timeoutMs?: number;
+}
+
+interface PendingCall {
+  resolve: (b: Buffer) => void;
+  reject: (e: Error) => void;
+  deadline: number;
+}
+
+/** Encodes a value as MessagePack (64-bit integers as BigInt when they do not fit a number). */
+export function packMsgpack(value: unknown): Uint8Array {
+  return encode(value, { useBigInt64: true });
+}
+
+/**
+ * Decodes MessagePack; bytes after the first value are ignored, as the official broker does.
+ * Throws on malformed input.
+ */
+export function unpackMsgpack<T = unknown>(buf: Uint8Array): T {
+  for (const v of decodeMulti(buf, { useBigInt64: false })) return v as T;
+  throw new RangeError('no MessagePack value in an empty buffer');
+}
+
+const NOOP = (): void => undefined;
+const EMPTY = Buffer.alloc(0);
+
+class Event implements RpcEvent {
+  constructor(
+    readonly kind: 'call' | 'notification',
+    readonly method: string,
+    readonly callId: number,
+    readonly payload: Buffer,
+    readonly frame: Frame,
+  ) {}
+  get sender(): string {
+    return this.frame.sender;
+  }
+  get primarySender(): string {
+    return this.frame.primarySender;
+  }
+  get realtime(): boolean {
+    return this.frame.realtime;
+  }
+}
+
+/**
+ * The RPC layer over any {@link BusClient}: calls with replies, calls without (`call0`),
+ * notifications, and handlers for incoming calls, notifications and other frames. It takes over
+ * the client's frame handler.
+ */
+export class RpcClient {
+  private handlers: RpcHandlers;
+  private callId = 0;
+  private readonly pending = new Map<number, PendingCall>();
+  private timer: NodeJS.Timeout | null = null;
+  private readonly defaultTimeoutMs: number;
+  private readonly defaultQos: QoS;
+  private callChain: Promise<void> = Promise.resolve();
+  private notifyChain: Promise<void> = Promise.resolve();
+  private frameChain: Promise<void> = Promise.resolve();
+
+  constructor(
+    readonly client: BusClient,
+    handlers: RpcHandlers = {},
+    private readonly options: RpcOptions = {},
+  ) {
+    this.handlers = handlers;
+    this.defaultTimeoutMs = options.defaultTimeoutMs ?? 5000;
+    this.defaultQos = options.defaultQos ?? QoS.Processed;
+    client.onFrame(this.onFrame);
+    client.onDisconnect((e) => this.failAll(e ?? BusError.io('disconnected')));
+  }
+
+  /** Replaces the handlers. */
+  setHandlers(handlers: RpcHandlers): void {
+    this.handlers = handlers;
+  }
+
+  /** Calls `method` on `target` and resolves with the result bytes; rejects with an RpcError. */
+  call(target: string, method: string, params?: Uint8Array, options: CallOptions = {}): Promise<Buffer> {
+    const id = this.nextId();
+    const head = requestHeader(id, method);
+    const timeoutMs = options.timeoutMs ?? this.defaultTimeoutMs;
+    return new Promise<Buffer>((resolve, reject) => {
+      this.pending.set(id, { resolve, reject, deadline: timeoutMs > 0 ? Date.now() + timeoutMs : Infinity });
+      if (timeoutMs > 0) this.startTimer();
+      this.client.zcSend(target, head, params ?? EMPTY, options.qos ?? this.defaultQos).then(NOOP, (e: Error) => {
+        if (this.pending.delete(id)) reject(e instanceof BusError ? RpcError.fromBusError(e) : e);
+      });
+    });
+  }
+
+  /** Calls `method` without wanting a reply (call id 0); resolves when the broker accepted it. */
+  call0(target: string, method: string, params?: Uint8Array, qos: QoS = this.defaultQos): Promise<void> {
+    return this.client.zcSend(target, requestHeader(0, method), params ?? EMPTY, qos);
+  }
+
+  /** Sends a notification (`00` + payload). */
+  notify(target: string, payload: Uint8Array, qos: QoS = this.defaultQos): Promise<void> {
+    return this.client.zcSend(target, NOTIFICATION_HEADER, payload, qos);
+  }
+
+  /** Calls waiting for a reply. */
+  get pendingCalls(): number {
+    return this.pending.size;
+  }
+
+  // ------------------------------------------------------------ incoming
+
+  private readonly onFrame = (frame: Frame): void => {
+    if (!frame.isMessage) {
+      const h = this.handlers.handleFrame;
+      if (h !== undefined) {
+        if (this.options.blockingFrames) this.frameChain = this.frameChain.then(() => this.runFrame(h, frame));
+        else void this.runFrame(h, frame);
+      }
+      return;
+    }
+    const d = frame.payload;
+    if (d.length === 0) return this.warn(`empty RPC frame from ${frame.sender} dropped`);
+    switch (d[0]) {
+      case RpcType.Notification: {
+        const h = this.handlers.handleNotification;
+        if (h === undefined) return;
+        const ev = new Event('notification', '', 0, d.subarray(1), frame);
+        if (this.options.blockingNotifications)
+          this.notifyChain = this.notifyChain.then(() => this.runNotification(h, ev));
+        else void this.runNotification(h, ev);
+        return;
+      }
+      case RpcType.Request: {
+        const nul = d.length >= 6 ? d.indexOf(0, 5) : -1;
+        if (nul === -1) return this.warn(`invalid RPC request from ${frame.sender} dropped`);
+        const id = d.readUInt32LE(1);
+        const method = decodeUtf8(d, 5, nul);
+        if (method === null) {
+          if (id !== 0) this.replyError(frame, id, new RpcError(-32000 - ErrorCode.Data));
+          return;
+        }
+        const ev = new Event('call', method, id, d.subarray(nul + 1), frame);
+        if (this.options.blockingCalls) this.callChain = this.callChain.then(() => this.runCall(ev));
+        else this.runCall(ev);
+        return;
+      }
+      case RpcType.Reply: {
+        if (d.length < 5) return this.warn(`invalid RPC reply from ${frame.sender} dropped`);
+        const id = d.readUInt32LE(1);
+        const p = this.pending.get(id);
+        if (p === undefined) return this.warn(`orphaned RPC reply ${id} from ${frame.sender}`);
+        this.pending.delete(id);
+        p.resolve(d.subarray(5));
+        return;
+      }
+      case RpcType.Error: {
+        if (d.length < 7) return this.warn(`invalid RPC error from ${frame.sender} dropped`);
+        const id = d.readUInt32LE(1);
+        const p = this.pending.get(id);
+        if (p === undefined) return this.warn(`orphaned RPC error ${id} from ${frame.sender}`);
+        this.pending.delete(id);
+        p.reject(new RpcError(d.readInt16LE(5), d.subarray(7)));
+        return;
+      }
+      default:
+        this.warn(`RPC frame of unknown type ${d[0]} from ${frame.sender} dropped`);
+    }
+  };
+
+  /** Runs a call handler; synchronous results are answered without a Promise. */
+  private runCall(ev: Event): Promise<void> | undefined {
+    const h = this.handlers.handleCall;
+    let r: RpcResult | Promise<RpcResult>;
+    try {
+      if (h === undefined) throw new RpcError(RpcErrorCode.MethodNotFound, 'RPC handler is not implemented');
+      r = h.call(this.handlers, ev);
+    } catch (e) {
+      this.callFailed(ev, e);
+      return undefined;
+    }
+    if (r instanceof Promise) {
+      return r.then(
+        (result) => this.callDone(ev, result),
+        (e: unknown) => this.callFailed(ev, e),
+      );
+    }
+    this.callDone(ev, r);
+    return undefined;
+  }
+
+  private callDone(ev: Event, result: RpcResult): void {
+    if (ev.callId !== 0) this.reply(ev.frame, ev.callId, result ?? EMPTY);
+  }
+
+  private callFailed(ev: Event, e: unknown): void {
+    if (ev.callId !== 0) this.replyError(ev.frame, ev.callId, toRpcError(e));
+    else this.warn(`call0 ${ev.method} from ${ev.sender} failed: ${(e as Error)?.message ?? String(e)}`);
+  }
+
+  private async runNotification(h: NonNullable<RpcHandlers['handleNotification']>, ev: Event): Promise<void> {
+    try {
+      await h.call(this.handlers, ev);
+    } catch (e) {
+      this.warn(`notification handler failed: ${(e as Error)?.message ?? String(e)}`);
+    }
+  }
+
+  private async runFrame(h: NonNullable<RpcHandlers['handleFrame']>, frame: Frame): Promise<void> {
+    try {
+      await h.call(this.handlers, frame);
+    } catch (e) {
+      this.warn(`frame handler failed: ${(e as Error)?.message ?? String(e)}`);
+    }
+  }
+
+  private reply(frame: Frame, id: number, result: Uint8Array): void {
+    const head = Buffer.allocUnsafe(5);
+    head[0] = RpcType.Reply;
+    head.writeUInt32LE(id, 1);
+    // The caller may be gone by now; its absence is not this side's error.
+    this.client
+      .zcSend(frame.sender, head, result, frame.realtime ? QoS.RealtimeProcessed : QoS.Processed)
+      .then(NOOP, NOOP);
+  }
+
+  private replyError(frame: Frame, id: number, e: RpcError): void {
+    const head = Buffer.allocUnsafe(7);
+    head[0] = RpcType.Error;
+    head.writeUInt32LE(id, 1);
+    head.writeInt16LE(e.code, 5);
+    this.client
+      .zcSend(frame.sender, head, e.data ?? EMPTY, frame.realtime ? QoS.RealtimeProcessed : QoS.Processed)
+      .then(NOOP, NOOP);
+  }
+
+  // ------------------------------------------------------------ bookkeeping
+
+  private nextId(): number {
+    this.callId = this.callId === 0xffffffff ? 1 : this.callId + 1;
+    return this.callId;
+  }
+
+  /** One coarse timer for every pending call, instead of a timer per call. */
+  private startTimer(): void {
+    if (this.timer !== null) return;
+    this.timer = setInterval(this.expire, 50);
+    this.timer.unref();
+  }
+
+  private readonly expire = (): void => {
+    const now = Date.now();
+    for (const [id, p] of this.pending) {
+      if (p.deadline <= now) {
+        this.pending.delete(id);
+        p.reject(new RpcError(-32000 - ErrorCode.Timeout, null, 'RPC call timed out'));
+      }
+    }
+    if (this.pending.size === 0 && this.timer !== null) {
+      clearInterval(this.timer);
+      this.timer = null;
+    }
+  };
+
+  private failAll(e: Error): void {
+    const err = e instanceof BusError ? RpcError.fromBusError(e) : e;
+    for (const p of this.pending.values()) p.reject(err);
+    this.pending.clear();
+  }
+
+  private warn(message: string): void {
+    this.options.onWarning?.(message);
+  }
+}
+
+const NOTIFICATION_HEADER = Buffer.from([RpcType.Notification]);
+
+function requestHeader(id: number, method: string): Buffer {
+  const m = Buffer.byteLength(method);
+  const h = Buffer.allocUnsafe(6 + m);
+  h[0] = RpcType.Request;
+  h.writeUInt32LE(id, 1);
+  h.write(method, 5, 'utf8');
+  h[5 + m] = 0;
+  return h;
+}
+
+/** Any thrown value as the RpcError its reply carries. */
+export function toRpcError(e: unknown): RpcError {
+  if (e instanceof RpcError) return e;
+  if (e instanceof BusError) return RpcError.fromBusError(e);
+  const msg = e instanceof Error ? e.message : String(e);
+  return new RpcError(RpcErrorCode.Internal, msg);
+}
