@@ -1,0 +1,157 @@
+import { afterAll, afterEach, beforeAll, describe, expect, it } from '@jest/globals';
+import {
+  Broker,
+  type BusClient,
+  connect,
+  packMsgpack,
+  QoS,
+  RpcClient,
+  RpcError,
+  type RpcEvent,
+  type RpcHandlers,
+  unpackMsgpack,
+} from '#busrt/core';
+import { RawPeer, sleep, tmpSocket } from './support/raw.js';
+import { vector } from './support/vectors.js';
+
+const echo: RpcHandlers = {
+  handleCall(ev: RpcEvent) {
+    switch (ev.method) {
+      case 'echo':
+        return ev.payload;
+      case 'add': {
+        const { a, b } = unpackMsgpack<{ a: number; b: number }>(ev.payload);
+        return packMsgpack(a + b);
+      }
+      case 'slow':
+        return sleep(200).then(() => Buffer.from('late'));
+      case 'fail':
+        throw new RpcError(-32099, 'custom failure');
+      case 'boom':
+        throw new Error('it broke');
+      case 'who':
+        return Buffer.from(`${ev.sender}/${ev.primarySender}/${ev.realtime}`);
+      default:
+        throw RpcError.methodNotFound();
+    }
+  },
+};
+
+describe('RPC between clients', () => {
+  const broker = new Broker();
+  let path = '';
+  const clients: BusClient[] = [];
+  const socket = async (name: string): Promise<BusClient> => {
+    const c = await connect({ path, name, timeoutMs: 2000 });
+    clients.push(c);
+    return c;
+  };
+  const inproc = (name: string): BusClient => {
+    const c = broker.registerClient(name);
+    clients.push(c);
+    return c;
+  };
+  beforeAll(async () => {
+    path = (await broker.spawnUnixServer(tmpSocket(), { timeoutMs: 2000 })).address;
+  });
+  afterEach(async () => {
+    await Promise.all(clients.splice(0).map((c) => c.disconnect()));
+  });
+  afterAll(() => broker.close());
+
+  const pairs: [string, () => Promise<BusClient>, () => Promise<BusClient>][] = [
+    ['socket -> socket', () => socket('caller'), () => socket('svc')],
+    ['socket -> in-process', () => socket('caller'), async () => inproc('svc')],
+    ['in-process -> socket', async () => inproc('caller'), () => socket('svc')],
+  ];
+  for (const [label, mkCaller, mkServer] of pairs) {
+    it(`${label}: call, call0, notify, errors`, async () => {
+      const notes: string[] = [];
+      const server = new RpcClient(await mkServer(), {
+        ...echo,
+        handleNotification: (ev) => void notes.push(ev.payload.toString()),
+      });
+      const caller = new RpcClient(await mkCaller());
+      expect((await caller.call('svc', 'echo', Buffer.from('hi'))).toString()).toBe('hi');
+      expect(unpackMsgpack(await caller.call('svc', 'add', packMsgpack({ a: 2, b: 40 })))).toBe(42);
+      expect((await caller.call('svc', 'who', undefined, { qos: QoS.RealtimeProcessed })).toString()).toBe(
+        'caller/caller/true',
+      );
+      await expect(caller.call('svc', 'fail')).rejects.toMatchObject({ code: -32099, message: 'custom failure' });
+      const boom = await caller.call('svc', 'boom').catch((e: RpcError) => e);
+      expect([(boom as RpcError).code, (boom as RpcError).data?.toString()]).toEqual([-32603, 'it broke']);
+      await expect(caller.call('svc', 'nope')).rejects.toMatchObject({ code: -32601 });
+      await expect(caller.call('nobody', 'echo')).rejects.toMatchObject({ code: -32113 });
+      await caller.call0('svc', 'boom');
+      await caller.notify('svc', Buffer.from('note'));
+      await sleep(30);
+      expect(notes).toEqual(['note']);
+      expect(server.pendingCalls).toBe(0);
+    });
+  }
+
+  it('a call times out with -32120 and a late reply is dropped', async () => {
+    new RpcClient(await socket('svc'), echo);
+    const caller = new RpcClient(await socket('caller'));
+    const t0 = Date.now();
+    await expect(caller.call('svc', 'slow', undefined, { timeoutMs: 50 })).rejects.toMatchObject({ code: -32120 });
+    expect(Date.now() - t0).toBeLessThan(400);
+    await sleep(250);
+    expect(caller.pendingCalls).toBe(0);
+  });
+
+  it('thousands of concurrent calls are matched to the right replies', async () => {
+    new RpcClient(await socket('svc'), echo);
+    const caller = new RpcClient(await socket('caller'));
+    const n = 5000;
+    const replies = await Promise.all(
+      Array.from({ length: n }, (_, i) => caller.call('svc', 'echo', Buffer.from(String(i)))),
+    );
+    expect(replies.map((r) => r.toString())).toEqual(Array.from({ length: n }, (_, i) => String(i)));
+  });
+
+  it('blockingCalls handles calls one at a time, in order', async () => {
+    const order: string[] = [];
+    new RpcClient(
+      await socket('svc'),
+      {
+        async handleCall(ev) {
+          order.push(`start ${ev.payload}`);
+          await sleep(ev.payload.toString() === '1' ? 40 : 1);
+          order.push(`end ${ev.payload}`);
+          return ev.payload;
+        },
+      },
+      { blockingCalls: true },
+    );
+    const caller = new RpcClient(await socket('caller'));
+    await Promise.all([caller.call('svc', 'x', Buffer.from('1')), caller.call('svc', 'x', Buffer.from('2'))]);
+    expect(order).toEqual(['start 1', 'end 1', 'start 2', 'end 2']);
+  });
+
+  it('pending calls fail when the caller loses its connection', async () => {
+    new RpcClient(await socket('svc'), echo);
+    const c = await socket('caller');
+    const caller = new RpcClient(c);
+    const p = caller.call('svc', 'slow').catch((e: unknown) => e);
+    await sleep(20);
+    await c.disconnect();
+    expect(await p).toBeInstanceOf(RpcError);
+  });
+
+  it('the request and reply bytes match vectors rpc_request_as_delivered / rpc_reply_as_delivered', async () => {
+    const svc = await RawPeer.register(path, 'svc');
+    const caller = new RpcClient(await socket('caller'));
+    for (let i = 1; i < 5; i++) void caller.call('svc', 'warmup').catch(() => undefined);
+    const params = Buffer.from(vector('rpc', 'rpc_request_as_delivered').hex as string, 'hex').subarray(-8);
+    const reply = caller.call('svc', 'hello', params, { qos: QoS.No });
+    let f: Buffer;
+    do f = await svc.readFrame();
+    while (!f.includes(Buffer.from('hello')));
+    expect(f.toString('hex')).toBe(vector('rpc', 'rpc_request_as_delivered').hex);
+    // answer with the reply frame of the vectors (call id 5)
+    svc.write(Buffer.from(vector('rpc', 'rpc_reply_full_frame').hex as string, 'hex'));
+    expect(unpackMsgpack(await reply)).toBe('world');
+    svc.close();
+  });
+});
