@@ -5,6 +5,7 @@ import { dirname, join } from 'node:path';
 import { decode } from '@msgpack/msgpack';
 import { parseBusrtdArgs } from '../src/busrtd/options.js';
 import { UsageError } from '../src/shared/values.js';
+import { connect, RpcClient, unpackMsgpack } from '#busrt/core';
 import { Daemon, runNode, BUSRTD_BIN } from './support/procs.js';
 import { PeerPool, RawPeer, tmpSocket } from './support/raw.js';
 
@@ -202,6 +203,22 @@ describe('busrtd process: running and stopping', () => {
       expect(d.stderr).toMatch(/INFO stopped\n$/);
     },
   );
+
+  it('serves the .broker core RPC to socket clients', async () => {
+    const { sock } = place();
+    await Daemon.start(['-B', sock]);
+    const client = await connect({ path: sock, name: 'rpc.caller' });
+    try {
+      const rpc = new RpcClient(client);
+      expect(unpackMsgpack(await rpc.call('.broker', 'test'))).toEqual({ ok: true });
+      const list = unpackMsgpack(await rpc.call('.broker', 'client.list')) as {
+        clients: { name: string }[];
+      };
+      expect(list.clients.map((c) => c.name)).toContain('rpc.caller');
+    } finally {
+      await client.disconnect();
+    }
+  });
 
   it('applies the timeout flag over the environment (silent clients are dropped after 1.25 T)', async () => {
     const a = place();

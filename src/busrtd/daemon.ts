@@ -1,5 +1,5 @@
 import { unlinkSync, writeFileSync } from 'node:fs';
-import { type AaaMap, Broker, BROKER_NAME, BROKER_VERSION, type Listener } from '#busrt/core';
+import { type AaaMap, Broker, BROKER_VERSION, initCoreRpc, type Listener } from '#busrt/core';
 import { errorText, UsageError } from '../shared/values.js';
 import { loadAaa } from './aaa.js';
 import { makeDaemonLog, type DaemonLog, type LogSink } from './log.js';
@@ -22,8 +22,8 @@ export class StartError extends Error {}
 export async function startBusrtd(opts: BusrtdOptions, log: DaemonLog): Promise<RunningBusrtd> {
   const aaaMap: AaaMap | null = opts.aaa === null ? null : await loadAaa(opts.aaa);
   const broker = new Broker({ queueSize: opts.queueSize, forceRegister: opts.forceRegister, logger: log });
-  // The core client makes the announcements (reg, unreg, shutdown) exist.
-  broker.registerClient(BROKER_NAME);
+  // The core client serves `.broker` RPC and makes the announcements (reg, unreg, shutdown) exist.
+  initCoreRpc(broker);
   for (const b of opts.binds) {
     try {
       await broker.spawnServer(b.path, {
