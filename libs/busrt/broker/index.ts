@@ -2,3 +2,4 @@ export * from './aaa.js';
 export * from './entry.js';
 export * from './core.js';
 export * from './internal-client.js';
+export { TopicMap, type Markable } from './matching/index.js';

@@ -133,11 +133,15 @@ export class CoreRpcHandlers implements RpcHandlers {
  */
 export function initCoreRpc(broker: CoreRpcHost, extra: RpcHandlers = {}): RpcClient {
   const core = new CoreRpcHandlers(broker);
-  const client = broker.registerClient(BROKER_NAME);
+  return new RpcClient(broker.registerClient(BROKER_NAME), withCoreFallback(core, extra));
+}
+
+/** `extra` first, then `core` for the calls `extra` does not know; just `core` when `extra` is empty. */
+export function withCoreFallback(core: CoreRpcHandlers, extra: RpcHandlers): RpcHandlers {
   if (extra.handleCall === undefined && extra.handleNotification === undefined && extra.handleFrame === undefined) {
-    return new RpcClient(client, core);
+    return core;
   }
-  const handlers: RpcHandlers = {
+  return {
     async handleCall(event: RpcEvent): Promise<RpcResult> {
       if (extra.handleCall !== undefined) {
         try {
@@ -151,7 +155,6 @@ export function initCoreRpc(broker: CoreRpcHost, extra: RpcHandlers = {}): RpcCl
     handleNotification: extra.handleNotification?.bind(extra),
     handleFrame: extra.handleFrame?.bind(extra),
   };
-  return new RpcClient(client, handlers);
 }
 
 /** Code of a bus error as the RPC layer reports it. */

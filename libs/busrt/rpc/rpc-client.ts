@@ -1,4 +1,4 @@
-import { decodeMulti, encode } from '@msgpack/msgpack';
+import { Decoder, decodeMulti, Encoder } from '@msgpack/msgpack';
 import { BusError, type BusClient, decodeUtf8, ErrorCode, type Frame, QoS } from '../protocol/index.js';
 
 /** Standard RPC error codes. Bus errors are `-32000 - code` (e.g. -32113 for "not registered"). */
@@ -113,9 +113,13 @@ interface PendingCall {
   deadline: number;
 }
 
+// One encoder and decoder for the process: building one per value costs more than the work.
+const encoder = new Encoder({ useBigInt64: true });
+const decoder = new Decoder({ useBigInt64: false });
+
 /** Encodes a value as MessagePack (64-bit integers as BigInt when they do not fit a number). */
 export function packMsgpack(value: unknown): Uint8Array {
-  return encode(value, { useBigInt64: true });
+  return encoder.encode(value);
 }
 
 /**
@@ -123,8 +127,14 @@ export function packMsgpack(value: unknown): Uint8Array {
  * Throws on malformed input.
  */
 export function unpackMsgpack<T = unknown>(buf: Uint8Array): T {
-  for (const v of decodeMulti(buf, { useBigInt64: false })) return v as T;
-  throw new RangeError('no MessagePack value in an empty buffer');
+  try {
+    return decoder.decode(buf) as T;
+  } catch (e) {
+    // Trailing bytes make the strict decoder throw; the first value still counts.
+    if (!(e instanceof RangeError) || buf.length === 0) throw e;
+    for (const v of decodeMulti(buf, { useBigInt64: false })) return v as T;
+    throw e;
+  }
 }
 
 const NOOP = (): void => undefined;

@@ -1,0 +1,90 @@
+import { Inject, Injectable, Logger, type OnApplicationBootstrap, type OnApplicationShutdown } from '@nestjs/common';
+import {
+  Broker,
+  type BrokerLogger,
+  CoreRpcHandlers,
+  initCoreRpc,
+  type RpcClient,
+  type RpcHandlers,
+  withCoreFallback,
+} from '#busrt/core';
+import { BUSRT_MODULE_OPTIONS } from './busrt.module-definition.js';
+import { DEFAULT_HOST } from './constants.js';
+import { type HostedBroker, registerHostedBroker, unregisterHostedBroker } from './hosted.js';
+import type { BusrtModuleOptions } from './options.js';
+
+/** The broker's log lines through Nest's logger (registrations at debug level). */
+function nestBrokerLogger(): BrokerLogger {
+  const log = new Logger('BusrtBroker');
+  return {
+    debug: (m) => log.debug(m),
+    info: (m) => log.log(m),
+    warn: (m) => log.warn(m),
+    error: (m) => log.error(m),
+  };
+}
+
+/**
+ * Owns the embedded broker of a {@link BusrtModule}: starts its listeners when the app boots,
+ * and on shutdown (after the app's transports have finished their work) announces it, closes
+ * the listeners and removes their socket files.
+ */
+@Injectable()
+export class BusrtHost implements HostedBroker, OnApplicationBootstrap, OnApplicationShutdown {
+  readonly broker: Broker;
+  readonly coreRpc: boolean;
+  private readonly core: CoreRpcHandlers;
+  private readonly coreClient: RpcClient | null;
+  private readonly hostName: string;
+  private attached: RpcHandlers | null = null;
+
+  constructor(@Inject(BUSRT_MODULE_OPTIONS) private readonly options: BusrtModuleOptions) {
+    const logger =
+      options.logger === false
+        ? {}
+        : options.logger === true || options.logger === undefined
+          ? nestBrokerLogger()
+          : options.logger;
+    this.broker = new Broker({ queueSize: options.queueSize, forceRegister: options.forceRegister, logger });
+    this.coreRpc = options.coreRpc ?? true;
+    this.core = new CoreRpcHandlers(this.broker);
+    this.coreClient = this.coreRpc ? initCoreRpc(this.broker) : null;
+    this.hostName = options.hostName ?? DEFAULT_HOST;
+    registerHostedBroker(this.hostName, this);
+  }
+
+  /** Starts every listener; a bind that fails stops the app from starting, with the reason. */
+  async onApplicationBootstrap(): Promise<void> {
+    for (const l of this.options.listeners ?? []) {
+      const { path, aaa, ...config } = l;
+      try {
+        await this.broker.spawnServer(path, { ...config, aaaMap: aaa ?? null });
+      } catch (e) {
+        await this.broker.close();
+        unregisterHostedBroker(this.hostName, this);
+        throw new Error(`busrt: cannot listen on ${path}: ${e instanceof Error ? e.message : String(e)}`, {
+          cause: e,
+        });
+      }
+    }
+  }
+
+  /** Runs after the transports closed, so replies of in-flight calls are out before the broker goes. */
+  async onApplicationShutdown(): Promise<void> {
+    unregisterHostedBroker(this.hostName, this);
+    await this.broker.close({ announce: this.options.announceShutdown ?? true });
+  }
+
+  attachCoreHandlers(handlers: RpcHandlers): () => void {
+    const client = this.coreClient;
+    if (client === null) throw new Error('the .broker core client is off (BusrtModule coreRpc: false)');
+    if (this.attached !== null) throw new Error('.broker methods are already served by another transport');
+    this.attached = handlers;
+    client.setHandlers(withCoreFallback(this.core, handlers));
+    return () => {
+      if (this.attached !== handlers) return;
+      this.attached = null;
+      client.setHandlers(this.core);
+    };
+  }
+}

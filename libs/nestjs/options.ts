@@ -1,0 +1,34 @@
+import type { AaaMap, BrokerLogger, ServerConfig } from '#busrt/core';
+
+/** One listener of the embedded broker: where it listens and its own settings. */
+export interface BusrtListenerOptions extends Omit<ServerConfig, 'aaaMap'> {
+  /** A UNIX socket path (starts with `/` or ends in `.sock`) or a TCP `host:port` (port 0 picks one). */
+  path: string;
+  /** Who may connect here and what they may do; absent: anyone, anything. */
+  aaa?: AaaMap | null;
+}
+
+/** Options of {@link BusrtModule.forRoot}. */
+export interface BusrtModuleOptions {
+  /** Where the broker listens. Default: none (in-process clients only). */
+  listeners?: BusrtListenerOptions[];
+  /** Frames queued per client before it is dropped as too slow. Default 8192. */
+  queueSize?: number;
+  /** A client registering a taken name replaces the old one instead of being refused. Default false. */
+  forceRegister?: boolean;
+  /**
+   * Registers the `.broker` core client: the `.broker` RPC (served through `@BrokerMethod`
+   * patterns when a {@link BusrtServer} runs in this process) and the `.broker/info` / `.broker/warn`
+   * announcements. Default true.
+   */
+  coreRpc?: boolean;
+  /** Announce the shutdown on `.broker/warn` when the app closes. Default true. */
+  announceShutdown?: boolean;
+  /**
+   * The name other parts of this process use to find this broker (`BusrtServer` and
+   * `BusrtClientProxy` with `broker: '<name>'`). Default `'default'`.
+   */
+  hostName?: string;
+  /** Broker log: true (default) logs through Nest's Logger, false is silent, or your own. */
+  logger?: boolean | BrokerLogger;
+}

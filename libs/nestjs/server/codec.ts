@@ -1,0 +1,78 @@
+import { RpcException } from '@nestjs/microservices';
+import { packMsgpack, RpcError, RpcErrorCode } from '#busrt/core';
+
+/** Code of an application error that names none (`RpcException('text')`). */
+export const APP_ERROR_CODE = -32000;
+
+/** Message Nest's exception filter gives an exception that is not an `RpcException`. */
+const UNKNOWN_EXCEPTION = 'Internal server error';
+
+const EMPTY = Buffer.alloc(0);
+const NIL = Buffer.from([0xc0]);
+
+/**
+ * Bytes a handler returns as they are, not as MessagePack: `return new BusrtRaw(buf)` (or
+ * `raw(buf)`) answers a call with exactly `buf`.
+ */
+export class BusrtRaw {
+  constructor(readonly bytes: Uint8Array) {}
+}
+
+/** Shorthand for `new BusrtRaw(bytes)`. */
+export const raw = (bytes: Uint8Array | string): BusrtRaw =>
+  new BusrtRaw(typeof bytes === 'string' ? Buffer.from(bytes, 'utf8') : bytes);
+
+/**
+ * An `RpcException` with a BUS/RT RPC error code: the caller receives `code` and `message` (or
+ * the exact `data` bytes). Codes are 16-bit signed; -32768..-32000 is the JSON-RPC range.
+ */
+export class BusrtRpcException extends RpcException {
+  constructor(
+    readonly code: number,
+    message: string,
+    data?: Uint8Array,
+  ) {
+    super(data === undefined ? { code, message } : { code, message, data });
+  }
+}
+
+/** A handler's result as reply bytes: undefined is an empty reply, anything else MessagePack. */
+export function encodeResult(value: unknown): Uint8Array {
+  if (value === undefined) return EMPTY;
+  if (value === null) return NIL;
+  if (value instanceof BusrtRaw) return value.bytes;
+  return packMsgpack(value);
+}
+
+function isInt16(n: unknown): n is number {
+  return typeof n === 'number' && Number.isInteger(n) && n >= -32768 && n <= 32767;
+}
+
+/**
+ * What a handler's failure becomes on the bus. Nest's exception filters hand over either the
+ * `RpcException`'s error object or `{ status: 'error', message }`; both are mapped here.
+ */
+export function toReplyError(err: unknown): RpcError {
+  if (err instanceof RpcError) return err;
+  let e: unknown = err instanceof RpcException ? err.getError() : err;
+  if (typeof e === 'string') return new RpcError(APP_ERROR_CODE, e);
+  if (e instanceof Error) return new RpcError(RpcErrorCode.Internal, e.message);
+  if (typeof e === 'object' && e !== null) {
+    const o = e as { code?: unknown; message?: unknown; data?: unknown; status?: unknown };
+    const message = typeof o.message === 'string' ? o.message : undefined;
+    if (o.data instanceof Uint8Array && isInt16(o.code)) return new RpcError(o.code, o.data, message);
+    if (isInt16(o.code)) return new RpcError(o.code, message ?? '');
+    if (message === UNKNOWN_EXCEPTION && o.status === 'error') return new RpcError(RpcErrorCode.Internal, message);
+    if (message !== undefined) return new RpcError(APP_ERROR_CODE, message);
+    e = safeJson(e);
+  }
+  return new RpcError(APP_ERROR_CODE, String(e));
+}
+
+function safeJson(v: unknown): string {
+  try {
+    return JSON.stringify(v);
+  } catch {
+    return String(v);
+  }
+}

@@ -1,0 +1,55 @@
+import { Controller } from '@nestjs/common';
+import { Ctx, Payload } from '@nestjs/microservices';
+import { CoreRpcHandlers, RpcError, type RpcEvent } from '#busrt/core';
+import { BusrtHost } from '../busrt-host.js';
+import type { BusrtContext } from './busrt.context.js';
+import { BrokerMethod } from './decorators.js';
+import { BusrtRaw, BusrtRpcException } from './codec.js';
+
+/**
+ * The `.broker` core methods as message patterns: an app's guards, interceptors and filters
+ * apply to them as to its own handlers. Replies are byte for byte those of the core RPC.
+ */
+@Controller()
+export class BrokerCoreController {
+  private readonly core: CoreRpcHandlers;
+
+  constructor(host: BusrtHost) {
+    this.core = new CoreRpcHandlers(host.broker);
+  }
+
+  @BrokerMethod('test', { raw: true })
+  test(@Ctx() ctx: BusrtContext): BusrtRaw {
+    return this.answer(ctx);
+  }
+
+  @BrokerMethod('info', { raw: true })
+  info(@Ctx() ctx: BusrtContext): BusrtRaw {
+    return this.answer(ctx);
+  }
+
+  @BrokerMethod('stats', { raw: true })
+  stats(@Ctx() ctx: BusrtContext): BusrtRaw {
+    return this.answer(ctx);
+  }
+
+  @BrokerMethod('client.list', { raw: true })
+  clientList(@Ctx() ctx: BusrtContext): BusrtRaw {
+    return this.answer(ctx);
+  }
+
+  @BrokerMethod('benchmark.test', { raw: true })
+  benchmarkTest(@Payload() params: Buffer): BusrtRaw {
+    return new BusrtRaw(params);
+  }
+
+  private answer(ctx: BusrtContext): BusrtRaw {
+    try {
+      return new BusrtRaw(this.core.handleCall(ctx.getRpcEvent() as RpcEvent) ?? Buffer.alloc(0));
+    } catch (e) {
+      // Nest's filters would turn any other error into a generic one; this keeps the exact code and bytes.
+      if (e instanceof RpcError) throw new BusrtRpcException(e.code, e.message, e.data ?? Buffer.alloc(0));
+      throw e;
+    }
+  }
+}

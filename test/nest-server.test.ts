@@ -1,0 +1,390 @@
+import 'reflect-metadata';
+import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
+import {
+  type CallHandler,
+  type CanActivate,
+  Controller,
+  type ExecutionContext,
+  Injectable,
+  type NestInterceptor,
+  type PipeTransform,
+  UseGuards,
+  UseInterceptors,
+  UsePipes,
+} from '@nestjs/common';
+import { NestFactory } from '@nestjs/core';
+import { Ctx, MessagePattern, type MicroserviceOptions, Payload, RpcException } from '@nestjs/microservices';
+import { delay, from, map, Observable, of } from 'rxjs';
+import {
+  Broker,
+  connect,
+  type Frame,
+  packMsgpack,
+  RpcClient,
+  RpcError,
+  type SocketClient,
+  unpackMsgpack,
+} from '#busrt/core';
+import {
+  BrokerMethod,
+  BusrtBroadcast,
+  BusrtContext,
+  BusrtEvent,
+  BusrtMethod,
+  BusrtModule,
+  BusrtNotification,
+  BusrtRpcException,
+  BusrtServer,
+  raw,
+} from '#busrt/nestjs';
+import { clientFrame, PeerPool, type RawPeer, tmpSocket } from './support/raw.js';
+import { vectorBytes } from './support/vectors.js';
+
+const br = (name: string): Buffer => vectorBytes('broker_rpc', name);
+const pool = new PeerPool();
+
+/** The next data frame a raw peer receives (ACKs skipped). */
+async function readReply(p: RawPeer): Promise<Buffer> {
+  for (;;) {
+    const f = await p.readFrame();
+    if (f[0] !== 0xfe) return f;
+  }
+}
+
+const sock = tmpSocket();
+const seen: { pattern: string; data: unknown; sender: string; topic: string | null; kind: string }[] = [];
+
+/** Waits until `cond` holds (a bounded poll: events arrive asynchronously). */
+async function until(cond: () => boolean, ms = 2000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > end) throw new Error('condition not met in time');
+    await new Promise((r) => setTimeout(r, 5));
+  }
+}
+
+@Injectable()
+class OnlyTrusted implements CanActivate {
+  canActivate(ctx: ExecutionContext): boolean {
+    return ctx.switchToRpc().getContext<BusrtContext>().getPrimarySender().startsWith('trusted.');
+  }
+}
+
+@Injectable()
+class Wrap implements NestInterceptor {
+  intercept(_ctx: ExecutionContext, next: CallHandler): Observable<unknown> {
+    return next.handle().pipe(map((v) => ({ wrapped: v })));
+  }
+}
+
+@Injectable()
+class PositiveInt implements PipeTransform {
+  transform(v: unknown): number {
+    if (typeof v !== 'number' || !Number.isInteger(v) || v <= 0) {
+      throw new BusrtRpcException(-32602, 'a positive integer is expected');
+    }
+    return v;
+  }
+}
+
+@Controller()
+class ServiceController {
+  @MessagePattern('echo')
+  echo(@Payload() data: unknown): unknown {
+    return data;
+  }
+
+  @BusrtMethod('sum')
+  async sum(@Payload() data: { a: number; b: number }): Promise<number> {
+    await new Promise((r) => setTimeout(r, 5));
+    return data.a + data.b;
+  }
+
+  @BusrtMethod('count')
+  count(@Payload() n: number): Observable<number> {
+    return from(Array.from({ length: n }, (_, i) => i + 1));
+  }
+
+  @BusrtMethod('slow')
+  slow(@Payload() ms: number): Observable<string> {
+    return of('done').pipe(delay(ms));
+  }
+
+  @BusrtMethod('whoami')
+  whoami(@Ctx() ctx: BusrtContext): unknown {
+    return {
+      sender: ctx.getSender(),
+      primary: ctx.getPrimarySender(),
+      method: ctx.getMethod(),
+      kind: ctx.getKind(),
+      raw: ctx.getPayload().toString('hex'),
+    };
+  }
+
+  @BusrtMethod('bytes', { raw: true })
+  bytes(@Payload() data: Buffer): unknown {
+    return raw(Buffer.concat([Buffer.from('got:'), data]));
+  }
+
+  @BusrtMethod('nothing')
+  nothing(): void {}
+
+  @BusrtMethod('fail.coded')
+  failCoded(): never {
+    throw new RpcException({ code: -777, message: 'coded failure' });
+  }
+
+  @BusrtMethod('fail.text')
+  failText(): never {
+    throw new RpcException('plain failure');
+  }
+
+  @BusrtMethod('fail.crash')
+  failCrash(): never {
+    throw new Error('secret internals');
+  }
+
+  @BusrtMethod('fail.observable')
+  failObservable(): Observable<never> {
+    return new Observable((s) => s.error(new RpcException({ code: -32099, message: 'stream failed' })));
+  }
+
+  @BusrtMethod('guarded')
+  @UseGuards(OnlyTrusted)
+  guarded(): string {
+    return 'welcome';
+  }
+
+  @BusrtMethod('wrapped')
+  @UseInterceptors(Wrap)
+  wrapped(@Payload() v: unknown): unknown {
+    return v;
+  }
+
+  @BusrtMethod('square')
+  @UsePipes(PositiveInt)
+  square(@Payload() n: number): number {
+    return n * n;
+  }
+
+  @BusrtEvent(['sensors/+/temp', 'alarms/#'])
+  onSensor(@Payload() data: unknown, @Ctx() ctx: BusrtContext): void {
+    seen.push({ pattern: 'masks', data, sender: ctx.getSender(), topic: ctx.getTopic(), kind: ctx.getKind() });
+  }
+
+  @BusrtEvent('alarms/#')
+  onAlarmAgain(@Payload() data: unknown, @Ctx() ctx: BusrtContext): void {
+    seen.push({ pattern: 'alarms-2', data, sender: ctx.getSender(), topic: ctx.getTopic(), kind: ctx.getKind() });
+  }
+
+  @BusrtEvent('raw/topic', { raw: true })
+  onRaw(@Payload() data: Buffer, @Ctx() ctx: BusrtContext): void {
+    seen.push({
+      pattern: 'raw',
+      data: data.toString('utf8'),
+      sender: ctx.getSender(),
+      topic: ctx.getTopic(),
+      kind: ctx.getKind(),
+    });
+  }
+
+  @BusrtNotification()
+  onNotification(@Payload() data: unknown, @Ctx() ctx: BusrtContext): void {
+    seen.push({ pattern: 'notification', data, sender: ctx.getSender(), topic: ctx.getTopic(), kind: ctx.getKind() });
+  }
+
+  @BusrtBroadcast()
+  onBroadcast(@Payload() data: unknown, @Ctx() ctx: BusrtContext): void {
+    seen.push({ pattern: 'broadcast', data, sender: ctx.getSender(), topic: ctx.getTopic(), kind: ctx.getKind() });
+  }
+
+  @BrokerMethod('app.version')
+  version(): unknown {
+    return { app: 'test', version: 3 };
+  }
+}
+
+describe('BusrtServer in-process on a hosted broker (stand-alone microservice)', () => {
+  let app: Awaited<ReturnType<typeof NestFactory.createMicroservice>>;
+  let client: SocketClient;
+  let rpc: RpcClient;
+  let broker: Broker;
+
+  const call = async (method: string, params?: unknown, target = 'svc.test'): Promise<unknown> => {
+    const r = await rpc.call(target, method, params === undefined ? undefined : packMsgpack(params));
+    return r.length === 0 ? undefined : unpackMsgpack(r);
+  };
+  const callError = async (method: string, params?: unknown, target = 'svc.test'): Promise<RpcError> => {
+    try {
+      await call(method, params, target);
+    } catch (e) {
+      expect(e).toBeInstanceOf(RpcError);
+      return e as RpcError;
+    }
+    throw new Error(`${method} did not fail`);
+  };
+
+  beforeAll(async () => {
+    app = await NestFactory.createMicroservice<MicroserviceOptions>(
+      {
+        module: class TestApp {},
+        imports: [BusrtModule.forRoot({ listeners: [{ path: sock }], logger: false })],
+        controllers: [ServiceController],
+        providers: [OnlyTrusted],
+      },
+      { strategy: new BusrtServer({ name: 'svc.test' }), logger: process.env.TEST_LOG ? undefined : false },
+    );
+    await app.listen();
+    broker = app.get(Broker);
+    pool.path = sock;
+    client = await connect({ path: sock, name: 'caller' });
+    rpc = new RpcClient(client);
+  });
+
+  afterAll(async () => {
+    pool.closeAll();
+    await client?.disconnect();
+    await app?.close();
+  });
+
+  it('serves @MessagePattern and @BusrtMethod handlers: values, Promises, Observables (last value)', async () => {
+    expect(await call('echo', { a: [1, 'x', null] })).toEqual({ a: [1, 'x', null] });
+    expect(await call('sum', { a: 2, b: 40 })).toBe(42);
+    expect(await call('count', 5)).toBe(5);
+    expect(await call('nothing')).toBeUndefined();
+  });
+
+  it('gives handlers the context: sender, primary sender, method, kind, raw params', async () => {
+    const sec = await client.connectSecondary();
+    try {
+      const r = await new RpcClient(sec).call('svc.test', 'whoami', packMsgpack(7));
+      expect(unpackMsgpack(r)).toEqual({
+        sender: sec.name,
+        primary: 'caller',
+        method: 'whoami',
+        kind: 'message',
+        raw: '07',
+      });
+      expect(sec.name).toMatch(/^caller%%/);
+    } finally {
+      await sec.disconnect();
+    }
+  });
+
+  it('passes raw bytes both ways with { raw: true } and raw()', async () => {
+    const r = await rpc.call('svc.test', 'bytes', Buffer.from([0xff, 0x00, 0x01]));
+    expect(r).toEqual(Buffer.concat([Buffer.from('got:'), Buffer.from([0xff, 0x00, 0x01])]));
+  });
+
+  it('turns exceptions into RPC errors with their codes', async () => {
+    const coded = await callError('fail.coded');
+    expect([coded.code, coded.message]).toEqual([-777, 'coded failure']);
+    const text = await callError('fail.text');
+    expect([text.code, text.message]).toEqual([-32000, 'plain failure']);
+    const crash = await callError('fail.crash');
+    expect([crash.code, crash.message]).toEqual([-32603, 'Internal server error']);
+    const stream = await callError('fail.observable');
+    expect([stream.code, stream.message]).toEqual([-32099, 'stream failed']);
+  });
+
+  it('answers an unknown method with -32601 and undecodable params with -32602', async () => {
+    expect((await callError('no.such.method')).code).toBe(-32601);
+    const e = await rpc.call('svc.test', 'echo', Buffer.from([0xc1])).catch((x: unknown) => x as RpcError);
+    expect((e as RpcError).code).toBe(-32602);
+  });
+
+  it('applies guards, interceptors and pipes', async () => {
+    const denied = await callError('guarded');
+    expect([denied.code, denied.message]).toEqual([-32000, 'Forbidden resource']);
+    const trusted = await connect({ path: sock, name: 'trusted.one' });
+    try {
+      expect(unpackMsgpack(await new RpcClient(trusted).call('svc.test', 'guarded'))).toBe('welcome');
+    } finally {
+      await trusted.disconnect();
+    }
+    expect(await call('wrapped', 5)).toEqual({ wrapped: 5 });
+    expect(await call('square', 9)).toBe(81);
+    const bad = await callError('square', -1);
+    expect([bad.code, bad.message]).toEqual([-32602, 'a positive integer is expected']);
+  });
+
+  it('matches 2000 concurrent calls to the right replies', async () => {
+    const n = 2000;
+    const replies = await Promise.all(Array.from({ length: n }, (_, i) => call('sum', { a: i, b: 1 })));
+    expect(replies).toEqual(Array.from({ length: n }, (_, i) => i + 1));
+  });
+
+  it('delivers publications to @EventPattern masks, every matching handler once', async () => {
+    seen.length = 0;
+    await client.publish('sensors/k1/temp', packMsgpack({ t: 21.5 }));
+    await client.publish('sensors/k1/hum', packMsgpack({ h: 40 }));
+    await client.publish('alarms/fire/zone1', packMsgpack('fire'));
+    await client.publish('raw/topic', Buffer.from('not msgpack at all'));
+    await until(() => seen.length >= 4);
+    await new Promise((r) => setTimeout(r, 50));
+    const summary = seen.map((s) => `${s.pattern} ${s.topic} ${JSON.stringify(s.data)}`).sort();
+    expect(summary).toEqual([
+      'alarms-2 alarms/fire/zone1 "fire"',
+      'masks alarms/fire/zone1 "fire"',
+      'masks sensors/k1/temp {"t":21.5}',
+      'raw raw/topic "not msgpack at all"',
+    ]);
+    expect(seen.every((s) => s.kind === 'publish' && s.sender === 'caller')).toBe(true);
+  });
+
+  it('delivers RPC notifications and broadcasts to their handlers', async () => {
+    seen.length = 0;
+    await rpc.notify('svc.test', packMsgpack({ note: 1 }));
+    await client.sendBroadcast('svc.*', packMsgpack('hello all'));
+    await until(() => seen.length >= 2);
+    const byPattern = Object.fromEntries(seen.map((s) => [s.pattern, s]));
+    expect(byPattern.notification).toMatchObject({ data: { note: 1 }, kind: 'message', topic: null });
+    expect(byPattern.broadcast).toMatchObject({ data: 'hello all', kind: 'broadcast', topic: null });
+  });
+
+  it('serves the .broker core methods through patterns, byte for byte, and the app’s own .broker methods', async () => {
+    const c1 = await pool.reg('c1');
+    c1.write(br('broker_test_request'));
+    expect(await readReply(c1)).toEqual(br('broker_test_reply'));
+    const head = Buffer.from('0103000000', 'hex');
+    c1.write(clientFrame(9, 0x12, Buffer.concat([Buffer.from('.broker\0'), head, Buffer.from('nope\0')])));
+    expect(await readReply(c1)).toEqual(br('broker_error_method'));
+    c1.write(
+      clientFrame(
+        10,
+        0x12,
+        Buffer.concat([Buffer.from('.broker\0'), head, Buffer.from('test\0'), Buffer.from([0xc0])]),
+      ),
+    );
+    expect(await readReply(c1)).toEqual(br('broker_error_params'));
+    const info = unpackMsgpack(await rpc.call('.broker', 'info')) as Record<string, unknown>;
+    expect(Object.keys(info)).toEqual(['author', 'version']);
+    const list = unpackMsgpack(await rpc.call('.broker', 'client.list')) as { clients: { name: string }[] };
+    expect(list.clients.map((c) => c.name)).toEqual(expect.arrayContaining(['.broker', 'caller', 'svc.test']));
+    expect(await call('app.version', undefined, '.broker')).toEqual({ app: 'test', version: 3 });
+    const params = await rpc.call('.broker', 'test', packMsgpack({ x: 1 })).catch((e: unknown) => e as RpcError);
+    expect((params as RpcError).code).toBe(-32602);
+    expect((await callError('no.such', undefined, '.broker')).code).toBe(-32601);
+    const bench = Buffer.from('0102030405', 'hex');
+    expect(await rpc.call('.broker', 'benchmark.test', bench)).toEqual(bench);
+  });
+
+  it('makes the broker injectable and registers the server in-process', () => {
+    const entry = broker.clientList().find((c) => c.name === 'svc.test');
+    expect(entry?.kind).toBe('internal');
+  });
+
+  it('answers calls in progress before it closes (nothing lost on shutdown)', async () => {
+    const frames: Frame[] = [];
+    const watcher = await connect({ path: sock, name: 'watcher' });
+    watcher.onFrame((f) => frames.push(f));
+    await watcher.subscribe('.broker/warn');
+    const pending = Array.from({ length: 20 }, (_, i) => call('slow', 100 + i));
+    await new Promise((r) => setTimeout(r, 20));
+    const closing = app.close();
+    expect(await Promise.all(pending)).toEqual(Array.from({ length: 20 }, () => 'done'));
+    await closing;
+    expect(frames.some((f) => f.topic === '.broker/warn')).toBe(true);
+    await watcher.disconnect().catch(() => undefined);
+  });
+});
