@@ -1,0 +1,201 @@
+import 'reflect-metadata';
+import { afterEach, describe, expect, it } from '@jest/globals';
+import { Controller, Injectable, Module, type INestApplication, type INestMicroservice } from '@nestjs/common';
+import { NestFactory } from '@nestjs/core';
+import { EventPattern, MessagePattern, type MicroserviceOptions, Payload, Transport } from '@nestjs/microservices';
+import { Broker, connect, packMsgpack, RpcClient, RpcError, type SocketClient, unpackMsgpack } from '#busrt/core';
+import { BUSRT_TRANSPORT, BusrtModule, BusrtServer, type BusrtStatus } from '#busrt/nestjs';
+import { tmpSocket } from './support/raw.js';
+
+const received: unknown[] = [];
+
+@Controller()
+class EchoController {
+  @MessagePattern('echo', BUSRT_TRANSPORT)
+  echo(@Payload() v: unknown): unknown {
+    return v;
+  }
+
+  @MessagePattern('tcp.only', Transport.TCP)
+  tcpOnly(): string {
+    return 'tcp';
+  }
+
+  @MessagePattern('anywhere')
+  anywhere(): string {
+    return 'both';
+  }
+
+  @EventPattern('news/#', BUSRT_TRANSPORT)
+  news(@Payload() v: unknown): void {
+    received.push(v);
+  }
+}
+
+/** Resources a test opened, closed after it whatever happens. */
+const cleanup: (() => Promise<unknown>)[] = [];
+afterEach(async () => {
+  for (const f of cleanup.splice(0).reverse()) await f().catch(() => undefined);
+  received.length = 0;
+});
+
+async function until(cond: () => boolean, ms = 3000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > end) throw new Error('condition not met in time');
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
+async function caller(path: string, name = 'caller'): Promise<{ c: SocketClient; rpc: RpcClient }> {
+  const c = await connect({ path, name });
+  cleanup.push(() => c.disconnect());
+  return { c, rpc: new RpcClient(c, {}, { defaultTimeoutMs: 2000 }) };
+}
+
+async function callValue(rpc: RpcClient, target: string, method: string, v?: unknown): Promise<unknown> {
+  const r = await rpc.call(target, method, v === undefined ? undefined : packMsgpack(v));
+  return r.length === 0 ? undefined : unpackMsgpack(r);
+}
+
+describe('BusrtServer over a socket (a sibling service)', () => {
+  it.each(['unix', 'tcp'] as const)('serves calls and events over %s', async (kind) => {
+    const broker = new Broker();
+    cleanup.push(() => broker.close());
+    const l = kind === 'unix' ? await broker.spawnUnixServer(tmpSocket()) : await broker.spawnTcpServer('127.0.0.1:0');
+    const path = l.address;
+    const app = await NestFactory.createMicroservice<MicroserviceOptions>(
+      { module: class Svc {}, controllers: [EchoController] },
+      { strategy: new BusrtServer({ name: 'svc.echo', path }), logger: false },
+    );
+    cleanup.push(() => app.close());
+    await app.listen();
+    const { c, rpc } = await caller(path);
+    expect(await callValue(rpc, 'svc.echo', 'echo', { k: [1, 2] })).toEqual({ k: [1, 2] });
+    expect(await callValue(rpc, 'svc.echo', 'anywhere')).toBe('both');
+    await c.publish('news/today', packMsgpack('hello'));
+    await until(() => received.length === 1);
+    expect(received).toEqual(['hello']);
+    expect(broker.clientList().find((x) => x.name === 'svc.echo')?.kind).toBe(kind === 'unix' ? 'local_ipc' : 'tcp');
+  });
+
+  it('fails to start with a clear message when the broker is not there', async () => {
+    const path = tmpSocket();
+    const app = await NestFactory.createMicroservice<MicroserviceOptions>(
+      { module: class Svc {}, controllers: [EchoController] },
+      { strategy: new BusrtServer({ name: 'svc.echo', path }), logger: false },
+    );
+    cleanup.push(() => app.close());
+    await expect(app.listen()).rejects.toThrow(`BusrtServer svc.echo: cannot join the bus at ${path}`);
+  });
+
+  it('reports its status, reconnects after the broker restarts and subscribes again', async () => {
+    const path = tmpSocket();
+    let broker = new Broker();
+    await broker.spawnUnixServer(path, { timeoutMs: 500 });
+    cleanup.push(() => broker.close());
+    const server = new BusrtServer({
+      name: 'svc.echo',
+      path,
+      timeoutMs: 500,
+      reconnect: { delayMs: 50, maxDelayMs: 200 },
+    });
+    const statuses: BusrtStatus[] = [];
+    const events: string[] = [];
+    server.status.subscribe((s) => statuses.push(s));
+    server.on('disconnected', () => events.push('disconnected'));
+    server.on('connected', () => events.push('connected'));
+    server.on('reconnecting', (n) => events.push(`reconnecting ${n}`));
+    server.on('error', () => events.push('error'));
+    const app = await NestFactory.createMicroservice<MicroserviceOptions>(
+      { module: class Svc {}, controllers: [EchoController] },
+      { strategy: server, logger: false },
+    );
+    cleanup.push(() => app.close());
+    await app.listen();
+    expect(server.unwrap<RpcClient>().client.name).toBe('svc.echo');
+
+    await broker.close();
+    await until(() => statuses.includes('disconnected'));
+    await new Promise((r) => setTimeout(r, 150)); // a failed attempt or two while nobody listens
+    broker = new Broker();
+    await broker.spawnUnixServer(path, { timeoutMs: 500 });
+    await until(() => statuses.at(-1) === 'connected' && events.filter((e) => e === 'connected').length === 2);
+
+    const { c, rpc } = await caller(path);
+    expect(await callValue(rpc, 'svc.echo', 'echo', 'again')).toBe('again');
+    await c.publish('news/later', packMsgpack(2));
+    await until(() => received.length === 1);
+    expect(statuses[0]).toBe('connected');
+    expect(statuses).toContain('reconnecting');
+    expect(events[0]).toBe('connected');
+    expect(events).toContain('disconnected');
+    expect(events).toContain('reconnecting 1');
+  });
+});
+
+@Injectable()
+class Settings {
+  readonly sock = tmpSocket();
+}
+@Module({ providers: [Settings], exports: [Settings] })
+class SettingsModule {}
+
+describe('BusrtModule.forRootAsync and hybrid apps', () => {
+  it('hosts the broker from an async factory; patterns stay with their transport in a hybrid app', async () => {
+    const app: INestApplication = await NestFactory.create(
+      {
+        module: class Hybrid {},
+        imports: [
+          BusrtModule.forRootAsync({
+            imports: [SettingsModule],
+            inject: [Settings],
+            useFactory: async (s: Settings) => ({ listeners: [{ path: s.sock }], logger: false }),
+          }),
+        ],
+        controllers: [EchoController],
+      },
+      { logger: false },
+    );
+    cleanup.push(() => app.close());
+    const sock = app.get(Settings).sock;
+    const bus = app.connectMicroservice<MicroserviceOptions>({ strategy: new BusrtServer({ name: 'svc.hybrid' }) });
+    const tcp = app.connectMicroservice<MicroserviceOptions>({ transport: Transport.TCP, options: { port: 0 } });
+    await app.startAllMicroservices();
+    await app.init();
+    const busServer = (bus as INestMicroservice).getTransportServer() as unknown as BusrtServer;
+    expect([...busServer.getHandlers().keys()].sort()).toEqual(expect.arrayContaining(['anywhere', 'echo', 'news/#']));
+    expect(busServer.getHandlers().has('tcp.only')).toBe(false);
+    expect(tcp).toBeDefined();
+
+    const { rpc } = await caller(sock);
+    expect(await callValue(rpc, 'svc.hybrid', 'echo', 5)).toBe(5);
+    const e = await rpc.call('svc.hybrid', 'tcp.only').catch((x: unknown) => x as RpcError);
+    expect((e as RpcError).code).toBe(-32601);
+    const broker = app.get(Broker);
+    expect(broker.listeners.map((l) => l.address)).toEqual([sock]);
+  });
+
+  it('refuses a second broker under the same host name, and a listener that cannot bind', async () => {
+    const first = await NestFactory.createApplicationContext(
+      { module: class A {}, imports: [BusrtModule.forRoot({ logger: false })] },
+      { logger: false },
+    );
+    cleanup.push(() => first.close());
+    await expect(
+      NestFactory.createApplicationContext(
+        { module: class B {}, imports: [BusrtModule.forRoot({ logger: false })] },
+        { logger: false, abortOnError: false },
+      ),
+    ).rejects.toThrow(/a broker named "default" is already hosted/);
+    await expect(
+      NestFactory.createApplicationContext(
+        {
+          module: class C {},
+          imports: [BusrtModule.forRoot({ hostName: 'other', listeners: [{ path: '256.0.0.1:1' }], logger: false })],
+        },
+        { logger: false, abortOnError: false },
+      ).then((ctx) => ctx.init()),
+    ).rejects.toThrow(/busrt: cannot listen on 256.0.0.1:1/);
+  });
+});
