@@ -4,6 +4,7 @@ import {
   type BrokerLogger,
   CoreRpcHandlers,
   initCoreRpc,
+  SERVER_DEFAULT_TIMEOUT_MS,
   type RpcClient,
   type RpcHandlers,
   withCoreFallback,
@@ -58,7 +59,7 @@ export class BusrtHost implements HostedBroker, OnApplicationBootstrap, OnApplic
     for (const l of this.options.listeners ?? []) {
       const { path, aaa, ...config } = l;
       try {
-        await this.broker.spawnServer(path, { ...config, aaaMap: aaa ?? null });
+        await this.broker.spawnServer(path, { timeoutMs: SERVER_DEFAULT_TIMEOUT_MS, ...config, aaaMap: aaa ?? null });
       } catch (e) {
         await this.broker.close();
         unregisterHostedBroker(this.hostName, this);

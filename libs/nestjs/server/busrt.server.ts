@@ -34,7 +34,10 @@ export interface BusrtServerOptions {
   path?: string;
   /** In-process: a `Broker`, or the `hostName` of a `BusrtModule` (default `'default'`). */
   broker?: Broker | string;
-  /** Socket client timeout in ms (connect, handshake, writes; pings every half). Default 5000. */
+  /**
+   * Socket client timeout in ms (connect, handshake, writes; keep-alive pings every half of it, so
+   * keep it below the broker's own timeout). Default 1000.
+   */
   timeoutMs?: number;
   /** Serve one at a time, in order, instead of concurrently. Default: all false. */
   blocking?: { calls?: boolean; notifications?: boolean; events?: boolean };
@@ -228,7 +231,7 @@ export class BusrtServer extends Server<BusrtServerEvents, BusrtStatus> implemen
     const { path, name } = this.options;
     if (path !== undefined) {
       try {
-        const c = await connect({ path, name, timeoutMs: this.options.timeoutMs ?? 5000 });
+        const c = await connect({ path, name, timeoutMs: this.options.timeoutMs ?? 1000 });
         c.onDisconnect((e) => this.lost(e));
         return c;
       } catch (e) {
@@ -278,6 +281,9 @@ export class BusrtServer extends Server<BusrtServerEvents, BusrtStatus> implemen
     this.setStatus('disconnected');
     this.emit('disconnected', e);
     const r = this.options.reconnect;
+    logger.warn(
+      `${this.options.name}: connection to the broker lost (${e?.message ?? 'closed'})${r === false ? '' : ', reconnecting'}`,
+    );
     if (r === false) return;
     const base = r?.delayMs ?? 100;
     const max = r?.maxDelayMs ?? 5000;
@@ -289,7 +295,8 @@ export class BusrtServer extends Server<BusrtServerEvents, BusrtStatus> implemen
       this.setStatus('reconnecting');
       this.emit('reconnecting', attempt);
       this.start().catch((err: unknown) => {
-        this.emit('error', err as Error);
+        // Attempts 1, 2, 4, 8...: a broker that stays away must not flood the log.
+        if ((attempt & (attempt - 1)) === 0) this.emit('error', err as Error);
         if (!this.closing) this.reconnectTimer = setTimeout(retry, Math.min(max, base * 2 ** Math.min(attempt, 16)));
       });
     };
@@ -303,7 +310,7 @@ export class BusrtServer extends Server<BusrtServerEvents, BusrtStatus> implemen
   private emit<K extends keyof BusrtServerEvents>(event: K, ...args: Parameters<BusrtServerEvents[K]>): void {
     const set = this.listeners.get(event);
     if (set === undefined) {
-      if (event === 'error') logger.error(`${this.options.name}: ${(args[0] as Error).message}`);
+      if (event === 'error') logger.error((args[0] as Error).message);
       return;
     }
     for (const cb of set) (cb as (...a: Parameters<BusrtServerEvents[K]>) => void)(...args);
