@@ -63,9 +63,8 @@ export class BusrtHost implements HostedBroker, OnApplicationBootstrap, OnApplic
       } catch (e) {
         await this.broker.close();
         unregisterHostedBroker(this.hostName, this);
-        throw new Error(`busrt: cannot listen on ${path}: ${e instanceof Error ? e.message : String(e)}`, {
-          cause: e,
-        });
+        const why = e instanceof Error ? e.message : String(e);
+        throw new Error(why.includes(path) ? `busrt: ${why}` : `busrt: cannot listen on ${path}: ${why}`, { cause: e });
       }
     }
   }
