@@ -64,7 +64,12 @@ export class BusrtHost implements HostedBroker, OnApplicationBootstrap, OnApplic
         await this.broker.close();
         unregisterHostedBroker(this.hostName, this);
         const why = e instanceof Error ? e.message : String(e);
-        throw new Error(why.includes(path) ? `busrt: ${why}` : `busrt: cannot listen on ${path}: ${why}`, { cause: e });
+        throw new Error(
+          why.startsWith(`cannot listen on ${path}`) ? `busrt: ${why}` : `busrt: cannot listen on ${path}: ${why}`,
+          {
+            cause: e,
+          },
+        );
       }
     }
   }

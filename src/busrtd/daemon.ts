@@ -1,5 +1,6 @@
 import { unlinkSync, writeFileSync } from 'node:fs';
-import { type AaaMap, Broker, BROKER_VERSION, initCoreRpc, type Listener } from '#busrt/core';
+import type { INestApplicationContext } from '@nestjs/common';
+import { type AaaMap, Broker, BROKER_VERSION, type Listener } from '#busrt/core';
 import { errorText, UsageError } from '../shared/values.js';
 import { loadAaa } from './aaa.js';
 import { makeDaemonLog, type DaemonLog, type LogSink } from './log.js';
@@ -15,34 +16,48 @@ export interface RunningBusrtd {
   stop(): Promise<void>;
 }
 
+let instances = 0;
+
 /** A failure after the options were accepted (a bind, the pid file): exit code 1. */
 export class StartError extends Error {}
 
-/** Starts the broker, its core RPC client and every listener, then writes the pid file. */
+/**
+ * Starts the broker as a Nest application context around BusrtModule (the core RPC client and
+ * every listener), then writes the pid file.
+ */
 export async function startBusrtd(opts: BusrtdOptions, log: DaemonLog): Promise<RunningBusrtd> {
   const aaaMap: AaaMap | null = opts.aaa === null ? null : await loadAaa(opts.aaa);
-  const broker = new Broker({ queueSize: opts.queueSize, forceRegister: opts.forceRegister, logger: log });
-  // The core client serves `.broker` RPC and makes the announcements (reg, unreg, shutdown) exist.
-  initCoreRpc(broker);
-  for (const b of opts.binds) {
-    try {
-      await broker.spawnServer(b.path, {
-        timeoutMs: b.timeoutMs,
-        bufSize: b.bufSize,
-        bufTtlUs: b.bufTtlUs,
-        payloadSizeLimit: b.payloadSizeLimit,
-        aaaMap: b.aaa ? aaaMap : null,
-      });
-    } catch (e) {
-      await broker.close();
-      throw new StartError(`cannot listen on ${b.path}: ${errorText(e)}`);
-    }
+  // Loaded here rather than on top: --help, --version and usage errors answer at once.
+  const [{ NestFactory }, { BusrtModule }] = await Promise.all([import('@nestjs/core'), import('#busrt/nestjs')]);
+  let app: INestApplicationContext;
+  try {
+    app = await NestFactory.createApplicationContext(
+      BusrtModule.forRoot({
+        queueSize: opts.queueSize,
+        forceRegister: opts.forceRegister,
+        logger: log,
+        // Bound to this app: several daemons may run in one process (tests do).
+        hostName: `busrtd.${++instances}`,
+        listeners: opts.binds.map((b) => ({
+          path: b.path,
+          timeoutMs: b.timeoutMs,
+          bufSize: b.bufSize,
+          bufTtlUs: b.bufTtlUs,
+          payloadSizeLimit: b.payloadSizeLimit,
+          aaa: b.aaa ? aaaMap : null,
+        })),
+      }),
+      { logger: false, abortOnError: false },
+    );
+  } catch (e) {
+    throw new StartError(errorText(e).replace(/^busrt: /, ''));
   }
+  const broker = app.get(Broker);
   if (opts.pidFile !== null) {
     try {
       writeFileSync(opts.pidFile, `${process.pid}\n`);
     } catch (e) {
-      await broker.close();
+      await app.close();
       throw new StartError(`cannot write the pid file: ${errorText(e)}`);
     }
   }
@@ -67,7 +82,8 @@ export async function startBusrtd(opts: BusrtdOptions, log: DaemonLog): Promise<
       }
     },
     async stop(): Promise<void> {
-      await broker.close({ announce: true });
+      // BusrtModule announces the shutdown, closes the listeners and removes the socket files.
+      await app.close();
       if (opts.pidFile !== null) {
         try {
           unlinkSync(opts.pidFile);
