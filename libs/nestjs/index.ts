@@ -9,3 +9,4 @@ export * from './server/busrt.context.js';
 export * from './server/codec.js';
 export * from './server/decorators.js';
 export * from './server/core.controller.js';
+export * from './client/busrt.client-proxy.js';

@@ -19,6 +19,7 @@ import {
 } from '#busrt/core';
 import { BUSRT_EXTRAS, BUSRT_TRANSPORT, DEFAULT_HOST, RPC_NOTIFICATION, RPC_BROADCAST } from '../constants.js';
 import { type HostedBroker, findHostedBroker, hostedBroker } from '../hosted.js';
+import { leaveBus, Link, type LinkEvents, type ReconnectOptions } from '../reconnect.js';
 import { BusrtContext } from './busrt.context.js';
 import { encodeResult, toReplyError } from './codec.js';
 import type { BusrtExtras } from './decorators.js';
@@ -42,7 +43,7 @@ export interface BusrtServerOptions {
   /** Serve one at a time, in order, instead of concurrently. Default: all false. */
   blocking?: { calls?: boolean; notifications?: boolean; events?: boolean };
   /** Reconnect after the connection to a broker is lost (socket only). Default `{ delayMs: 100, maxDelayMs: 5000 }`. */
-  reconnect?: false | { delayMs?: number; maxDelayMs?: number };
+  reconnect?: ReconnectOptions;
   /** On close, how long to wait for calls in progress to be answered. Default 10000 ms. */
   closeTimeoutMs?: number;
 }
@@ -51,12 +52,7 @@ export interface BusrtServerOptions {
 export type BusrtStatus = 'connected' | 'disconnected' | 'reconnecting';
 
 /** Events of a {@link BusrtServer} (`server.on(event, cb)` or `app.on(...)`). */
-export type BusrtServerEvents = {
-  connected: () => void;
-  disconnected: (error?: Error) => void;
-  reconnecting: (attempt: number) => void;
-  error: (error: Error) => void;
-};
+export type BusrtServerEvents = LinkEvents;
 
 /** A handler with what routing needs to know. */
 class Route implements Markable {
@@ -91,19 +87,19 @@ export class BusrtServer extends Server<BusrtServerEvents, BusrtStatus> implemen
   private rpc: RpcClient | null = null;
   private host: HostedBroker | null = null;
   private detachCore: (() => void) | null = null;
-  private readonly listeners = new Map<keyof BusrtServerEvents, Set<(...args: never[]) => void>>();
   private inflight = 0;
   private idleWaiters: (() => void)[] = [];
   private closing = false;
-  private reconnectTimer: NodeJS.Timeout | null = null;
   private hooked = false;
   private readonly handlers: RpcHandlers;
+  private readonly link: Link;
 
   constructor(private readonly options: BusrtServerOptions) {
     super();
     if (typeof options?.name !== 'string' || options.name.length === 0) {
       throw new TypeError('BusrtServer: a client name is required ({ name: "svc.example" })');
     }
+    this.link = new Link(BusrtServer, options.name, options.reconnect);
     const blockingEvents = options.blocking?.events ?? false;
     this.handlers = {
       handleCall: (ev) => this.dispatchCall(this.methods, ev),
@@ -184,7 +180,7 @@ export class BusrtServer extends Server<BusrtServerEvents, BusrtStatus> implemen
   async close(): Promise<void> {
     if (this.closing) return;
     this.closing = true;
-    if (this.reconnectTimer !== null) clearTimeout(this.reconnectTimer);
+    this.link.stop();
     await this.idle(this.options.closeTimeoutMs ?? 10_000);
     // The last replies are handed to the client in microtasks after their handlers settle.
     await new Promise((r) => setImmediate(r));
@@ -192,18 +188,12 @@ export class BusrtServer extends Server<BusrtServerEvents, BusrtStatus> implemen
     this.detachCore = null;
     const rpc = this.rpc;
     this.rpc = null;
-    if (rpc !== null) {
-      const c = rpc.client as BusClient & { drained?: () => Promise<void> };
-      await c.drained?.();
-      await c.disconnect();
-    }
+    await leaveBus(rpc);
     this.setStatus('disconnected');
   }
 
   on<K extends keyof BusrtServerEvents>(event: K, callback: BusrtServerEvents[K]): void {
-    let set = this.listeners.get(event);
-    if (set === undefined) this.listeners.set(event, (set = new Set()));
-    set.add(callback as (...args: never[]) => void);
+    this.link.on(event, callback);
   }
 
   /** The RPC client this server serves through (its `client` is the bus client). */
@@ -224,7 +214,7 @@ export class BusrtServer extends Server<BusrtServerEvents, BusrtStatus> implemen
       this.detachCore = this.host.attachCoreHandlers({ handleCall: (ev) => this.dispatchCall(methods, ev) });
     }
     this.setStatus('connected');
-    this.emit('connected');
+    this.link.emit('connected');
   }
 
   private async open(): Promise<BusClient> {
@@ -279,41 +269,15 @@ export class BusrtServer extends Server<BusrtServerEvents, BusrtStatus> implemen
     if (this.closing) return;
     this.rpc = null;
     this.setStatus('disconnected');
-    this.emit('disconnected', e);
-    const r = this.options.reconnect;
-    logger.warn(
-      `${this.options.name}: connection to the broker lost (${e?.message ?? 'closed'})${r === false ? '' : ', reconnecting'}`,
+    this.link.lost(
+      e,
+      () => this.start(),
+      () => this.setStatus('reconnecting'),
     );
-    if (r === false) return;
-    const base = r?.delayMs ?? 100;
-    const max = r?.maxDelayMs ?? 5000;
-    let attempt = 0;
-    const retry = (): void => {
-      this.reconnectTimer = null;
-      if (this.closing) return;
-      attempt++;
-      this.setStatus('reconnecting');
-      this.emit('reconnecting', attempt);
-      this.start().catch((err: unknown) => {
-        // Attempts 1, 2, 4, 8...: a broker that stays away must not flood the log.
-        if ((attempt & (attempt - 1)) === 0) this.emit('error', err as Error);
-        if (!this.closing) this.reconnectTimer = setTimeout(retry, Math.min(max, base * 2 ** Math.min(attempt, 16)));
-      });
-    };
-    this.reconnectTimer = setTimeout(retry, base);
   }
 
   private setStatus(s: BusrtStatus): void {
     this._status$.next(s);
-  }
-
-  private emit<K extends keyof BusrtServerEvents>(event: K, ...args: Parameters<BusrtServerEvents[K]>): void {
-    const set = this.listeners.get(event);
-    if (set === undefined) {
-      if (event === 'error') logger.error((args[0] as Error).message);
-      return;
-    }
-    for (const cb of set) (cb as (...a: Parameters<BusrtServerEvents[K]>) => void)(...args);
   }
 
   // ------------------------------------------------------------ serving

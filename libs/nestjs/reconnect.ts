@@ -1,0 +1,101 @@
+import { Logger, type Type } from '@nestjs/common';
+import type { BusClient, RpcClient } from '#busrt/core';
+
+/** Back-off between reconnection attempts; `false` turns reconnecting off. */
+export type ReconnectOptions = false | { delayMs?: number; maxDelayMs?: number };
+
+/** What a {@link Link} does and tells as its connection comes and goes. */
+export type LinkEvents = {
+  connected: () => void;
+  disconnected: (error?: Error) => void;
+  reconnecting: (attempt: number) => void;
+  error: (error: Error) => void;
+};
+
+/**
+ * The connection bookkeeping the transport and the client proxy share: event listeners, and
+ * reconnecting with exponential back-off after a lost connection.
+ */
+export class Link {
+  private readonly listeners = new Map<keyof LinkEvents, Set<(...args: never[]) => void>>();
+  private timer: NodeJS.Timeout | null = null;
+  private stopped = false;
+  private readonly logger: Logger;
+
+  constructor(
+    owner: Type<unknown>,
+    private readonly name: string,
+    private readonly reconnect: ReconnectOptions | undefined,
+  ) {
+    this.logger = new Logger(owner.name);
+  }
+
+  /** True while a reconnection is scheduled or running. */
+  get retrying(): boolean {
+    return this.timer !== null;
+  }
+
+  /** True unless reconnecting is off. */
+  get reconnects(): boolean {
+    return this.reconnect !== false;
+  }
+
+  on<K extends keyof LinkEvents>(event: K, callback: LinkEvents[K]): void {
+    let set = this.listeners.get(event);
+    if (set === undefined) this.listeners.set(event, (set = new Set()));
+    set.add(callback as (...args: never[]) => void);
+  }
+
+  emit<K extends keyof LinkEvents>(event: K, ...args: Parameters<LinkEvents[K]>): void {
+    const set = this.listeners.get(event);
+    if (set === undefined) {
+      if (event === 'error') this.logger.error((args[0] as Error).message);
+      return;
+    }
+    for (const cb of set) (cb as (...a: Parameters<LinkEvents[K]>) => void)(...args);
+  }
+
+  /**
+   * The connection is gone: tells the listeners, then calls `attempt` with back-off until it
+   * succeeds or {@link stop} is called. `onAttempt` runs before each try.
+   */
+  lost(error: Error | undefined, attempt: () => Promise<unknown>, onAttempt: () => void): void {
+    if (this.stopped) return;
+    this.emit('disconnected', error);
+    if (this.reconnect === false) return;
+    this.logger.warn(`${this.name}: connection to the broker lost (${error?.message ?? 'closed'}), reconnecting`);
+    const base = this.reconnect?.delayMs ?? 100;
+    const max = this.reconnect?.maxDelayMs ?? 5000;
+    let n = 0;
+    const retry = (): void => {
+      if (this.stopped) return;
+      n++;
+      onAttempt();
+      this.emit('reconnecting', n);
+      attempt().then(
+        () => (this.timer = null),
+        (err: unknown) => {
+          // Attempts 1, 2, 4, 8...: a broker that stays away must not flood the log.
+          if ((n & (n - 1)) === 0) this.emit('error', err as Error);
+          if (!this.stopped) this.timer = setTimeout(retry, Math.min(max, base * 2 ** Math.min(n, 16)));
+        },
+      );
+    };
+    this.timer = setTimeout(retry, base);
+  }
+
+  /** No more reconnecting. */
+  stop(): void {
+    this.stopped = true;
+    if (this.timer !== null) clearTimeout(this.timer);
+    this.timer = null;
+  }
+}
+
+/** Writes out what the client still holds, then disconnects it. */
+export async function leaveBus(rpc: RpcClient | null): Promise<void> {
+  if (rpc === null) return;
+  const c = rpc.client as BusClient & { drained?: () => Promise<void> };
+  await c.drained?.();
+  await c.disconnect();
+}
