@@ -13,7 +13,7 @@ export class ListenerController {
   }
 
   @BusrtEvent(['.broker/info', '.broker/warn'])
-  announcement(@Payload() a: { s: string; c?: string }, @Ctx() ctx: BusrtContext): void {
-    this.log.log(`${ctx.getTopic()}: ${a.s}${a.c === undefined ? '' : ` ${a.c}`}`);
+  announcement(@Payload() a: { s: string; d?: string }, @Ctx() ctx: BusrtContext): void {
+    this.log.log(`${ctx.getTopic()}: ${a.s}${a.d === undefined ? '' : ` ${a.d}`}`);
   }
 }
