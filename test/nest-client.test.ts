@@ -1,0 +1,191 @@
+import 'reflect-metadata';
+import { afterEach, describe, expect, it } from '@jest/globals';
+import { Test } from '@nestjs/testing';
+import { type ClientProxy, ClientsModule } from '@nestjs/microservices';
+import { firstValueFrom, lastValueFrom } from 'rxjs';
+import {
+  Broker,
+  ClientAaa,
+  connect,
+  type Frame,
+  packMsgpack,
+  RpcClient,
+  RpcError,
+  type RpcEvent,
+  unpackMsgpack,
+} from '#busrt/core';
+import { BusrtClientProxy, type BusrtClientOptions } from '#busrt/nestjs';
+import { tmpSocket } from './support/raw.js';
+
+const cleanup: (() => Promise<unknown>)[] = [];
+afterEach(async () => {
+  for (const f of cleanup.splice(0).reverse()) await f().catch(() => undefined);
+});
+
+/** A service made with the core RPC layer: echo, fail, slow. */
+function serve(rpc: RpcClient): void {
+  rpc.setHandlers({
+    async handleCall(ev: RpcEvent) {
+      switch (ev.method) {
+        case 'echo':
+          return ev.payload;
+        case 'fail':
+          throw new RpcError(-777, 'no luck');
+        case 'slow':
+          await new Promise((r) => setTimeout(r, 300));
+          return packMsgpack('late');
+        default:
+          throw RpcError.methodNotFound();
+      }
+    },
+  });
+}
+
+/** A broker on a UNIX socket with the service `svc` on it, in-process. */
+async function world(): Promise<{ broker: Broker; sock: string }> {
+  const broker = new Broker();
+  cleanup.push(() => broker.close());
+  const sock = tmpSocket();
+  await broker.spawnUnixServer(sock);
+  serve(new RpcClient(broker.registerClient('svc')));
+  return { broker, sock };
+}
+
+/** A proxy created the Nest way, by ClientsModule. */
+async function proxy(options: BusrtClientOptions): Promise<BusrtClientProxy> {
+  const mod = await Test.createTestingModule({
+    imports: [ClientsModule.register([{ name: 'SVC', customClass: BusrtClientProxy, options }])],
+  }).compile();
+  cleanup.push(() => mod.close());
+  const c = mod.get<ClientProxy>('SVC');
+  expect(c).toBeInstanceOf(BusrtClientProxy);
+  return c as BusrtClientProxy;
+}
+
+describe('BusrtClientProxy', () => {
+  it('calls over a socket and in-process, with string and object patterns', async () => {
+    const { broker, sock } = await world();
+    const overSocket = await proxy({ path: sock, target: 'svc' });
+    const inProcess = await proxy({ broker, target: 'svc', name: 'inproc' });
+    expect(await firstValueFrom(overSocket.send('echo', { a: 1 }))).toEqual({ a: 1 });
+    expect(await firstValueFrom(inProcess.send({ target: 'svc', method: 'echo' }, [1, 2]))).toEqual([1, 2]);
+    expect(await firstValueFrom(overSocket.send('echo'))).toBeUndefined();
+    expect(broker.clientList().find((c) => c.name === 'inproc')?.kind).toBe('internal');
+  });
+
+  it('passes bytes as they are with encoding raw', async () => {
+    const { sock } = await world();
+    const c = await proxy({ path: sock, target: 'svc', encoding: 'raw' });
+    const r = await firstValueFrom(c.send<Buffer>('echo', Buffer.from([0xc1, 0xff])));
+    expect(Buffer.isBuffer(r) && r.toString('hex')).toBe('c1ff');
+    await expect(firstValueFrom(c.send('echo', { not: 'bytes' }))).rejects.toThrow(/data must be a Buffer/);
+  });
+
+  it('errors with the RpcError of the reply, of a missing target, and of a timeout', async () => {
+    const { sock } = await world();
+    const c = await proxy({ path: sock, target: 'svc', timeoutMs: 100 });
+    const err = (o: Promise<unknown>): Promise<RpcError> =>
+      o.then(
+        () => Promise.reject(new Error('no error')),
+        (e: RpcError) => e,
+      );
+    const fail = await err(firstValueFrom(c.send('fail', 1)));
+    expect([fail.code, fail.message]).toEqual([-777, 'no luck']);
+    expect((await err(firstValueFrom(c.send('nope', 1)))).code).toBe(-32601);
+    expect((await err(firstValueFrom(c.send({ target: 'nobody', method: 'x' }, 1)))).code).toBe(-32000 - 0x71);
+    const late = await err(firstValueFrom(c.send('slow', 1)));
+    expect(late.code).toBe(-32000 - 0x78);
+    await expect(firstValueFrom(new BusrtClientProxy({ path: sock }).send('echo', 1))).rejects.toThrow(
+      /no target for echo/,
+    );
+  });
+
+  it('drops a reply nobody waits for any more', async () => {
+    const { sock } = await world();
+    const c = await proxy({ path: sock, target: 'svc' });
+    const got: unknown[] = [];
+    const sub = c.send('slow', 1).subscribe({ next: (v) => got.push(v), error: (e) => got.push(e) });
+    await new Promise((r) => setTimeout(r, 50));
+    sub.unsubscribe();
+    await new Promise((r) => setTimeout(r, 400));
+    expect(got).toEqual([]);
+    expect(await firstValueFrom(c.send('echo', 'still fine'))).toBe('still fine');
+  });
+
+  it('matches 2000 concurrent calls to their replies', async () => {
+    const { sock } = await world();
+    const c = await proxy({ path: sock, target: 'svc' });
+    const r = await Promise.all(Array.from({ length: 2000 }, (_, i) => firstValueFrom(c.send('echo', i))));
+    expect(r).toEqual(Array.from({ length: 2000 }, (_, i) => i));
+  });
+
+  it('emits publications; a denied one errors with the access code', async () => {
+    const { broker, sock } = await world();
+    const frames: Frame[] = [];
+    const sub = await connect({ path: sock, name: 'sub' });
+    cleanup.push(() => sub.disconnect());
+    sub.onFrame((f) => frames.push(f));
+    await sub.subscribe('news/#');
+    const c = await proxy({ path: sock, name: 'pub' });
+    await lastValueFrom(c.emit('news/today', { title: 'hi' }));
+    await lastValueFrom(c.emit({ topic: 'news/raw', qos: 0 }, 'x'));
+    await new Promise((r) => setTimeout(r, 50));
+    expect(frames.map((f) => [f.topic, f.sender, unpackMsgpack(f.payload)])).toEqual([
+      ['news/today', 'pub', { title: 'hi' }],
+      ['news/raw', 'pub', 'x'],
+    ]);
+
+    const guarded = tmpSocket();
+    const aaa = new Map([['limited', new ClientAaa().allowPublishTo(['news/#'])]]);
+    await broker.spawnUnixServer(guarded, { aaaMap: aaa });
+    const limited = await proxy({ path: guarded, name: 'limited' });
+    await lastValueFrom(limited.emit('news/ok', 1));
+    const denied = await lastValueFrom(limited.emit('secret/x', 1)).catch((e: RpcError) => e);
+    expect((denied as RpcError).code).toBe(-32000 - 0x79);
+  });
+
+  it('reports status, reconnects to a restarted broker, and calls made meanwhile wait for it', async () => {
+    const sock = tmpSocket();
+    let broker = new Broker();
+    cleanup.push(() => broker.close());
+    await broker.spawnUnixServer(sock);
+    serve(new RpcClient(broker.registerClient('svc')));
+    const c = await proxy({ path: sock, target: 'svc', timeoutMs: 3000, reconnect: { delayMs: 30, maxDelayMs: 100 } });
+    const statuses: string[] = [];
+    const events: string[] = [];
+    c.status.subscribe((s) => statuses.push(s));
+    c.on('disconnected', () => events.push('disconnected'));
+    c.on('connected', () => events.push('connected'));
+    c.on('error', () => events.push('error'));
+    await c.connect();
+    expect(c.unwrap<RpcClient>().client.connected).toBe(true);
+    await broker.close();
+    await new Promise((r) => setTimeout(r, 100));
+    const pending = firstValueFrom(c.send('echo', 'across the restart'));
+    await new Promise((r) => setTimeout(r, 150));
+    broker = new Broker();
+    await broker.spawnUnixServer(sock);
+    serve(new RpcClient(broker.registerClient('svc')));
+    expect(await pending).toBe('across the restart');
+    expect(statuses).toEqual(expect.arrayContaining(['connected', 'disconnected', 'reconnecting']));
+    expect(statuses.at(-1)).toBe('connected');
+    expect(events.filter((e) => e === 'connected')).toHaveLength(2);
+    expect(events).toContain('disconnected');
+  });
+
+  it('fails fast when the broker is not there at first use, and close() fails waiting calls', async () => {
+    const sock = tmpSocket();
+    const c = await proxy({ path: sock, target: 'svc', name: 'lonely' });
+    await expect(firstValueFrom(c.send('echo', 1))).rejects.toThrow(
+      `BusrtClientProxy lonely: cannot join the bus at ${sock}`,
+    );
+    const { sock: sock2, broker } = await world();
+    const d = await proxy({ path: sock2, target: 'svc', reconnect: { delayMs: 1000 } });
+    await d.connect();
+    await broker.close();
+    await new Promise((r) => setTimeout(r, 50));
+    const waiting = firstValueFrom(d.send('echo', 1));
+    await d.close();
+    await expect(waiting).rejects.toThrow(/closed/);
+  });
+});
