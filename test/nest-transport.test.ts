@@ -198,4 +198,30 @@ describe('BusrtModule.forRootAsync and hybrid apps', () => {
       ).then((ctx) => ctx.init()),
     ).rejects.toThrow(/busrt: cannot listen on 256.0.0.1:1/);
   });
+
+  it('takes AAA rules per listener from forRoot: a trusted socket and a guarded TCP port', async () => {
+    const sock = tmpSocket();
+    const app = await NestFactory.createApplicationContext(
+      {
+        module: class Guarded {},
+        imports: [
+          BusrtModule.forRoot({
+            hostName: 'guarded',
+            logger: false,
+            listeners: [{ path: sock }, { path: '127.0.0.1:0', aaa: { 'svc.allowed': { publish: ['news/#'] } } }],
+          }),
+        ],
+      },
+      { logger: false },
+    );
+    cleanup.push(() => app.close());
+    const tcp = app.get(Broker).listeners.find((l) => l.kind === 'tcp')?.address as string;
+    await expect(connect({ path: tcp, name: 'stranger' })).rejects.toMatchObject({ code: 0x79 });
+    const { c } = await caller(sock, 'stranger');
+    expect(c.connected).toBe(true);
+    const allowed = await connect({ path: tcp, name: 'svc.allowed' });
+    cleanup.push(() => allowed.disconnect());
+    await allowed.publish('news/x', Buffer.from('ok'));
+    await expect(allowed.publish('secret/x', Buffer.from('no'))).rejects.toMatchObject({ code: 0x79 });
+  });
 });

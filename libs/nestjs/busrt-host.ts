@@ -5,6 +5,7 @@ import {
   CoreRpcHandlers,
   initCoreRpc,
   SERVER_DEFAULT_TIMEOUT_MS,
+  toAaaMap,
   type RpcClient,
   type RpcHandlers,
   withCoreFallback,
@@ -59,7 +60,11 @@ export class BusrtHost implements HostedBroker, OnApplicationBootstrap, OnApplic
     for (const l of this.options.listeners ?? []) {
       const { path, aaa, ...config } = l;
       try {
-        await this.broker.spawnServer(path, { timeoutMs: SERVER_DEFAULT_TIMEOUT_MS, ...config, aaaMap: aaa ?? null });
+        await this.broker.spawnServer(path, {
+          timeoutMs: SERVER_DEFAULT_TIMEOUT_MS,
+          ...config,
+          aaaMap: aaa === undefined || aaa === null ? null : toAaaMap(aaa, `listener ${path}: aaa`),
+        });
       } catch (e) {
         await this.broker.close();
         unregisterHostedBroker(this.hostName, this);

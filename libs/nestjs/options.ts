@@ -1,11 +1,15 @@
-import type { AaaMap, BrokerLogger, ServerConfig } from '#busrt/core';
+import type { AaaMap, AaaRules, BrokerLogger, ServerConfig } from '#busrt/core';
 
 /** One listener of the embedded broker: where it listens and its own settings. */
 export interface BusrtListenerOptions extends Omit<ServerConfig, 'aaaMap'> {
   /** A UNIX socket path (starts with `/` or ends in `.sock`) or a TCP `host:port` (port 0 picks one). */
   path: string;
-  /** Who may connect here and what they may do; absent: anyone, anything. */
-  aaa?: AaaMap | null;
+  /**
+   * Who may connect here and what they may do: rules by client name (`{ "svc.a": { publish:
+   * ["news/#"] } }`) or a ready `AaaMap`, which may be edited while the broker runs. Absent: anyone,
+   * anything.
+   */
+  aaa?: AaaRules | AaaMap | null;
 }
 
 /** Options of {@link BusrtModule.forRoot}. */

@@ -1,6 +1,6 @@
 import { unlinkSync, writeFileSync } from 'node:fs';
 import type { INestApplicationContext } from '@nestjs/common';
-import { type AaaMap, Broker, BROKER_VERSION, type Listener } from '#busrt/core';
+import { type AaaMap, Broker, BROKER_VERSION, type Listener, replaceAaaMap } from '#busrt/core';
 import { errorText, UsageError } from '../shared/values.js';
 import { loadAaa } from './aaa.js';
 import { makeDaemonLog, type DaemonLog, type LogSink } from './log.js';
@@ -73,9 +73,7 @@ export async function startBusrtd(opts: BusrtdOptions, log: DaemonLog): Promise<
       }
       try {
         const fresh = await loadAaa(opts.aaa);
-        // Listeners hold this very map: editing it in place makes new connections see the rules.
-        aaaMap.clear();
-        for (const [name, rule] of fresh) aaaMap.set(name, rule);
+        replaceAaaMap(aaaMap, fresh);
         log.notice(`AAA map reloaded: ${aaaMap.size} client rule(s); connected clients keep their rules`);
       } catch (e) {
         log.error(`AAA map not reloaded, the previous rules stay: ${errorText(e)}`);

@@ -29,19 +29,29 @@ export class RawPeer {
     socket.on('error', () => undefined);
   }
 
-  /** Connects to a UNIX path or a `host:port`. */
-  static connect(path: string): Promise<RawPeer> {
+  /** Connects to a UNIX path or a `host:port` (`[::1]:port` for IPv6), optionally from `localAddress`. */
+  static connect(path: string, localAddress?: string): Promise<RawPeer> {
     return new Promise((resolve, reject) => {
-      const m = /^(.*):(\d+)$/.exec(path);
-      const s = path.startsWith('/') || m === null ? net.connect(path) : net.connect(Number(m[2]), m[1]);
+      const m = /^\[?(.*?)\]?:(\d+)$/.exec(path);
+      const s =
+        path.startsWith('/') || m === null
+          ? net.connect(path)
+          : net.connect({ port: Number(m[2]), host: m[1], localAddress });
       s.once('connect', () => resolve(new RawPeer(s)));
       s.once('error', reject);
     });
   }
 
   /** Connects and completes the handshake under `name`; fails unless the broker answers 01. */
-  static async register(path: string, name: string): Promise<RawPeer> {
-    const p = await RawPeer.connect(path);
+  static async register(path: string, name: string, localAddress?: string): Promise<RawPeer> {
+    const { peer, code } = await RawPeer.handshake(path, name, localAddress);
+    if (code !== 1) throw new Error(`registration of ${name} refused with ${code.toString(16)}`);
+    return peer;
+  }
+
+  /** Runs the handshake under `name` and returns the broker's answer to the name (01 = registered). */
+  static async handshake(path: string, name: string, localAddress?: string): Promise<{ peer: RawPeer; code: number }> {
+    const p = await RawPeer.connect(path, localAddress);
     const greeting = await p.read(3);
     p.write(greeting);
     const ok = await p.read(1);
@@ -51,8 +61,7 @@ export class RawPeer {
     len.writeUInt16LE(n.length);
     p.write(Buffer.concat([len, n]));
     const r = await p.read(1);
-    if (r[0] !== 1) throw new Error(`registration of ${name} refused with ${r.toString('hex')}`);
-    return p;
+    return { peer: p, code: r[0] };
   }
 
   write(bytes: Buffer | string): void {

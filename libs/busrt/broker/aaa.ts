@@ -117,6 +117,10 @@ export class ClientAaa {
     } catch {
       return false;
     }
+    // A dual-stack listener sees IPv4 peers as ::ffff:a.b.c.d; rules name them as IPv4.
+    if (addr.kind() === 'ipv6' && (addr as ipaddr.IPv6).isIPv4MappedAddress()) {
+      addr = (addr as ipaddr.IPv6).toIPv4Address();
+    }
     for (const [net, bits] of this.hosts) {
       if (net.kind() === addr.kind() && addr.match(net, bits)) return true;
     }

@@ -62,6 +62,9 @@ export interface BrokerInfo {
 }
 
 /** Author and version this broker reports. */
+/** Denial log lines per client per second before the rest are counted instead. */
+const DENIALS_PER_SECOND = 10;
+
 export const BROKER_AUTHOR = 'busrt for NestJS';
 export const BROKER_VERSION = '0.1.0';
 
@@ -169,6 +172,9 @@ export class BrokerCore {
       for (const s of entry.secondaries) this.unregister(s, false, 'its primary client left');
       entry.secondaries.clear();
       if (announce && entry.name !== BROKER_NAME) this.announce('unreg', entry.name);
+    }
+    if (entry.denialsSuppressed > 0) {
+      this.logger.warn?.(`access denied: ${entry.name}: ${entry.denialsSuppressed} more denial(s) not logged`);
     }
     if (reason !== undefined) {
       this.logger.info?.(`client ${entry.name} dropped: ${reason}`);
@@ -470,9 +476,28 @@ export class BrokerCore {
     s.waitForRoom?.(receiver.sink);
   }
 
+  /**
+   * Logs a denial with the client's name and address, at most DENIALS_PER_SECOND lines per client
+   * per second: a client hammering a forbidden topic must not flood the log.
+   */
   private deny(sender: ClientEntry, what: string, target: string): void {
-    this.logger.warn?.(
-      `access denied: ${sender.name}${sender.source ? ' (' + sender.source + ')' : ''} ${what} ${target}`,
-    );
+    const warn = this.logger.warn;
+    if (warn === undefined) return;
+    const now = Date.now();
+    const who = `${sender.name}${sender.source ? ' (' + sender.source + ')' : ''}`;
+    if (now - sender.denialWindow >= 1000) {
+      if (sender.denialsSuppressed > 0) {
+        warn.call(this.logger, `access denied: ${who}: ${sender.denialsSuppressed} more denial(s) not logged`);
+      }
+      sender.denialWindow = now;
+      sender.denialsLogged = 0;
+      sender.denialsSuppressed = 0;
+    }
+    if (sender.denialsLogged < DENIALS_PER_SECOND) {
+      sender.denialsLogged++;
+      warn.call(this.logger, `access denied: ${who} ${what} ${target}`);
+    } else {
+      sender.denialsSuppressed++;
+    }
   }
 }

@@ -54,6 +54,10 @@ export class ClientEntry {
   /** Excluded mask strings, as requested, and their matcher. */
   readonly exclusionList = new Set<string>();
   exclusions: AclMap | null = null;
+  /** Denial log lines of the current second (rate limit), when it began, and how many were left out. */
+  denialsLogged = 0;
+  denialWindow = 0;
+  denialsSuppressed = 0;
   /** Registered secondaries of a primary. */
   readonly secondaries = new Set<ClientEntry>();
 
