@@ -290,7 +290,7 @@ export class InternalClient implements BusClient, ClientSink {
   }
 
   private result(qos: QoS, code: number): Promise<void> {
-    if ((qos & 1) !== 0 && code !== ErrorCode.Ok) return Promise.reject(new BusError(code));
+    if ((qos & 1) !== 0 && code !== ErrorCode.Ok) return Promise.reject(BusError.ack(code));
     return RESOLVED;
   }
 

@@ -475,7 +475,7 @@ export class SocketClient implements BusClient, BrokerFrameSink {
     if (p === undefined) return; // orphaned (e.g. the extra 79 ACKs of a partly denied subscribe)
     this.pending.delete(opId);
     if (code === ErrorCode.Ok) p.resolve();
-    else p.reject(new BusError(code));
+    else p.reject(BusError.ack(code));
   }
 
   onData(kind: number, realtime: boolean, body: Buffer): void {

@@ -37,4 +37,18 @@ export class BusError extends Error {
   static access(message?: string): BusError {
     return new BusError(ErrorCode.Access, message);
   }
+
+  /**
+   * The error of a refused operation (a non-OK ACK). Built without a stack trace: it would only
+   * show the socket's read handler, and capturing it is the most expensive part of a refusal.
+   */
+  static ack(code: number): BusError {
+    const limit = Error.stackTraceLimit;
+    Error.stackTraceLimit = 0;
+    try {
+      return new BusError(code);
+    } finally {
+      Error.stackTraceLimit = limit;
+    }
+  }
 }
