@@ -38,6 +38,10 @@ export interface BenchmarkOptions {
   stages?: readonly Stage[];
   /** Connection timeout in ms. Default 5000. */
   timeoutMs?: number;
+  /** Awaited before each stage starts (after its connections are up): lets processes start together. */
+  beforeStage?: (stage: Stage) => Promise<void>;
+  /** Told when a stage has finished, with its result. */
+  afterStage?: (result: StageResult) => void;
   /** Told about progress about ten times a second. */
   onProgress?: (stage: Stage, done: number, total: number) => void;
 }
@@ -134,6 +138,7 @@ export async function runBenchmark(options: BenchmarkOptions): Promise<StageResu
         const count = (k: number): void => {
           done += k;
         };
+        await options.beforeStage?.(stage);
         const t0 = process.hrtime.bigint();
         try {
           await Promise.all(workers.map((w) => runStage(stage, w, perWorker, depth, payload, count)));
@@ -142,7 +147,9 @@ export async function runBenchmark(options: BenchmarkOptions): Promise<StageResu
         }
         const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
         progress?.(stage, iters, iters);
-        results.push({ stage, iters, seconds, itersPerSec: Math.round(iters / seconds) });
+        const result = { stage, iters, seconds, itersPerSec: Math.round(iters / seconds) };
+        options.afterStage?.(result);
+        results.push(result);
       }
     } finally {
       await Promise.all(workers.map((w) => w.client.disconnect()));

@@ -27,6 +27,12 @@ export interface BusrtClientOptions {
    * bytes (Buffer, Uint8Array or string) and replies arrive as Buffers.
    */
   encoding?: 'msgpack' | 'raw';
+  /**
+   * Output batch size in bytes: queued frames are written once this many are waiting, else at the
+   * end of the event-loop turn. Default 2048: with many calls outstanding, the broker starts on
+   * the first ones while later ones are still being made, instead of all in one batch.
+   */
+  bufSize?: number;
   /** Socket timeout in ms (connect, handshake, writes; pings every half of it). Default 1000. */
   socketTimeoutMs?: number;
   /** Reconnect when the connection is lost. Default `{ delayMs: 100, maxDelayMs: 5000 }`; false: do not. */
@@ -281,7 +287,12 @@ export class BusrtClientProxy extends ClientProxy<BusrtClientEvents, string> {
     const { path } = this.options;
     if (path !== undefined) {
       try {
-        return await connect({ path, name: this.name, timeoutMs: this.options.socketTimeoutMs ?? 1000 });
+        return await connect({
+          path,
+          name: this.name,
+          timeoutMs: this.options.socketTimeoutMs ?? 1000,
+          bufSize: this.options.bufSize ?? 2048,
+        });
       } catch (e) {
         throw new Error(`BusrtClientProxy ${this.name}: cannot join the bus at ${path}: ${(e as Error).message}`, {
           cause: e,
