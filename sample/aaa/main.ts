@@ -5,7 +5,6 @@ import { Broker, BusError } from '#busrt/core';
 import { BusrtModule } from '#busrt/nestjs';
 import { AAA_TCP } from './address.js';
 
-
 /**
  * `test` may connect from 127.0.0.0/8 only, with every right. `test2` may connect from
  * anywhere, message only `test`, publish only under `news/`, and neither subscribe nor broadcast.
