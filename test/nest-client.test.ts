@@ -73,6 +73,24 @@ describe('BusrtClientProxy', () => {
     expect(broker.clientList().find((c) => c.name === 'inproc')?.kind).toBe('internal');
   });
 
+  it('registers with ClientsModule.registerAsync too', async () => {
+    const { sock } = await world();
+    const mod = await Test.createTestingModule({
+      imports: [
+        ClientsModule.registerAsync([
+          {
+            name: 'ASYNC',
+            useFactory: async () => ({ customClass: BusrtClientProxy, options: { path: sock, target: 'svc' } }),
+          },
+        ]),
+      ],
+    }).compile();
+    cleanup.push(() => mod.close());
+    const c = mod.get<ClientProxy>('ASYNC');
+    expect(c).toBeInstanceOf(BusrtClientProxy);
+    expect(await firstValueFrom(c.send('echo', 'async'))).toBe('async');
+  });
+
   it('passes bytes as they are with encoding raw', async () => {
     const { sock } = await world();
     const c = await proxy({ path: sock, target: 'svc', encoding: 'raw' });

@@ -11,10 +11,13 @@ import {
   UseGuards,
   UseInterceptors,
   UsePipes,
+  Catch,
+  type RpcExceptionFilter,
+  UseFilters,
 } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
 import { Ctx, MessagePattern, type MicroserviceOptions, Payload, RpcException } from '@nestjs/microservices';
-import { delay, from, map, Observable, of } from 'rxjs';
+import { delay, from, map, Observable, of, throwError } from 'rxjs';
 import {
   Broker,
   connect,
@@ -84,6 +87,16 @@ class PositiveInt implements PipeTransform {
       throw new BusrtRpcException(-32602, 'a positive integer is expected');
     }
     return v;
+  }
+}
+
+class OutOfStock extends Error {}
+
+/** An exception filter of the app's own, turning a domain error into a coded RPC error. */
+@Catch(OutOfStock)
+class OutOfStockFilter implements RpcExceptionFilter<OutOfStock> {
+  catch(e: OutOfStock): Observable<never> {
+    return throwError(() => ({ code: -4242, message: `out of stock: ${e.message}` }));
   }
 }
 
@@ -159,6 +172,12 @@ class ServiceController {
   @UseInterceptors(Wrap)
   wrapped(@Payload() v: unknown): unknown {
     return v;
+  }
+
+  @BusrtMethod('filtered')
+  @UseFilters(OutOfStockFilter)
+  filtered(): never {
+    throw new OutOfStock('bolt-m6');
   }
 
   @BusrtMethod('square')
@@ -293,7 +312,7 @@ describe('BusrtServer in-process on a hosted broker (stand-alone microservice)',
     expect((e as RpcError).code).toBe(-32602);
   });
 
-  it('applies guards, interceptors and pipes', async () => {
+  it('applies guards, interceptors, pipes and exception filters', async () => {
     const denied = await callError('guarded');
     expect([denied.code, denied.message]).toEqual([-32000, 'Forbidden resource']);
     const trusted = await connect({ path: sock, name: 'trusted.one' });
@@ -304,6 +323,8 @@ describe('BusrtServer in-process on a hosted broker (stand-alone microservice)',
     }
     expect(await call('wrapped', 5)).toEqual({ wrapped: 5 });
     expect(await call('square', 9)).toBe(81);
+    const filtered = await callError('filtered');
+    expect([filtered.code, filtered.message]).toEqual([-4242, 'out of stock: bolt-m6']);
     const bad = await callError('square', -1);
     expect([bad.code, bad.message]).toEqual([-32602, 'a positive integer is expected']);
   });
