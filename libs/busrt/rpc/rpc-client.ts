@@ -119,7 +119,44 @@ const decoder = new Decoder({ useBigInt64: false });
 
 /** Encodes a value as MessagePack (64-bit integers as BigInt when they do not fit a number). */
 export function packMsgpack(value: unknown): Uint8Array {
+  // Strings and bytes, the commonest payloads, are written natively: the general encoder counts
+  // and copies UTF-8 in JavaScript and grows its buffer in steps.
+  if (typeof value === 'string' && value.length > 31) return packString(value);
+  if (value instanceof Uint8Array && value.length > 255) return packBin(value);
   return encoder.encode(value);
+}
+
+function packString(s: string): Buffer {
+  const n = Buffer.byteLength(s, 'utf8');
+  const h = n < 0x100 ? 2 : n < 0x10000 ? 3 : 5;
+  const b = Buffer.allocUnsafe(h + n);
+  if (h === 2) {
+    b[0] = 0xd9;
+    b[1] = n;
+  } else if (h === 3) {
+    b[0] = 0xda;
+    b.writeUInt16BE(n, 1);
+  } else {
+    b[0] = 0xdb;
+    b.writeUInt32BE(n, 1);
+  }
+  b.write(s, h, 'utf8');
+  return b;
+}
+
+function packBin(v: Uint8Array): Buffer {
+  const n = v.length;
+  const h = n < 0x10000 ? 3 : 5;
+  const b = Buffer.allocUnsafe(h + n);
+  if (h === 3) {
+    b[0] = 0xc5;
+    b.writeUInt16BE(n, 1);
+  } else {
+    b[0] = 0xc6;
+    b.writeUInt32BE(n, 1);
+  }
+  b.set(v, h);
+  return b;
 }
 
 /**
