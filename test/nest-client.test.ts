@@ -130,6 +130,47 @@ describe('BusrtClientProxy', () => {
     expect(await firstValueFrom(c.send('echo', 'still fine'))).toBe('still fine');
   });
 
+  it('forgets an abandoned call at once, even without a time limit', async () => {
+    const { sock } = await world();
+    const c = await proxy({ path: sock, target: 'svc', timeoutMs: 0 });
+    await c.connect();
+    const subs = Array.from({ length: 10 }, () => c.send('slow', 1).subscribe());
+    expect(c.unwrap<RpcClient>().pendingCalls).toBe(10);
+    for (const s of subs) s.unsubscribe();
+    expect(c.unwrap<RpcClient>().pendingCalls).toBe(0);
+  });
+
+  it('does not send a call abandoned while it waited for the connection; close() during connect leaves nothing', async () => {
+    const sock = tmpSocket();
+    let broker = new Broker();
+    cleanup.push(() => broker.close());
+    await broker.spawnUnixServer(sock);
+    const c = await proxy({ path: sock, target: 'svc', timeoutMs: 3000, reconnect: { delayMs: 30, maxDelayMs: 60 } });
+    await c.connect();
+    await broker.close();
+    await new Promise((r) => setTimeout(r, 50));
+    const sub = c.send('echo', 'never').subscribe();
+    sub.unsubscribe();
+    broker = new Broker();
+    await broker.spawnUnixServer(sock);
+    const calls: string[] = [];
+    new RpcClient(broker.registerClient('svc'), {
+      handleCall(ev: RpcEvent) {
+        calls.push(ev.method);
+        return ev.payload;
+      },
+    });
+    expect(await firstValueFrom(c.send('echo', 'after'))).toBe('after');
+    expect(calls).toEqual(['echo']);
+
+    const late = new BusrtClientProxy({ path: sock, name: 'late' });
+    const connecting = late.connect();
+    await late.close();
+    await expect(connecting).rejects.toThrow(/closed while connecting/);
+    await new Promise((r) => setTimeout(r, 50));
+    expect(broker.clientList().some((x) => x.name === 'late')).toBe(false);
+  });
+
   it('matches 2000 concurrent calls to their replies', async () => {
     const { sock } = await world();
     const c = await proxy({ path: sock, target: 'svc' });

@@ -105,6 +105,8 @@ export interface CallOptions {
   qos?: QoS;
   /** ms; 0 = wait without limit. */
   timeoutMs?: number;
+  /** The call is abandoned when this signal aborts: its promise rejects, a late reply is dropped. */
+  signal?: AbortSignal;
 }
 
 interface PendingCall {
@@ -234,9 +236,18 @@ export class RpcClient {
     const id = this.nextId();
     const head = requestHeader(id, method);
     const timeoutMs = options.timeoutMs ?? this.defaultTimeoutMs;
+    const signal = options.signal;
+    if (signal?.aborted) return Promise.reject(new RpcError(RpcErrorCode.Internal, null, 'RPC call aborted'));
     return new Promise<Buffer>((resolve, reject) => {
       this.pending.set(id, { resolve, reject, deadline: timeoutMs > 0 ? Date.now() + timeoutMs : Infinity });
       if (timeoutMs > 0) this.startTimer();
+      signal?.addEventListener(
+        'abort',
+        () => {
+          if (this.pending.delete(id)) reject(new RpcError(RpcErrorCode.Internal, null, 'RPC call aborted'));
+        },
+        { once: true },
+      );
       this.client.zcSend(target, head, params ?? EMPTY, options.qos ?? this.defaultQos).then(NOOP, (e: Error) => {
         if (this.pending.delete(id)) reject(e instanceof BusError ? RpcError.fromBusError(e) : e);
       });

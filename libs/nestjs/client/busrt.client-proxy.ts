@@ -1,3 +1,4 @@
+import { hostname } from 'node:os';
 import { ClientProxy, type ReadPacket, type WritePacket } from '@nestjs/microservices';
 import { Observable } from 'rxjs';
 import { Broker, BusError, type BusClient, connect, QoS, RpcClient, RpcError, unpackMsgpack } from '#busrt/core';
@@ -12,7 +13,7 @@ export interface BusrtClientOptions {
   path?: string;
   /** In-process: a `Broker`, or the `hostName` of a `BusrtModule` in this process (default `'default'`). */
   broker?: Broker | string;
-  /** The client name to register. Default: `nest.client.<pid>.<n>`. */
+  /** The client name to register. Default: `nest.client.<host>.<pid>.<n>`. */
   name?: string;
   /** The service `send()` calls when the pattern names no target. */
   target?: string;
@@ -52,6 +53,7 @@ export type BusrtClientEvents = LinkEvents;
 
 const EMPTY = Buffer.alloc(0);
 let clientCount = 0;
+const HOST = hostname().replace(/[^A-Za-z0-9_-]/g, '-') || 'host';
 
 interface Waiter {
   resolve: (rpc: RpcClient) => void;
@@ -80,7 +82,8 @@ export class BusrtClientProxy extends ClientProxy<BusrtClientEvents, string> {
 
   constructor(private readonly options: BusrtClientOptions = {}) {
     super();
-    this.name = options.name ?? `nest.client.${process.pid}.${++clientCount}`;
+    // The host name keeps containers (where every app may be pid 1) apart on a shared broker.
+    this.name = options.name ?? `nest.client.${HOST}.${process.pid}.${++clientCount}`;
     this.timeoutMs = options.timeoutMs ?? 5000;
     this.qos = options.qos ?? QoS.Processed;
     this.eventQos = options.eventQos ?? QoS.Processed;
@@ -124,9 +127,8 @@ export class BusrtClientProxy extends ClientProxy<BusrtClientEvents, string> {
    */
   override send<TResult = unknown, TInput = unknown>(pattern: BusrtCallPattern, data?: TInput): Observable<TResult> {
     return new Observable<TResult>((subscriber) => {
-      let active = true;
+      const abort = new AbortController();
       const done = (reply: Buffer): void => {
-        if (!active) return;
         let value: unknown;
         try {
           value = this.decode(reply);
@@ -138,13 +140,12 @@ export class BusrtClientProxy extends ClientProxy<BusrtClientEvents, string> {
         subscriber.complete();
       };
       const fail = (e: unknown): void => {
-        if (active) subscriber.error(e);
+        if (!abort.signal.aborted) subscriber.error(e);
       };
-      this.call(pattern, data).then(done, fail);
-      return () => {
-        // The reply, if it comes, is dropped; the call itself cannot be taken back.
-        active = false;
-      };
+      this.call(pattern, data, abort.signal).then(done, fail);
+      // Unsubscribing abandons the call: a late reply is dropped, a call still waiting for the
+      // connection is never sent.
+      return () => abort.abort();
     });
   }
 
@@ -184,7 +185,7 @@ export class BusrtClientProxy extends ClientProxy<BusrtClientEvents, string> {
 
   // ------------------------------------------------------------ internals
 
-  private call(pattern: BusrtCallPattern, data: unknown): Promise<Buffer> {
+  private call(pattern: BusrtCallPattern, data: unknown, signal: AbortSignal): Promise<Buffer> {
     let target: string | undefined;
     let method: string;
     if (typeof pattern === 'string') {
@@ -209,7 +210,7 @@ export class BusrtClientProxy extends ClientProxy<BusrtClientEvents, string> {
       return Promise.reject(e);
     }
     const rpc = this.rpc;
-    const opts = { qos: this.qos, timeoutMs: this.timeoutMs };
+    const opts = { qos: this.qos, timeoutMs: this.timeoutMs, signal };
     if (rpc !== null) return rpc.call(target, method, params, opts);
     const t = target;
     return this.ready().then((r) => r.call(t, method, params, opts));
@@ -267,7 +268,21 @@ export class BusrtClientProxy extends ClientProxy<BusrtClientEvents, string> {
   }
 
   private async open(): Promise<RpcClient> {
-    const client = await this.openClient();
+    let client: BusClient;
+    try {
+      client = await this.openClient();
+    } catch (e) {
+      if (!this.everConnected) {
+        this._status$.next('disconnected');
+        this.link.emit('error', e as Error);
+      }
+      throw e;
+    }
+    if (this.closed) {
+      // close() came while connecting: this connection must not outlive it.
+      await client.disconnect();
+      throw new Error('BusrtClientProxy closed while connecting');
+    }
     const rpc = new RpcClient(client, {}, { defaultTimeoutMs: this.timeoutMs, defaultQos: this.qos });
     client.onDisconnect((e) => this.lost(rpc, e));
     this.rpc = rpc;
