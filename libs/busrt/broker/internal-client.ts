@@ -6,6 +6,7 @@ import {
   ErrorCode,
   Frame,
   type FrameHandler,
+  FrameQueue,
   QoS,
 } from '../protocol/index.js';
 import type { BrokerCore } from './core.js';
@@ -32,11 +33,9 @@ export class InternalClient implements BusClient, ClientSink {
   readonly timeoutMs = 0;
   readonly entry: ClientEntry;
 
-  private readonly queue: Frame[] = [];
-  private head = 0;
+  private readonly queue = new FrameQueue();
   private handler: FrameHandler | null = null;
   private drainScheduled = false;
-  private readonly pulls: ((r: IteratorResult<Frame>) => void)[] = [];
   private readonly disconnectHandlers: DisconnectHandler[] = [];
   private readonly roomWaiters = new Set<RoomWaiter>();
   private secondaryCounter = 0;
@@ -156,23 +155,15 @@ export class InternalClient implements BusClient, ClientSink {
 
   onFrame(handler: FrameHandler | null): void {
     this.handler = handler;
-    if (handler !== null && this.head < this.queue.length) this.scheduleDrain();
+    if (handler !== null && this.queue.size > 0) this.scheduleDrain();
   }
 
   frames(): AsyncIterableIterator<Frame> {
-    const next = (): Promise<IteratorResult<Frame>> => {
-      if (this.handler === null && this.head < this.queue.length) {
-        return Promise.resolve({ value: this.take(), done: false });
-      }
-      if (!this.isConnected) return Promise.resolve({ value: undefined, done: true });
-      return new Promise((resolve) => this.pulls.push(resolve));
-    };
-    const it: AsyncIterableIterator<Frame> = {
-      next,
-      return: () => Promise.resolve({ value: undefined, done: true }),
-      [Symbol.asyncIterator]: () => it,
-    };
-    return it;
+    return this.queue.iterator(
+      () => this.handler === null && this.queue.size > 0,
+      () => this.take(),
+      () => this.isConnected,
+    );
   }
 
   onDisconnect(handler: DisconnectHandler): void {
@@ -190,7 +181,7 @@ export class InternalClient implements BusClient, ClientSink {
   // ------------------------------------------------------------ ClientSink (broker side)
 
   queued(): number {
-    return this.queue.length - this.head;
+    return this.queue.size;
   }
 
   push(
@@ -204,13 +195,8 @@ export class InternalClient implements BusClient, ClientSink {
   ): boolean {
     const payload = d2 === null ? asBuffer(d1) : Buffer.concat([d1, d2]);
     const frame = new Frame(kind, sender.name, topic, payload, realtime);
-    const pull = this.handler === null ? this.pulls.shift() : undefined;
-    if (pull !== undefined) {
-      pull({ value: frame, done: false });
-    } else {
-      this.queue.push(frame);
-      if (this.handler !== null) this.scheduleDrain();
-    }
+    this.queue.offer(frame, this.handler === null);
+    if (this.handler !== null) this.scheduleDrain();
     return true;
   }
 
@@ -234,15 +220,7 @@ export class InternalClient implements BusClient, ClientSink {
   // ------------------------------------------------------------ internals
 
   private take(): Frame {
-    const f = this.queue[this.head];
-    this.queue[this.head++] = undefined as unknown as Frame;
-    if (this.head === this.queue.length) {
-      this.queue.length = 0;
-      this.head = 0;
-    } else if (this.head > 1024 && this.head * 2 > this.queue.length) {
-      this.queue.splice(0, this.head);
-      this.head = 0;
-    }
+    const f = this.queue.take();
     if (this.roomWaiters.size > 0 && this.queued() < this.core.queueSize) this.notifyRoom();
     return f;
   }
@@ -261,7 +239,7 @@ export class InternalClient implements BusClient, ClientSink {
 
   private readonly drain = (): void => {
     this.drainScheduled = false;
-    while (this.handler !== null && this.head < this.queue.length) {
+    while (this.handler !== null && this.queue.size > 0) {
       const frame = this.take();
       try {
         this.handler(frame);
@@ -275,7 +253,7 @@ export class InternalClient implements BusClient, ClientSink {
   private ended(error?: Error): void {
     if (!this.isConnected) return;
     this.isConnected = false;
-    for (const p of this.pulls.splice(0)) p({ value: undefined, done: true });
+    this.queue.end();
     this.notifyRoom();
     for (const h of this.disconnectHandlers.splice(0)) h(error);
   }

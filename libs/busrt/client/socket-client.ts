@@ -10,6 +10,7 @@ import {
   ErrorCode,
   Frame,
   FrameKind,
+  FrameQueue,
   type FrameHandler,
   GREETING,
   Op,
@@ -144,9 +145,7 @@ export class SocketClient implements BusClient, BrokerFrameSink {
   private readonly pending = new Map<number, Pending>();
   private readonly reader: BrokerFrameReader;
   private handler: FrameHandler | null = null;
-  private readonly queue: Frame[] = [];
-  private head = 0;
-  private readonly pulls: ((r: IteratorResult<Frame>) => void)[] = [];
+  private readonly queue = new FrameQueue();
   private readonly disconnectHandlers: DisconnectHandler[] = [];
   private readonly queueSize: number;
   private readonly bufSize: number;
@@ -289,22 +288,16 @@ export class SocketClient implements BusClient, BrokerFrameSink {
   onFrame(handler: FrameHandler | null): void {
     this.handler = handler;
     if (handler !== null) {
-      while (this.head < this.queue.length) handler(this.take());
+      while (this.queue.size > 0) handler(this.take());
     }
   }
 
   frames(): AsyncIterableIterator<Frame> {
-    const next = (): Promise<IteratorResult<Frame>> => {
-      if (this.head < this.queue.length) return Promise.resolve({ value: this.take(), done: false });
-      if (!this.isConnected) return Promise.resolve({ value: undefined, done: true });
-      return new Promise((resolve) => this.pulls.push(resolve));
-    };
-    const it: AsyncIterableIterator<Frame> = {
-      next,
-      return: () => Promise.resolve({ value: undefined, done: true }),
-      [Symbol.asyncIterator]: () => it,
-    };
-    return it;
+    return this.queue.iterator(
+      () => this.queue.size > 0,
+      () => this.take(),
+      () => this.isConnected,
+    );
   }
 
   onDisconnect(handler: DisconnectHandler): void {
@@ -508,13 +501,8 @@ export class SocketClient implements BusClient, BrokerFrameSink {
       }
       return;
     }
-    const pull = this.pulls.shift();
-    if (pull !== undefined) {
-      pull({ value: frame, done: false });
-      return;
-    }
-    this.queue.push(frame);
-    if (!this.paused && this.queue.length - this.head >= this.queueSize) {
+    this.queue.offer(frame, true);
+    if (!this.paused && this.queue.size >= this.queueSize) {
       // Nobody consumes: stop reading, so back-pressure reaches the broker instead of memory.
       this.paused = true;
       this.socket.pause();
@@ -522,16 +510,8 @@ export class SocketClient implements BusClient, BrokerFrameSink {
   }
 
   private take(): Frame {
-    const f = this.queue[this.head];
-    this.queue[this.head++] = undefined as unknown as Frame;
-    if (this.head === this.queue.length) {
-      this.queue.length = 0;
-      this.head = 0;
-    } else if (this.head > 1024 && this.head * 2 > this.queue.length) {
-      this.queue.splice(0, this.head);
-      this.head = 0;
-    }
-    if (this.paused && this.queue.length - this.head < this.queueSize / 2) {
+    const f = this.queue.take();
+    if (this.paused && this.queue.size < this.queueSize / 2) {
       this.paused = false;
       this.lastData = Date.now();
       this.socket.resume();
@@ -562,7 +542,7 @@ export class SocketClient implements BusClient, BrokerFrameSink {
     const reason = error ?? BusError.io('disconnected');
     for (const p of this.pending.values()) p.reject(reason);
     this.pending.clear();
-    for (const p of this.pulls.splice(0)) p({ value: undefined, done: true });
+    this.queue.end();
     for (const h of this.disconnectHandlers.splice(0)) h(error);
   }
 

@@ -3,3 +3,4 @@ export * from './errors.js';
 export * from './frame.js';
 export * from './reader.js';
 export * from './client.js';
+export * from './frame-queue.js';
