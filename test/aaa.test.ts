@@ -195,6 +195,21 @@ describe('AAA: changing the rules', () => {
   });
 });
 
+describe('AAA: IPv4 peers of a dual-stack listener', () => {
+  it('are checked as IPv4, also against rules written as IPv4-mapped IPv6', async () => {
+    const map = aaaMapFrom({
+      v4: { hosts: ['127.0.0.1'] },
+      mapped: { hosts: ['::ffff:127.0.0.0/104'] },
+      v6: { hosts: ['::1'] },
+    });
+    const port = (await broker.spawnTcpServer('[::]:0', { aaaMap: map })).address.split(':').pop() as string;
+    expect(await refusal('v4', `127.0.0.1:${port}`)).toBe(ErrorCode.Ok);
+    expect(await refusal('mapped', `127.0.0.1:${port}`)).toBe(ErrorCode.Ok);
+    expect(await refusal('v6', `127.0.0.1:${port}`)).toBe(ErrorCode.Access);
+    expect(await refusal('v4%%1', `[::1]:${port}`)).toBe(ErrorCode.Access);
+  });
+});
+
 describe('AAA rules as configuration', () => {
   it('reads the JSON format and says exactly what is wrong', () => {
     const m = parseAaaJson('{"a": {"hosts": ["10.0.0.0/8"], "p2p": ["b.*"], "publish": false}}');
@@ -211,6 +226,11 @@ describe('AAA rules as configuration', () => {
       ['{"a": {"hosts": ["10.0.0.300"]}}', /client "a": "hosts": "10.0.0.300" is not an IP address/],
       ['{"a": {"p2p": "b.*"}}', /client "a": "p2p" must be true, false or a list of masks/],
       ['{"a%%1": {}}', /keyed by a primary client name/],
+      // ipaddr.js would read these as 8.0.0.1, 127.0.0.1 and 127.0.0.1: another host than meant.
+      ['{"a": {"hosts": ["010.0.0.1"]}}', /"010.0.0.1" is not an IP address .*four decimal numbers/],
+      ['{"a": {"hosts": ["127.1"]}}', /"127.1" is not an IP address .*four decimal numbers/],
+      ['{"a": {"hosts": ["0x7f000001/32"]}}', /four decimal numbers/],
+      ['{"a": {"hosts": ["fe80::1%eth0"]}}', /zone indexes/],
       ['{"a": ', /not valid JSON/],
     ];
     for (const [text, re] of bad) {

@@ -75,8 +75,9 @@ function clientAaa(at: string, r: Record<string, unknown>): ClientAaa {
     for (const h of r.hosts) {
       try {
         parseNetwork(h);
-      } catch {
-        throw new AaaConfigError(`${at}: "hosts": "${h}" is not an IP address or CIDR network`);
+      } catch (e) {
+        const why = e instanceof RangeError ? ` (${e.message})` : '';
+        throw new AaaConfigError(`${at}: "hosts": "${h}" is not an IP address or CIDR network${why}`);
       }
     }
     aaa.hostsAllow(r.hosts);

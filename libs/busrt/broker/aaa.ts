@@ -3,12 +3,26 @@ import { AclMap, DEFAULT_ACL_SYMBOLS, NAME_SYMBOLS, TOPIC_SYMBOLS, type MatchSym
 
 type Network = [ipaddr.IPv4 | ipaddr.IPv6, number];
 
-/** Parses `a.b.c.d/n`, `::1/128`, or a bare address (a host network). */
+/**
+ * Parses `a.b.c.d/n`, `::1/128`, or a bare address (a host network). IPv4 must be written as four
+ * decimal parts: ipaddr.js also reads `010.0.0.1` (octal: 8.0.0.1), `127.1` or `0x7f000001`, which
+ * in a hand-edited rule would silently name another host. IPv4-mapped IPv6 networks are kept as
+ * IPv4, since peers with such addresses are checked as IPv4 (see {@link ClientAaa.hostAllowed}).
+ */
 export function parseNetwork(text: string): Network {
   const t = text.trim();
-  if (t.includes('/')) return ipaddr.parseCIDR(t);
-  const addr = ipaddr.parse(t);
-  return [addr, addr.kind() === 'ipv4' ? 32 : 128];
+  const slash = t.indexOf('/');
+  const addrText = slash === -1 ? t : t.slice(0, slash);
+  if (addrText.includes('%')) throw new RangeError('zone indexes (%) are not supported');
+  if (!addrText.includes(':') && !ipaddr.IPv4.isValidFourPartDecimal(addrText)) {
+    throw new RangeError('IPv4 is written as four decimal numbers without leading zeros (a.b.c.d)');
+  }
+  const [addr, bits] = slash === -1 ? [ipaddr.parse(t), -1] : ipaddr.parseCIDR(t);
+  const prefix = bits === -1 ? (addr.kind() === 'ipv4' ? 32 : 128) : bits;
+  if (addr.kind() === 'ipv6' && prefix >= 96 && (addr as ipaddr.IPv6).isIPv4MappedAddress()) {
+    return [(addr as ipaddr.IPv6).toIPv4Address(), prefix - 96];
+  }
+  return [addr, prefix];
 }
 
 /** One permission list: "any", or a set of masks. */
