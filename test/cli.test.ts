@@ -59,6 +59,8 @@ describe('busrt: usage', () => {
     [['--qos', '7', 'send', 'x'], /--qos: must be at most 3/],
     [['--format', 'xml', 'listen'], /--format: expected one of/],
     [['benchmark', '--stages', 'send.qos.maybe'], /unknown stage "send.qos.maybe"/],
+    [['benchmark', '--depth', '100000'], /--depth: must be at most 4096/],
+    [['-m', 'publish', 'a/b', 'not json'], /-m: the payload is not JSON: "not json"/],
   ])('%j exits 2 with a clear message', async (args, re) => {
     const r = await busrt(args);
     expect(r.code).toBe(2);
@@ -132,7 +134,8 @@ describe('busrt: RPC', () => {
     expect(JSON.parse(r.stdout)).toEqual({ n: 3, f: 2.5, ok: true, who: 'bob' });
     const j = await busrt(['--json', 'rpc', 'call', 'cli.echo', 'greet', '-'], '{"list": [1, "a"]}');
     expect(JSON.parse(j.stdout)).toEqual({ list: [1, 'a'] });
-    expect((await busrt(['rpc', 'notify', 'cli.echo', 'psst'])).code).toBe(0);
+    const notify = await busrt(['--json', 'rpc', 'notify', 'cli.echo', 'psst']);
+    expect([notify.code, JSON.parse(notify.stdout)]).toEqual([0, { ok: true, bytes: 4 }]);
     expect((await busrt(['rpc', 'call0', 'cli.echo', 'fire', 'x=1'])).code).toBe(0);
     await l.printed(/call {2}method fire/);
     expect(l.stdout).toMatch(/call {2}method greet {2}from busrt\.cli\.\d+\n {2}MessagePack: \{/);
@@ -165,6 +168,9 @@ describe('busrt: RPC', () => {
     );
     expect(clients.stdout).toMatch(/\n\.broker +internal /);
     expect(clients.stdout).toMatch(/\ncli\.present +local_ipc /);
+    // A filter that looks like a number is still a regular expression.
+    const numeric = await busrt(['--json', 'broker', 'clients', '123']);
+    expect([numeric.code, JSON.parse(numeric.stdout)]).toEqual([0, { clients: [] }]);
     const filtered = await busrt(['--json', 'broker', 'clients', '^cli\\.pre']);
     expect((JSON.parse(filtered.stdout) as { clients: { name: string }[] }).clients.map((c) => c.name)).toEqual([
       'cli.present',

@@ -10,6 +10,7 @@ import {
   RpcError,
   type RpcEvent,
   type SocketClient,
+  packMsgpack,
   unpackMsgpack,
 } from '#busrt/core';
 import { runBenchmark, STAGES, type Stage } from '../shared/benchmark.js';
@@ -264,7 +265,20 @@ async function dispatch(ctx: Ctx, args: string[]): Promise<number> {
 
 async function payload(ctx: Ctx, arg: string | undefined): Promise<Buffer> {
   const bytes = await payloadArg(arg, ctx.io);
-  return ctx.msgpack ? jsonToMsgpack(bytes) : bytes;
+  if (!ctx.msgpack) return bytes;
+  // Text on the command line is meant as JSON here; from stdin or a file it may be packed already.
+  const fromArg = arg !== undefined && arg !== '-' && !(arg.startsWith('@') && !arg.startsWith('@@'));
+  if (fromArg && !isJson(bytes)) throw new UsageError(`-m: the payload is not JSON: ${JSON.stringify(arg)}`);
+  return jsonToMsgpack(bytes);
+}
+
+function isJson(b: Buffer): boolean {
+  try {
+    JSON.parse(b.toString('utf8'));
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 async function sendLike(ctx: Ctx, cmd: 'send' | 'publish' | 'broadcast', rest: string[]): Promise<number> {
@@ -371,6 +385,7 @@ async function rpc(ctx: Ctx, rest: string[]): Promise<number> {
       const data = await payload(ctx, a[1]);
       return withRpc(ctx, async (r) => {
         await r.notify(a[0], data, ctx.qos);
+        if (ctx.json) ctx.io.out(`${JSON.stringify({ ok: true, bytes: data.length })}\n`);
         return EXIT.ok;
       });
     }
@@ -381,6 +396,7 @@ async function rpc(ctx: Ctx, rest: string[]): Promise<number> {
       return withRpc(ctx, async (r) => {
         if (sub === 'call0') {
           await r.call0(a[0], a[1], params, ctx.qos === QoS.No ? QoS.Processed : ctx.qos);
+          if (ctx.json) ctx.io.out(`${JSON.stringify({ ok: true, bytes: params.length })}\n`);
           return EXIT.ok;
         }
         const reply = await r.call(a[0], a[1], params, {
@@ -421,8 +437,8 @@ async function broker(ctx: Ctx, rest: string[]): Promise<number> {
   if (method === undefined) throw new UsageError('broker: expected info, stats, clients or test');
   if (a.length > (sub === 'clients' ? 1 : 0)) throw new UsageError(`broker ${sub}: too many arguments`);
   return withRpc(ctx, async (r) => {
-    const params =
-      sub === 'clients' && a.length === 1 ? Buffer.from(await callParams([`filter=${a[0]}`], ctx.io)) : undefined;
+    // The filter is a regular expression: always a string, whatever it looks like.
+    const params = sub === 'clients' && a.length === 1 ? packMsgpack({ filter: a[0] }) : undefined;
     const reply = await r.call('.broker', method, params, { timeoutMs: ctx.timeoutMs });
     const v = toJsonValue(unpackMsgpack(reply)) as Record<string, unknown>;
     if (ctx.json) {
@@ -465,7 +481,8 @@ async function benchmark(ctx: Ctx): Promise<number> {
   const workers = parseNumber('--workers', v.workers ?? '1', { integer: true, min: 1 });
   const iterations = parseNumber('--iters', v.iters ?? '1000000', { integer: true, min: workers });
   const payloadSize = parseNumber('--payload-size', v['payload-size'] ?? '100', { integer: true });
-  const depth = parseNumber('--depth', v.depth ?? '1', { integer: true, min: 1 });
+  // Above a few thousand outstanding a worker could outrun its own queue at the broker.
+  const depth = parseNumber('--depth', v.depth ?? '1', { integer: true, min: 1, max: 4096 });
   let stages: Stage[] | undefined;
   if (v.stages !== undefined) {
     stages = v.stages.split(',').map((s) => s.trim()) as Stage[];
@@ -500,7 +517,7 @@ async function benchmark(ctx: Ctx): Promise<number> {
     });
   } catch (e) {
     if (e instanceof BusError && (e.code === 0x73 || e.code === 0x78))
-      throw new Unreachable(`cannot connect to ${ctx.path}: ${e.message}`);
+      throw new Unreachable(e.message.includes(ctx.path) ? e.message : `cannot connect to ${ctx.path}: ${e.message}`);
     throw e;
   }
   if (ctx.json) {
