@@ -210,6 +210,47 @@ describe('AAA: IPv4 peers of a dual-stack listener', () => {
   });
 });
 
+describe('AAA: more of what the map decides', () => {
+  it('a guarded UNIX socket checks names but not hosts; publish-for follows the publish rule', async () => {
+    const path = tmpSocket();
+    await broker.spawnUnixServer(path, { aaaMap: aaaMapFrom({ app: { hosts: ['10.9.9.9'], publish: ['news/#'] } }) });
+    expect(await refusal('stranger', path)).toBe(ErrorCode.Access);
+    const app = await reg('app', path);
+    const sub = await reg('reader', unix);
+    expect(await op(sub, 1, OP.subscribe, '#')).toBe(ErrorCode.Ok);
+    expect(await op(app, 2, 0x06, body('news/x', 'reader', 'ok'))).toBe(ErrorCode.Ok);
+    expect(await op(app, 3, 0x06, body('secret/x', 'reader', 'no'))).toBe(ErrorCode.Access);
+    expect((await sub.readFrame()).includes(Buffer.from('news/x\0ok'))).toBe(true);
+    expect(await sub.silentFor(100)).toBe(true);
+    // The listener's path stands in for the address of a UNIX client in the log.
+    expect(warnings.some((w) => w.includes(`access denied: app (${path}) publication to secret/x`))).toBe(true);
+  });
+
+  it('forceDisconnect drops a primary with its secondaries, whatever listener they came through', async () => {
+    const primary = await reg('limited');
+    const second = await reg('limited%%a', tcp6);
+    const third = await reg('limited%%b');
+    broker.forceDisconnect('limited');
+    for (const p of [primary, second, third]) expect(await p.closedWithin(1000)).toBe(true);
+  });
+
+  it('reports denials left out of the log, and limits the log of refused connections per listener', async () => {
+    const bad = await reg('caster');
+    warnings.length = 0;
+    bad.write(Buffer.concat(Array.from({ length: 50 }, (_, i) => clientFrame(i + 1, OP.publish, body('x/y', 'no')))));
+    await sleep(100);
+    bad.close();
+    await sleep(100);
+    expect(warnings.filter((w) => w.includes('publication to x/y'))).toHaveLength(10);
+    expect(warnings).toContain(
+      `access denied: caster (${/127\.0\.0\.1:\d+/.exec(warnings[0])?.[0]}): 40 more denial(s) not logged`,
+    );
+    warnings.length = 0;
+    for (let i = 0; i < 30; i++) expect(await refusal('nobody')).toBe(ErrorCode.Access);
+    expect(warnings.filter((w) => w.includes('client nobody is not in the AAA map'))).toHaveLength(10);
+  });
+});
+
 describe('AAA rules as configuration', () => {
   it('reads the JSON format and says exactly what is wrong', () => {
     const m = parseAaaJson('{"a": {"hosts": ["10.0.0.0/8"], "p2p": ["b.*"], "publish": false}}');

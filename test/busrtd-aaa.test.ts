@@ -61,6 +61,19 @@ describe('busrtd with an AAA map', () => {
     expect(await answer(tcp, 'newcomer')).toBe(0x01);
   });
 
+  it('reloads rules written inside the config file on SIGHUP', async () => {
+    const { config } = place();
+    const write = (rules: object): void => writeFileSync(config, JSON.stringify({ bind: ['127.0.0.1:0'], aaa: rules }));
+    write({ first: {} });
+    const d = await Daemon.start(['-c', config]);
+    const [tcp] = d.tcpAddresses();
+    expect(await answer(tcp, 'second')).toBe(0x79);
+    write({ first: {}, second: {} });
+    d.signal('SIGHUP');
+    await d.logged(/AAA map reloaded: 2 client rule\(s\)/);
+    expect(await answer(tcp, 'second')).toBe(0x01);
+  });
+
   it('keeps the old rules when the file goes bad, and says why', async () => {
     const { aaa } = place();
     writeFileSync(aaa, JSON.stringify({ app: {} }));

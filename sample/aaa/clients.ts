@@ -1,5 +1,5 @@
 import { BusError, connect, type SocketClient } from '#busrt/core';
-import { AAA_TCP } from './address.js';
+import { AAA_SOCKET, AAA_TCP } from './address.js';
 
 /** Runs one operation and prints what the broker said. */
 async function attempt(who: string, what: string, op: () => Promise<unknown>): Promise<void> {
@@ -13,7 +13,12 @@ async function attempt(who: string, what: string, op: () => Promise<unknown>): P
 
 /** Connects as `test` and `test2` to the sample's guarded port and tries what each may and may not do. */
 async function main(): Promise<void> {
-  await attempt('stranger', 'connect', () => connect({ path: AAA_TCP, name: 'stranger' }).then((c) => c.disconnect()));
+  await attempt('stranger', 'connect over TCP', () =>
+    connect({ path: AAA_TCP, name: 'stranger' }).then((c) => c.disconnect()),
+  );
+  await attempt('stranger', 'connect over the local socket', () =>
+    connect({ path: AAA_SOCKET, name: 'stranger' }).then((c) => c.disconnect()),
+  );
   const test = await connect({ path: AAA_TCP, name: 'test' });
   const test2: SocketClient = await connect({ path: AAA_TCP, name: 'test2' });
   test.onFrame((f) => console.log(`test received from ${f.sender}: ${f.topic ?? '(message)'} ${f.payload.toString()}`));

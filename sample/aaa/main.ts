@@ -3,7 +3,7 @@ import { Injectable, Logger, Module, type OnApplicationBootstrap, type OnApplica
 import { NestFactory } from '@nestjs/core';
 import { Broker, BusError } from '#busrt/core';
 import { BusrtModule } from '#busrt/nestjs';
-import { AAA_TCP } from './address.js';
+import { AAA_SOCKET, AAA_TCP } from './address.js';
 
 /**
  * `test` may connect from 127.0.0.0/8 only, with every right. `test2` may connect from
@@ -40,16 +40,18 @@ class Kicker implements OnApplicationBootstrap, OnApplicationShutdown {
 }
 
 @Module({
-  imports: [BusrtModule.forRoot({ listeners: [{ path: AAA_TCP, aaa: rules }] })],
+  imports: [BusrtModule.forRoot({ listeners: [{ path: AAA_SOCKET }, { path: AAA_TCP, aaa: rules }] })],
   providers: [Kicker],
 })
 class AaaSampleModule {}
 
-/** A broker with a guarded TCP port, as a Nest application context. */
+/** A broker with a trusted UNIX socket and a guarded TCP port, as a Nest application context. */
 async function main(): Promise<void> {
   const app = await NestFactory.createApplicationContext(AaaSampleModule);
   app.enableShutdownHooks();
-  new Logger('AAA sample').log(`guarded broker on ${AAA_TCP}; try: node dist/sample/aaa/clients.js`);
+  new Logger('AAA sample').log(
+    `trusted socket ${AAA_SOCKET}, guarded port ${AAA_TCP}; try: node dist/sample/aaa/clients.js`,
+  );
 }
 
 void main();

@@ -130,9 +130,13 @@ export async function runBusrtd(argv: readonly string[], io: DaemonIo = PROCESS_
   const log = makeDaemonLog(opts.verbose, io.stderr);
   for (const n of opts.notes) log.warn(n);
   let running: RunningBusrtd;
+  // SIGHUP's default action ends the process: while starting, the map is being read anyway.
+  const earlyHup = (): void => log.notice('SIGHUP during start-up: the AAA map is read as the broker starts');
+  process.on('SIGHUP', earlyHup);
   try {
     running = await startBusrtd(opts, log);
   } catch (e) {
+    process.off('SIGHUP', earlyHup);
     if (e instanceof UsageError) {
       io.stderr(`busrtd: ${e.message}\n`);
       return 2;
@@ -140,6 +144,7 @@ export async function runBusrtd(argv: readonly string[], io: DaemonIo = PROCESS_
     log.error(errorText(e));
     return 1;
   }
+  process.off('SIGHUP', earlyHup);
   log.notice(`busrtd ${BROKER_VERSION} started, pid ${process.pid}`);
 
   return new Promise<number>((resolve) => {

@@ -11,6 +11,7 @@ import {
   splitTopicList,
 } from '../protocol/index.js';
 import type { ClientAaa } from './aaa.js';
+import { LogLimiter } from './log-limiter.js';
 import { ClientEntry, type ClientKind, type ClientSink } from './entry.js';
 import { AclMap, BroadcastIndex, TopicMap } from './matching/index.js';
 
@@ -62,9 +63,6 @@ export interface BrokerInfo {
 }
 
 /** Author and version this broker reports. */
-/** Denial log lines per client per second before the rest are counted instead. */
-const DENIALS_PER_SECOND = 10;
-
 export const BROKER_AUTHOR = 'busrt for NestJS';
 export const BROKER_VERSION = '0.1.0';
 
@@ -173,8 +171,10 @@ export class BrokerCore {
       entry.secondaries.clear();
       if (announce && entry.name !== BROKER_NAME) this.announce('unreg', entry.name);
     }
-    if (entry.denialsSuppressed > 0) {
-      this.logger.warn?.(`access denied: ${entry.name}: ${entry.denialsSuppressed} more denial(s) not logged`);
+    const warn = this.logger.warn;
+    if (entry.denials !== null && warn !== undefined) {
+      const who = `${entry.name} (${entry.source ?? entry.port ?? 'in-process'})`;
+      entry.denials.flush((l) => warn.call(this.logger, l), `access denied: ${who}: `);
     }
     if (reason !== undefined) {
       this.logger.info?.(`client ${entry.name} dropped: ${reason}`);
@@ -477,27 +477,17 @@ export class BrokerCore {
   }
 
   /**
-   * Logs a denial with the client's name and address, at most DENIALS_PER_SECOND lines per client
-   * per second: a client hammering a forbidden topic must not flood the log.
+   * Logs a denial with the client's name and address (the listener for UNIX clients), at most ten
+   * lines per client per second: a client hammering a forbidden topic must not flood the log.
    */
   private deny(sender: ClientEntry, what: string, target: string): void {
     const warn = this.logger.warn;
     if (warn === undefined) return;
-    const now = Date.now();
-    const who = `${sender.name}${sender.source ? ' (' + sender.source + ')' : ''}`;
-    if (now - sender.denialWindow >= 1000) {
-      if (sender.denialsSuppressed > 0) {
-        warn.call(this.logger, `access denied: ${who}: ${sender.denialsSuppressed} more denial(s) not logged`);
-      }
-      sender.denialWindow = now;
-      sender.denialsLogged = 0;
-      sender.denialsSuppressed = 0;
-    }
-    if (sender.denialsLogged < DENIALS_PER_SECOND) {
-      sender.denialsLogged++;
-      warn.call(this.logger, `access denied: ${who} ${what} ${target}`);
-    } else {
-      sender.denialsSuppressed++;
-    }
+    const who = `${sender.name} (${sender.source ?? sender.port ?? 'in-process'})`;
+    (sender.denials ??= new LogLimiter('denial(s)')).line(
+      (l) => warn.call(this.logger, l),
+      `access denied: ${who} ${what} ${target}`,
+      `access denied: ${who}: `,
+    );
   }
 }

@@ -1,6 +1,7 @@
 import type { DataFrameKind } from '../protocol/index.js';
 import { isSecondaryName, primaryName } from '../protocol/index.js';
 import type { ClientAaa } from './aaa.js';
+import type { LogLimiter } from './log-limiter.js';
 import type { AclMap } from './matching/index.js';
 
 /** How a client is attached, as `client.list` reports it. */
@@ -54,10 +55,8 @@ export class ClientEntry {
   /** Excluded mask strings, as requested, and their matcher. */
   readonly exclusionList = new Set<string>();
   exclusions: AclMap | null = null;
-  /** Denial log lines of the current second (rate limit), when it began, and how many were left out. */
-  denialsLogged = 0;
-  denialWindow = 0;
-  denialsSuppressed = 0;
+  /** Limits the log lines of this client's denials (made on its first denial). */
+  denials: LogLimiter | null = null;
   /** Registered secondaries of a primary. */
   readonly secondaries = new Set<ClientEntry>();
 

@@ -222,7 +222,11 @@ export class PeerConnection implements ClientSink, ClientFrameSink, RoomWaiter {
   }
 
   private refuse(code: number, why: string): void {
-    this.settings.logger.warn?.(`connection ${this.peer()}: ${why}`);
+    const { logger, refusals, bind } = this.settings;
+    const warn = logger.warn;
+    if (warn !== undefined) {
+      refusals.line((l) => warn.call(logger, l), `connection ${this.peer()}: ${why}`, `listener ${bind}: `);
+    }
     this.state = State.Closed;
     this.socket.end(ANSWER[code]);
     this.destroyLater();

@@ -1,4 +1,4 @@
-import type { AaaMap, BrokerLogger } from '../broker/index.js';
+import { type AaaMap, type BrokerLogger, LogLimiter } from '../broker/index.js';
 import { DEFAULT_BUF_SIZE, DEFAULT_BUF_TTL_US, DEFAULT_TIMEOUT_MS } from '../protocol/index.js';
 
 /** Settings of one listener (upstream's ServerConfig). */
@@ -28,6 +28,8 @@ export interface ListenerSettings {
   /** The bind string as given (`port` in client.list). */
   readonly bind: string;
   readonly logger: BrokerLogger;
+  /** Limits the log lines of refused connections on this listener. */
+  readonly refusals: LogLimiter;
 }
 
 function positive(name: string, v: number | undefined, def: number, allowZero = false): number {
@@ -52,5 +54,6 @@ export function resolveSettings(config: ServerConfig, bind: string, logger: Brok
     aaaMap: config.aaaMap ?? null,
     bind,
     logger,
+    refusals: new LogLimiter('refused connection(s)'),
   };
 }
