@@ -1,0 +1,215 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { dirname, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+/** The repository root (this file runs from dist/bench/lib). */
+export const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
+export const BUSRTD = resolve(ROOT, 'bin', 'busrtd.js');
+
+/** A compiled bench worker script by name (`bench/workers/<name>.ts`). */
+export function workerScript(name: string): string {
+  return resolve(ROOT, 'dist', 'bench', 'workers', `${name}.js`);
+}
+
+const TICK_MS = 10; // USER_HZ is 100 on Linux
+
+/** CPU time (user + system, ms) of a process so far. */
+export function cpuMs(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  // Fields after the command name, which is in parentheses and may hold spaces.
+  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return (Number(f[11]) + Number(f[12])) * TICK_MS;
+}
+
+function statusKiB(status: string, key: string): number {
+  const at = status.indexOf(`${key}:`);
+  return at < 0 ? 0 : parseInt(status.slice(at + key.length + 1).trimStart(), 10);
+}
+
+/** Resident memory now and at its peak (KiB). */
+export function memKiB(pid: number): { rss: number; peak: number } {
+  const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+  return { rss: statusKiB(status, 'VmRSS'), peak: statusKiB(status, 'VmHWM') };
+}
+
+/** Starts counting the peak from the current size again (Linux `clear_refs` 5); false if refused. */
+export function resetPeak(pid: number): boolean {
+  try {
+    writeFileSync(`/proc/${pid}/clear_refs`, '5');
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** An IPC message from a worker. */
+export interface Message {
+  type: string;
+  [key: string]: unknown;
+}
+
+/** A child process: its output kept, its IPC messages queued until asked for. */
+export class Child {
+  out = '';
+  err = '';
+  private readonly inbox: Message[] = [];
+  private waiter: (() => void) | null = null;
+
+  constructor(readonly proc: ChildProcess) {
+    proc.stdout?.on('data', (d: Buffer) => {
+      this.out += d.toString();
+      this.wake();
+    });
+    proc.stderr?.on('data', (d: Buffer) => {
+      this.err += d.toString();
+      this.wake();
+    });
+    proc.on('message', (m: Message) => {
+      this.inbox.push(m);
+      this.wake();
+    });
+    proc.on('exit', () => this.wake());
+  }
+
+  get pid(): number {
+    return this.proc.pid as number;
+  }
+
+  get exited(): boolean {
+    return this.proc.exitCode !== null || this.proc.signalCode !== null;
+  }
+
+  private wake(): void {
+    const w = this.waiter;
+    this.waiter = null;
+    w?.();
+  }
+
+  private async until<T>(what: string, ms: number, test: () => T | null): Promise<T> {
+    const end = Date.now() + ms;
+    for (;;) {
+      const v = test();
+      if (v !== null) return v;
+      if (this.exited)
+        throw new Error(
+          `${what}: child exited (${this.proc.exitCode ?? this.proc.signalCode}): ${this.err.slice(-2000)}`,
+        );
+      const left = end - Date.now();
+      if (left <= 0) throw new Error(`${what}: no answer in ${ms} ms: ${this.err.slice(-2000)}`);
+      await new Promise<void>((r) => {
+        const t = setTimeout(r, left);
+        this.waiter = () => {
+          clearTimeout(t);
+          r();
+        };
+      });
+    }
+  }
+
+  /** Waits until stdout or stderr matches. */
+  ready(re: RegExp, ms = 20000): Promise<RegExpExecArray> {
+    return this.until(`waiting for ${re}`, ms, () => re.exec(this.out) ?? re.exec(this.err));
+  }
+
+  /** Waits for the next IPC message of a type (others before it are dropped). */
+  next<T = Message>(type: string, ms = 120000): Promise<T> {
+    return this.until(`waiting for '${type}'`, ms, () => {
+      while (this.inbox.length > 0) {
+        const m = this.inbox.shift() as Message;
+        if (m.type === 'error') throw new Error(`worker failed: ${String(m.message)}`);
+        if (m.type === type) return m as unknown as T;
+      }
+      return null;
+    });
+  }
+
+  /** Sends an IPC message. */
+  send(m: Message): void {
+    this.proc.send(m);
+  }
+
+  /** Waits for the child to end by itself. */
+  async exit(ms = 60000): Promise<number> {
+    await this.until('waiting for exit', ms, () => (this.exited ? true : null)).catch((e: unknown) => {
+      if (!this.exited) throw e;
+    });
+    return this.proc.exitCode ?? -1;
+  }
+
+  /** Ends the child by its pid and waits for it. */
+  async stop(sig: NodeJS.Signals = 'SIGTERM'): Promise<void> {
+    if (this.exited) return;
+    const done = new Promise((r) => this.proc.once('exit', r));
+    process.kill(this.pid, sig);
+    const t = setTimeout(() => {
+      if (!this.exited) process.kill(this.pid, 'SIGKILL');
+    }, 5000);
+    await done;
+    clearTimeout(t);
+  }
+}
+
+/** Children still running, ended on the way out. */
+const running = new Set<Child>();
+
+/** Runs a node script as a child with an IPC channel. */
+export function node(script: string, args: string[] = [], nodeFlags: string[] = []): Child {
+  const child = new Child(
+    spawn(process.execPath, [...nodeFlags, script, ...args], { stdio: ['ignore', 'pipe', 'pipe', 'ipc'] }),
+  );
+  running.add(child);
+  child.proc.once('exit', () => running.delete(child));
+  return child;
+}
+
+/** Runs a bench worker (`bench/workers/<name>`) with a JSON config as its argument. */
+export function worker(name: string, config: object): Child {
+  return node(workerScript(name), [JSON.stringify(config)]);
+}
+
+/** Ends every child this process started (by pid). */
+export async function stopAll(): Promise<void> {
+  await Promise.all([...running].map((c) => c.stop('SIGKILL')));
+}
+
+/** Where `--cpu-prof` puts the broker's profiles; null when not profiling. */
+let profileDir: string | null = null;
+export function profileBrokers(dir: string | null): void {
+  profileDir = dir;
+  if (dir !== null) mkdirSync(dir, { recursive: true });
+}
+
+/** A running busrtd. */
+export interface Busrtd {
+  child: Child;
+  unix: string;
+  tcp: string;
+}
+
+/** Starts busrtd on a UNIX socket and a TCP port of loopback. */
+export async function busrtd(unix: string, extra: string[] = []): Promise<Busrtd> {
+  const flags = profileDir === null ? [] : ['--cpu-prof', '--cpu-prof-dir', profileDir];
+  const child = node(BUSRTD, ['-B', unix, '-B', '127.0.0.1:0', '-t', '30', ...extra], flags);
+  await child.ready(/ started, pid /);
+  const m = /listening on (\S+) \(tcp\)/.exec(child.err) as RegExpExecArray;
+  return { child, unix, tcp: m[1] };
+}
+
+/** What a measured span cost a process: CPU time and its memory peak. */
+export interface Cost {
+  cpuMs: number;
+  /** Peak resident memory during the span (KiB), or since the start when the peak cannot be reset. */
+  peakKiB: number;
+  /** Resident memory at the start of the span (KiB). */
+  startKiB: number;
+}
+
+/** Measures a process's CPU and peak memory over `f`. */
+export async function measured<T>(pid: number, f: () => Promise<T>): Promise<{ value: T; cost: Cost }> {
+  resetPeak(pid);
+  const startKiB = memKiB(pid).rss;
+  const c0 = cpuMs(pid);
+  const value = await f();
+  return { value, cost: { cpuMs: cpuMs(pid) - c0, peakKiB: memKiB(pid).peak, startKiB } };
+}

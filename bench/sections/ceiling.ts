@@ -1,0 +1,60 @@
+import type { Context } from '../lib/context.js';
+import { type Child, node, workerScript } from '../lib/proc.js';
+import { groupDigits } from '../lib/report.js';
+
+/** Starts a ceiling server (`echo`, or `count N` frames then answer one byte). */
+async function server(path: string, args: string[]): Promise<Child> {
+  const s = node(workerScript('ceiling'), ['server', path, ...args]);
+  await s.ready(/READY/);
+  return s;
+}
+
+/** Runs one ceiling client and returns the frames per second it measured. */
+async function client(path: string, args: string[]): Promise<number> {
+  const c = node(workerScript('ceiling'), ['client', path, ...args]);
+  const code = await c.exit(120000);
+  if (code !== 0) throw new Error(`ceiling client failed: ${c.err}`);
+  return (JSON.parse(c.out) as { rate: number }).rate;
+}
+
+/**
+ * The loopback ceiling: what two plain Node processes exchange over one UNIX socket with 4-byte
+ * length-prefixed 100 B frames and no protocol at all, to put the broker's figures in proportion.
+ */
+export async function ceiling(ctx: Context): Promise<void> {
+  const q = ctx.quick;
+  const rows: string[][] = [];
+  const add = (test: string, rate: number): void => {
+    rows.push([test, groupDigits(Math.round(rate))]);
+    ctx.report.add('ceiling', { test, size: 100, rate });
+  };
+  const echoPath = ctx.socket('echo');
+  const echo = await server(echoPath, ['echo']);
+  try {
+    for (const [label, conc, count] of [
+      ['ping-pong, 1 outstanding', 1, q ? 20_000 : 100_000],
+      ['ping-pong, 64 outstanding', 64, q ? 300_000 : 1_500_000],
+    ] as const) {
+      ctx.log(`ceiling: ${label}`);
+      add(label, await client(echoPath, ['pingpong', String(conc), String(count), '100']));
+    }
+  } finally {
+    await echo.stop();
+  }
+  const frames = q ? 2_000_000 : 10_000_000;
+  const sinkPath = ctx.socket('sink');
+  const sink = await server(sinkPath, ['count', String(frames)]);
+  try {
+    ctx.log('ceiling: one-way stream');
+    add('one-way stream', await client(sinkPath, ['stream', String(frames), '100']));
+  } finally {
+    await sink.stop();
+  }
+  ctx.report.table(
+    'ceiling',
+    'Loopback ceiling: two Node processes, one UNIX socket, 100 B length-prefixed frames',
+    ['test', 'frames/s'],
+    rows,
+    ['Ping-pong: one process echoes every frame; the other keeps 1 or 64 outstanding.'],
+  );
+}

@@ -1,0 +1,165 @@
+// The Nest-level comparison: the same echo app served and driven through a given transport.
+//   {role: 'server', transport, address}: an app with @MessagePattern('echo') and @EventPattern('ev')
+//   {role: 'client', transport, address, test, seconds}: drives it and reports rate and latencies
+import 'reflect-metadata';
+import { Controller, Module } from '@nestjs/common';
+import { NestFactory } from '@nestjs/core';
+import {
+  type ClientProxy,
+  ClientProxyFactory,
+  EventPattern,
+  MessagePattern,
+  type MicroserviceOptions,
+  Payload,
+  Transport,
+} from '@nestjs/microservices';
+import { firstValueFrom, lastValueFrom } from 'rxjs';
+import { BusrtClientProxy, BusrtModule, BusrtServer } from '#busrt/nestjs';
+import { Latencies } from '../lib/stats.js';
+
+/** What a client measures. */
+type Test = { kind: 'rr'; concurrency: number; size: number } | { kind: 'events'; size: number };
+
+const cfg = JSON.parse(process.argv[2]) as {
+  role: 'server' | 'client';
+  transport: string;
+  address: string;
+  test?: Test;
+  seconds: number;
+};
+const { transport, address } = cfg;
+const [host, portText] = address.includes(':') && !address.startsWith('/') ? address.split(':') : ['', ''];
+const port = Number(portText);
+
+let events = 0;
+const EVENT_WINDOW = 4000;
+
+@Controller()
+class EchoController {
+  @MessagePattern('echo')
+  echo(@Payload() data: unknown): unknown {
+    return data;
+  }
+
+  @EventPattern('ev')
+  ev(@Payload() _data: unknown): void {
+    events++;
+  }
+
+  @MessagePattern('count')
+  count(): number {
+    return events;
+  }
+}
+
+function serverOptions(): MicroserviceOptions {
+  switch (transport) {
+    case 'busrt':
+      return { strategy: new BusrtServer({ name: 'bench.echo', path: address }) };
+    case 'busrt-embedded':
+      return { strategy: new BusrtServer({ name: 'bench.echo' }) };
+    case 'tcp':
+      return { transport: Transport.TCP, options: { host, port } };
+    case 'redis':
+      return { transport: Transport.REDIS, options: { host, port } };
+    case 'nats':
+      return { transport: Transport.NATS, options: { servers: [`nats://${address}`] } };
+    case 'mqtt':
+      return { transport: Transport.MQTT, options: { url: `mqtt://${address}` } };
+    default:
+      throw new Error(`unknown transport ${transport}`);
+  }
+}
+
+function client(): ClientProxy {
+  switch (transport) {
+    case 'busrt':
+    case 'busrt-embedded':
+      return new BusrtClientProxy({
+        path: address,
+        target: 'bench.echo',
+        timeoutMs: 30000,
+      });
+    case 'tcp':
+      return ClientProxyFactory.create({ transport: Transport.TCP, options: { host, port } });
+    case 'redis':
+      return ClientProxyFactory.create({ transport: Transport.REDIS, options: { host, port } });
+    case 'nats':
+      return ClientProxyFactory.create({ transport: Transport.NATS, options: { servers: [`nats://${address}`] } });
+    case 'mqtt':
+      return ClientProxyFactory.create({ transport: Transport.MQTT, options: { url: `mqtt://${address}` } });
+    default:
+      throw new Error(`unknown transport ${transport}`);
+  }
+}
+
+/** Request/response for `seconds`: `concurrency` callers, each waiting for its reply before the next call. */
+async function rr(cl: ClientProxy, concurrency: number, size: number, seconds: number): Promise<object> {
+  const payload = 'x'.repeat(size);
+  for (let i = 0; i < 500; i++) await firstValueFrom(cl.send('echo', payload));
+  const lat = new Latencies();
+  const end = performance.now() + seconds * 1000;
+  const t0 = performance.now();
+  const caller = async (): Promise<void> => {
+    while (performance.now() < end) {
+      const s = performance.now();
+      const r = await firstValueFrom(cl.send('echo', payload));
+      if ((r as string).length !== size) throw new Error('bad echo');
+      lat.add((performance.now() - s) * 1000);
+    }
+  };
+  await Promise.all(Array.from({ length: concurrency }, caller));
+  const [p50, p99] = lat.percentiles([50, 99]);
+  return { rate: lat.length / ((performance.now() - t0) / 1000), p50, p99 };
+}
+
+/**
+ * Events for `seconds`, then until the app has counted all of them: events handled per second.
+ * The emitter stays at most EVENT_WINDOW events ahead of what the app has handled: events have no
+ * answer, and an emitter that outruns its consumer only measures a queue filling up (with BUS/RT, a
+ * consumer whose queue at the broker fills up is dropped as too slow).
+ */
+async function emitAll(cl: ClientProxy, size: number, seconds: number): Promise<object> {
+  const payload = 'x'.repeat(size);
+  const count = async (): Promise<number> => (await firstValueFrom(cl.send('count', 0))) as number;
+  const before = await count();
+  const t0 = performance.now();
+  const end = t0 + seconds * 1000;
+  let sent = 0;
+  let handled = 0;
+  while (performance.now() < end) {
+    let last = cl.emit('ev', payload);
+    for (let i = 1; i < 1000; i++) last = cl.emit('ev', payload);
+    sent += 1000;
+    await lastValueFrom(last, { defaultValue: undefined });
+    while (sent - handled > EVENT_WINDOW) handled = (await count()) - before;
+  }
+  while (handled < sent) {
+    handled = (await count()) - before;
+    if (handled < sent) await new Promise((r) => setTimeout(r, 1));
+  }
+  return { rate: sent / ((performance.now() - t0) / 1000) };
+}
+
+if (cfg.role === 'server') {
+  const imports =
+    transport === 'busrt-embedded' ? [BusrtModule.forRoot({ listeners: [{ path: address }], logger: false })] : [];
+  @Module({ imports, controllers: [EchoController] })
+  class EchoModule {}
+  const app = await NestFactory.createMicroservice<MicroserviceOptions>(EchoModule, {
+    ...serverOptions(),
+    logger: false,
+  });
+  await app.listen();
+  process.send?.({ type: 'ready' });
+  process.on('SIGTERM', () => void app.close().then(() => process.exit(0)));
+} else {
+  const cl = client();
+  await cl.connect();
+  const t = cfg.test as Test;
+  const out =
+    t.kind === 'rr' ? await rr(cl, t.concurrency, t.size, cfg.seconds) : await emitAll(cl, t.size, cfg.seconds);
+  process.send?.({ type: 'result', ...out });
+  await cl.close();
+  process.exit(0);
+}
