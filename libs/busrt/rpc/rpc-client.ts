@@ -107,6 +107,8 @@ export interface CallOptions {
   timeoutMs?: number;
   /** The call is abandoned when this signal aborts: its promise rejects, a late reply is dropped. */
   signal?: AbortSignal;
+  /** Receives the call's id, for {@link RpcClient.abandon} (cheaper than a signal on a hot path). */
+  track?: { id: number };
 }
 
 interface PendingCall {
@@ -238,16 +240,11 @@ export class RpcClient {
     const timeoutMs = options.timeoutMs ?? this.defaultTimeoutMs;
     const signal = options.signal;
     if (signal?.aborted) return Promise.reject(new RpcError(RpcErrorCode.Internal, null, 'RPC call aborted'));
+    if (options.track !== undefined) options.track.id = id;
     return new Promise<Buffer>((resolve, reject) => {
       this.pending.set(id, { resolve, reject, deadline: timeoutMs > 0 ? Date.now() + timeoutMs : Infinity });
       if (timeoutMs > 0) this.startTimer();
-      signal?.addEventListener(
-        'abort',
-        () => {
-          if (this.pending.delete(id)) reject(new RpcError(RpcErrorCode.Internal, null, 'RPC call aborted'));
-        },
-        { once: true },
-      );
+      if (signal !== undefined) signal.addEventListener('abort', () => this.abandon(id), { once: true });
       this.client.zcSend(target, head, params ?? EMPTY, options.qos ?? this.defaultQos).then(NOOP, (e: Error) => {
         if (this.pending.delete(id)) reject(e instanceof BusError ? RpcError.fromBusError(e) : e);
       });
@@ -262,6 +259,18 @@ export class RpcClient {
   /** Sends a notification (`00` + payload). */
   notify(target: string, payload: Uint8Array, qos: QoS = this.defaultQos): Promise<void> {
     return this.client.zcSend(target, NOTIFICATION_HEADER, payload, qos);
+  }
+
+  /**
+   * Gives up waiting for call `id` (from `track`): its promise rejects, a late reply is dropped.
+   * Returns false when the call was already settled.
+   */
+  abandon(id: number): boolean {
+    const p = this.pending.get(id);
+    if (p === undefined) return false;
+    this.pending.delete(id);
+    p.reject(new RpcError(RpcErrorCode.Internal, null, 'RPC call abandoned'));
+    return true;
   }
 
   /** Calls waiting for a reply. */

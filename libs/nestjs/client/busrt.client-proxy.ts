@@ -55,6 +55,13 @@ const EMPTY = Buffer.alloc(0);
 let clientCount = 0;
 const HOST = hostname().replace(/[^A-Za-z0-9_-]/g, '-') || 'host';
 
+/** A call in progress, as `send()` tracks it to abandon it on unsubscribe. */
+interface PendingCall {
+  id: number;
+  rpc: RpcClient | null;
+  abandoned: boolean;
+}
+
 interface Waiter {
   resolve: (rpc: RpcClient) => void;
   reject: (e: Error) => void;
@@ -127,7 +134,7 @@ export class BusrtClientProxy extends ClientProxy<BusrtClientEvents, string> {
    */
   override send<TResult = unknown, TInput = unknown>(pattern: BusrtCallPattern, data?: TInput): Observable<TResult> {
     return new Observable<TResult>((subscriber) => {
-      const abort = new AbortController();
+      const call: PendingCall = { id: 0, rpc: null, abandoned: false };
       const done = (reply: Buffer): void => {
         let value: unknown;
         try {
@@ -140,12 +147,15 @@ export class BusrtClientProxy extends ClientProxy<BusrtClientEvents, string> {
         subscriber.complete();
       };
       const fail = (e: unknown): void => {
-        if (!abort.signal.aborted) subscriber.error(e);
+        if (!call.abandoned) subscriber.error(e);
       };
-      this.call(pattern, data, abort.signal).then(done, fail);
+      this.call(pattern, data, call).then(done, fail);
       // Unsubscribing abandons the call: a late reply is dropped, a call still waiting for the
       // connection is never sent.
-      return () => abort.abort();
+      return () => {
+        call.abandoned = true;
+        if (call.rpc !== null && call.id !== 0) call.rpc.abandon(call.id);
+      };
     });
   }
 
@@ -185,7 +195,7 @@ export class BusrtClientProxy extends ClientProxy<BusrtClientEvents, string> {
 
   // ------------------------------------------------------------ internals
 
-  private call(pattern: BusrtCallPattern, data: unknown, signal: AbortSignal): Promise<Buffer> {
+  private call(pattern: BusrtCallPattern, data: unknown, call: PendingCall): Promise<Buffer> {
     let target: string | undefined;
     let method: string;
     if (typeof pattern === 'string') {
@@ -209,11 +219,13 @@ export class BusrtClientProxy extends ClientProxy<BusrtClientEvents, string> {
     } catch (e) {
       return Promise.reject(e);
     }
-    const rpc = this.rpc;
-    const opts = { qos: this.qos, timeoutMs: this.timeoutMs, signal };
-    if (rpc !== null) return rpc.call(target, method, params, opts);
-    const t = target;
-    return this.ready().then((r) => r.call(t, method, params, opts));
+    const opts = { qos: this.qos, timeoutMs: this.timeoutMs, track: call };
+    const go = (r: RpcClient): Promise<Buffer> => {
+      if (call.abandoned) return Promise.reject(new RpcError(-32603, null, 'RPC call abandoned'));
+      call.rpc = r;
+      return r.call(target as string, method, params, opts);
+    };
+    return this.rpc !== null ? go(this.rpc) : this.ready().then(go);
   }
 
   private publishEvent(pattern: BusrtEventPattern, data: unknown): Promise<void> {
