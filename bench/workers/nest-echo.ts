@@ -93,24 +93,35 @@ function client(): ClientProxy {
   }
 }
 
-/** Request/response for `seconds`: `concurrency` callers, each waiting for its reply before the next call. */
+/** Gives up on a transport that stopped answering, rather than waiting for ever. */
+const GRACE_MS = 5000;
+
+/**
+ * Request/response for `seconds`: `concurrency` callers, each waiting for its reply before the
+ * next call. Calls still unanswered GRACE_MS after the end are reported as `stalled`.
+ */
 async function rr(cl: ClientProxy, concurrency: number, size: number, seconds: number): Promise<object> {
   const payload = 'x'.repeat(size);
-  for (let i = 0; i < 500; i++) await firstValueFrom(cl.send('echo', payload));
+  for (let i = 0; i < 200; i++) await firstValueFrom(cl.send('echo', payload));
   const lat = new Latencies();
-  const end = performance.now() + seconds * 1000;
   const t0 = performance.now();
+  const end = t0 + seconds * 1000;
+  let inFlight = 0;
   const caller = async (): Promise<void> => {
     while (performance.now() < end) {
       const s = performance.now();
+      inFlight++;
       const r = await firstValueFrom(cl.send('echo', payload));
+      inFlight--;
       if ((r as string).length !== size) throw new Error('bad echo');
       lat.add((performance.now() - s) * 1000);
     }
   };
-  await Promise.all(Array.from({ length: concurrency }, caller));
+  const all = Promise.all(Array.from({ length: concurrency }, caller));
+  await Promise.race([all, new Promise((r) => setTimeout(r, seconds * 1000 + GRACE_MS))]);
   const [p50, p99] = lat.percentiles([50, 99]);
-  return { rate: lat.length / ((performance.now() - t0) / 1000), p50, p99 };
+  const elapsed = Math.min(performance.now() - t0, seconds * 1000 + GRACE_MS);
+  return { rate: lat.length / (elapsed / 1000), p50, p99, stalled: inFlight };
 }
 
 /**
@@ -134,11 +145,12 @@ async function emitAll(cl: ClientProxy, size: number, seconds: number): Promise<
     await lastValueFrom(last, { defaultValue: undefined });
     while (sent - handled > EVENT_WINDOW) handled = (await count()) - before;
   }
-  while (handled < sent) {
+  const deadline = performance.now() + GRACE_MS;
+  while (handled < sent && performance.now() < deadline) {
     handled = (await count()) - before;
     if (handled < sent) await new Promise((r) => setTimeout(r, 1));
   }
-  return { rate: sent / ((performance.now() - t0) / 1000) };
+  return { rate: handled / ((performance.now() - t0) / 1000), stalled: sent - handled };
 }
 
 if (cfg.role === 'server') {
