@@ -203,6 +203,8 @@ export interface Cost {
   peakKiB: number;
   /** Resident memory at the start of the span (KiB). */
   startKiB: number;
+  /** Wall time of the span. */
+  wallMs: number;
 }
 
 /** Measures a process's CPU and peak memory over `f`. */
@@ -210,6 +212,8 @@ export async function measured<T>(pid: number, f: () => Promise<T>): Promise<{ v
   resetPeak(pid);
   const startKiB = memKiB(pid).rss;
   const c0 = cpuMs(pid);
+  const t0 = performance.now();
   const value = await f();
-  return { value, cost: { cpuMs: cpuMs(pid) - c0, peakKiB: memKiB(pid).peak, startKiB } };
+  const wallMs = performance.now() - t0;
+  return { value, cost: { cpuMs: cpuMs(pid) - c0, peakKiB: memKiB(pid).peak, startKiB, wallMs } };
 }

@@ -38,7 +38,11 @@ export async function latency(ctx: Context): Promise<void> {
       ctx.log(`latency: ${transport}, ${rate}/s`);
       const c = worker('latency', { path: transport === 'unix' ? b.unix : b.tcp, rate, seconds, payloadSize: 100 });
       try {
-        const { value, cost } = await measured(b.child.pid, () => c.next<LatencyResult>('result', 120000));
+        await c.next('ready');
+        const { value, cost } = await measured(b.child.pid, () => {
+          c.send({ type: 'go' });
+          return c.next<LatencyResult>('result', 120000);
+        });
         rows.push([
           transport,
           groupDigits(rate),
@@ -46,7 +50,7 @@ export async function latency(ctx: Context): Promise<void> {
           us(value.p50),
           us(value.p99),
           us(value.p999),
-          cpuShare(cost, seconds),
+          cpuShare(cost),
         ]);
         ctx.report.add('latency', {
           transport,

@@ -62,9 +62,9 @@ export async function runStages(ctx: Context, broker: Busrtd, path: string, o: S
   return out;
 }
 
-/** Broker CPU over a span, as a share of one core. */
-export function cpuShare(cost: Cost, seconds: number): string {
-  return `${Math.round(cost.cpuMs / seconds / 10)}%`;
+/** Broker CPU over a measured span, as a share of one core. */
+export function cpuShare(cost: Cost): string {
+  return `${Math.round((cost.cpuMs / cost.wallMs) * 100)}%`;
 }
 
 function record(ctx: Context, transport: string, payload: number, pairs: number, depth: number, x: StageRun): void {
@@ -113,7 +113,7 @@ export async function stages(ctx: Context): Promise<void> {
             stage,
             ...pairsList.map((p) => {
               const x = (runs.get(p) as StageRun[])[i];
-              return `${groupDigits(Math.round(x.rate))} (${cpuShare(x.cost, x.seconds)})`;
+              return `${groupDigits(Math.round(x.rate))} (${cpuShare(x.cost)})`;
             }),
             kib(Math.max(...pairsList.map((p) => (runs.get(p) as StageRun[])[i].cost.peakKiB))),
           ]),
@@ -144,13 +144,7 @@ async function pipelined(ctx: Context, b: Busrtd, transports: string[]): Promise
       stages: waiting,
     });
     for (const x of r) {
-      rows.push([
-        x.stage,
-        transport,
-        groupDigits(Math.round(x.rate)),
-        cpuShare(x.cost, x.seconds),
-        kib(x.cost.peakKiB),
-      ]);
+      rows.push([x.stage, transport, groupDigits(Math.round(x.rate)), cpuShare(x.cost), kib(x.cost.peakKiB)]);
       record(ctx, transport, 100, 4, 16, x);
     }
   }
@@ -196,7 +190,7 @@ async function wire(ctx: Context, b: Busrtd, transports: string[]): Promise<void
           transport,
           String(conns),
           groupDigits(Math.round(value.rate)),
-          cpuShare(cost, value.seconds),
+          cpuShare(cost),
           kib(cost.peakKiB),
         ]);
         ctx.report.add('wire', {

@@ -1,7 +1,8 @@
 // Subscriber clients in a process of their own: `count` connections sharing `masks` (each client
 // subscribes to all of them, or to its own slice when `split`), counting the frames they receive.
-// The parent asks `{type: 'wait', total}` and is answered `reached` once that many have arrived
-// over all the clients; a client dropped by the broker is reported as an error.
+// The parent asks `{type: 'wait', total}` (frames over all the clients) or `{type: 'wait', each}`
+// (frames at every client) and is answered `reached` once they have arrived; a client dropped by
+// the broker is reported as an error.
 import { connect, type SocketClient } from '#busrt/core';
 
 interface Config {
@@ -16,9 +17,19 @@ interface Config {
 const cfg = JSON.parse(process.argv[2]) as Config;
 const send = (m: object): void => void process.send?.(m);
 const clients: SocketClient[] = [];
+const counts = new Float64Array(cfg.count);
 let received = 0;
-let waitFor = Infinity;
+let waitTotal = Infinity;
+let waitEach = Infinity;
+/** Clients that have `waitEach` frames. */
+let complete = 0;
 let stopping = false;
+
+function reached(): void {
+  waitTotal = Infinity;
+  waitEach = Infinity;
+  send({ type: 'reached', received });
+}
 
 const all: string[] = Array.isArray(cfg.masks)
   ? cfg.masks
@@ -28,16 +39,16 @@ try {
   for (let i = 0; i < cfg.count; i++) {
     const c = await connect({ path: cfg.path, name: `bench.sub.${process.pid}.${i}`, timeoutMs: 30000 });
     c.onFrame(() => {
-      if (++received >= waitFor) {
-        waitFor = Infinity;
-        send({ type: 'reached', received });
-      }
+      received++;
+      if (++counts[i] === waitEach && ++complete === cfg.count) reached();
+      else if (received >= waitTotal) reached();
     });
     c.onDisconnect(() => {
-      if (!stopping) send({ type: 'error', message: `${c.name} was disconnected by the broker` });
+      if (!stopping)
+        send({ type: 'error', message: `${c.name} was disconnected by the broker after ${counts[i]} frames` });
     });
-    const mine = cfg.split ? all.filter((_, k) => k % cfg.count === i) : all;
-    for (let from = 0; from < mine.length; from += 5000) await c.subscribeBulk(mine.slice(from, from + 5000));
+    const masks = cfg.split ? all.filter((_, k) => k % cfg.count === i) : all;
+    for (let from = 0; from < masks.length; from += 5000) await c.subscribeBulk(masks.slice(from, from + 5000));
     clients.push(c);
   }
   send({ type: 'ready' });
@@ -45,10 +56,15 @@ try {
   send({ type: 'error', message: e instanceof Error ? e.message : String(e) });
 }
 
-process.on('message', (m: { type: string; total?: number }) => {
+process.on('message', (m: { type: string; total?: number; each?: number }) => {
   if (m.type === 'wait') {
-    if (received >= (m.total as number)) send({ type: 'reached', received });
-    else waitFor = m.total as number;
+    if (m.each !== undefined) {
+      complete = 0;
+      for (let i = 0; i < cfg.count; i++) if (counts[i] >= m.each) complete++;
+      if (complete === cfg.count) reached();
+      else waitEach = m.each;
+    } else if (received >= (m.total as number)) reached();
+    else waitTotal = m.total as number;
   } else if (m.type === 'stop') {
     stopping = true;
     void Promise.all(clients.map((c) => c.disconnect())).then(() => process.exit(0));
