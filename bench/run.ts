@@ -3,7 +3,7 @@ import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { type Context, scratch } from './lib/context.js';
-import { machine } from './lib/machine.js';
+import { describe, machine } from './lib/machine.js';
 import { profileBrokers, ROOT, stopAll } from './lib/proc.js';
 import { Report } from './lib/report.js';
 import { ceiling } from './sections/ceiling.js';
@@ -87,9 +87,7 @@ const ctx: Context = {
 if (values['cpu-prof']) profileBrokers(join(ROOT, 'bench', 'results', 'prof'));
 
 process.stdout.write(
-  `busrt benchmark suite${values.quick ? ' (quick)' : ''}\n` +
-    `machine: ${m.cpu}, ${m.cores} cores, ${m.memoryGiB} GiB, Node ${m.node}, ${m.os}\n` +
-    `command: ${command}\n`,
+  `busrt benchmark suite${values.quick ? ' (quick)' : ''}\n` + `machine: ${describe(m)}\n` + `command: ${command}\n`,
 );
 const started = Date.now();
 const failed: string[] = [];

@@ -1,4 +1,4 @@
-import { cpus, release, totalmem, type } from 'node:os';
+import { cpus, loadavg, release, totalmem, type } from 'node:os';
 
 /** The machine the figures were taken on. */
 export interface Machine {
@@ -8,6 +8,8 @@ export interface Machine {
   node: string;
   os: string;
   date: string;
+  /** Load average over 1, 5 and 15 minutes when the run started: other work skews the figures. */
+  load: number[];
 }
 
 export function machine(): Machine {
@@ -19,5 +21,11 @@ export function machine(): Machine {
     node: process.version,
     os: `${type()} ${release()}`,
     date: new Date().toISOString(),
+    load: loadavg().map((x) => Math.round(x * 100) / 100),
   };
+}
+
+/** One line about the machine. */
+export function describe(m: Machine): string {
+  return `${m.cpu}, ${m.cores} cores, ${m.memoryGiB} GiB, Node ${m.node}, ${m.os}, load average ${m.load.join(' ')} at the start`;
 }

@@ -1,6 +1,6 @@
 import { writeFileSync } from 'node:fs';
 import { type Column, groupDigits, renderTable } from '../../src/cli/table.js';
-import type { Machine } from './machine.js';
+import { describe, type Machine } from './machine.js';
 
 export { groupDigits };
 
@@ -53,13 +53,7 @@ export class Report {
   /** The tables as Markdown, under the machine and the command that produced them. */
   markdown(): string {
     const m = this.machine;
-    const out = [
-      `Measured ${m.date.slice(0, 10)} on ${m.cpu}, ${m.cores} cores, ${m.memoryGiB} GiB, Node ${m.node}, ${m.os}, with:`,
-      '',
-      '```sh',
-      this.command,
-      '```',
-    ];
+    const out = [`Measured ${m.date.slice(0, 10)} on ${describe(m)}, with:`, '', '```sh', this.command, '```'];
     for (const t of this.tables) {
       out.push(
         '',
