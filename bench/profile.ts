@@ -1,5 +1,5 @@
 // Summarises a V8 CPU profile (from `npm run bench -- --cpu-prof` or `node --cpu-prof`): the
-// functions with the most self time, and self time by file.
+// functions with the most self time, and self time by file, as shares of the busy (not idle) time.
 //   node dist/bench/profile.js FILE.cpuprofile [N]
 import { readFileSync } from 'node:fs';
 import { relative } from 'node:path';
@@ -54,9 +54,13 @@ if (file === undefined) {
 }
 const n = Number(count ?? 25);
 const { total, byFunction, byFile } = selfTimes(JSON.parse(readFileSync(file, 'utf8')) as Profile);
-const cols = [{ title: 'self time' }, { title: 'share', right: true }, { title: 'ms', right: true }];
-process.stdout.write(`${file}: ${(total / 1000).toFixed(0)} ms sampled\n\n`);
+const idle = byFunction.get('(idle) (native)') ?? 0;
+byFunction.delete('(idle) (native)');
+byFile.set('(native)', (byFile.get('(native)') ?? 0) - idle);
+const busy = total - idle;
+const cols = [{ title: 'self time' }, { title: 'of busy', right: true }, { title: 'ms', right: true }];
+process.stdout.write(`${file}: ${(total / 1000).toFixed(0)} ms sampled, ${(busy / 1000).toFixed(0)} ms busy\n\n`);
 process.stdout.write(
-  `${renderTable([{ ...cols[0], title: 'function' }, cols[1], cols[2]], top(byFunction, total, n))}\n\n`,
+  `${renderTable([{ ...cols[0], title: 'function' }, cols[1], cols[2]], top(byFunction, busy, n))}\n\n`,
 );
-process.stdout.write(`${renderTable([{ ...cols[0], title: 'file' }, cols[1], cols[2]], top(byFile, total, 15))}\n`);
+process.stdout.write(`${renderTable([{ ...cols[0], title: 'file' }, cols[1], cols[2]], top(byFile, busy, 15))}\n`);
