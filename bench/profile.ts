@@ -48,6 +48,8 @@ function top(m: Map<string, number>, total: number, n: number): string[][] {
 }
 
 const [file, count] = process.argv.slice(2);
+// Piped into `head`: stop quietly when the reader goes away.
+process.stdout.on('error', () => process.exit(0));
 if (file === undefined) {
   process.stderr.write('usage: node dist/bench/profile.js FILE.cpuprofile [N]\n');
   process.exit(2);
