@@ -3,6 +3,9 @@ import {
   BROKER_INFO_TOPIC,
   BROKER_NAME,
   BROKER_WARN_TOPIC,
+  type BrokerInfo,
+  type BrokerStats,
+  type ClientInfo,
   decodeUtf8,
   DEFAULT_QUEUE_SIZE,
   ErrorCode,
@@ -12,7 +15,7 @@ import {
 } from '../protocol/index.js';
 import type { ClientAaa } from './aaa.js';
 import { LogLimiter } from './log-limiter.js';
-import { ClientEntry, type ClientKind, type ClientSink } from './entry.js';
+import { ClientEntry, type ClientSink } from './entry.js';
 import { AclMap, BroadcastIndex, TopicMap } from './matching/index.js';
 
 /** Where the broker reports what happens. Every method is optional. */
@@ -31,35 +34,6 @@ export interface BrokerOptions {
   queueSize?: number;
   /** Receives registrations, drops, denials and errors. */
   logger?: BrokerLogger;
-}
-
-/** Broker-wide counters (`stats` of the core RPC). */
-export interface BrokerStats {
-  uptime: number;
-  r_frames: number;
-  r_bytes: number;
-  w_frames: number;
-  w_bytes: number;
-}
-
-/** One primary client as `client.list` reports it. */
-export interface ClientInfo {
-  name: string;
-  kind: ClientKind;
-  source: string | null;
-  port: string | null;
-  r_frames: number;
-  r_bytes: number;
-  w_frames: number;
-  w_bytes: number;
-  queue: number;
-  instances: number;
-}
-
-/** What the broker answers to `info`. */
-export interface BrokerInfo {
-  author: string;
-  version: string;
 }
 
 /** Author and version this broker reports. */
@@ -173,8 +147,7 @@ export class BrokerCore {
     }
     const warn = this.logger.warn;
     if (entry.denials !== null && warn !== undefined) {
-      const who = `${entry.name} (${entry.source ?? entry.port ?? 'in-process'})`;
-      entry.denials.flush((l) => warn.call(this.logger, l), `access denied: ${who}: `);
+      entry.denials.flush((l) => warn.call(this.logger, l), `access denied: ${entry.described}: `);
     }
     if (reason !== undefined) {
       this.logger.info?.(`client ${entry.name} dropped: ${reason}`);
@@ -483,7 +456,7 @@ export class BrokerCore {
   private deny(sender: ClientEntry, what: string, target: string): void {
     const warn = this.logger.warn;
     if (warn === undefined) return;
-    const who = `${sender.name} (${sender.source ?? sender.port ?? 'in-process'})`;
+    const who = sender.described;
     (sender.denials ??= new LogLimiter('denial(s)')).line(
       (l) => warn.call(this.logger, l),
       `access denied: ${who} ${what} ${target}`,

@@ -1,11 +1,8 @@
-import type { DataFrameKind } from '../protocol/index.js';
+import type { ClientKind, DataFrameKind } from '../protocol/index.js';
 import { isSecondaryName, primaryName } from '../protocol/index.js';
 import type { ClientAaa } from './aaa.js';
 import type { LogLimiter } from './log-limiter.js';
 import type { AclMap } from './matching/index.js';
-
-/** How a client is attached, as `client.list` reports it. */
-export type ClientKind = 'internal' | 'local_ipc' | 'tcp' | 'websocket';
 
 /**
  * Where frames for a client go: a socket connection or an in-process queue. The broker calls
@@ -79,5 +76,10 @@ export class ClientEntry {
 
   get internal(): boolean {
     return this.sink.internal;
+  }
+
+  /** The client and where it is, for log lines: its address, or its listener for UNIX clients. */
+  get described(): string {
+    return `${this.name} (${this.source ?? this.port ?? 'in-process'})`;
   }
 }

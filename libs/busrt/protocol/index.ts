@@ -4,3 +4,4 @@ export * from './frame.js';
 export * from './reader.js';
 export * from './client.js';
 export * from './frame-queue.js';
+export * from './reports.js';

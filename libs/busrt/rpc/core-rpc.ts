@@ -1,5 +1,12 @@
 import { encode } from '@msgpack/msgpack';
-import { BROKER_NAME, type BusClient, ErrorCode } from '../protocol/index.js';
+import {
+  BROKER_NAME,
+  type BrokerInfo,
+  type BrokerStats,
+  type BusClient,
+  type ClientInfo,
+  ErrorCode,
+} from '../protocol/index.js';
 import {
   RpcClient,
   RpcError,
@@ -10,26 +17,12 @@ import {
   unpackMsgpack,
 } from './rpc-client.js';
 
-/** One primary client as `client.list` reports it (keys in the order of the reply). */
-export interface CoreClientInfo {
-  name: string;
-  kind: 'internal' | 'local_ipc' | 'tcp' | 'websocket';
-  source: string | null;
-  port: string | null;
-  r_frames: number;
-  r_bytes: number;
-  w_frames: number;
-  w_bytes: number;
-  queue: number;
-  instances: number;
-}
-
 /** What the core methods read from the broker. */
 export interface CoreRpcSource {
-  info(): { author: string; version: string };
-  stats(): { uptime: number; r_frames: number; r_bytes: number; w_frames: number; w_bytes: number };
+  info(): BrokerInfo;
+  stats(): BrokerStats;
   /** Primary clients, sorted by name in byte order. */
-  clientList(): CoreClientInfo[];
+  clientList(): ClientInfo[];
 }
 
 /** A broker that can host the core client. */
@@ -85,7 +78,7 @@ export class CoreRpcHandlers implements RpcHandlers {
     }
   }
 
-  private clientList(params: Buffer): CoreClientInfo[] {
+  private clientList(params: Buffer): ClientInfo[] {
     let filter: RegExp | null = null;
     if (params.length > 0) {
       let decoded: unknown;

@@ -1,6 +1,7 @@
 import type { Socket } from 'node:net';
 import { isUtf8 } from 'node:buffer';
-import type { BrokerCore, ClientKind, ClientSink, RoomWaiter } from '../broker/index.js';
+import type { BrokerCore, ClientSink, RoomWaiter } from '../broker/index.js';
+import type { ClientKind } from '../protocol/index.js';
 import { ClientEntry, InternalClient } from '../broker/index.js';
 import {
   BROKER_HEADER_SIZE,

@@ -1,6 +1,7 @@
 import { lstat, unlink } from 'node:fs/promises';
 import net from 'node:net';
-import type { BrokerCore, ClientKind } from '../broker/index.js';
+import type { BrokerCore } from '../broker/index.js';
+import type { ClientKind } from '../protocol/index.js';
 import { Flusher, PeerConnection } from './connection.js';
 import { resolveSettings, type ListenerSettings, type ServerConfig } from './settings.js';
 
