@@ -95,16 +95,21 @@ export function encodeParams(args: readonly string[]): Buffer {
   return Buffer.concat([mapHeader(seen.size), ...parts]);
 }
 
-/** JSON text as MessagePack; bytes that are not JSON are taken as they are (already packed). */
-export function jsonToMsgpack(bytes: Buffer): Buffer {
+/** JSON text as MessagePack, or null when the bytes are not JSON. */
+export function jsonAsMsgpack(bytes: Buffer): Buffer | null {
   let value: unknown;
   try {
     value = JSON.parse(bytes.toString('utf8'));
   } catch {
-    return bytes;
+    return null;
   }
   const out = encode(value);
   return Buffer.from(out.buffer, out.byteOffset, out.byteLength);
+}
+
+/** JSON text as MessagePack; bytes that are not JSON are taken as they are (already packed). */
+export function jsonToMsgpack(bytes: Buffer): Buffer {
+  return jsonAsMsgpack(bytes) ?? bytes;
 }
 
 /**

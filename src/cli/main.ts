@@ -16,7 +16,7 @@ import {
 import { runBenchmark, STAGES, type Stage } from '../shared/benchmark.js';
 import { errorText, parseNumber, UsageError } from '../shared/values.js';
 import { formatLabel, PAYLOAD_FORMATS, type PayloadFormat, showPayload, toJsonValue } from './format.js';
-import { callParams, jsonToMsgpack, payloadArg, type PayloadSource } from './input.js';
+import { callParams, jsonAsMsgpack, payloadArg, type PayloadSource } from './input.js';
 import { groupDigits, renderTable } from './table.js';
 
 /** Exit codes scripts can rely on. */
@@ -266,19 +266,12 @@ async function dispatch(ctx: Ctx, args: string[]): Promise<number> {
 async function payload(ctx: Ctx, arg: string | undefined): Promise<Buffer> {
   const bytes = await payloadArg(arg, ctx.io);
   if (!ctx.msgpack) return bytes;
+  const packed = jsonAsMsgpack(bytes);
+  if (packed !== null) return packed;
   // Text on the command line is meant as JSON here; from stdin or a file it may be packed already.
   const fromArg = arg !== undefined && arg !== '-' && !(arg.startsWith('@') && !arg.startsWith('@@'));
-  if (fromArg && !isJson(bytes)) throw new UsageError(`-m: the payload is not JSON: ${JSON.stringify(arg)}`);
-  return jsonToMsgpack(bytes);
-}
-
-function isJson(b: Buffer): boolean {
-  try {
-    JSON.parse(b.toString('utf8'));
-    return true;
-  } catch {
-    return false;
-  }
+  if (fromArg) throw new UsageError(`-m: the payload is not JSON: ${JSON.stringify(arg)}`);
+  return bytes;
 }
 
 async function sendLike(ctx: Ctx, cmd: 'send' | 'publish' | 'broadcast', rest: string[]): Promise<number> {
