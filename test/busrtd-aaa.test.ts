@@ -1,5 +1,7 @@
 import { afterEach, describe, expect, it } from '@jest/globals';
+import { execFileSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
+import { open } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { Daemon, runNode, BUSRTD_BIN } from './support/procs.js';
 import { clientFrame, RawPeer, tmpSocket } from './support/raw.js';
@@ -72,6 +74,20 @@ describe('busrtd with an AAA map', () => {
     d.signal('SIGHUP');
     await d.logged(/AAA map reloaded: 2 client rule\(s\)/);
     expect(await answer(tcp, 'second')).toBe(0x01);
+  });
+
+  it('survives a SIGHUP while it is still starting', async () => {
+    const { aaa } = place();
+    // A FIFO holds busrtd in the middle of its start: reading the rules waits for a writer.
+    execFileSync('mkfifo', [aaa]);
+    const d = Daemon.spawn(['-B', '127.0.0.1:0', '--aaa', aaa]);
+    const writer = await open(aaa, 'w'); // resolves once busrtd has opened it for reading
+    d.signal('SIGHUP');
+    await d.logged(/SIGHUP during start-up: the AAA map is read as the broker starts/);
+    await writer.writeFile(JSON.stringify({ app: {} }));
+    await writer.close();
+    await d.logged(/busrtd \S+ started, pid/);
+    expect(await answer(d.tcpAddresses()[0], 'app')).toBe(0x01);
   });
 
   it('keeps the old rules when the file goes bad, and says why', async () => {
