@@ -11,6 +11,7 @@ import {
   type RpcHandlers,
   unpackMsgpack,
 } from '#busrt/core';
+import { decode, encode } from '@msgpack/msgpack';
 import { RawPeer, sleep, tmpSocket } from './support/raw.js';
 import { vector } from './support/vectors.js';
 
@@ -153,5 +154,41 @@ describe('RPC between clients', () => {
     svc.write(Buffer.from(vector('rpc', 'rpc_reply_full_frame').hex as string, 'hex'));
     expect(unpackMsgpack(await reply)).toBe('world');
     svc.close();
+  });
+});
+
+describe('MessagePack strings and bytes (the native paths)', () => {
+  const general = (v: unknown): Uint8Array => encode(v);
+
+  it.each([0, 1, 31, 32, 255, 256, 65535, 65536, 70000])(
+    'packs and unpacks a %i-byte string as the general codec does',
+    (n) => {
+      const s = 'é'.repeat(n >> 1) + 'x'.repeat(n & 1);
+      const packed = Buffer.from(packMsgpack(s));
+      expect(packed.equals(Buffer.from(general(s)))).toBe(true);
+      expect(unpackMsgpack(packed)).toBe(s);
+      expect(decode(packed)).toBe(s);
+    },
+  );
+
+  it('unpacks a string from a plain Uint8Array and ignores bytes after it', () => {
+    const packed = general('hello, bus');
+    const u = new Uint8Array(packed.length + 3);
+    u.set(packed);
+    expect(unpackMsgpack(u)).toBe('hello, bus');
+    expect(unpackMsgpack(u.subarray(0, packed.length))).toBe('hello, bus');
+  });
+
+  it('rejects a string cut short, and decodes bad UTF-8 to replacement characters', () => {
+    expect(() => unpackMsgpack(Buffer.from([0xd9, 10, 0x61]))).toThrow(RangeError);
+    expect(() => unpackMsgpack(Buffer.from([0xa5, 0x61]))).toThrow(RangeError);
+    expect(unpackMsgpack(Buffer.from([0xa3, 0x61, 0xff, 0x62]))).toBe('a\ufffdb');
+  });
+
+  it('packs bytes as bin and strings nested in values through the general codec', () => {
+    const bytes = Buffer.alloc(300, 7);
+    expect(Buffer.from(packMsgpack(bytes)).equals(Buffer.from(general(bytes)))).toBe(true);
+    const v = { name: 'x'.repeat(100), list: ['a', 'é'.repeat(150)] };
+    expect(unpackMsgpack(packMsgpack(v))).toEqual(v);
   });
 });
