@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { type Context, scratch } from './lib/context.js';
 import { describe, machine } from './lib/machine.js';
-import { profileBrokers, ROOT, stopAll } from './lib/proc.js';
+import { BUSRTD_FLAGS, nodeFlags, profileBrokers, ROOT, stopAll } from './lib/proc.js';
 import { Report } from './lib/report.js';
 import { ceiling } from './sections/ceiling.js';
 import { fanout, idle, matching } from './sections/broker.js';
@@ -36,6 +36,7 @@ Options:
   --procs N           client processes a section spreads its clients over (default: cores - 1, at least 1)
   --client-cmd CMD    also run another BUS/RT client's benchmark against the broker ({path}: its address)
   --cpu-prof          profile every broker child (node --cpu-prof) into bench/results/prof/
+  --node-flags FLAGS  Node flags for every busrtd and bench worker, e.g. --node-flags=--single-threaded-gc
   -h, --help          this help
 
 Sections:
@@ -54,6 +55,7 @@ const { values } = parseArgs({
     procs: { type: 'string' },
     'client-cmd': { type: 'string' },
     'cpu-prof': { type: 'boolean', default: false },
+    'node-flags': { type: 'string' },
     help: { type: 'boolean', short: 'h', default: false },
   },
 });
@@ -84,10 +86,14 @@ const ctx: Context = {
   socket: tmp.socket,
   log: (text) => process.stderr.write(`# ${text}\n`),
 };
+if (values['node-flags'] !== undefined) nodeFlags(values['node-flags'].split(/\s+/).filter((x) => x !== ''));
 if (values['cpu-prof']) profileBrokers(join(ROOT, 'bench', 'results', 'prof'));
 
 process.stdout.write(
-  `busrt benchmark suite${values.quick ? ' (quick)' : ''}\n` + `machine: ${describe(m)}\n` + `command: ${command}\n`,
+  `busrt benchmark suite${values.quick ? ' (quick)' : ''}\n` +
+    `machine: ${describe(m)}\n` +
+    `command: ${command}\n` +
+    `busrtd runs as its bin does: node ${BUSRTD_FLAGS.join(' ')}\n`,
 );
 const started = Date.now();
 const failed: string[] = [];

@@ -165,7 +165,7 @@ export function node(script: string, args: string[] = [], nodeFlags: string[] = 
 
 /** Runs a bench worker (`bench/workers/<name>`) with a JSON config as its argument. */
 export function worker(name: string, config: object): Child {
-  return node(workerScript(name), [JSON.stringify(config)]);
+  return node(workerScript(name), [JSON.stringify(config)], extraFlags);
 }
 
 /** Ends every child this process started (by pid). */
@@ -187,10 +187,28 @@ export interface Busrtd {
   tcp: string;
 }
 
+/** The Node flags of busrtd's `#!` line, so the bench runs it as its users do. */
+export const BUSRTD_FLAGS: string[] = (() => {
+  const m = /^#!.*\bnode\b(.*)$/m.exec(readFileSync(BUSRTD, 'utf8').split('\n')[0]);
+  return m === null
+    ? []
+    : m[1]
+        .trim()
+        .split(/\s+/)
+        .filter((x) => x !== '');
+})();
+
+/** Extra Node flags for every busrtd and worker a section starts (`--node-flags`). */
+let extraFlags: string[] = [];
+export function nodeFlags(flags: string[]): void {
+  extraFlags = flags;
+}
+
 /** Starts busrtd on a UNIX socket and a TCP port of loopback. */
 export async function busrtd(unix: string, extra: string[] = []): Promise<Busrtd> {
-  const flags = profileDir === null ? [] : ['--cpu-prof', '--cpu-prof-dir', profileDir];
-  const child = node(BUSRTD, ['-B', unix, '-B', '127.0.0.1:0', '-t', '30', ...extra], flags);
+  const flags = [...BUSRTD_FLAGS, ...extraFlags];
+  if (profileDir !== null) flags.push('--cpu-prof', '--cpu-prof-dir', profileDir);
+  const child = node(BUSRTD, ['-B', unix, '-B', '127.0.0.1:0', '-t', '30', ...extra], [...new Set(flags)]);
   await child.ready(/ started, pid /);
   const m = /listening on (\S+) \(tcp\)/.exec(child.err) as RegExpExecArray;
   return { child, unix, tcp: m[1] };

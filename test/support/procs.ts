@@ -77,6 +77,11 @@ class Watched {
     return this.exit as Exit;
   }
 
+  /** The child's process id. */
+  get pid(): number {
+    return this.child.pid ?? -1;
+  }
+
   /** Sends a signal, by the child's own pid. */
   signal(sig: NodeJS.Signals): void {
     if (this.exit === null && this.child.pid !== undefined) process.kill(this.child.pid, sig);
@@ -94,12 +99,16 @@ export class Daemon extends Watched {
     return d;
   }
 
-  /** Starts busrtd without waiting for anything. */
-  static spawn(args: readonly string[], env: Record<string, string> = {}): Daemon {
-    const child = spawn(process.execPath, [BUSRTD_BIN, ...args], {
-      env: cleanEnv(env),
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
+  /**
+   * Starts busrtd without waiting for anything: under the test's Node, or with `direct`, as the
+   * executable itself (its `#!` line, as an installed command runs).
+   */
+  static spawn(args: readonly string[], env: Record<string, string> = {}, direct = false): Daemon {
+    const opts = {
+      env: cleanEnv({ PATH: `${dirname(process.execPath)}:${process.env.PATH ?? ''}`, ...env }),
+      stdio: ['ignore', 'pipe', 'pipe'] as ('ignore' | 'pipe')[],
+    };
+    const child = direct ? spawn(BUSRTD_BIN, args, opts) : spawn(process.execPath, [BUSRTD_BIN, ...args], opts);
     const d = new Daemon(child);
     Daemon.running.add(d);
     return d;
