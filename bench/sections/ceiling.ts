@@ -19,24 +19,25 @@ async function client(path: string, args: string[]): Promise<number> {
 
 /**
  * The loopback ceiling: what two plain Node processes exchange over one UNIX socket with 4-byte
- * length-prefixed 100 B frames and no protocol at all, to put the broker's figures in proportion.
+ * length-prefixed frames and no protocol at all, to put the broker's figures in proportion.
  */
 export async function ceiling(ctx: Context): Promise<void> {
   const q = ctx.quick;
   const rows: string[][] = [];
-  const add = (test: string, rate: number): void => {
+  const add = (test: string, rate: number, size = 100): void => {
     rows.push([test, groupDigits(Math.round(rate))]);
-    ctx.report.add('ceiling', { test, size: 100, rate });
+    ctx.report.add('ceiling', { test, size, rate });
   };
   const echoPath = ctx.socket('echo');
   const echo = await server(echoPath, ['echo']);
   try {
-    for (const [label, conc, count] of [
-      ['ping-pong, 1 outstanding', 1, q ? 20_000 : 100_000],
-      ['ping-pong, 64 outstanding', 64, q ? 300_000 : 1_500_000],
+    for (const [label, conc, count, size] of [
+      ['ping-pong, 1 outstanding', 1, q ? 20_000 : 100_000, 100],
+      ['ping-pong, 64 outstanding', 64, q ? 300_000 : 1_500_000, 100],
+      ['ping-pong, 64 outstanding, 10 KB frames', 64, q ? 50_000 : 200_000, 10240],
     ] as const) {
       ctx.log(`ceiling: ${label}`);
-      add(label, await client(echoPath, ['pingpong', String(conc), String(count), '100']));
+      add(label, await client(echoPath, ['pingpong', String(conc), String(count), String(size)]), size);
     }
   } finally {
     await echo.stop();
@@ -52,7 +53,7 @@ export async function ceiling(ctx: Context): Promise<void> {
   }
   ctx.report.table(
     'ceiling',
-    'Loopback ceiling: two Node processes, one UNIX socket, 100 B length-prefixed frames',
+    'Loopback ceiling: two Node processes, one UNIX socket, length-prefixed frames (100 B unless said)',
     ['test', 'frames/s'],
     rows,
     ['Ping-pong: one process echoes every frame; the other keeps 1 or 64 outstanding.'],
