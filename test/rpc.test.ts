@@ -1,8 +1,12 @@
 import { afterAll, afterEach, beforeAll, describe, expect, it } from '@jest/globals';
 import {
+  ACK_HANDLED,
+  type AckHandler,
   Broker,
+  BusError,
   type BusClient,
   connect,
+  ErrorCode,
   packMsgpack,
   QoS,
   RpcClient,
@@ -65,6 +69,48 @@ describe('RPC between clients', () => {
     ['socket -> in-process', () => socket('caller'), async () => inproc('svc')],
     ['in-process -> socket', async () => inproc('caller'), () => socket('svc')],
   ];
+  for (const [label, mk] of [
+    ['socket', socket],
+    ['in-process', async (name: string) => inproc(name)],
+  ] as const) {
+    it(`${label} client: zcSend tells an AckHandler the outcome, once, instead of its promise`, async () => {
+      const a = await mk('ack.a');
+      await mk('ack.b');
+      const seen: string[] = [];
+      const handler = (tag: string): AckHandler => ({
+        acked: () => seen.push(`${tag}:ok`),
+        failed: (e) => seen.push(`${tag}:${e instanceof BusError ? e.code : 'other'}`),
+      });
+      const head = Buffer.from([1]);
+      expect(a.zcSend('ack.b', head, Buffer.from('x'), QoS.Processed, handler('to-b'))).toBe(ACK_HANDLED);
+      expect(a.zcSend('nobody', head, Buffer.from('x'), QoS.Processed, handler('to-nobody'))).toBe(ACK_HANDLED);
+      a.zcSend('nobody', head, Buffer.from('x'), QoS.No, handler('qos-none'));
+      await a.zcSend('ack.b', head, Buffer.from('sync'));
+      await sleep(20);
+      expect(seen.sort()).toEqual(['qos-none:ok', 'to-b:ok', 'to-nobody:113']);
+      await a.disconnect();
+      seen.length = 0;
+      expect(a.zcSend('ack.b', head, Buffer.from('x'), QoS.Processed, handler('closed'))).toBe(ACK_HANDLED);
+      expect(seen).toEqual([`closed:${label === 'socket' ? ErrorCode.Io : ErrorCode.NotRegistered}`]);
+    });
+  }
+
+  it('RPC over a client that ignores the AckHandler still fails calls its broker refuses', async () => {
+    const real = await socket('plain.caller');
+    const server = new RpcClient(await socket('plain.svc'), echo);
+    // Every method of the real client, but zcSend drops the handler as a third-party client would.
+    const plain = new Proxy(real, {
+      get: (t, k) =>
+        k === 'zcSend'
+          ? (target: string, h: Uint8Array, p: Uint8Array, qos?: QoS) => t.zcSend(target, h, p, qos)
+          : Reflect.get(t, k, t),
+    });
+    const caller = new RpcClient(plain);
+    expect((await caller.call('plain.svc', 'echo', Buffer.from('hi'))).toString()).toBe('hi');
+    await expect(caller.call('nobody', 'echo')).rejects.toMatchObject({ code: -32113 });
+    expect([caller.pendingCalls, server.pendingCalls]).toEqual([0, 0]);
+  });
+
   for (const [label, mkCaller, mkServer] of pairs) {
     it(`${label}: call, call0, notify, errors`, async () => {
       const notes: string[] = [];

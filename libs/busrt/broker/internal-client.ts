@@ -1,4 +1,6 @@
 import {
+  ACK_HANDLED,
+  type AckHandler,
   BusError,
   type BusClient,
   type DataFrameKind,
@@ -75,10 +77,20 @@ export class InternalClient implements BusClient, ClientSink {
     return this.result(qos, this.core.routeMessage(this.entry, target, payload, null, (qos & 2) !== 0, payload.length));
   }
 
-  zcSend(target: string, header: Uint8Array, payload: Uint8Array, qos: QoS = QoS.Processed): Promise<void> {
-    if (!this.isConnected) return this.notConnected();
+  zcSend(
+    target: string,
+    header: Uint8Array,
+    payload: Uint8Array,
+    qos: QoS = QoS.Processed,
+    ack?: AckHandler,
+  ): Promise<void> {
+    if (!this.isConnected) return this.notConnected(ack);
     const len = header.length + payload.length;
-    return this.result(qos, this.core.routeMessage(this.entry, target, header, payload, (qos & 2) !== 0, len));
+    const code = this.core.routeMessage(this.entry, target, header, payload, (qos & 2) !== 0, len);
+    if (ack === undefined) return this.result(qos, code);
+    if ((qos & 1) !== 0 && code !== ErrorCode.Ok) ack.failed(BusError.ack(code));
+    else ack.acked();
+    return ACK_HANDLED;
   }
 
   sendBroadcast(mask: string, payload: Uint8Array, qos: QoS = QoS.Processed): Promise<void> {
@@ -272,7 +284,10 @@ export class InternalClient implements BusClient, ClientSink {
     return RESOLVED;
   }
 
-  private notConnected(): Promise<void> {
-    return Promise.reject(BusError.notRegistered(`client ${this.entry.name} is not connected`));
+  private notConnected(ack?: AckHandler): Promise<void> {
+    const e = BusError.notRegistered(`client ${this.entry.name} is not connected`);
+    if (ack === undefined) return Promise.reject(e);
+    ack.failed(e);
+    return ACK_HANDLED;
   }
 }

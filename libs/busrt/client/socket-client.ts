@@ -1,5 +1,7 @@
 import net from 'node:net';
 import {
+  ACK_HANDLED,
+  type AckHandler,
   BrokerFrameReader,
   type BrokerFrameSink,
   BusError,
@@ -40,11 +42,6 @@ export interface ClientOptions {
   queueSize?: number;
   /** Output batch size in bytes: a batch this large is written at once. Default 8192. */
   bufSize?: number;
-}
-
-interface Pending {
-  resolve: () => void;
-  reject: (e: Error) => void;
 }
 
 const RESOLVED: Promise<void> = Promise.resolve();
@@ -142,7 +139,7 @@ export class SocketClient implements BusClient, BrokerFrameSink {
 
   private isConnected = true;
   private opId = 0;
-  private readonly pending = new Map<number, Pending>();
+  private readonly pending = new Map<number, AckHandler>();
   private readonly reader: BrokerFrameReader;
   private handler: FrameHandler | null = null;
   private readonly queue = new FrameQueue();
@@ -236,8 +233,14 @@ export class SocketClient implements BusClient, BrokerFrameSink {
     return this.op(Op.Message, qos, target, null, null, payload);
   }
 
-  zcSend(target: string, header: Uint8Array, payload: Uint8Array, qos: QoS = QoS.Processed): Promise<void> {
-    return this.op(Op.Message, qos, target, null, header, payload);
+  zcSend(
+    target: string,
+    header: Uint8Array,
+    payload: Uint8Array,
+    qos: QoS = QoS.Processed,
+    ack?: AckHandler,
+  ): Promise<void> {
+    return this.op(Op.Message, qos, target, null, header, payload, ack);
   }
 
   sendBroadcast(mask: string, payload: Uint8Array, qos: QoS = QoS.Processed): Promise<void> {
@@ -347,8 +350,9 @@ export class SocketClient implements BusClient, BrokerFrameSink {
     receiver: string | null,
     header: Uint8Array | null,
     payload: Uint8Array,
+    ack?: AckHandler,
   ): Promise<void> {
-    if (!this.isConnected) return this.notConnected();
+    if (!this.isConnected) return this.notConnected(ack);
     const tLen = Buffer.byteLength(target);
     const rLen = receiver === null ? 0 : Buffer.byteLength(receiver) + 1;
     const hLen = header === null ? 0 : header.length;
@@ -380,7 +384,7 @@ export class SocketClient implements BusClient, BrokerFrameSink {
     } else {
       s.set(payload, p);
     }
-    return this.after(qos, id);
+    return this.after(qos, id, ack);
   }
 
   private listOp(op: Op, topics: readonly string[], qos: QoS): Promise<void> {
@@ -396,11 +400,19 @@ export class SocketClient implements BusClient, BrokerFrameSink {
   }
 
   /** Schedules the write and, for QoS with an ACK, returns the promise the ACK settles. */
-  private after(qos: QoS, id: number): Promise<void> {
+  private after(qos: QoS, id: number, ack?: AckHandler): Promise<void> {
     if ((qos & 2) !== 0 || this.batchBytes >= this.bufSize) this.flush();
     else this.scheduleFlush();
-    if ((qos & 1) === 0) return this.socket.writableNeedDrain ? this.drained() : RESOLVED;
-    return new Promise<void>((resolve, reject) => this.pending.set(id, { resolve, reject }));
+    if ((qos & 1) === 0) {
+      ack?.acked();
+      if (this.socket.writableNeedDrain) return this.drained();
+      return ack === undefined ? RESOLVED : ACK_HANDLED;
+    }
+    if (ack !== undefined) {
+      this.pending.set(id, ack);
+      return ACK_HANDLED;
+    }
+    return new Promise<void>((resolve, reject) => this.pending.set(id, { acked: resolve, failed: reject }));
   }
 
   private reserve(n: number): number {
@@ -467,8 +479,8 @@ export class SocketClient implements BusClient, BrokerFrameSink {
     const p = this.pending.get(opId);
     if (p === undefined) return; // orphaned (e.g. the extra 79 ACKs of a partly denied subscribe)
     this.pending.delete(opId);
-    if (code === ErrorCode.Ok) p.resolve();
-    else p.reject(BusError.ack(code));
+    if (code === ErrorCode.Ok) p.acked();
+    else p.failed(BusError.ack(code));
   }
 
   onData(kind: number, realtime: boolean, body: Buffer): void {
@@ -540,14 +552,17 @@ export class SocketClient implements BusClient, BrokerFrameSink {
     this.isConnected = false;
     for (const t of this.timers) clearInterval(t);
     const reason = error ?? BusError.io('disconnected');
-    for (const p of this.pending.values()) p.reject(reason);
+    for (const p of this.pending.values()) p.failed(reason);
     this.pending.clear();
     this.queue.end();
     for (const h of this.disconnectHandlers.splice(0)) h(error);
   }
 
-  private notConnected(): Promise<void> {
-    return Promise.reject(BusError.io(`client ${this.name} is not connected`));
+  private notConnected(ack?: AckHandler): Promise<void> {
+    const e = BusError.io(`client ${this.name} is not connected`);
+    if (ack === undefined) return Promise.reject(e);
+    ack.failed(e);
+    return ACK_HANDLED;
   }
 }
 

@@ -39,6 +39,24 @@ export type FrameHandler = (frame: Frame) => void;
 export type DisconnectHandler = (error?: Error) => void;
 
 /**
+ * Told how an operation ended, in place of the promise `zcSend` returns: on a hot path (one per
+ * RPC call) that saves the promise and the reaction a caller hangs on it. Exactly one of the two
+ * is called, once.
+ */
+export interface AckHandler {
+  /** The broker accepted the frame (at once for QoS without an ACK). */
+  acked(): void;
+  /** The broker refused it, or the client is not connected. */
+  failed(e: Error): void;
+}
+
+/**
+ * The promise `zcSend` returns when it has told the outcome to the {@link AckHandler} it was
+ * given; a caller need not wait on it.
+ */
+export const ACK_HANDLED: Promise<void> = Promise.resolve();
+
+/**
  * What every BUS/RT client offers, whether it speaks over a socket or lives inside the broker's
  * process. Operations resolve when the frame is handed over (QoS No / Realtime) or when the
  * broker's ACK arrives (QoS Processed / RealtimeProcessed); a non-OK ACK rejects with a
@@ -54,8 +72,13 @@ export interface BusClient {
 
   /** One-to-one message. */
   send(target: string, payload: Uint8Array, qos?: QoS): Promise<void>;
-  /** One-to-one message from two parts, written without joining them first. */
-  zcSend(target: string, header: Uint8Array, payload: Uint8Array, qos?: QoS): Promise<void>;
+  /**
+   * One-to-one message from two parts, written without joining them first. With `ack`, the
+   * outcome goes to it and the call returns {@link ACK_HANDLED} (or, under back-pressure, a
+   * promise that resolves once the socket has drained); a client that ignores `ack` settles the
+   * returned promise as usual.
+   */
+  zcSend(target: string, header: Uint8Array, payload: Uint8Array, qos?: QoS, ack?: AckHandler): Promise<void>;
   /** Message to every client whose name matches the mask (`?`, `*`). */
   sendBroadcast(mask: string, payload: Uint8Array, qos?: QoS): Promise<void>;
   /** Publication to subscribers of matching topic masks. */

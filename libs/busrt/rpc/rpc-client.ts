@@ -1,5 +1,14 @@
 import { Decoder, decodeMulti, Encoder } from '@msgpack/msgpack';
-import { BusError, type BusClient, decodeUtf8, ErrorCode, type Frame, QoS } from '../protocol/index.js';
+import {
+  ACK_HANDLED,
+  type AckHandler,
+  BusError,
+  type BusClient,
+  decodeUtf8,
+  ErrorCode,
+  type Frame,
+  QoS,
+} from '../protocol/index.js';
 
 /** Standard RPC error codes. Bus errors are `-32000 - code` (e.g. -32113 for "not registered"). */
 export const RpcErrorCode = {
@@ -111,10 +120,33 @@ export interface CallOptions {
   track?: { id: number };
 }
 
-interface PendingCall {
-  resolve: (b: Buffer) => void;
-  reject: (e: Error) => void;
-  deadline: number;
+/** Receives the outcome of a call made with {@link RpcClient.callTo}: one of the two, once. */
+export interface CallSink {
+  /** The reply's result bytes. */
+  resolve(reply: Buffer): void;
+  /** An `RpcError` (the service's error, a refusal, a timeout), or the client's own error. */
+  reject(e: Error): void;
+}
+
+/**
+ * A call waiting for its reply; also the handler of its request's ACK, so that a refused request
+ * fails the call without a promise of its own.
+ */
+class PendingCall implements AckHandler {
+  constructor(
+    readonly id: number,
+    readonly sink: CallSink,
+    readonly deadline: number,
+    private readonly calls: Map<number, PendingCall>,
+  ) {}
+
+  acked(): void {
+    // The reply settles the call.
+  }
+
+  failed(e: Error): void {
+    if (this.calls.delete(this.id)) this.sink.reject(e instanceof BusError ? RpcError.fromBusError(e) : e);
+  }
 }
 
 // One encoder and decoder for the process: building one per value costs more than the work.
@@ -209,6 +241,8 @@ export function unpackMsgpack<T = unknown>(buf: Uint8Array): T {
 }
 
 const NOOP = (): void => undefined;
+/** Replies are not waited on: the caller may be gone by now, which is not this side's error. */
+const IGNORED: AckHandler = { acked: NOOP, failed: NOOP };
 const EMPTY = Buffer.alloc(0);
 
 class Event implements RpcEvent {
@@ -265,20 +299,40 @@ export class RpcClient {
 
   /** Calls `method` on `target` and resolves with the result bytes; rejects with an RpcError. */
   call(target: string, method: string, params?: Uint8Array, options: CallOptions = {}): Promise<Buffer> {
+    return new Promise<Buffer>((resolve, reject) => {
+      this.callTo(target, method, params, { resolve, reject }, options);
+    });
+  }
+
+  /**
+   * Like {@link call}, with the outcome given to `sink` instead of a promise (for callers that
+   * settle something else, such as an Observable, and would only chain the promise). Returns the
+   * call's id, for {@link abandon}; 0 when `sink` was rejected at once.
+   */
+  callTo(
+    target: string,
+    method: string,
+    params: Uint8Array | undefined,
+    sink: CallSink,
+    options: CallOptions = {},
+  ): number {
+    const signal = options.signal;
+    if (signal?.aborted) {
+      sink.reject(new RpcError(RpcErrorCode.Internal, null, 'RPC call aborted'));
+      return 0;
+    }
     const id = this.nextId();
     const head = requestHeader(id, method);
     const timeoutMs = options.timeoutMs ?? this.defaultTimeoutMs;
-    const signal = options.signal;
-    if (signal?.aborted) return Promise.reject(new RpcError(RpcErrorCode.Internal, null, 'RPC call aborted'));
     if (options.track !== undefined) options.track.id = id;
-    return new Promise<Buffer>((resolve, reject) => {
-      this.pending.set(id, { resolve, reject, deadline: timeoutMs > 0 ? Date.now() + timeoutMs : Infinity });
-      if (timeoutMs > 0) this.startTimer();
-      if (signal !== undefined) signal.addEventListener('abort', () => this.abandon(id), { once: true });
-      this.client.zcSend(target, head, params ?? EMPTY, options.qos ?? this.defaultQos).then(NOOP, (e: Error) => {
-        if (this.pending.delete(id)) reject(e instanceof BusError ? RpcError.fromBusError(e) : e);
-      });
-    });
+    const call = new PendingCall(id, sink, timeoutMs > 0 ? Date.now() + timeoutMs : Infinity, this.pending);
+    this.pending.set(id, call);
+    if (timeoutMs > 0) this.startTimer();
+    if (signal !== undefined) signal.addEventListener('abort', () => this.abandon(id), { once: true });
+    const sent = this.client.zcSend(target, head, params ?? EMPTY, options.qos ?? this.defaultQos, call);
+    // A client that does not take the handler reports through the promise.
+    if (sent !== ACK_HANDLED) sent.then(NOOP, (e: Error) => call.failed(e));
+    return id;
   }
 
   /** Calls `method` without wanting a reply (call id 0); resolves when the broker accepted it. */
@@ -299,7 +353,7 @@ export class RpcClient {
     const p = this.pending.get(id);
     if (p === undefined) return false;
     this.pending.delete(id);
-    p.reject(new RpcError(RpcErrorCode.Internal, null, 'RPC call abandoned'));
+    p.sink.reject(new RpcError(RpcErrorCode.Internal, null, 'RPC call abandoned'));
     return true;
   }
 
@@ -351,7 +405,7 @@ export class RpcClient {
         const p = this.pending.get(id);
         if (p === undefined) return this.warn(`orphaned RPC reply ${id} from ${frame.sender}`);
         this.pending.delete(id);
-        p.resolve(d.subarray(5));
+        p.sink.resolve(d.subarray(5));
         return;
       }
       case RpcType.Error: {
@@ -360,7 +414,7 @@ export class RpcClient {
         const p = this.pending.get(id);
         if (p === undefined) return this.warn(`orphaned RPC error ${id} from ${frame.sender}`);
         this.pending.delete(id);
-        p.reject(new RpcError(d.readInt16LE(5), d.subarray(7)));
+        p.sink.reject(new RpcError(d.readInt16LE(5), d.subarray(7)));
         return;
       }
       default:
@@ -418,10 +472,7 @@ export class RpcClient {
     const head = Buffer.allocUnsafe(5);
     head[0] = RpcType.Reply;
     head.writeUInt32LE(id, 1);
-    // The caller may be gone by now; its absence is not this side's error.
-    this.client
-      .zcSend(frame.sender, head, result, frame.realtime ? QoS.RealtimeProcessed : QoS.Processed)
-      .then(NOOP, NOOP);
+    this.sendReply(frame, head, result);
   }
 
   private replyError(frame: Frame, id: number, e: RpcError): void {
@@ -429,9 +480,13 @@ export class RpcClient {
     head[0] = RpcType.Error;
     head.writeUInt32LE(id, 1);
     head.writeInt16LE(e.code, 5);
-    this.client
-      .zcSend(frame.sender, head, e.data ?? EMPTY, frame.realtime ? QoS.RealtimeProcessed : QoS.Processed)
-      .then(NOOP, NOOP);
+    this.sendReply(frame, head, e.data ?? EMPTY);
+  }
+
+  private sendReply(frame: Frame, head: Buffer, payload: Uint8Array): void {
+    const qos = frame.realtime ? QoS.RealtimeProcessed : QoS.Processed;
+    const sent = this.client.zcSend(frame.sender, head, payload, qos, IGNORED);
+    if (sent !== ACK_HANDLED) sent.then(NOOP, NOOP);
   }
 
   // ------------------------------------------------------------ bookkeeping
@@ -453,7 +508,7 @@ export class RpcClient {
     for (const [id, p] of this.pending) {
       if (p.deadline <= now) {
         this.pending.delete(id);
-        p.reject(new RpcError(-32000 - ErrorCode.Timeout, null, 'RPC call timed out'));
+        p.sink.reject(new RpcError(-32000 - ErrorCode.Timeout, null, 'RPC call timed out'));
       }
     }
     if (this.pending.size === 0 && this.timer !== null) {
@@ -464,7 +519,7 @@ export class RpcClient {
 
   private failAll(e: Error): void {
     const err = e instanceof BusError ? RpcError.fromBusError(e) : e;
-    for (const p of this.pending.values()) p.reject(err);
+    for (const p of this.pending.values()) p.sink.reject(err);
     this.pending.clear();
   }
 

@@ -1,11 +1,21 @@
 import { hostname } from 'node:os';
 import { ClientProxy, type ReadPacket, type WritePacket } from '@nestjs/microservices';
-import { Observable } from 'rxjs';
-import { Broker, BusError, type BusClient, connect, QoS, RpcClient, RpcError, unpackMsgpack } from '#busrt/core';
+import { Observable, type Subscriber, type Unsubscribable } from 'rxjs';
+import {
+  Broker,
+  BusError,
+  type BusClient,
+  type CallOptions,
+  type CallSink,
+  connect,
+  QoS,
+  RpcClient,
+  RpcError,
+} from '#busrt/core';
 import { DEFAULT_HOST } from '../constants.js';
 import { hostedBroker } from '../hosted.js';
 import { leaveBus, Link, type LinkEvents, type ReconnectOptions } from '../reconnect.js';
-import { encodeResult } from '../server/codec.js';
+import { decodeData, encodeResult } from '../server/codec.js';
 
 /** How a {@link BusrtClientProxy} reaches the bus and what it sends. */
 export interface BusrtClientOptions {
@@ -55,11 +65,49 @@ const EMPTY = Buffer.alloc(0);
 let clientCount = 0;
 const HOST = hostname().replace(/[^A-Za-z0-9_-]/g, '-') || 'host';
 
-/** A call in progress, as `send()` tracks it to abandon it on unsubscribe. */
-interface PendingCall {
-  id: number;
-  rpc: RpcClient | null;
-  abandoned: boolean;
+/**
+ * One `send()`: it takes the call's outcome to the subscriber, and is the teardown that abandons
+ * the call when the subscriber leaves first. One object per call, no promise in between.
+ */
+class ProxyCall implements CallSink, Unsubscribable {
+  id = 0;
+  rpc: RpcClient | null = null;
+  abandoned = false;
+
+  constructor(
+    private readonly subscriber: Subscriber<unknown>,
+    private readonly raw: boolean,
+  ) {}
+
+  resolve(reply: Buffer): void {
+    let value: unknown;
+    try {
+      value = decodeData(reply, this.raw);
+    } catch {
+      this.subscriber.error(new RpcError(-32700, 'the reply is not valid MessagePack'));
+      return;
+    }
+    this.subscriber.next(value);
+    this.subscriber.complete();
+  }
+
+  reject(e: Error): void {
+    if (!this.abandoned) this.subscriber.error(e);
+  }
+
+  /** Starts the call on a connected RPC client. */
+  start(rpc: RpcClient, target: string, method: string, params: Uint8Array, options: CallOptions): void {
+    if (this.abandoned) return;
+    this.rpc = rpc;
+    this.id = rpc.callTo(target, method, params, this, options);
+  }
+
+  // Unsubscribing abandons the call: a late reply is dropped, a call still waiting for the
+  // connection is never sent.
+  unsubscribe(): void {
+    this.abandoned = true;
+    if (this.rpc !== null && this.id !== 0) this.rpc.abandon(this.id);
+  }
 }
 
 interface Waiter {
@@ -86,6 +134,7 @@ export class BusrtClientProxy extends ClientProxy<BusrtClientEvents, string> {
   private readonly qos: QoS;
   private readonly eventQos: QoS;
   private readonly raw: boolean;
+  private readonly callOptions: CallOptions;
 
   constructor(private readonly options: BusrtClientOptions = {}) {
     super();
@@ -95,6 +144,7 @@ export class BusrtClientProxy extends ClientProxy<BusrtClientEvents, string> {
     this.qos = options.qos ?? QoS.Processed;
     this.eventQos = options.eventQos ?? QoS.Processed;
     this.raw = options.encoding === 'raw';
+    this.callOptions = { qos: this.qos, timeoutMs: this.timeoutMs };
     this.link = new Link(BusrtClientProxy, this.name, options.reconnect);
   }
 
@@ -134,28 +184,9 @@ export class BusrtClientProxy extends ClientProxy<BusrtClientEvents, string> {
    */
   override send<TResult = unknown, TInput = unknown>(pattern: BusrtCallPattern, data?: TInput): Observable<TResult> {
     return new Observable<TResult>((subscriber) => {
-      const call: PendingCall = { id: 0, rpc: null, abandoned: false };
-      const done = (reply: Buffer): void => {
-        let value: unknown;
-        try {
-          value = this.decode(reply);
-        } catch {
-          subscriber.error(new RpcError(-32700, 'the reply is not valid MessagePack'));
-          return;
-        }
-        subscriber.next(value as TResult);
-        subscriber.complete();
-      };
-      const fail = (e: unknown): void => {
-        if (!call.abandoned) subscriber.error(e);
-      };
-      this.call(pattern, data, call).then(done, fail);
-      // Unsubscribing abandons the call: a late reply is dropped, a call still waiting for the
-      // connection is never sent.
-      return () => {
-        call.abandoned = true;
-        if (call.rpc !== null && call.id !== 0) call.rpc.abandon(call.id);
-      };
+      const call = new ProxyCall(subscriber as Subscriber<unknown>, this.raw);
+      this.startCall(pattern, data, call);
+      return call;
     });
   }
 
@@ -195,7 +226,7 @@ export class BusrtClientProxy extends ClientProxy<BusrtClientEvents, string> {
 
   // ------------------------------------------------------------ internals
 
-  private call(pattern: BusrtCallPattern, data: unknown, call: PendingCall): Promise<Buffer> {
+  private startCall(pattern: BusrtCallPattern, data: unknown, call: ProxyCall): void {
     let target: string | undefined;
     let method: string;
     if (typeof pattern === 'string') {
@@ -205,27 +236,30 @@ export class BusrtClientProxy extends ClientProxy<BusrtClientEvents, string> {
       target = pattern.target ?? this.options.target;
       method = pattern.method;
     } else {
-      return Promise.reject(new TypeError('a call pattern is a method name or { target?, method }'));
+      call.reject(new TypeError('a call pattern is a method name or { target?, method }'));
+      return;
     }
     if (target === undefined) {
-      return Promise.reject(
-        new TypeError(`no target for ${method}: set the "target" option or use { target, method }`),
-      );
+      call.reject(new TypeError(`no target for ${method}: set the "target" option or use { target, method }`));
+      return;
     }
     this.onDispatchHook?.({ pattern, data });
     let params: Uint8Array;
     try {
       params = this.encode(data);
     } catch (e) {
-      return Promise.reject(e);
+      call.reject(e as Error);
+      return;
     }
-    const opts = { qos: this.qos, timeoutMs: this.timeoutMs, track: call };
-    const go = (r: RpcClient): Promise<Buffer> => {
-      if (call.abandoned) return Promise.reject(new RpcError(-32603, null, 'RPC call abandoned'));
-      call.rpc = r;
-      return r.call(target as string, method, params, opts);
-    };
-    return this.rpc !== null ? go(this.rpc) : this.ready().then(go);
+    const opts = this.callOptions;
+    if (this.rpc !== null) call.start(this.rpc, target, method, params, opts);
+    else {
+      const t = target;
+      this.ready().then(
+        (r) => call.start(r, t, method, params, opts),
+        (e: Error) => call.reject(e),
+      );
+    }
   }
 
   private publishEvent(pattern: BusrtEventPattern, data: unknown): Promise<void> {
@@ -254,11 +288,6 @@ export class BusrtClientProxy extends ClientProxy<BusrtClientEvents, string> {
     if (typeof data === 'string') return Buffer.from(data, 'utf8');
     if (data instanceof Uint8Array) return data;
     throw new TypeError('with encoding "raw", data must be a Buffer, a Uint8Array or a string');
-  }
-
-  private decode(reply: Buffer): unknown {
-    if (this.raw) return reply;
-    return reply.length === 0 ? undefined : unpackMsgpack(reply);
   }
 
   /** The RPC client once connected: at once, after (re)connecting, or an error after the call timeout. */

@@ -15,13 +15,12 @@ import {
   type RpcHandlers,
   type RpcResult,
   TopicMap,
-  unpackMsgpack,
 } from '#busrt/core';
 import { BUSRT_EXTRAS, BUSRT_TRANSPORT, DEFAULT_HOST, RPC_NOTIFICATION, RPC_BROADCAST } from '../constants.js';
 import { type HostedBroker, findHostedBroker, hostedBroker } from '../hosted.js';
 import { leaveBus, Link, type LinkEvents, type ReconnectOptions } from '../reconnect.js';
 import { BusrtContext } from './busrt.context.js';
-import { encodeResult, toReplyError } from './codec.js';
+import { decodeData, encodeResult, toReplyError } from './codec.js';
 import type { BusrtExtras } from './decorators.js';
 
 /** How a {@link BusrtServer} reaches the bus. */
@@ -287,14 +286,10 @@ export class BusrtServer extends Server<BusrtServerEvents, BusrtStatus> implemen
     const route = routes.get(ev.method);
     if (route === undefined) throw RpcError.methodNotFound();
     let data: unknown;
-    if (route.raw) data = ev.payload;
-    else if (ev.payload.length === 0) data = undefined;
-    else {
-      try {
-        data = unpackMsgpack(ev.payload);
-      } catch {
-        throw new RpcError(RpcErrorCode.InvalidParams, 'params are not valid MessagePack');
-      }
+    try {
+      data = decodeData(ev.payload, route.raw);
+    } catch {
+      throw new RpcError(RpcErrorCode.InvalidParams, 'params are not valid MessagePack');
     }
     const ctx = new BusrtContext([ev.frame, ev.method, ev.payload, ev]);
     this.inflight++;
@@ -355,17 +350,13 @@ export class BusrtServer extends Server<BusrtServerEvents, BusrtStatus> implemen
 
   private runEvent(route: Route, frame: Frame, pattern: string, payload: Buffer, ev: RpcEvent | null): Promise<void> {
     let data: unknown;
-    if (route.raw) data = payload;
-    else if (payload.length === 0) data = undefined;
-    else {
-      try {
-        data = unpackMsgpack(payload);
-      } catch {
-        logger.warn(
-          `${this.options.name}: ${pattern} from ${frame.sender}: payload is not MessagePack, dropped (use { raw: true } for bytes)`,
-        );
-        return Promise.resolve();
-      }
+    try {
+      data = decodeData(payload, route.raw);
+    } catch {
+      logger.warn(
+        `${this.options.name}: ${pattern} from ${frame.sender}: payload is not MessagePack, dropped (use { raw: true } for bytes)`,
+      );
+      return Promise.resolve();
     }
     const ctx = new BusrtContext([frame, pattern, payload, ev]);
     this.inflight++;

@@ -1,5 +1,5 @@
 import { RpcException } from '@nestjs/microservices';
-import { packMsgpack, RpcError, RpcErrorCode } from '#busrt/core';
+import { packMsgpack, RpcError, RpcErrorCode, unpackMsgpack } from '#busrt/core';
 
 /** Code of an application error that names none (`RpcException('text')`). */
 export const APP_ERROR_CODE = -32000;
@@ -34,6 +34,15 @@ export class BusrtRpcException extends RpcException {
   ) {
     super(data === undefined ? { code, message } : { code, message, data });
   }
+}
+
+/**
+ * Received bytes as a handler's data: the bytes themselves when `raw`, undefined when empty, else
+ * decoded MessagePack (throws when they are not).
+ */
+export function decodeData(payload: Buffer, raw: boolean): unknown {
+  if (raw) return payload;
+  return payload.length === 0 ? undefined : unpackMsgpack(payload);
 }
 
 /** A handler's result as reply bytes: undefined is an empty reply, anything else MessagePack. */
