@@ -99,116 +99,181 @@ function count(n: number): string {
   return Number.isFinite(n) ? groupDigits(Math.round(n)) : '-';
 }
 
+/** The median of finite values (NaN when there are none). */
+function median(xs: readonly number[]): number {
+  const v = xs.filter((x) => Number.isFinite(x)).sort((x, y) => x - y);
+  if (v.length === 0) return NaN;
+  const m = v.length >> 1;
+  return v.length % 2 === 1 ? v[m] : (v[m - 1] + v[m]) / 2;
+}
+
+/** A transport set up for the section: its app running, and any server or busrtd it needs. */
+interface Setup {
+  t: string;
+  address: string;
+  app: Child;
+  helpers: Child[];
+}
+
 /**
  * The same Nest echo app (`@MessagePattern('echo')` returns its input, `@EventPattern('ev')`
  * counts) served and driven through this project's transport and Nest's TCP, Redis, NATS and MQTT;
  * the app, the client and any broker each in a process of its own.
+ *
+ * Every transport is set up first and the tests then run in rounds, each round every test through
+ * every transport in turn (the order rotating from round to round): on a machine whose speed
+ * drifts over minutes, a ratio is taken between runs minutes apart at most, and the median of the
+ * rounds is reported.
  */
 export async function nest(ctx: Context): Promise<void> {
-  const seconds = ctx.quick ? 1 : 4;
+  const seconds = ctx.quick ? 1 : 3;
+  const rounds = ctx.quick ? 1 : 3;
   // The short run checks every transport with two of the tests.
   const runs = (t: Test): boolean => !ctx.quick || t.kind === 'events' || (t.concurrency === 64 && t.size === 100);
-  const results = new Map<string, Result[]>();
   const notes: string[] = [];
-  for (const t of ['busrt-embedded', 'busrt', 'tcp', 'redis', 'nats', 'mqtt']) {
-    let address: string;
-    const helpers: Child[] = [];
-    if (t === 'busrt-embedded') address = ctx.socket('nest');
-    else if (t === 'busrt') {
-      const b = await busrtd(ctx.socket('nest'));
-      helpers.push(b.child);
-      address = b.unix;
-    } else if (t === 'tcp') address = `127.0.0.1:${await freePort()}`;
-    else {
-      const s = SERVERS[t];
-      if (!installed(s.bin)) {
-        notes.push(`${LABEL[t]}: skipped, ${s.bin} is not installed (bench/setup.sh installs it).`);
-        continue;
-      }
-      const port = await freePort();
-      const server = new Child(spawn(binPath(s.bin), s.args(port, ctx.socket), { stdio: ['ignore', 'pipe', 'pipe'] }));
-      helpers.push(server);
-      await listening(port, server);
-      address = `127.0.0.1:${port}`;
+  const setups: Setup[] = [];
+  try {
+    for (const t of ['busrt-embedded', 'busrt', 'tcp', 'redis', 'nats', 'mqtt']) {
+      const setup = await start(ctx, t, seconds, notes);
+      if (setup !== null) setups.push(setup);
     }
-    const app = worker('nest-echo', { role: 'server', transport: t, address, seconds });
-    try {
-      await app.next('ready', 30000);
-      const row: Result[] = [];
-      for (const { label, test } of TESTS) {
-        if (!runs(test)) {
-          row.push({ rate: NaN });
-          continue;
-        }
-        ctx.log(`nest: ${t}, ${label}`);
-        const c = worker('nest-echo', { role: 'client', transport: t, address, test, seconds });
-        try {
-          const r = await c.next<Result & { type: string }>('result', 60000 + seconds * 10000);
-          row.push(r);
-          if ((r.stalled ?? 0) > 0) notes.push(`${LABEL[t]}, ${label}: ${r.stalled} left unanswered.`);
-          ctx.report.add('nest', {
-            transport: t,
-            test: label,
-            rate: r.rate,
-            p50us: r.p50,
-            p99us: r.p99,
-            stalled: r.stalled,
-          });
-        } catch (e) {
-          // One transport failing a test (a server dropping out, say) does not void the others.
-          row.push({ rate: NaN });
-          notes.push(`${LABEL[t]}, ${label}: failed (${(e as Error).message.split('\n')[0]}).`);
-        } finally {
-          await c.stop();
+    // results.get(t)[test][round]
+    const results = new Map<string, Result[][]>(setups.map((x) => [x.t, TESTS.map(() => [])]));
+    for (let round = 0; round < rounds; round++) {
+      const order = [...setups.slice(round % setups.length), ...setups.slice(0, round % setups.length)];
+      for (const [i, { label, test }] of TESTS.entries()) {
+        if (!runs(test)) continue;
+        for (const { t, address } of order) {
+          ctx.log(`nest: round ${round + 1}/${rounds}, ${t}, ${label}`);
+          const r = await measure(t, address, test, seconds, label, notes);
+          (results.get(t) as Result[][])[i].push(r);
+          if (Number.isFinite(r.rate)) {
+            ctx.report.add('nest', {
+              transport: t,
+              test: label,
+              round: round + 1,
+              rate: r.rate,
+              p50us: r.p50,
+              p99us: r.p99,
+              stalled: r.stalled,
+            });
+          }
         }
       }
-      results.set(t, row);
-    } finally {
-      await app.stop();
-      for (const h of helpers) await h.stop();
+    }
+    report(ctx, results, notes, rounds);
+  } finally {
+    for (const s of setups) {
+      await s.app.stop();
+      for (const h of s.helpers) await h.stop();
     }
   }
+}
 
+/** Starts a transport's servers and its app; null (with a note) when it cannot run here. */
+async function start(ctx: Context, t: string, seconds: number, notes: string[]): Promise<Setup | null> {
+  let address: string;
+  const helpers: Child[] = [];
+  if (t === 'busrt-embedded') address = ctx.socket('nest');
+  else if (t === 'busrt') {
+    const b = await busrtd(ctx.socket('nest'));
+    helpers.push(b.child);
+    address = b.unix;
+  } else if (t === 'tcp') address = `127.0.0.1:${await freePort()}`;
+  else {
+    const s = SERVERS[t];
+    if (!installed(s.bin)) {
+      notes.push(`${LABEL[t]}: skipped, ${s.bin} is not installed (bench/setup.sh installs it).`);
+      return null;
+    }
+    const port = await freePort();
+    const server = new Child(spawn(binPath(s.bin), s.args(port, ctx.socket), { stdio: ['ignore', 'pipe', 'pipe'] }));
+    helpers.push(server);
+    await listening(port, server);
+    address = `127.0.0.1:${port}`;
+  }
+  const app = worker('nest-echo', { role: 'server', transport: t, address, seconds });
+  try {
+    await app.next('ready', 30000);
+  } catch (e) {
+    await app.stop();
+    for (const h of helpers) await h.stop();
+    notes.push(`${LABEL[t]}: the app did not start (${(e as Error).message.split('\n')[0]}).`);
+    return null;
+  }
+  return { t, address, app, helpers };
+}
+
+/** One client run of one test; a failure is a note and a NaN rate, not the end of the section. */
+async function measure(
+  t: string,
+  address: string,
+  test: Test,
+  seconds: number,
+  label: string,
+  notes: string[],
+): Promise<Result> {
+  const c = worker('nest-echo', { role: 'client', transport: t, address, test, seconds });
+  try {
+    const r = await c.next<Result & { type: string }>('result', 60000 + seconds * 10000);
+    if ((r.stalled ?? 0) > 0) notes.push(`${LABEL[t]}, ${label}: ${r.stalled} left unanswered.`);
+    return r;
+  } catch (e) {
+    // One transport failing a test (a server dropping out, say) does not void the others.
+    notes.push(`${LABEL[t]}, ${label}: failed (${(e as Error).message.split('\n')[0]}).`);
+    return { rate: NaN };
+  } finally {
+    await c.stop();
+  }
+}
+
+/** The tables: medians over the rounds, and ratios to Nest TCP taken round by round. */
+function report(ctx: Context, results: Map<string, Result[][]>, notes: string[], rounds: number): void {
+  const med = (rs: Result[], k: 'rate' | 'p50' | 'p99'): number => median(rs.map((r) => r[k] ?? NaN));
   const rows: string[][] = [];
-  for (const [t, r] of results) {
+  for (const [t, perTest] of results) {
     rows.push([
       LABEL[t],
-      ...r.flatMap((x, i) =>
+      ...perTest.flatMap((rs, i) =>
         TESTS[i].test.kind === 'events'
-          ? [count(x.rate)]
-          : [count(x.rate), `${us(x.p50 ?? NaN)} / ${us(x.p99 ?? NaN)}`],
+          ? [count(med(rs, 'rate'))]
+          : [count(med(rs, 'rate')), `${us(med(rs, 'p50'))} / ${us(med(rs, 'p99'))}`],
       ),
     ]);
   }
+  const per = rounds > 1 ? `, median of ${rounds} rounds` : '';
   ctx.report.table(
     'nest',
-    'Nest level: one echo app through each transport (per second; p50 / p99 of a call)',
+    `Nest level: one echo app through each transport (per second; p50 / p99 of a call${per})`,
     ['transport', 'c=1 100 B', 'p50 / p99', 'c=64 100 B', 'p50 / p99', 'c=64 10 KB', 'p50 / p99', 'events 100 B'],
     rows,
     [
       'busrt, broker in the app: BusrtModule hosts the broker in the app process, the client connects to its UNIX socket.',
       'busrt, via busrtd: client, busrtd and app in three processes, as with Redis, NATS and MQTT.',
-      ...notes,
+      ...[...new Set(notes)],
     ],
   );
 
   const tcp = results.get('tcp');
   if (tcp === undefined) return;
+  /** The median over rounds of a round's figure divided by Nest TCP's in the same round. */
+  const ratio = (rs: Result[], i: number, k: 'rate' | 'p50' = 'rate'): number =>
+    median(rs.map((r, round) => (r[k] ?? NaN) / (tcp[i][round]?.[k] ?? NaN)));
   const ratioRows: string[][] = [];
-  for (const [t, r] of results) {
+  for (const [t, perTest] of results) {
     if (t === 'tcp') continue;
-    ratioRows.push([LABEL[t], ...r.map((x, i) => times(x.rate / tcp[i].rate))]);
+    ratioRows.push([LABEL[t], ...perTest.map((rs, i) => times(ratio(rs, i)))]);
   }
   ctx.report.table(
     'nest',
-    'Nest level: throughput as a multiple of Nest TCP in the same run',
+    `Nest level: throughput as a multiple of Nest TCP${rounds > 1 ? ' (median over rounds of the ratio within a round)' : ' in the same run'}`,
     ['transport', ...TESTS.map((x) => x.label)],
     ratioRows,
   );
 
   // The targets of the project, for this project's client through a busrtd and with the broker in the app.
-  const brokered = BROKERED.map((t) => results.get(t)?.[0].rate ?? 0).filter((x) => Number.isFinite(x));
-  const fastestBrokered = Math.max(...brokered);
+  const brokered = BROKERED.map((t) => med(results.get(t)?.[0] ?? [], 'rate')).filter((x) => Number.isFinite(x));
+  const fastestBrokered = brokered.length > 0 ? Math.max(...brokered) : NaN;
   const checks: string[][] = [];
   for (const t of ['busrt', 'busrt-embedded']) {
     const r = results.get(t);
@@ -217,11 +282,11 @@ export async function nest(ctx: Context): Promise<void> {
       const met = Number.isFinite(value) ? (value >= goal && extra ? 'yes' : 'no') : '-';
       checks.push([LABEL[t], what, times(value), `${times(goal)}`, met]);
     };
-    check('c=64 100 B vs TCP (and lower p99)', r[1].rate / tcp[1].rate, 3, (r[1].p99 ?? Infinity) < (tcp[1].p99 ?? 0));
-    check('events 100 B vs TCP', r[3].rate / tcp[3].rate, 3);
-    check('c=64 10 KB vs TCP', r[2].rate / tcp[2].rate, 3);
-    if (fastestBrokered > 0) check('c=1 vs fastest of Redis/NATS/MQTT', r[0].rate / fastestBrokered, 2);
-    const p50 = (r[0].p50 ?? NaN) / (tcp[0].p50 ?? NaN);
+    check('c=64 100 B vs TCP (and lower p99)', ratio(r[1], 1), 3, med(r[1], 'p99') < med(tcp[1], 'p99'));
+    check('events 100 B vs TCP', ratio(r[3], 3), 3);
+    check('c=64 10 KB vs TCP', ratio(r[2], 2), 3);
+    check('c=1 vs fastest of Redis/NATS/MQTT', med(r[0], 'rate') / fastestBrokered, 2);
+    const p50 = ratio(r[0], 0, 'p50');
     checks.push([
       LABEL[t],
       'c=1 p50 vs TCP p50 (at most)',

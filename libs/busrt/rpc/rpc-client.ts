@@ -307,7 +307,8 @@ export class RpcClient {
   /**
    * Like {@link call}, with the outcome given to `sink` instead of a promise (for callers that
    * settle something else, such as an Observable, and would only chain the promise). Returns the
-   * call's id, for {@link abandon}; 0 when `sink` was rejected at once.
+   * call's id, for {@link abandon}, or 0 for a call aborted before it started. A refusal known at
+   * once (an in-process client, a closed connection) reaches `sink` before this returns.
    */
   callTo(
     target: string,
