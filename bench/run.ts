@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { type Context, scratch } from './lib/context.js';
 import { describe, machine } from './lib/machine.js';
-import { BUSRTD_FLAGS, nodeFlags, profileBrokers, ROOT, stopAll } from './lib/proc.js';
+import { BUSRTD_FLAGS, flagList, nodeFlags, profileBrokers, ROOT, stopAll } from './lib/proc.js';
 import { Report } from './lib/report.js';
 import { ceiling } from './sections/ceiling.js';
 import { fanout, idle, matching } from './sections/broker.js';
@@ -86,7 +86,7 @@ const ctx: Context = {
   socket: tmp.socket,
   log: (text) => process.stderr.write(`# ${text}\n`),
 };
-if (values['node-flags'] !== undefined) nodeFlags(values['node-flags'].split(/\s+/).filter((x) => x !== ''));
+if (values['node-flags'] !== undefined) nodeFlags(flagList(values['node-flags']));
 if (values['cpu-prof']) profileBrokers(join(ROOT, 'bench', 'results', 'prof'));
 
 process.stdout.write(

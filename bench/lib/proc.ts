@@ -190,13 +190,13 @@ export interface Busrtd {
 /** The Node flags of busrtd's `#!` line, so the bench runs it as its users do. */
 export const BUSRTD_FLAGS: string[] = (() => {
   const m = /^#!.*\bnode\b(.*)$/m.exec(readFileSync(BUSRTD, 'utf8').split('\n')[0]);
-  return m === null
-    ? []
-    : m[1]
-        .trim()
-        .split(/\s+/)
-        .filter((x) => x !== '');
+  return m === null ? [] : flagList(m[1]);
 })();
+
+/** Flags written on one line, as a list. */
+export function flagList(line: string): string[] {
+  return line.split(/\s+/).filter((x) => x !== '');
+}
 
 /** Extra Node flags for every busrtd and worker a section starts (`--node-flags`). */
 let extraFlags: string[] = [];

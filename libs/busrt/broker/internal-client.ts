@@ -1,5 +1,4 @@
 import {
-  ACK_HANDLED,
   type AckHandler,
   BusError,
   type BusClient,
@@ -11,6 +10,7 @@ import {
   FrameQueue,
   QoS,
 } from '../protocol/index.js';
+import { settleOp } from '../protocol/settle.js';
 import type { BrokerCore } from './core.js';
 import { ClientEntry, type ClientSink } from './entry.js';
 
@@ -86,11 +86,7 @@ export class InternalClient implements BusClient, ClientSink {
   ): Promise<void> {
     if (!this.isConnected) return this.notConnected(ack);
     const len = header.length + payload.length;
-    const code = this.core.routeMessage(this.entry, target, header, payload, (qos & 2) !== 0, len);
-    if (ack === undefined) return this.result(qos, code);
-    if ((qos & 1) !== 0 && code !== ErrorCode.Ok) ack.failed(BusError.ack(code));
-    else ack.acked();
-    return ACK_HANDLED;
+    return this.result(qos, this.core.routeMessage(this.entry, target, header, payload, (qos & 2) !== 0, len), ack);
   }
 
   sendBroadcast(mask: string, payload: Uint8Array, qos: QoS = QoS.Processed): Promise<void> {
@@ -279,15 +275,11 @@ export class InternalClient implements BusClient, ClientSink {
     this.core.rBytes += len;
   }
 
-  private result(qos: QoS, code: number): Promise<void> {
-    if ((qos & 1) !== 0 && code !== ErrorCode.Ok) return Promise.reject(BusError.ack(code));
-    return RESOLVED;
+  private result(qos: QoS, code: number, ack?: AckHandler): Promise<void> {
+    return settleOp((qos & 1) !== 0 && code !== ErrorCode.Ok ? BusError.ack(code) : null, ack);
   }
 
   private notConnected(ack?: AckHandler): Promise<void> {
-    const e = BusError.notRegistered(`client ${this.entry.name} is not connected`);
-    if (ack === undefined) return Promise.reject(e);
-    ack.failed(e);
-    return ACK_HANDLED;
+    return settleOp(BusError.notRegistered(`client ${this.entry.name} is not connected`), ack);
   }
 }

@@ -22,6 +22,7 @@ import {
   ReadError,
   SECONDARY_SEP,
 } from '../protocol/index.js';
+import { settleOp } from '../protocol/settle.js';
 
 /** How to connect a {@link SocketClient}. */
 export interface ClientOptions {
@@ -404,9 +405,9 @@ export class SocketClient implements BusClient, BrokerFrameSink {
     if ((qos & 2) !== 0 || this.batchBytes >= this.bufSize) this.flush();
     else this.scheduleFlush();
     if ((qos & 1) === 0) {
+      if (!this.socket.writableNeedDrain) return settleOp(null, ack);
       ack?.acked();
-      if (this.socket.writableNeedDrain) return this.drained();
-      return ack === undefined ? RESOLVED : ACK_HANDLED;
+      return this.drained();
     }
     if (ack !== undefined) {
       this.pending.set(id, ack);
@@ -559,10 +560,7 @@ export class SocketClient implements BusClient, BrokerFrameSink {
   }
 
   private notConnected(ack?: AckHandler): Promise<void> {
-    const e = BusError.io(`client ${this.name} is not connected`);
-    if (ack === undefined) return Promise.reject(e);
-    ack.failed(e);
-    return ACK_HANDLED;
+    return settleOp(BusError.io(`client ${this.name} is not connected`), ack);
   }
 }
 
