@@ -11,6 +11,7 @@ import {
   ErrorCode,
   FrameKind,
   Op,
+  type Payload,
   splitTopicList,
 } from '../protocol/index.js';
 import type { ClientAaa } from './aaa.js';
@@ -309,7 +310,7 @@ export class BrokerCore {
     sender: ClientEntry,
     target: string,
     d1: Uint8Array,
-    d2: Uint8Array | null,
+    d2: Payload | null,
     rt: boolean,
     len: number,
   ): number {

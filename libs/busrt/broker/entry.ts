@@ -1,4 +1,4 @@
-import type { ClientKind, DataFrameKind } from '../protocol/index.js';
+import type { ClientKind, DataFrameKind, Payload } from '../protocol/index.js';
 import { isSecondaryName, primaryName } from '../protocol/index.js';
 import type { ClientAaa } from './aaa.js';
 import type { LogLimiter } from './log-limiter.js';
@@ -15,7 +15,8 @@ export interface ClientSink {
   queued(): number;
   /**
    * Queues a data frame whose body is `sender NUL [topicNul] d1 [d2]`. Returns false when the
-   * queue is full (the broker then applies the overflow rules).
+   * queue is full (the broker then applies the overflow rules). A writer `d2` must be written (or
+   * turned into bytes) before this returns.
    */
   push(
     kind: DataFrameKind,
@@ -23,7 +24,7 @@ export interface ClientSink {
     topic: string | null,
     topicNul: Buffer | null,
     d1: Uint8Array,
-    d2: Uint8Array | null,
+    d2: Payload | null,
     realtime: boolean,
   ): boolean;
   /** Queues an ACK (never refused: it is the client's own answer). */

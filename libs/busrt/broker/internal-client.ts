@@ -8,6 +8,7 @@ import {
   Frame,
   type FrameHandler,
   FrameQueue,
+  type Payload,
   QoS,
 } from '../protocol/index.js';
 import { settleOp } from '../protocol/settle.js';
@@ -80,7 +81,7 @@ export class InternalClient implements BusClient, ClientSink {
   zcSend(
     target: string,
     header: Uint8Array,
-    payload: Uint8Array,
+    payload: Payload,
     qos: QoS = QoS.Processed,
     ack?: AckHandler,
   ): Promise<void> {
@@ -198,10 +199,18 @@ export class InternalClient implements BusClient, ClientSink {
     topic: string | null,
     _topicNul: Buffer | null,
     d1: Uint8Array,
-    d2: Uint8Array | null,
+    d2: Payload | null,
     realtime: boolean,
   ): boolean {
-    const payload = d2 === null ? asBuffer(d1) : Buffer.concat([d1, d2]);
+    // The frame outlives this call, so two parts (or a writer) become one buffer of its own.
+    let payload: Buffer;
+    if (d2 === null) payload = asBuffer(d1);
+    else {
+      payload = Buffer.allocUnsafe(d1.length + d2.length);
+      payload.set(d1, 0);
+      if (d2 instanceof Uint8Array) payload.set(d2, d1.length);
+      else d2.writeTo(payload, d1.length);
+    }
     const frame = new Frame(kind, sender.name, topic, payload, realtime);
     this.queue.offer(frame, this.handler === null);
     if (this.handler !== null) this.scheduleDrain();

@@ -17,11 +17,14 @@ import {
   GREETING,
   Op,
   PING_FRAME,
+  type Payload,
+  payloadBytes,
   PROTOCOL_VERSION,
   QoS,
   ReadError,
   SECONDARY_SEP,
 } from '../protocol/index.js';
+import { OutputSlabs, SLAB_SIZE } from '../protocol/output.js';
 import { settleOp } from '../protocol/settle.js';
 
 /** How to connect a {@link SocketClient}. */
@@ -46,7 +49,7 @@ export interface ClientOptions {
 }
 
 const RESOLVED: Promise<void> = Promise.resolve();
-const SLAB_SIZE = 65536;
+/** Payloads of this size and more are written as their own chunk instead of being copied. */
 const ZERO_COPY_MIN = 4096;
 
 /** True when a path names a UNIX socket rather than a TCP address (the rule official tools use). */
@@ -154,12 +157,12 @@ export class SocketClient implements BusClient, BrokerFrameSink {
   private secondaryCounter = 0;
 
   // Output batching.
-  private slab = Buffer.allocUnsafe(SLAB_SIZE);
-  private slabPos = 0;
-  private slabFrom = 0;
   private readonly chunks: Buffer[] = [];
+  private readonly out = new OutputSlabs((c) => this.chunks.push(c));
   private batchBytes = 0;
   private flushScheduled = false;
+  /** For each socket write in progress, the count of the last slab chunk it carries. */
+  private readonly writeCuts: number[] = [];
 
   private constructor(
     private readonly socket: net.Socket,
@@ -237,7 +240,7 @@ export class SocketClient implements BusClient, BrokerFrameSink {
   zcSend(
     target: string,
     header: Uint8Array,
-    payload: Uint8Array,
+    payload: Payload,
     qos: QoS = QoS.Processed,
     ack?: AckHandler,
   ): Promise<void> {
@@ -284,7 +287,7 @@ export class SocketClient implements BusClient, BrokerFrameSink {
   ping(): Promise<void> {
     if (!this.isConnected) return this.notConnected();
     const p = this.reserve(CLIENT_HEADER_SIZE);
-    this.slab.fill(0, p, p + CLIENT_HEADER_SIZE);
+    this.out.slab.fill(0, p, p + CLIENT_HEADER_SIZE);
     this.flush();
     return RESOLVED;
   }
@@ -343,24 +346,33 @@ export class SocketClient implements BusClient, BrokerFrameSink {
     return this.opId;
   }
 
-  /** Queues `target NUL [receiver NUL] [header] payload` under a 9-byte header. */
+  /**
+   * Queues `target NUL [receiver NUL] [header] payload` under a 9-byte header. A writer writes its
+   * payload into the slab; bytes of ZERO_COPY_MIN and more are queued by reference instead.
+   */
   private op(
     op: Op,
     qos: QoS,
     target: string,
     receiver: string | null,
     header: Uint8Array | null,
-    payload: Uint8Array,
+    payload: Payload,
     ack?: AckHandler,
   ): Promise<void> {
     if (!this.isConnected) return this.notConnected(ack);
     const tLen = Buffer.byteLength(target);
     const rLen = receiver === null ? 0 : Buffer.byteLength(receiver) + 1;
     const hLen = header === null ? 0 : header.length;
-    const len = tLen + 1 + rLen + hLen + payload.length;
-    const big = payload.length >= ZERO_COPY_MIN;
-    const p0 = this.reserve(CLIENT_HEADER_SIZE + tLen + 1 + rLen + hLen + (big ? 0 : payload.length));
-    const s = this.slab;
+    const pLen = payload.length;
+    const len = tLen + 1 + rLen + hLen + pLen;
+    let big = false;
+    if (payload instanceof Uint8Array) big = pLen >= ZERO_COPY_MIN;
+    else if (pLen > SLAB_SIZE) {
+      payload = payloadBytes(payload);
+      big = true;
+    }
+    const p0 = this.reserve(CLIENT_HEADER_SIZE + tLen + 1 + rLen + hLen + (big ? 0 : pLen));
+    const s = this.out.slab;
     const id = this.nextOpId();
     s.writeUInt32LE(id, p0);
     s[p0 + 4] = op | (qos << 6);
@@ -377,13 +389,14 @@ export class SocketClient implements BusClient, BrokerFrameSink {
       p += hLen;
     }
     if (big) {
-      this.cutSlab();
-      this.chunks.push(
-        Buffer.isBuffer(payload) ? payload : Buffer.from(payload.buffer, payload.byteOffset, payload.length),
-      );
-      this.batchBytes += payload.length;
-    } else {
+      this.out.cut();
+      const b = payload as Uint8Array;
+      this.chunks.push(Buffer.isBuffer(b) ? b : Buffer.from(b.buffer, b.byteOffset, b.length));
+      this.batchBytes += pLen;
+    } else if (payload instanceof Uint8Array) {
       s.set(payload, p);
+    } else {
+      payload.writeTo(s, p);
     }
     return this.after(qos, id, ack);
   }
@@ -393,10 +406,11 @@ export class SocketClient implements BusClient, BrokerFrameSink {
     const body = Buffer.from(topics.join('\0'), 'utf8');
     const p = this.reserve(CLIENT_HEADER_SIZE + body.length);
     const id = this.nextOpId();
-    this.slab.writeUInt32LE(id, p);
-    this.slab[p + 4] = op | (qos << 6);
-    this.slab.writeUInt32LE(body.length, p + 5);
-    body.copy(this.slab, p + CLIENT_HEADER_SIZE);
+    const s = this.out.slab;
+    s.writeUInt32LE(id, p);
+    s[p + 4] = op | (qos << 6);
+    s.writeUInt32LE(body.length, p + 5);
+    body.copy(s, p + CLIENT_HEADER_SIZE);
     return this.after(qos, id);
   }
 
@@ -417,23 +431,12 @@ export class SocketClient implements BusClient, BrokerFrameSink {
   }
 
   private reserve(n: number): number {
-    if (this.slab.length - this.slabPos < n) {
-      this.cutSlab();
-      this.slab = Buffer.allocUnsafe(Math.max(SLAB_SIZE, n));
-      this.slabPos = 0;
-      this.slabFrom = 0;
-    }
-    const p = this.slabPos;
-    this.slabPos += n;
+    const out = this.out;
+    out.ensure(n);
+    const p = out.pos;
+    out.pos += n;
     this.batchBytes += n;
     return p;
-  }
-
-  private cutSlab(): void {
-    if (this.slabPos > this.slabFrom) {
-      this.chunks.push(this.slab.subarray(this.slabFrom, this.slabPos));
-      this.slabFrom = this.slabPos;
-    }
   }
 
   private scheduleFlush(): void {
@@ -448,7 +451,7 @@ export class SocketClient implements BusClient, BrokerFrameSink {
   };
 
   private flush(): void {
-    this.cutSlab();
+    this.out.cut();
     const chunks = this.chunks;
     const n = chunks.length;
     if (n === 0) return;
@@ -457,15 +460,23 @@ export class SocketClient implements BusClient, BrokerFrameSink {
       chunks.length = 0;
       return;
     }
+    this.writeCuts.push(this.out.cuts);
     if (n === 1) {
-      this.socket.write(chunks[0]);
+      this.socket.write(chunks[0], this.onWritten);
     } else {
       this.socket.cork();
-      for (let i = 0; i < n; i++) this.socket.write(chunks[i]);
+      for (let i = 0; i < n - 1; i++) this.socket.write(chunks[i]);
+      this.socket.write(chunks[n - 1], this.onWritten);
       this.socket.uncork();
     }
     chunks.length = 0;
   }
+
+  /** Socket writes complete in order: the slabs behind the oldest one may be reused. */
+  private readonly onWritten = (): void => {
+    const upTo = this.writeCuts.shift();
+    if (upTo !== undefined) this.out.written(upTo);
+  };
 
   // ------------------------------------------------------------ reading (BrokerFrameSink)
 

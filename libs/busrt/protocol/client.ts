@@ -1,4 +1,5 @@
 import { FrameKind, type DataFrameKind, primaryName, QoS } from './constants.js';
+import type { Payload } from './payload.js';
 
 /** A frame delivered to a client: a message, a broadcast or a publication. */
 export class Frame {
@@ -73,12 +74,12 @@ export interface BusClient {
   /** One-to-one message. */
   send(target: string, payload: Uint8Array, qos?: QoS): Promise<void>;
   /**
-   * One-to-one message from two parts, written without joining them first. With `ack`, the
-   * outcome goes to it and the call returns {@link ACK_HANDLED} (or, under back-pressure, a
-   * promise that resolves once the socket has drained); a client that ignores `ack` settles the
-   * returned promise as usual.
+   * One-to-one message from two parts, written without joining them first; the payload may be a
+   * writer that encodes it in place. With `ack`, the outcome goes to it and the call returns
+   * {@link ACK_HANDLED} (or, under back-pressure, a promise that resolves once the socket has
+   * drained); a client that ignores `ack` settles the returned promise as usual.
    */
-  zcSend(target: string, header: Uint8Array, payload: Uint8Array, qos?: QoS, ack?: AckHandler): Promise<void>;
+  zcSend(target: string, header: Uint8Array, payload: Payload, qos?: QoS, ack?: AckHandler): Promise<void>;
   /** Message to every client whose name matches the mask (`?`, `*`). */
   sendBroadcast(mask: string, payload: Uint8Array, qos?: QoS): Promise<void>;
   /** Publication to subscribers of matching topic masks. */

@@ -5,3 +5,4 @@ export * from './reader.js';
 export * from './client.js';
 export * from './frame-queue.js';
 export * from './reports.js';
+export * from './payload.js';

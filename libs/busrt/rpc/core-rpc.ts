@@ -7,15 +7,8 @@ import {
   type ClientInfo,
   ErrorCode,
 } from '../protocol/index.js';
-import {
-  RpcClient,
-  RpcError,
-  RpcErrorCode,
-  type RpcEvent,
-  type RpcHandlers,
-  type RpcResult,
-  unpackMsgpack,
-} from './rpc-client.js';
+import { RpcClient, RpcError, RpcErrorCode, type RpcEvent, type RpcHandlers, type RpcResult } from './rpc-client.js';
+import { unpackMsgpack } from './msgpack.js';
 
 /** What the core methods read from the broker. */
 export interface CoreRpcSource {

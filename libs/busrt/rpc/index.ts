@@ -1,2 +1,3 @@
 export * from './rpc-client.js';
 export * from './core-rpc.js';
+export * from './msgpack.js';

@@ -1,4 +1,3 @@
-import { Decoder, decodeMulti, Encoder } from '@msgpack/msgpack';
 import {
   ACK_HANDLED,
   type AckHandler,
@@ -7,6 +6,7 @@ import {
   decodeUtf8,
   ErrorCode,
   type Frame,
+  type Payload,
   QoS,
 } from '../protocol/index.js';
 
@@ -80,8 +80,11 @@ export interface RpcEvent {
   readonly frame: Frame;
 }
 
-/** What a call handler returns: the reply's result bytes (empty when null or undefined). */
-export type RpcResult = Uint8Array | null | undefined;
+/**
+ * What a call handler returns: the reply's result bytes, or a writer of them such as
+ * `msgpackPayload(value)` (empty when null or undefined).
+ */
+export type RpcResult = Payload | null | undefined;
 
 /** Handlers of an {@link RpcClient}. */
 export interface RpcHandlers {
@@ -149,97 +152,6 @@ class PendingCall implements AckHandler {
   }
 }
 
-// One encoder and decoder for the process: building one per value costs more than the work.
-const encoder = new Encoder({ useBigInt64: true });
-const decoder = new Decoder({ useBigInt64: false });
-
-/** Encodes a value as MessagePack (64-bit integers as BigInt when they do not fit a number). */
-export function packMsgpack(value: unknown): Uint8Array {
-  // Strings and bytes, the commonest payloads, are written natively: the general encoder counts
-  // and copies UTF-8 in JavaScript and grows its buffer in steps.
-  if (typeof value === 'string' && value.length > 31) return packString(value);
-  if (value instanceof Uint8Array && value.length > 255) return packBin(value);
-  return encoder.encode(value);
-}
-
-function packString(s: string): Buffer {
-  const n = Buffer.byteLength(s, 'utf8');
-  const h = n < 0x100 ? 2 : n < 0x10000 ? 3 : 5;
-  const b = Buffer.allocUnsafe(h + n);
-  if (h === 2) {
-    b[0] = 0xd9;
-    b[1] = n;
-  } else if (h === 3) {
-    b[0] = 0xda;
-    b.writeUInt16BE(n, 1);
-  } else {
-    b[0] = 0xdb;
-    b.writeUInt32BE(n, 1);
-  }
-  b.write(s, h, 'utf8');
-  return b;
-}
-
-function packBin(v: Uint8Array): Buffer {
-  const n = v.length;
-  const h = n < 0x10000 ? 3 : 5;
-  const b = Buffer.allocUnsafe(h + n);
-  if (h === 3) {
-    b[0] = 0xc5;
-    b.writeUInt16BE(n, 1);
-  } else {
-    b[0] = 0xc6;
-    b.writeUInt32BE(n, 1);
-  }
-  b.set(v, h);
-  return b;
-}
-
-/** The value of a buffer that holds a MessagePack string (and maybe bytes after it); else null. */
-function topLevelString(buf: Uint8Array): string | null {
-  const b0 = buf[0];
-  let h: number;
-  let n: number;
-  if (b0 >= 0xa0 && b0 <= 0xbf) {
-    h = 1;
-    n = b0 & 0x1f;
-  } else if (b0 === 0xd9 && buf.length >= 2) {
-    h = 2;
-    n = buf[1];
-  } else if (b0 === 0xda && buf.length >= 3) {
-    h = 3;
-    n = (buf[1] << 8) | buf[2];
-  } else if (b0 === 0xdb && buf.length >= 5) {
-    h = 5;
-    n = ((buf[1] << 24) | (buf[2] << 16) | (buf[3] << 8) | buf[4]) >>> 0;
-  } else {
-    return null;
-  }
-  // A truncated string is left to the general decoder, which reports it.
-  if (h + n > buf.length) return null;
-  const b = Buffer.isBuffer(buf) ? buf : Buffer.from(buf.buffer, buf.byteOffset, buf.byteLength);
-  return b.toString('utf8', h, h + n);
-}
-
-/**
- * Decodes MessagePack; bytes after the first value are ignored, as the official broker does.
- * Throws on malformed input.
- */
-export function unpackMsgpack<T = unknown>(buf: Uint8Array): T {
-  // A string, the commonest payload, is decoded natively: the general decoder builds strings
-  // under 200 bytes from an array of char codes, most of the garbage of a small call.
-  const str = topLevelString(buf);
-  if (str !== null) return str as T;
-  try {
-    return decoder.decode(buf) as T;
-  } catch (e) {
-    // Trailing bytes make the strict decoder throw; the first value still counts.
-    if (!(e instanceof RangeError) || buf.length === 0) throw e;
-    for (const v of decodeMulti(buf, { useBigInt64: false })) return v as T;
-    throw e;
-  }
-}
-
 const NOOP = (): void => undefined;
 /** Replies are not waited on: the caller may be gone by now, which is not this side's error. */
 const IGNORED: AckHandler = { acked: NOOP, failed: NOOP };
@@ -297,8 +209,11 @@ export class RpcClient {
     this.handlers = handlers;
   }
 
-  /** Calls `method` on `target` and resolves with the result bytes; rejects with an RpcError. */
-  call(target: string, method: string, params?: Uint8Array, options: CallOptions = {}): Promise<Buffer> {
+  /**
+   * Calls `method` on `target` and resolves with the result bytes; rejects with an RpcError.
+   * `params` are bytes, or a writer such as `msgpackPayload(value)` that encodes them in place.
+   */
+  call(target: string, method: string, params?: Payload, options: CallOptions = {}): Promise<Buffer> {
     return new Promise<Buffer>((resolve, reject) => {
       this.callTo(target, method, params, { resolve, reject }, options);
     });
@@ -313,7 +228,7 @@ export class RpcClient {
   callTo(
     target: string,
     method: string,
-    params: Uint8Array | undefined,
+    params: Payload | undefined,
     sink: CallSink,
     options: CallOptions = {},
   ): number {
@@ -337,12 +252,12 @@ export class RpcClient {
   }
 
   /** Calls `method` without wanting a reply (call id 0); resolves when the broker accepted it. */
-  call0(target: string, method: string, params?: Uint8Array, qos: QoS = this.defaultQos): Promise<void> {
+  call0(target: string, method: string, params?: Payload, qos: QoS = this.defaultQos): Promise<void> {
     return this.client.zcSend(target, requestHeader(0, method), params ?? EMPTY, qos);
   }
 
   /** Sends a notification (`00` + payload). */
-  notify(target: string, payload: Uint8Array, qos: QoS = this.defaultQos): Promise<void> {
+  notify(target: string, payload: Payload, qos: QoS = this.defaultQos): Promise<void> {
     return this.client.zcSend(target, NOTIFICATION_HEADER, payload, qos);
   }
 
@@ -469,7 +384,7 @@ export class RpcClient {
     }
   }
 
-  private reply(frame: Frame, id: number, result: Uint8Array): void {
+  private reply(frame: Frame, id: number, result: Payload): void {
     const head = Buffer.allocUnsafe(5);
     head[0] = RpcType.Reply;
     head.writeUInt32LE(id, 1);
@@ -484,7 +399,7 @@ export class RpcClient {
     this.sendReply(frame, head, e.data ?? EMPTY);
   }
 
-  private sendReply(frame: Frame, head: Buffer, payload: Uint8Array): void {
+  private sendReply(frame: Frame, head: Buffer, payload: Payload): void {
     const qos = frame.realtime ? QoS.RealtimeProcessed : QoS.Processed;
     const sent = this.client.zcSend(frame.sender, head, payload, qos, IGNORED);
     if (sent !== ACK_HANDLED) sent.then(NOOP, NOOP);

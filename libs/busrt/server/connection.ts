@@ -12,9 +12,12 @@ import {
   FrameKind,
   GREETING,
   GREETING_BYTES,
+  type Payload,
+  payloadBytes,
   PROTOCOL_VERSION,
   ReadError,
 } from '../protocol/index.js';
+import { OutputSlabs, SLAB_SIZE } from '../protocol/output.js';
 import type { ListenerSettings } from './settings.js';
 
 const enum State {
@@ -27,8 +30,6 @@ const enum State {
 
 /** Payloads above this are written as their own chunk instead of being copied. */
 const ZERO_COPY_MIN = 4096;
-/** Size of the slabs small frames are copied into. */
-const SLAB_SIZE = 65536;
 /** Most bytes handed to the socket in one write. */
 const WRITE_MAX = 65536;
 
@@ -97,12 +98,14 @@ export class PeerConnection implements ClientSink, ClientFrameSink, RoomWaiter {
   private reader: ClientFrameReader | null = null;
 
   // Output: small frames are copied into a slab; big payloads become chunks of their own.
-  private slab: Buffer = Buffer.allocUnsafe(SLAB_SIZE);
-  private slabPos = 0;
-  private slabFrom = 0;
   private readonly chunks: Buffer[] = [];
   /** For each chunk, how many frames end in it; a write's frame count is their sum. */
   private readonly chunkFrames: number[] = [];
+  /** For each chunk, the count of the last slab chunk cut by then (see OutputSlabs.written). */
+  private readonly chunkCuts: number[] = [];
+  private readonly out = new OutputSlabs((c) => this.queueChunk(c, this.slabFrames));
+  /** The slab chunk count the write in flight ends with. */
+  private inflightCuts = 0;
   /** Frames completed in the slab since its last cut. */
   private slabFrames = 0;
   private unflushedFrames = 0;
@@ -268,7 +271,7 @@ export class PeerConnection implements ClientSink, ClientFrameSink, RoomWaiter {
     _topic: string | null,
     topicNul: Buffer | null,
     d1: Uint8Array,
-    d2: Uint8Array | null,
+    d2: Payload | null,
     realtime: boolean,
   ): boolean {
     if (this.state === State.Closed) return true;
@@ -277,11 +280,17 @@ export class PeerConnection implements ClientSink, ClientFrameSink, RoomWaiter {
     const tLen = topicNul === null ? 0 : topicNul.length;
     const dLen = d1.length + (d2 === null ? 0 : d2.length);
     const bodyLen = nameNul.length + tLen + dLen;
-    const big = dLen >= ZERO_COPY_MIN;
+    // Bytes are sent by reference from ZERO_COPY_MIN up; a writer is written into the slab.
+    let big = dLen >= ZERO_COPY_MIN;
+    if (d2 !== null && !(d2 instanceof Uint8Array)) {
+      if (dLen > SLAB_SIZE) d2 = payloadBytes(d2);
+      else big = false;
+    }
     const need = BROKER_HEADER_SIZE + nameNul.length + tLen + (big ? 0 : dLen);
-    if (this.slab.length - this.slabPos < need) this.newSlab(need);
-    const s = this.slab;
-    let p = this.slabPos;
+    const out = this.out;
+    out.ensure(need);
+    const s = out.slab;
+    let p = out.pos;
     s[p] = kind;
     s[p + 1] = bodyLen & 0xff;
     s[p + 2] = (bodyLen >>> 8) & 0xff;
@@ -292,22 +301,19 @@ export class PeerConnection implements ClientSink, ClientFrameSink, RoomWaiter {
     p += nameNul.copy(s, p);
     if (topicNul !== null) p += topicNul.copy(s, p);
     if (big) {
-      this.slabPos = p;
-      this.cutSlab();
-      this.chunks.push(d1 as Buffer);
-      this.chunkFrames.push(d2 === null ? 1 : 0);
-      if (d2 !== null) {
-        this.chunks.push(d2 as Buffer);
-        this.chunkFrames.push(1);
-      }
+      out.pos = p;
+      out.cut();
+      this.queueChunk(d1 as Buffer, d2 === null ? 1 : 0);
+      if (d2 !== null) this.queueChunk(d2 as Buffer, 1);
     } else {
       s.set(d1, p);
       p += d1.length;
       if (d2 !== null) {
-        s.set(d2, p);
+        if (d2 instanceof Uint8Array) s.set(d2, p);
+        else d2.writeTo(s, p);
         p += d2.length;
       }
-      this.slabPos = p;
+      out.pos = p;
       this.slabFrames++;
     }
     this.unflushedFrames++;
@@ -317,10 +323,18 @@ export class PeerConnection implements ClientSink, ClientFrameSink, RoomWaiter {
     return true;
   }
 
+  /** Queues a chunk in which `frames` frames end (a slab chunk's are those written since the last cut). */
+  private queueChunk(chunk: Buffer, frames: number): void {
+    this.chunks.push(chunk);
+    this.chunkFrames.push(frames);
+    this.chunkCuts.push(this.out.cuts);
+    this.slabFrames = 0;
+  }
+
   pushAck(opId: number, code: number, realtime: boolean): void {
     if (this.state === State.Closed) return;
     const p = this.reserve(BROKER_HEADER_SIZE);
-    const s = this.slab;
+    const s = this.out.slab;
     s[p] = FrameKind.Ack;
     s[p + 1] = opId & 0xff;
     s[p + 2] = (opId >>> 8) & 0xff;
@@ -331,14 +345,16 @@ export class PeerConnection implements ClientSink, ClientFrameSink, RoomWaiter {
   }
 
   private pushNop(): void {
-    this.slab.fill(0, this.reserve(BROKER_HEADER_SIZE), this.slabPos);
+    const p = this.reserve(BROKER_HEADER_SIZE);
+    this.out.slab.fill(0, p, p + BROKER_HEADER_SIZE);
     this.queuedRaw(false);
   }
 
   private reserve(n: number): number {
-    if (this.slab.length - this.slabPos < n) this.newSlab(n);
-    const p = this.slabPos;
-    this.slabPos += n;
+    const out = this.out;
+    out.ensure(n);
+    const p = out.pos;
+    out.pos += n;
     return p;
   }
 
@@ -360,23 +376,6 @@ export class PeerConnection implements ClientSink, ClientFrameSink, RoomWaiter {
     }
   }
 
-  private newSlab(need: number): void {
-    this.cutSlab();
-    this.slab = Buffer.allocUnsafe(Math.max(SLAB_SIZE, need));
-    this.slabPos = 0;
-    this.slabFrom = 0;
-  }
-
-  /** Moves the written part of the slab into the chunk list; the slab is never rewritten. */
-  private cutSlab(): void {
-    if (this.slabPos > this.slabFrom) {
-      this.chunks.push(this.slab.subarray(this.slabFrom, this.slabPos));
-      this.chunkFrames.push(this.slabFrames);
-      this.slabFrom = this.slabPos;
-      this.slabFrames = 0;
-    }
-  }
-
   /** Writes out everything queued, unless the connection is already closed. */
   flush(): void {
     this.isDirty = false;
@@ -384,6 +383,7 @@ export class PeerConnection implements ClientSink, ClientFrameSink, RoomWaiter {
     if (this.state === State.Closed) {
       this.chunks.length = 0;
       this.chunkFrames.length = 0;
+      this.chunkCuts.length = 0;
       return;
     }
     this.writeOut();
@@ -397,7 +397,7 @@ export class PeerConnection implements ClientSink, ClientFrameSink, RoomWaiter {
    */
   private writeOut(): void {
     if (this.writing) return;
-    this.cutSlab();
+    this.out.cut();
     const chunks = this.chunks;
     const total = chunks.length;
     if (total === 0) return;
@@ -414,6 +414,7 @@ export class PeerConnection implements ClientSink, ClientFrameSink, RoomWaiter {
     const sock = this.socket;
     this.writing = true;
     this.inflightFrames = frames;
+    this.inflightCuts = this.chunkCuts[n - 1];
     this.unflushedFrames -= frames;
     this.unflushedBytes = Math.max(0, this.unflushedBytes - bytes);
     if (n === 1) {
@@ -427,9 +428,11 @@ export class PeerConnection implements ClientSink, ClientFrameSink, RoomWaiter {
     if (n === total) {
       chunks.length = 0;
       this.chunkFrames.length = 0;
+      this.chunkCuts.length = 0;
     } else {
       chunks.splice(0, n);
       this.chunkFrames.splice(0, n);
+      this.chunkCuts.splice(0, n);
     }
   }
 
@@ -438,6 +441,7 @@ export class PeerConnection implements ClientSink, ClientFrameSink, RoomWaiter {
     this.inflightFrames = 0;
     this.writesDone++;
     if (err) return;
+    this.out.written(this.inflightCuts);
     if (this.ending) this.finishEnd();
     else if (this.state !== State.Closed) this.writeOut();
   };
@@ -545,11 +549,12 @@ export class PeerConnection implements ClientSink, ClientFrameSink, RoomWaiter {
 
   private finishEnd(): void {
     this.ending = false;
-    this.cutSlab();
+    this.out.cut();
     const chunks = this.chunks;
     for (const c of chunks) this.socket.write(c);
     chunks.length = 0;
     this.chunkFrames.length = 0;
+    this.chunkCuts.length = 0;
     this.socket.end();
     this.destroyLater();
   }

@@ -8,6 +8,8 @@ import {
   type CallOptions,
   type CallSink,
   connect,
+  type Payload,
+  payloadBytes,
   QoS,
   RpcClient,
   RpcError,
@@ -96,7 +98,7 @@ class ProxyCall implements CallSink, Unsubscribable {
   }
 
   /** Starts the call on a connected RPC client. */
-  start(rpc: RpcClient, target: string, method: string, params: Uint8Array, options: CallOptions): void {
+  start(rpc: RpcClient, target: string, method: string, params: Payload, options: CallOptions): void {
     if (this.abandoned) return;
     this.rpc = rpc;
     this.id = rpc.callTo(target, method, params, this, options);
@@ -244,7 +246,7 @@ export class BusrtClientProxy extends ClientProxy<BusrtClientEvents, string> {
       return;
     }
     this.onDispatchHook?.({ pattern, data });
-    let params: Uint8Array;
+    let params: Payload;
     try {
       params = this.encode(data);
     } catch (e) {
@@ -255,8 +257,10 @@ export class BusrtClientProxy extends ClientProxy<BusrtClientEvents, string> {
     if (this.rpc !== null) call.start(this.rpc, target, method, params, opts);
     else {
       const t = target;
+      // Sent later: encoded now, as the data is at the time of the call.
+      const bytes = payloadBytes(params);
       this.ready().then(
-        (r) => call.start(r, t, method, params, opts),
+        (r) => call.start(r, t, method, bytes, opts),
         (e: Error) => call.reject(e),
       );
     }
@@ -270,7 +274,7 @@ export class BusrtClientProxy extends ClientProxy<BusrtClientEvents, string> {
     this.onDispatchHook?.({ pattern, data });
     let payload: Uint8Array;
     try {
-      payload = this.encode(data);
+      payload = payloadBytes(this.encode(data));
     } catch (e) {
       return Promise.reject(e);
     }
@@ -282,7 +286,7 @@ export class BusrtClientProxy extends ClientProxy<BusrtClientEvents, string> {
     return rpc !== null ? go(rpc) : this.ready().then(go);
   }
 
-  private encode(data: unknown): Uint8Array {
+  private encode(data: unknown): Payload {
     if (!this.raw) return encodeResult(data);
     if (data === undefined || data === null) return EMPTY;
     if (typeof data === 'string') return Buffer.from(data, 'utf8');

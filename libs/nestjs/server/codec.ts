@@ -1,5 +1,5 @@
 import { RpcException } from '@nestjs/microservices';
-import { packMsgpack, RpcError, RpcErrorCode, unpackMsgpack } from '#busrt/core';
+import { msgpackPayload, type Payload, RpcError, RpcErrorCode, unpackMsgpack } from '#busrt/core';
 
 /** Code of an application error that names none (`RpcException('text')`). */
 export const APP_ERROR_CODE = -32000;
@@ -45,12 +45,15 @@ export function decodeData(payload: Buffer, raw: boolean): unknown {
   return payload.length === 0 ? undefined : unpackMsgpack(payload);
 }
 
-/** A handler's result as reply bytes: undefined is an empty reply, anything else MessagePack. */
-export function encodeResult(value: unknown): Uint8Array {
+/**
+ * A handler's result (or a proxy's data) as a payload: undefined is empty, anything else
+ * MessagePack, encoded straight into the output of the client that sends it.
+ */
+export function encodeResult(value: unknown): Payload {
   if (value === undefined) return EMPTY;
   if (value === null) return NIL;
   if (value instanceof BusrtRaw) return value.bytes;
-  return packMsgpack(value);
+  return msgpackPayload(value);
 }
 
 function isInt16(n: unknown): n is number {

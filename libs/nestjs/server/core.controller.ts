@@ -1,10 +1,12 @@
 import { Controller } from '@nestjs/common';
 import { Ctx, Payload } from '@nestjs/microservices';
-import { CoreRpcHandlers, RpcError, type RpcEvent } from '#busrt/core';
+import { CoreRpcHandlers, payloadBytes, RpcError, type RpcEvent } from '#busrt/core';
 import { BusrtHost } from '../busrt-host.js';
 import type { BusrtContext } from './busrt.context.js';
 import { BrokerMethod } from './decorators.js';
 import { BusrtRaw, BusrtRpcException } from './codec.js';
+
+const EMPTY = Buffer.alloc(0);
 
 /**
  * The `.broker` core methods as message patterns: an app's guards, interceptors and filters
@@ -45,7 +47,7 @@ export class BrokerCoreController {
 
   private answer(ctx: BusrtContext): BusrtRaw {
     try {
-      return new BusrtRaw(this.core.handleCall(ctx.getRpcEvent() as RpcEvent) ?? Buffer.alloc(0));
+      return new BusrtRaw(payloadBytes(this.core.handleCall(ctx.getRpcEvent() as RpcEvent) ?? EMPTY));
     } catch (e) {
       // Nest's filters would turn any other error into a generic one; this keeps the exact code and bytes.
       if (e instanceof RpcError) throw new BusrtRpcException(e.code, e.message, e.data ?? Buffer.alloc(0));

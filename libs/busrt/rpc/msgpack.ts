@@ -1,0 +1,170 @@
+import { isAscii } from 'node:buffer';
+import { Decoder, decodeMulti, Encoder } from '@msgpack/msgpack';
+import type { PayloadWriter } from '../protocol/index.js';
+
+// One encoder and decoder for the process: building one per value costs more than the work.
+const encoder = new Encoder({ useBigInt64: true });
+const decoder = new Decoder({ useBigInt64: false });
+
+/** Strings from this size are checked for ASCII before decoding (below it the check costs more than it saves). */
+const ASCII_CHECK_MIN = 2048;
+
+/** Bytes of the header of a MessagePack str of n bytes. */
+function strHeaderSize(n: number): number {
+  return n < 32 ? 1 : n < 0x100 ? 2 : n < 0x10000 ? 3 : 5;
+}
+
+function binHeaderSize(n: number): number {
+  return n < 0x100 ? 2 : n < 0x10000 ? 3 : 5;
+}
+
+/** Writes the header of a str or bin of n bytes; `code8` is the 8-bit length form (str8 or bin8). */
+function writeSizedHeader(b: Buffer, p: number, n: number, code8: number): void {
+  if (n < 0x100) {
+    b[p] = code8;
+    b[p + 1] = n;
+  } else if (n < 0x10000) {
+    b[p] = code8 + 1;
+    b.writeUInt16BE(n, p + 1);
+  } else {
+    b[p] = code8 + 2;
+    b.writeUInt32BE(n, p + 1);
+  }
+}
+
+/** A string as a MessagePack str, written natively (the general encoder copies UTF-8 in JavaScript). */
+class StrWriter implements PayloadWriter {
+  readonly length: number;
+  private readonly n: number;
+
+  constructor(private readonly s: string) {
+    this.n = Buffer.byteLength(s, 'utf8');
+    this.length = strHeaderSize(this.n) + this.n;
+  }
+
+  writeTo(buf: Buffer, offset: number): void {
+    const h = this.length - this.n;
+    if (this.n < 32) buf[offset] = 0xa0 | this.n;
+    else writeSizedHeader(buf, offset, this.n, 0xd9);
+    // As many bytes as characters: all ASCII, so latin1's byte-per-character copy is the UTF-8.
+    buf.write(this.s, offset + h, this.n, this.n === this.s.length ? 'latin1' : 'utf8');
+  }
+}
+
+/** Bytes as a MessagePack bin. */
+class BinWriter implements PayloadWriter {
+  readonly length: number;
+
+  constructor(private readonly v: Uint8Array) {
+    this.length = binHeaderSize(v.length) + v.length;
+  }
+
+  writeTo(buf: Buffer, offset: number): void {
+    const n = this.v.length;
+    writeSizedHeader(buf, offset, n, 0xc4);
+    buf.set(this.v, offset + this.length - n);
+  }
+}
+
+/** Bumped by every encoding into the shared encoder's buffer, which invalidates the previous one. */
+let sharedGeneration = 0;
+
+/**
+ * Any other value, encoded into the encoder's own buffer (no copy of the result) when its length
+ * is first asked for, and encoded again should another value have taken that buffer since.
+ */
+class ValueWriter implements PayloadWriter {
+  private bytes: Uint8Array | null = null;
+  private generation = -1;
+
+  constructor(private readonly value: unknown) {}
+
+  private encoded(): Uint8Array {
+    if (this.bytes === null || this.generation !== sharedGeneration) {
+      this.bytes = encoder.encodeSharedRef(this.value);
+      this.generation = ++sharedGeneration;
+    }
+    return this.bytes;
+  }
+
+  get length(): number {
+    return this.encoded().length;
+  }
+
+  writeTo(buf: Buffer, offset: number): void {
+    buf.set(this.encoded(), offset);
+  }
+}
+
+/**
+ * A value as a MessagePack payload written straight into the output of the client that sends it
+ * (see {@link PayloadWriter}); the bytes are those {@link packMsgpack} gives. Encoding errors
+ * (e.g. a BigInt out of range) are thrown here, not when the payload is sent.
+ */
+export function msgpackPayload(value: unknown): PayloadWriter {
+  if (typeof value === 'string') return new StrWriter(value);
+  if (value instanceof Uint8Array) return new BinWriter(value);
+  const w = new ValueWriter(value);
+  void w.length;
+  return w;
+}
+
+/** Encodes a value as MessagePack (64-bit integers as BigInt when they do not fit a number). */
+export function packMsgpack(value: unknown): Uint8Array {
+  // Strings and bytes, the commonest payloads, are written natively: the general encoder counts
+  // and copies UTF-8 in JavaScript and grows its buffer in steps.
+  if ((typeof value === 'string' && value.length > 31) || (value instanceof Uint8Array && value.length > 255)) {
+    const w = msgpackPayload(value);
+    const b = Buffer.allocUnsafe(w.length);
+    w.writeTo(b, 0);
+    return b;
+  }
+  return encoder.encode(value);
+}
+
+/** The value of a buffer that holds a MessagePack string (and maybe bytes after it); else null. */
+function topLevelString(buf: Uint8Array): string | null {
+  const b0 = buf[0];
+  let h: number;
+  let n: number;
+  if (b0 >= 0xa0 && b0 <= 0xbf) {
+    h = 1;
+    n = b0 & 0x1f;
+  } else if (b0 === 0xd9 && buf.length >= 2) {
+    h = 2;
+    n = buf[1];
+  } else if (b0 === 0xda && buf.length >= 3) {
+    h = 3;
+    n = (buf[1] << 8) | buf[2];
+  } else if (b0 === 0xdb && buf.length >= 5) {
+    h = 5;
+    n = ((buf[1] << 24) | (buf[2] << 16) | (buf[3] << 8) | buf[4]) >>> 0;
+  } else {
+    return null;
+  }
+  // A truncated string is left to the general decoder, which reports it.
+  if (h + n > buf.length) return null;
+  const b = Buffer.isBuffer(buf) ? buf : Buffer.from(buf.buffer, buf.byteOffset, buf.byteLength);
+  // Long ASCII text: one vectorised check and a copy, instead of V8's UTF-8 decoder.
+  if (n >= ASCII_CHECK_MIN && isAscii(b.subarray(h, h + n))) return b.toString('latin1', h, h + n);
+  return b.toString('utf8', h, h + n);
+}
+
+/**
+ * Decodes MessagePack; bytes after the first value are ignored, as the official broker does.
+ * Throws on malformed input.
+ */
+export function unpackMsgpack<T = unknown>(buf: Uint8Array): T {
+  // A string, the commonest payload, is decoded natively: the general decoder builds strings
+  // under 200 bytes from an array of char codes, most of the garbage of a small call.
+  const str = topLevelString(buf);
+  if (str !== null) return str as T;
+  try {
+    return decoder.decode(buf) as T;
+  } catch (e) {
+    // Trailing bytes make the strict decoder throw; the first value still counts.
+    if (!(e instanceof RangeError) || buf.length === 0) throw e;
+    for (const v of decodeMulti(buf, { useBigInt64: false })) return v as T;
+    throw e;
+  }
+}
