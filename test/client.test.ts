@@ -123,6 +123,33 @@ describe('socket client against the broker', () => {
     await expect(b.send('a', Buffer.from('x'))).rejects.toBeInstanceOf(BusError);
   });
 
+  for (const transport of ['unix', 'tcp']) {
+    it(`${transport}: clients reading at once keep their own bytes; a full queue stops reading until frames are taken`, async () => {
+      const path = paths[transport === 'unix' ? 0 : 1];
+      const a = await client(path, 'a');
+      const rx = await Promise.all(
+        [0, 1, 2].map((k) => connect({ path, name: `rx${k}`, timeoutMs: 5000, queueSize: 8 })),
+      );
+      clients.push(...rx);
+      // Frames split over reads and many per read, different bytes for each receiver.
+      const body = (k: number, i: number): Buffer => Buffer.alloc(1 + ((i * 7919) % 30000), (k * 64 + i) & 0xff);
+      const N = 200;
+      for (let i = 0; i < N; i++) for (let k = 0; k < 3; k++) void a.send(`rx${k}`, body(k, i), QoS.No);
+      await sleep(300);
+      const all = await Promise.all(
+        rx.map(async (c, k) => {
+          let i = 0;
+          for await (const f of c.frames()) {
+            if (!f.payload.equals(body(k, i))) return `rx${k} frame ${i} differs`;
+            if (++i === N) return 'ok';
+          }
+          return `rx${k} ended after ${i}`;
+        }),
+      );
+      expect(all).toEqual(['ok', 'ok', 'ok']);
+    });
+  }
+
   it('secondaries connect as <name>%%<n> and go away with their primary', async () => {
     const p = await client(paths[0], 'prim');
     const s0 = await p.connectSecondary();

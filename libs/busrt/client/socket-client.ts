@@ -57,13 +57,36 @@ function isUnix(path: string): boolean {
   return path.startsWith('/') || path.endsWith('.sock') || path.endsWith('.socket') || path.endsWith('.ipc');
 }
 
+/**
+ * One read buffer for all socket clients of the process. Each read is copied out of it into a
+ * buffer of its own before the next read can happen, which is cheaper than Node's default read
+ * path (a 64 KiB allocation per read, then a zeroed copy of what was read) and reads more at once.
+ */
+let readBuffer: Buffer | null = null;
+const READ_BUFFER_SIZE = 256 * 1024;
+
 function openSocket(path: string): net.Socket {
-  if (isUnix(path)) return net.connect(path);
+  readBuffer ??= Buffer.allocUnsafe(READ_BUFFER_SIZE);
+  const onread = {
+    buffer: readBuffer,
+    // Frames are handed on as views into what was read, so what was read must not be reused.
+    callback: (n: number, buf: Uint8Array): boolean => {
+      const chunk = Buffer.allocUnsafe(n);
+      chunk.set(buf.subarray(0, n));
+      sock.emit('data', chunk);
+      return true;
+    },
+  };
+  let sock: net.Socket;
+  if (isUnix(path)) {
+    sock = net.connect({ path, onread });
+    return sock;
+  }
   const m = /^\[([^\]]+)\]:(\d+)$/.exec(path) ?? /^([^:]+):(\d+)$/.exec(path);
   if (m === null) throw new Error(`invalid broker address "${path}": expected a socket path or host:port`);
-  const s = net.connect({ host: m[1], port: Number(m[2]) });
-  s.setNoDelay(true);
-  return s;
+  sock = net.connect({ host: m[1], port: Number(m[2]), onread });
+  sock.setNoDelay(true);
+  return sock;
 }
 
 /** Runs the client side of the handshake on a connected socket; resolves with what followed it. */
