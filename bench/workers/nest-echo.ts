@@ -104,6 +104,7 @@ async function rr(cl: ClientProxy, concurrency: number, size: number, seconds: n
   const payload = 'x'.repeat(size);
   for (let i = 0; i < 200; i++) await firstValueFrom(cl.send('echo', payload));
   const lat = new Latencies();
+  const cpu0 = process.cpuUsage();
   const t0 = performance.now();
   const end = t0 + seconds * 1000;
   let inFlight = 0;
@@ -121,7 +122,14 @@ async function rr(cl: ClientProxy, concurrency: number, size: number, seconds: n
   await Promise.race([all, new Promise((r) => setTimeout(r, seconds * 1000 + GRACE_MS))]);
   const [p50, p99] = lat.percentiles([50, 99]);
   const elapsed = Math.min(performance.now() - t0, seconds * 1000 + GRACE_MS);
-  return { rate: lat.length / (elapsed / 1000), p50, p99, stalled: inFlight };
+  const cpu = process.cpuUsage(cpu0);
+  return {
+    rate: lat.length / (elapsed / 1000),
+    p50,
+    p99,
+    stalled: inFlight,
+    clientCpuUs: (cpu.user + cpu.system) / lat.length,
+  };
 }
 
 /**
