@@ -51,6 +51,8 @@ export interface ClientOptions {
 const RESOLVED: Promise<void> = Promise.resolve();
 /** Payloads of this size and more are written as their own chunk instead of being copied. */
 const ZERO_COPY_MIN = 4096;
+/** Target names whose bytes a client keeps. */
+const NAME_CACHE = 256;
 
 /** True when a path names a UNIX socket rather than a TCP address (the rule official tools use). */
 function isUnix(path: string): boolean {
@@ -186,6 +188,7 @@ export class SocketClient implements BusClient, BrokerFrameSink {
   private flushScheduled = false;
   /** For each socket write in progress, the count of the last slab chunk it carries. */
   private readonly writeCuts: number[] = [];
+  private readonly names = new Map<string, Buffer>();
 
   private constructor(
     private readonly socket: net.Socket,
@@ -383,7 +386,8 @@ export class SocketClient implements BusClient, BrokerFrameSink {
     ack?: AckHandler,
   ): Promise<void> {
     if (!this.isConnected) return this.notConnected(ack);
-    const tLen = Buffer.byteLength(target);
+    const tBytes = this.nameBytes(target);
+    const tLen = tBytes.length;
     const rLen = receiver === null ? 0 : Buffer.byteLength(receiver) + 1;
     const hLen = header === null ? 0 : header.length;
     const pLen = payload.length;
@@ -401,7 +405,8 @@ export class SocketClient implements BusClient, BrokerFrameSink {
     s[p0 + 4] = op | (qos << 6);
     s.writeUInt32LE(len, p0 + 5);
     let p = p0 + CLIENT_HEADER_SIZE;
-    p += s.write(target, p, 'utf8');
+    for (let i = 0; i < tLen; i++) s[p + i] = tBytes[i];
+    p += tLen;
     s[p++] = 0;
     if (receiver !== null) {
       p += s.write(receiver, p, 'utf8');
@@ -422,6 +427,17 @@ export class SocketClient implements BusClient, BrokerFrameSink {
       payload.writeTo(s, p);
     }
     return this.after(qos, id, ack);
+  }
+
+  /** A target's UTF-8 bytes; the few targets a client talks to are encoded once. */
+  private nameBytes(name: string): Buffer {
+    let b = this.names.get(name);
+    if (b === undefined) {
+      b = Buffer.from(name, 'utf8');
+      if (this.names.size >= NAME_CACHE) this.names.clear();
+      this.names.set(name, b);
+    }
+    return b;
   }
 
   private listOp(op: Op, topics: readonly string[], qos: QoS): Promise<void> {

@@ -75,7 +75,8 @@ export interface BusClient {
   send(target: string, payload: Uint8Array, qos?: QoS): Promise<void>;
   /**
    * One-to-one message from two parts, written without joining them first; the payload may be a
-   * writer that encodes it in place. With `ack`, the outcome goes to it and the call returns
+   * writer that encodes it in place. The header is copied before this returns (callers reuse
+   * theirs); the payload may be sent by reference. With `ack`, the outcome goes to it and the call returns
    * {@link ACK_HANDLED} (or, under back-pressure, a promise that resolves once the socket has
    * drained); a client that ignores `ack` settles the returned promise as usual.
    */

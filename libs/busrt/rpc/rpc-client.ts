@@ -191,6 +191,10 @@ export class RpcClient {
   private callChain: Promise<void> = Promise.resolve();
   private notifyChain: Promise<void> = Promise.resolve();
   private frameChain: Promise<void> = Promise.resolve();
+  private lastMethod: string | null = null;
+  private lastHead: Buffer = Buffer.alloc(0);
+  /** `11 id`, rewritten for every reply (see requestHeader). */
+  private readonly replyHead: Buffer = Buffer.from([RpcType.Reply, 0, 0, 0, 0]);
 
   constructor(
     readonly client: BusClient,
@@ -238,7 +242,7 @@ export class RpcClient {
       return 0;
     }
     const id = this.nextId();
-    const head = requestHeader(id, method);
+    const head = this.requestHeader(id, method);
     const timeoutMs = options.timeoutMs ?? this.defaultTimeoutMs;
     if (options.track !== undefined) options.track.id = id;
     const call = new PendingCall(id, sink, timeoutMs > 0 ? Date.now() + timeoutMs : Infinity, this.pending);
@@ -253,7 +257,7 @@ export class RpcClient {
 
   /** Calls `method` without wanting a reply (call id 0); resolves when the broker accepted it. */
   call0(target: string, method: string, params?: Payload, qos: QoS = this.defaultQos): Promise<void> {
-    return this.client.zcSend(target, requestHeader(0, method), params ?? EMPTY, qos);
+    return this.client.zcSend(target, this.requestHeader(0, method), params ?? EMPTY, qos);
   }
 
   /** Sends a notification (`00` + payload). */
@@ -385,8 +389,7 @@ export class RpcClient {
   }
 
   private reply(frame: Frame, id: number, result: Payload): void {
-    const head = Buffer.allocUnsafe(5);
-    head[0] = RpcType.Reply;
+    const head = this.replyHead;
     head.writeUInt32LE(id, 1);
     this.sendReply(frame, head, result);
   }
@@ -406,6 +409,25 @@ export class RpcClient {
   }
 
   // ------------------------------------------------------------ bookkeeping
+
+  /**
+   * `01 id method NUL`. The last method's header is kept and only its id rewritten: a client
+   * copies the header before `zcSend` returns, so one buffer serves every call of a method.
+   */
+  private requestHeader(id: number, method: string): Buffer {
+    let h = this.lastHead;
+    if (method !== this.lastMethod) {
+      const m = Buffer.byteLength(method);
+      h = Buffer.allocUnsafe(6 + m);
+      h[0] = RpcType.Request;
+      h.write(method, 5, 'utf8');
+      h[5 + m] = 0;
+      this.lastHead = h;
+      this.lastMethod = method;
+    }
+    h.writeUInt32LE(id, 1);
+    return h;
+  }
 
   private nextId(): number {
     this.callId = this.callId === 0xffffffff ? 1 : this.callId + 1;
@@ -445,16 +467,6 @@ export class RpcClient {
 }
 
 const NOTIFICATION_HEADER = Buffer.from([RpcType.Notification]);
-
-function requestHeader(id: number, method: string): Buffer {
-  const m = Buffer.byteLength(method);
-  const h = Buffer.allocUnsafe(6 + m);
-  h[0] = RpcType.Request;
-  h.writeUInt32LE(id, 1);
-  h.write(method, 5, 'utf8');
-  h[5 + m] = 0;
-  return h;
-}
 
 /** Any thrown value as the RpcError its reply carries. */
 export function toRpcError(e: unknown): RpcError {

@@ -280,15 +280,16 @@ export class PeerConnection implements ClientSink, ClientFrameSink, RoomWaiter {
     const tLen = topicNul === null ? 0 : topicNul.length;
     const dLen = d1.length + (d2 === null ? 0 : d2.length);
     const bodyLen = nameNul.length + tLen + dLen;
-    // Bytes are sent by reference from ZERO_COPY_MIN up; a writer is written into the slab.
-    let big = dLen >= ZERO_COPY_MIN;
+    // The data (the last part) is sent by reference from ZERO_COPY_MIN up, a writer is written
+    // into the slab; a first part before it is a header and always copied, so callers may reuse it.
+    let big = (d2 ?? d1).length >= ZERO_COPY_MIN;
     if (d2 !== null && !(d2 instanceof Uint8Array)) {
-      if (dLen > SLAB_SIZE) d2 = payloadBytes(d2);
+      if (d2.length > SLAB_SIZE) d2 = payloadBytes(d2);
       else big = false;
     }
-    const need = BROKER_HEADER_SIZE + nameNul.length + tLen + (big ? 0 : dLen);
+    const copied = !big ? dLen : d2 === null ? 0 : d1.length;
     const out = this.out;
-    out.ensure(need);
+    out.ensure(BROKER_HEADER_SIZE + nameNul.length + tLen + copied);
     const s = out.slab;
     let p = out.pos;
     s[p] = kind;
@@ -301,10 +302,13 @@ export class PeerConnection implements ClientSink, ClientFrameSink, RoomWaiter {
     p += nameNul.copy(s, p);
     if (topicNul !== null) p += topicNul.copy(s, p);
     if (big) {
+      if (d2 !== null) {
+        s.set(d1, p);
+        p += d1.length;
+      }
       out.pos = p;
       out.cut();
-      this.queueChunk(d1 as Buffer, d2 === null ? 1 : 0);
-      if (d2 !== null) this.queueChunk(d2 as Buffer, 1);
+      this.queueChunk((d2 ?? d1) as Buffer, 1);
     } else {
       s.set(d1, p);
       p += d1.length;
