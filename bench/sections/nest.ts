@@ -83,6 +83,9 @@ interface Result {
   p99?: number;
   /** Calls or events still unanswered when the client gave up on them. */
   stalled?: number;
+  /** Calls that failed, and the first failure. */
+  failed?: number;
+  firstError?: string;
 }
 
 const LABEL: Record<string, string> = {
@@ -217,10 +220,14 @@ async function measure(
   try {
     const r = await c.next<Result & { type: string }>('result', 60000 + seconds * 10000);
     if ((r.stalled ?? 0) > 0) notes.push(`${LABEL[t]}, ${label}: ${r.stalled} left unanswered.`);
+    if ((r.failed ?? 0) > 0) notes.push(`${LABEL[t]}, ${label}: ${r.failed} calls failed, first: ${r.firstError}.`);
     return r;
   } catch (e) {
     // One transport failing a test (a server dropping out, say) does not void the others.
-    notes.push(`${LABEL[t]}, ${label}: failed (${(e as Error).message.split('\n')[0]}).`);
+    // The line that names the error, not the first line of its stack.
+    const msg = (e as Error).message;
+    const line = /^\w*Error\b.*$/m.exec(msg)?.[0] ?? msg.split('\n')[0];
+    notes.push(`${LABEL[t]}, ${label}: failed (${line}).`);
     return { rate: NaN };
   } finally {
     await c.stop();

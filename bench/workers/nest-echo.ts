@@ -98,7 +98,8 @@ const GRACE_MS = 5000;
 
 /**
  * Request/response for `seconds`: `concurrency` callers, each waiting for its reply before the
- * next call. Calls still unanswered GRACE_MS after the end are reported as `stalled`.
+ * next call. Calls still unanswered GRACE_MS after the end are reported as `stalled`; a call that
+ * fails ends its caller and is reported with the first error, code and time.
  */
 async function rr(cl: ClientProxy, concurrency: number, size: number, seconds: number): Promise<object> {
   const payload = 'x'.repeat(size);
@@ -108,11 +109,22 @@ async function rr(cl: ClientProxy, concurrency: number, size: number, seconds: n
   const t0 = performance.now();
   const end = t0 + seconds * 1000;
   let inFlight = 0;
+  let failed = 0;
+  let firstError: string | undefined;
   const caller = async (): Promise<void> => {
     while (performance.now() < end) {
       const s = performance.now();
       inFlight++;
-      const r = await firstValueFrom(cl.send('echo', payload));
+      let r: unknown;
+      try {
+        r = await firstValueFrom(cl.send('echo', payload));
+      } catch (e) {
+        inFlight--;
+        failed++;
+        const at = ((performance.now() - t0) / 1000).toFixed(2);
+        firstError ??= `${(e as Error).message} (code ${String((e as { code?: unknown }).code)}, at ${at} s)`;
+        return;
+      }
       inFlight--;
       if ((r as string).length !== size) throw new Error('bad echo');
       lat.add((performance.now() - s) * 1000);
@@ -128,6 +140,8 @@ async function rr(cl: ClientProxy, concurrency: number, size: number, seconds: n
     p50,
     p99,
     stalled: inFlight,
+    failed,
+    firstError,
     clientCpuUs: (cpu.user + cpu.system) / lat.length,
   };
 }
@@ -171,8 +185,9 @@ if (cfg.role === 'server') {
     logger: false,
   });
   await app.listen();
-  process.send?.({ type: 'ready' });
+  // The handler first: the parent may stop the app as soon as it hears it is ready.
   process.on('SIGTERM', () => void app.close().then(() => process.exit(0)));
+  process.send?.({ type: 'ready' });
 } else {
   const cl = client();
   await cl.connect();
