@@ -187,6 +187,28 @@ describe('writers on the wire', () => {
     peer.socket.destroy();
   });
 
+  it('request headers are reused by the caller: every queued call keeps its own id', async () => {
+    // An in-process caller to a socket service that reads late: requests with big params wait in
+    // the broker's queue, their headers copied there while the caller rewrites its own.
+    const svcClient = await connect({ path, name: 'hdr.svc', timeoutMs: 5000, queueSize: 4 });
+    const caller = new RpcClient(broker.registerClient('hdr.caller'));
+    const calls: Promise<string>[] = [];
+    for (let i = 0; i < 40; i++) {
+      calls.push(caller.call('hdr.svc', 'get', pattern(i, 5000 + i), { timeoutMs: 3000 }).then((r) => r.toString()));
+    }
+    await new Promise((r) => setTimeout(r, 100));
+    new RpcClient(svcClient, {
+      handleCall: (ev) => {
+        const i = ev.payload.length - 5000;
+        return Buffer.from(`${ev.method}:${i}:${ev.payload.equals(pattern(i, 5000 + i))}`);
+      },
+    });
+    const replies = await Promise.all(calls);
+    expect(replies).toEqual(Array.from({ length: 40 }, (_, i) => `get:${i}:true`));
+    await caller.client.disconnect();
+    await svcClient.disconnect();
+  });
+
   it('a long run of calls through recycled slabs both ways keeps every byte', async () => {
     const svc = await connect({ path, name: 'loop.svc', timeoutMs: 5000 });
     new RpcClient(svc, { handleCall: (ev) => msgpackPayload(Buffer.from(ev.payload)) });
