@@ -16,11 +16,6 @@ export interface PayloadWriter {
 /** What an operation sends: bytes, or a writer that puts them in place. */
 export type Payload = Uint8Array | PayloadWriter;
 
-/** True when the payload is bytes rather than a writer. */
-export function isBytes(p: Payload): p is Uint8Array {
-  return p instanceof Uint8Array;
-}
-
 /** The payload as a Buffer of its own (a writer is written out into a new one). */
 export function payloadBytes(p: Payload): Buffer {
   if (p instanceof Uint8Array) return Buffer.isBuffer(p) ? p : Buffer.from(p.buffer, p.byteOffset, p.byteLength);
