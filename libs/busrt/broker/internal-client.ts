@@ -9,6 +9,7 @@ import {
   type FrameHandler,
   FrameQueue,
   type Payload,
+  payloadBytes,
   QoS,
 } from '../protocol/index.js';
 import { settleOp } from '../protocol/settle.js';
@@ -16,10 +17,6 @@ import type { BrokerCore } from './core.js';
 import { ClientEntry, type ClientSink } from './entry.js';
 
 const RESOLVED: Promise<void> = Promise.resolve();
-
-function asBuffer(u: Uint8Array): Buffer {
-  return Buffer.isBuffer(u) ? u : Buffer.from(u.buffer, u.byteOffset, u.byteLength);
-}
 
 /** Something waiting for an in-process queue to have room again. */
 export interface RoomWaiter {
@@ -204,7 +201,7 @@ export class InternalClient implements BusClient, ClientSink {
   ): boolean {
     // The frame outlives this call, so two parts (or a writer) become one buffer of its own.
     let payload: Buffer;
-    if (d2 === null) payload = asBuffer(d1);
+    if (d2 === null) payload = payloadBytes(d1);
     else {
       payload = Buffer.allocUnsafe(d1.length + d2.length);
       payload.set(d1, 0);

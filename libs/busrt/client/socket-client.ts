@@ -392,12 +392,8 @@ export class SocketClient implements BusClient, BrokerFrameSink {
     const hLen = header === null ? 0 : header.length;
     const pLen = payload.length;
     const len = tLen + 1 + rLen + hLen + pLen;
-    let big = false;
-    if (payload instanceof Uint8Array) big = pLen >= ZERO_COPY_MIN;
-    else if (pLen > SLAB_SIZE) {
-      payload = payloadBytes(payload);
-      big = true;
-    }
+    // A writer larger than a slab is written out into a buffer of its own, sent as big bytes are.
+    const big = payload instanceof Uint8Array ? pLen >= ZERO_COPY_MIN : pLen > SLAB_SIZE;
     const p0 = this.reserve(CLIENT_HEADER_SIZE + tLen + 1 + rLen + hLen + (big ? 0 : pLen));
     const s = this.out.slab;
     const id = this.nextOpId();
@@ -418,8 +414,7 @@ export class SocketClient implements BusClient, BrokerFrameSink {
     }
     if (big) {
       this.out.cut();
-      const b = payload as Uint8Array;
-      this.chunks.push(Buffer.isBuffer(b) ? b : Buffer.from(b.buffer, b.byteOffset, b.length));
+      this.chunks.push(payloadBytes(payload));
       this.batchBytes += pLen;
     } else if (payload instanceof Uint8Array) {
       s.set(payload, p);

@@ -27,11 +27,6 @@ export class OutputSlabs {
   /** `onChunk` receives every chunk as it is cut, in order. */
   constructor(private readonly onChunk: (chunk: Buffer) => void) {}
 
-  /** Bytes written since the last cut. */
-  get pending(): number {
-    return this.pos - this.from;
-  }
-
   /** Makes room for `n` bytes at {@link pos}: cuts this slab and takes another when it has not. */
   ensure(n: number): void {
     if (this.slab.length - this.pos >= n) return;

@@ -1,6 +1,6 @@
 import { isAscii } from 'node:buffer';
 import { Decoder, decodeMulti, Encoder } from '@msgpack/msgpack';
-import type { PayloadWriter } from '../protocol/index.js';
+import { payloadBytes, type PayloadWriter } from '../protocol/index.js';
 
 // One encoder and decoder for the process: building one per value costs more than the work.
 const encoder = new Encoder({ useBigInt64: true });
@@ -114,10 +114,7 @@ export function packMsgpack(value: unknown): Uint8Array {
   // Strings and bytes, the commonest payloads, are written natively: the general encoder counts
   // and copies UTF-8 in JavaScript and grows its buffer in steps.
   if ((typeof value === 'string' && value.length > 31) || (value instanceof Uint8Array && value.length > 255)) {
-    const w = msgpackPayload(value);
-    const b = Buffer.allocUnsafe(w.length);
-    w.writeTo(b, 0);
-    return b;
+    return payloadBytes(msgpackPayload(value));
   }
   return encoder.encode(value);
 }
@@ -144,7 +141,7 @@ function topLevelString(buf: Uint8Array): string | null {
   }
   // A truncated string is left to the general decoder, which reports it.
   if (h + n > buf.length) return null;
-  const b = Buffer.isBuffer(buf) ? buf : Buffer.from(buf.buffer, buf.byteOffset, buf.byteLength);
+  const b = payloadBytes(buf);
   // Long ASCII text: one vectorised check and a copy, instead of V8's UTF-8 decoder.
   if (n >= ASCII_CHECK_MIN && isAscii(b.subarray(h, h + n))) return b.toString('latin1', h, h + n);
   return b.toString('utf8', h, h + n);

@@ -280,13 +280,10 @@ export class PeerConnection implements ClientSink, ClientFrameSink, RoomWaiter {
     const tLen = topicNul === null ? 0 : topicNul.length;
     const dLen = d1.length + (d2 === null ? 0 : d2.length);
     const bodyLen = nameNul.length + tLen + dLen;
-    // The data (the last part) is sent by reference from ZERO_COPY_MIN up, a writer is written
-    // into the slab; a first part before it is a header and always copied, so callers may reuse it.
-    let big = (d2 ?? d1).length >= ZERO_COPY_MIN;
-    if (d2 !== null && !(d2 instanceof Uint8Array)) {
-      if (d2.length > SLAB_SIZE) d2 = payloadBytes(d2);
-      else big = false;
-    }
+    // The data (the last part) is sent by reference from ZERO_COPY_MIN up; a writer is written into
+    // the slab, or into a buffer of its own when larger than a slab. A first part before the data
+    // is a header and always copied, so callers may reuse it.
+    const big = d2 === null || d2 instanceof Uint8Array ? (d2 ?? d1).length >= ZERO_COPY_MIN : d2.length > SLAB_SIZE;
     const copied = !big ? dLen : d2 === null ? 0 : d1.length;
     const out = this.out;
     out.ensure(BROKER_HEADER_SIZE + nameNul.length + tLen + copied);
@@ -308,7 +305,7 @@ export class PeerConnection implements ClientSink, ClientFrameSink, RoomWaiter {
       }
       out.pos = p;
       out.cut();
-      this.queueChunk((d2 ?? d1) as Buffer, 1);
+      this.queueChunk(payloadBytes(d2 ?? d1), 1);
     } else {
       s.set(d1, p);
       p += d1.length;
