@@ -69,6 +69,22 @@ describe('msgpackPayload: values written in place', () => {
     expect(decode(written(a))).toEqual({ first: 1 });
   });
 
+  it('a value waiting to be written keeps its bytes while other values are encoded, however they are', () => {
+    // Replies are made in turn and written a microtask later: others are encoded in between.
+    const a = msgpackPayload({ first: 1, list: [1, 2, 3] });
+    const b = msgpackPayload({ second: 'two' });
+    const packed = packMsgpack({ third: [3] });
+    const c = msgpackPayload(['fourth']);
+    expect(decode(written(c))).toEqual(['fourth']);
+    expect(decode(written(a))).toEqual({ first: 1, list: [1, 2, 3] });
+    expect(decode(packed)).toEqual({ third: [3] });
+    expect(decode(written(b))).toEqual({ second: 'two' });
+    expect(a.length).toBe(encode({ first: 1, list: [1, 2, 3] }).length);
+    const d = msgpackPayload({ d: 'last made' });
+    expect(decode(packMsgpack({ e: 5 }))).toEqual({ e: 5 });
+    expect(decode(written(d))).toEqual({ d: 'last made' });
+  });
+
   it('a value that cannot be encoded throws when the payload is made, not when it is sent', () => {
     expect(() => msgpackPayload({ what: Symbol('no') })).toThrow(/Unrecognized object/);
   });

@@ -66,33 +66,58 @@ class BinWriter implements PayloadWriter {
   }
 }
 
-/** Bumped by every encoding into the shared encoder's buffer, which invalidates the previous one. */
+/** Bumped by every encoding into the shared encoder's buffer, which overwrites the previous one. */
 let sharedGeneration = 0;
+/** The writer whose bytes sit in the shared encoder's buffer and have not been written yet. */
+let holder: ValueWriter | null = null;
 
 /**
- * Any other value, encoded into the encoder's own buffer (no copy of the result) when its length
- * is first asked for, and encoded again should another value have taken that buffer since.
+ * Encodes into the shared encoder's own buffer; the result is valid until the next encoding. A
+ * writer still waiting on the previous result first takes a copy of it: cheaper than encoding that
+ * value again, which replies made in turn (encoded, then written a microtask later) would do.
+ */
+function encodeShared(value: unknown, owner: ValueWriter | null): Uint8Array {
+  if (holder !== null) {
+    holder.keep();
+    holder = null;
+  }
+  sharedGeneration++;
+  const bytes = encoder.encodeSharedRef(value);
+  holder = owner;
+  return bytes;
+}
+
+/**
+ * Any other value, encoded once, when the writer is made, into the shared encoder's buffer (no
+ * copy of the result, unless another value needs that buffer before this one is written).
  */
 class ValueWriter implements PayloadWriter {
-  private bytes: Uint8Array | null = null;
-  private generation = -1;
+  readonly length: number;
+  private bytes: Uint8Array;
+  private generation: number;
+  /** True once the bytes are a copy of this writer's own. */
+  private own = false;
 
-  constructor(private readonly value: unknown) {}
-
-  private encoded(): Uint8Array {
-    if (this.bytes === null || this.generation !== sharedGeneration) {
-      this.bytes = encoder.encodeSharedRef(this.value);
-      this.generation = ++sharedGeneration;
-    }
-    return this.bytes;
+  constructor(private readonly value: unknown) {
+    this.bytes = encodeShared(value, this);
+    this.generation = sharedGeneration;
+    this.length = this.bytes.length;
   }
 
-  get length(): number {
-    return this.encoded().length;
+  /** Another value is about to take the shared buffer: the bytes become a copy of their own. */
+  keep(): void {
+    this.bytes = this.bytes.slice();
+    this.own = true;
   }
 
   writeTo(buf: Buffer, offset: number): void {
-    buf.set(this.encoded(), offset);
+    // Written before (which a writer should not be) and overwritten since: encode again.
+    if (!this.own && this.generation !== sharedGeneration) {
+      this.bytes = encodeShared(this.value, null);
+      this.generation = sharedGeneration;
+    }
+    buf.set(this.bytes, offset);
+    if (holder === this) holder = null;
   }
 }
 
@@ -104,9 +129,7 @@ class ValueWriter implements PayloadWriter {
 export function msgpackPayload(value: unknown): PayloadWriter {
   if (typeof value === 'string') return new StrWriter(value);
   if (value instanceof Uint8Array) return new BinWriter(value);
-  const w = new ValueWriter(value);
-  void w.length;
-  return w;
+  return new ValueWriter(value);
 }
 
 /** Encodes a value as MessagePack (64-bit integers as BigInt when they do not fit a number). */
@@ -116,7 +139,7 @@ export function packMsgpack(value: unknown): Uint8Array {
   if ((typeof value === 'string' && value.length > 31) || (value instanceof Uint8Array && value.length > 255)) {
     return payloadBytes(msgpackPayload(value));
   }
-  return encoder.encode(value);
+  return encodeShared(value, null).slice();
 }
 
 /** The value of a buffer that holds a MessagePack string (and maybe bytes after it); else null. */
