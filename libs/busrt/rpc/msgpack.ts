@@ -124,7 +124,7 @@ class ValueWriter implements PayloadWriter {
 /**
  * A value as a MessagePack payload written straight into the output of the client that sends it
  * (see {@link PayloadWriter}); the bytes are those {@link packMsgpack} gives. Encoding errors
- * (e.g. a BigInt out of range) are thrown here, not when the payload is sent.
+ * (a symbol or a function in the value, say) are thrown here, not when the payload is sent.
  */
 export function msgpackPayload(value: unknown): PayloadWriter {
   if (typeof value === 'string') return new StrWriter(value);
