@@ -1,6 +1,6 @@
-import { afterAll, afterEach, beforeAll, describe, expect, it } from '@jest/globals';
+import { describe, expect, it } from '@jest/globals';
 import { Broker } from '#busrt/core';
-import { clientFrame, PeerPool, RawPeer, tmpSocket } from './support/raw.js';
+import { clientFrame, rawPeersOn, RawPeer } from './support/raw.js';
 import { loadVectorFile, vector, vectorBytes } from './support/vectors.js';
 
 const frames = loadVectorFile('client_frames').vectors ?? [];
@@ -22,16 +22,8 @@ function expectedDelivery(op: string, qos: number): string {
 
 describe('client frames (vectors/client_frames.json) against the broker, raw bytes', () => {
   const broker = new Broker();
-  const pool = new PeerPool();
+  const pool = rawPeersOn(broker, { timeoutMs: 2000, payloadSizeLimit: 1 << 20 });
   const reg = (name: string): Promise<RawPeer> => pool.reg(name);
-
-  beforeAll(async () => {
-    pool.path = (await broker.spawnUnixServer(tmpSocket(), { timeoutMs: 2000, payloadSizeLimit: 1 << 20 })).address;
-  });
-  afterEach(() => {
-    pool.closeAll();
-  });
-  afterAll(() => broker.close());
 
   const dataOps = frames.filter((v) => /^op_(message|broadcast|publish|publish_for)_qos\d$/.test(v.name));
   it('has every data op with every QoS', () => {

@@ -1,7 +1,7 @@
-import { afterAll, afterEach, beforeAll, describe, expect, it } from '@jest/globals';
+import { describe, expect, it } from '@jest/globals';
 import { decode } from '@msgpack/msgpack';
 import { Broker, type InternalClient } from '#busrt/core';
-import { clientFrame, PeerPool, RawPeer, sleep, tmpSocket } from './support/raw.js';
+import { clientFrame, rawPeersOn, RawPeer, sleep } from './support/raw.js';
 import { loadVectorFile } from './support/vectors.js';
 
 interface BroadcastTable {
@@ -14,7 +14,7 @@ const body = (f: Buffer): string => f.subarray(6).toString('latin1');
 
 describe('routing with several real clients', () => {
   const broker = new Broker();
-  const pool = new PeerPool();
+  const pool = rawPeersOn(broker);
   const reg = (name: string): Promise<RawPeer> => pool.reg(name);
   /** Sends a QoS 1 frame and returns its ACK code. */
   const acked = async (p: RawPeer, opId: number, flags: number, payload: string): Promise<number> => {
@@ -24,15 +24,6 @@ describe('routing with several real clients', () => {
       if (f[0] === 0xfe && f.readUInt32LE(1) === opId) return f[5];
     }
   };
-
-  beforeAll(async () => {
-    pool.path = (await broker.spawnUnixServer(tmpSocket(), { timeoutMs: 2000 })).address;
-  });
-  afterEach(async () => {
-    pool.closeAll();
-    await sleep(20);
-  });
-  afterAll(() => broker.close());
 
   it('broadcast masks select exactly the receivers of vectors/matching.json', async () => {
     const table = loadVectorFile('matching').broadcast as unknown as BroadcastTable;

@@ -20,8 +20,8 @@ function clientReader(limit?: number): { reader: ClientFrameReader; seen: Seen[]
   const seen: Seen[] = [];
   const reader = new ClientFrameReader(
     {
-      onFrame(opId, flags, payload) {
-        seen.push([opId, flags, payload.toString('hex')]);
+      onFrame(opId, flags, buf, start, end) {
+        seen.push([opId, flags, buf.toString('hex', start, end)]);
         return true;
       },
     },

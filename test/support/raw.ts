@@ -1,4 +1,6 @@
 import net from 'node:net';
+import { afterAll, afterEach, beforeAll } from '@jest/globals';
+import type { Broker, ServerConfig } from '#busrt/core';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -179,4 +181,21 @@ export class PeerPool {
   closeAll(): void {
     for (const p of this.peers.splice(0)) p.close();
   }
+}
+
+/**
+ * For the enclosing describe block: serves `broker` on a fresh UNIX socket, closes the raw peers
+ * after each test (with a moment for the broker to see them go) and the broker after the last.
+ */
+export function rawPeersOn(broker: Broker, options: ServerConfig = { timeoutMs: 2000 }): PeerPool {
+  const pool = new PeerPool();
+  beforeAll(async () => {
+    pool.path = (await broker.spawnUnixServer(tmpSocket(), options)).address;
+  });
+  afterEach(async () => {
+    pool.closeAll();
+    await sleep(20);
+  });
+  afterAll(() => broker.close());
+  return pool;
 }

@@ -6,7 +6,6 @@ import {
   type BrokerInfo,
   type BrokerStats,
   type ClientInfo,
-  decodeUtf8,
   DEFAULT_QUEUE_SIZE,
   ErrorCode,
   FrameKind,
@@ -214,44 +213,47 @@ export class BrokerCore {
    * Processes one client-to-broker frame (pings never get here). Returns false when the frame is
    * malformed and the connection must be closed.
    */
-  handleClientFrame(sender: ClientEntry, opId: number, flags: number, payload: Buffer): boolean {
+  handleClientFrame(
+    sender: ClientEntry,
+    opId: number,
+    flags: number,
+    buf: Buffer,
+    start: number,
+    end: number,
+  ): boolean {
     const op = flags & 0x3f;
     const qos = flags >> 6;
     const ack = (qos & 1) !== 0;
     const rt = (qos & 2) !== 0;
-    const len = payload.length;
+    const len = end - start;
     let code: number;
     switch (op) {
       case Op.Message:
       case Op.Broadcast: {
-        const i = payload.indexOf(0);
-        if (i === -1) return false;
-        const target = decodeUtf8(payload, 0, i);
+        const names = sender.targets;
+        const target = names.read(buf, start, end);
         if (target === null) return false;
-        const data = payload.subarray(i + 1);
+        const data = buf.subarray(names.end + 1, end);
         code =
           op === Op.Message
             ? this.routeMessage(sender, target, data, null, rt, len)
             : this.routeBroadcast(sender, target, data, rt, len);
         break;
       }
-      case Op.Publish: {
-        const i = payload.indexOf(0);
-        if (i === -1) return false;
-        const topic = decodeUtf8(payload, 0, i);
-        if (topic === null) return false;
-        code = this.routePublish(sender, topic, payload.subarray(0, i + 1), payload.subarray(i + 1), rt, len, null);
-        break;
-      }
+      case Op.Publish:
       case Op.PublishFor: {
-        const i = payload.indexOf(0);
-        if (i === -1) return false;
-        const j = payload.indexOf(0, i + 1);
-        if (j === -1) return false;
-        const topic = decodeUtf8(payload, 0, i);
-        const receiver = decodeUtf8(payload, i + 1, j);
-        if (topic === null || receiver === null) return false;
-        code = this.routePublish(sender, topic, payload.subarray(0, i + 1), payload.subarray(j + 1), rt, len, receiver);
+        const topics = sender.topics;
+        const topic = topics.read(buf, start, end);
+        if (topic === null) return false;
+        const topicNul = topics.withNul;
+        let receiver: string | null = null;
+        let from = topics.end + 1;
+        if (op === Op.PublishFor) {
+          receiver = sender.targets.read(buf, from, end);
+          if (receiver === null) return false;
+          from = sender.targets.end + 1;
+        }
+        code = this.routePublish(sender, topic, topicNul, buf.subarray(from, end), rt, len, receiver);
         break;
       }
       case Op.Subscribe:
@@ -259,7 +261,7 @@ export class BrokerCore {
       case Op.Exclude:
       case Op.Unexclude: {
         this.countRead(sender, len);
-        const topics = splitTopicList(payload);
+        const topics = splitTopicList(buf.subarray(start, end));
         if (topics === null) return false;
         if (op === Op.Subscribe) this.subscribe(sender, topics, ack ? opId : -1, rt);
         else if (op === Op.Unsubscribe) this.unsubscribe(sender, topics);
@@ -270,9 +272,7 @@ export class BrokerCore {
       }
       case Op.Nop: {
         // A NOP with QoS is read like a target-bearing frame, then ignored without an ACK.
-        const i = payload.indexOf(0);
-        if (i === -1 || decodeUtf8(payload, 0, i) === null) return false;
-        return true;
+        return sender.targets.read(buf, start, end) !== null;
       }
       default:
         return false;

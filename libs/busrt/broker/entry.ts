@@ -1,5 +1,5 @@
 import type { ClientKind, DataFrameKind, Payload } from '../protocol/index.js';
-import { isSecondaryName, primaryName } from '../protocol/index.js';
+import { isSecondaryName, NameCache, primaryName } from '../protocol/index.js';
 import type { ClientAaa } from './aaa.js';
 import type { LogLimiter } from './log-limiter.js';
 import type { AclMap } from './matching/index.js';
@@ -42,6 +42,9 @@ export class ClientEntry {
   /** `name NUL`, the sender prefix of every frame this client sends. */
   readonly nameNul: Buffer;
   registered = false;
+  /** Targets and topics of the frames this client sends, decoded once for a run of frames. */
+  readonly targets = new NameCache();
+  readonly topics = new NameCache();
 
   rFrames = 0;
   rBytes = 0;

@@ -91,6 +91,8 @@ export function encodeBrokerFrame(
   return out;
 }
 
+const EMPTY = Buffer.alloc(0);
+
 /** Index of the first NUL in `buf` at or after `from`, or -1. */
 export function indexOfNul(buf: Uint8Array, from = 0): number {
   return buf.indexOf(0, from);
@@ -114,6 +116,72 @@ export function decodeUtf8(buf: Buffer, start: number, end: number): string | nu
 /** True when the bytes are valid UTF-8. */
 export function isValidUtf8(buf: Uint8Array): boolean {
   return isUtf8(buf);
+}
+
+/** Names longer than this are decoded every time instead of being remembered. */
+const NAME_CACHE_MAX = 1024;
+/** Slots of a {@link NameCache} (a power of two). */
+const NAME_SLOTS = 8;
+
+/**
+ * Decodes the NUL-terminated name (target or topic) at the start of a frame body, remembering
+ * recent ones: a client sends frame after frame to the same few targets or topics, and comparing
+ * a few bytes costs far less than decoding, validating and hashing a new string each time. The
+ * slot is picked by length and last byte, so `svc.1`, `svc.2`... do not evict each other.
+ */
+export class NameCache {
+  /** `name NUL` per slot; never written to once made, so a caller may keep it. */
+  private readonly nuls: (Buffer | null)[] = new Array<Buffer | null>(NAME_SLOTS).fill(null);
+  private readonly names: string[] = new Array<string>(NAME_SLOTS).fill('');
+  private last = 0;
+  /** Where the NUL of the last {@link read} is. */
+  end = 0;
+  /** The last name read with its NUL: the cached copy, or a view of the frame when not cached. */
+  withNul: Buffer = EMPTY;
+
+  /**
+   * The name in `buf[start..)` up to its NUL (which must come before `limit`), or null when there
+   * is no NUL or the name is not valid UTF-8. Sets {@link end} and {@link withNul}.
+   */
+  read(buf: Buffer, start: number, limit: number): string | null {
+    // The slot of the last hit is tried before searching for the NUL: most often it matches.
+    if (this.matches(this.last, buf, start, limit)) return this.hit(this.last, start);
+    const i = buf.indexOf(0, start);
+    if (i === -1 || i >= limit) return null;
+    const n = i - start;
+    const slot = n === 0 ? 0 : (n ^ buf[i - 1]) & (NAME_SLOTS - 1);
+    if (this.matches(slot, buf, start, limit)) return this.hit(slot, start);
+    const name = decodeUtf8(buf, start, i);
+    if (name === null) return null;
+    this.end = i;
+    if (n < NAME_CACHE_MAX) {
+      const nul = Buffer.from(buf.subarray(start, i + 1));
+      this.nuls[slot] = nul;
+      this.names[slot] = name;
+      this.last = slot;
+      this.withNul = nul;
+    } else {
+      this.withNul = buf.subarray(start, i + 1);
+    }
+    return name;
+  }
+
+  private matches(slot: number, buf: Buffer, start: number, limit: number): boolean {
+    const c = this.nuls[slot];
+    if (c === null) return false;
+    const n = c.length - 1;
+    if (start + n >= limit || buf[start + n] !== 0) return false;
+    for (let k = 0; k < n; k++) if (buf[start + k] !== c[k]) return false;
+    return true;
+  }
+
+  private hit(slot: number, start: number): string {
+    const c = this.nuls[slot] as Buffer;
+    this.last = slot;
+    this.end = start + c.length - 1;
+    this.withNul = c;
+    return this.names[slot];
+  }
 }
 
 /**

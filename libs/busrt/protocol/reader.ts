@@ -3,11 +3,12 @@ import { BROKER_HEADER_SIZE, CLIENT_HEADER_SIZE, FrameKind, isKnownOp } from './
 /** Receives the frames a {@link ClientFrameReader} decodes. */
 export interface ClientFrameSink {
   /**
-   * One complete client-to-broker frame (pings excluded). `payload` is a view into the received
-   * chunk when the frame arrived whole, so it must not be kept after a later chunk is pushed
-   * unless the caller is fine with it pinning that chunk. Return false to stop reading.
+   * One complete client-to-broker frame (pings excluded): its payload is `buf[start..end)`. When
+   * the frame arrived whole, `buf` is the received chunk, so a view of it pins that chunk for as
+   * long as it is kept. No view is made here: most frames need only part of their payload.
+   * Return false to stop reading.
    */
-  onFrame(opId: number, flags: number, payload: Buffer): boolean;
+  onFrame(opId: number, flags: number, buf: Buffer, start: number, end: number): boolean;
 }
 
 /** Why a reader refused its input. */
@@ -98,7 +99,8 @@ export class ClientFrameReader {
     if (this.body.active) {
       pos = this.body.add(chunk);
       if (this.body.active) return ReadError.None;
-      if (!this.sink.onFrame(this.bodyOpId, this.bodyFlags, this.body.take())) return ReadError.Stopped;
+      const whole = this.body.take();
+      if (!this.sink.onFrame(this.bodyOpId, this.bodyFlags, whole, 0, whole.length)) return ReadError.Stopped;
     } else if (this.headLen > 0) {
       const take = Math.min(CLIENT_HEADER_SIZE - this.headLen, n);
       chunk.copy(this.head, this.headLen, 0, take);
@@ -138,7 +140,7 @@ export class ClientFrameReader {
     const opId = (h[ho] | (h[ho + 1] << 8) | (h[ho + 2] << 16)) + h[ho + 3] * 0x1000000;
     const avail = chunk.length - pos;
     if (avail >= len) {
-      if (!this.sink.onFrame(opId, flags, chunk.subarray(pos, pos + len))) return -ReadError.Stopped;
+      if (!this.sink.onFrame(opId, flags, chunk, pos, pos + len)) return -ReadError.Stopped;
       return pos + len;
     }
     this.body.start(len, chunk.subarray(pos));

@@ -170,9 +170,9 @@ export class PeerConnection implements ClientSink, ClientFrameSink, RoomWaiter {
   }
 
   /** Called by the reader for every complete frame. */
-  onFrame(opId: number, flags: number, payload: Buffer): boolean {
+  onFrame(opId: number, flags: number, buf: Buffer, start: number, end: number): boolean {
     if (this.state !== State.Frames) return false;
-    return this.core.handleClientFrame(this.entry as ClientEntry, opId, flags, payload);
+    return this.core.handleClientFrame(this.entry as ClientEntry, opId, flags, buf, start, end);
   }
 
   private handshake(chunk: Buffer): void {
