@@ -245,7 +245,7 @@ export class BrokerCore {
         const topics = sender.topics;
         const topic = topics.read(buf, start, end);
         if (topic === null) return false;
-        const topicNul = topics.withNul;
+        const topicNul = topics.withNul();
         let receiver: string | null = null;
         let from = topics.end + 1;
         if (op === Op.PublishFor) {

@@ -121,27 +121,34 @@ export function isValidUtf8(buf: Uint8Array): boolean {
 /** Names longer than this are decoded every time instead of being remembered. */
 const NAME_CACHE_MAX = 1024;
 /** Slots of a {@link NameCache} (a power of two). */
-const NAME_SLOTS = 8;
+const NAME_SLOTS = 16;
 
 /**
  * Decodes the NUL-terminated name (target or topic) at the start of a frame body, remembering
  * recent ones: a client sends frame after frame to the same few targets or topics, and comparing
  * a few bytes costs far less than decoding, validating and hashing a new string each time. The
- * slot is picked by length and last byte, so `svc.1`, `svc.2`... do not evict each other.
+ * slot is picked from the name's length and last two bytes, so `svc.1`, `svc.2`... mostly keep
+ * slots of their own; a miss costs a copy into the slot's own buffer, no allocation beyond the
+ * decoded string.
  */
 export class NameCache {
-  /** `name NUL` per slot; never written to once made, so a caller may keep it. */
-  private readonly nuls: (Buffer | null)[] = new Array<Buffer | null>(NAME_SLOTS).fill(null);
+  /** Each slot's `name NUL` bytes, in a buffer grown when a longer name comes. */
+  private readonly stores: (Buffer | null)[] = new Array<Buffer | null>(NAME_SLOTS).fill(null);
+  /** Length of each slot's name (without its NUL); -1 for an empty slot. */
+  private readonly lens: number[] = new Array<number>(NAME_SLOTS).fill(-1);
   private readonly names: string[] = new Array<string>(NAME_SLOTS).fill('');
+  /** Each slot's `name NUL` as a view, made when first asked for after the slot changed. */
+  private readonly views: (Buffer | null)[] = new Array<Buffer | null>(NAME_SLOTS).fill(null);
   private last = 0;
+  /** The slot of the last read, or -1 when the name was too long to cache. */
+  private current = -1;
+  private long: Buffer = EMPTY;
   /** Where the NUL of the last {@link read} is. */
   end = 0;
-  /** The last name read with its NUL: the cached copy, or a view of the frame when not cached. */
-  withNul: Buffer = EMPTY;
 
   /**
    * The name in `buf[start..)` up to its NUL (which must come before `limit`), or null when there
-   * is no NUL or the name is not valid UTF-8. Sets {@link end} and {@link withNul}.
+   * is no NUL or the name is not valid UTF-8. Sets {@link end}.
    */
   read(buf: Buffer, start: number, limit: number): string | null {
     // The slot of the last hit is tried before searching for the NUL: most often it matches.
@@ -149,37 +156,57 @@ export class NameCache {
     const i = buf.indexOf(0, start);
     if (i === -1 || i >= limit) return null;
     const n = i - start;
-    const slot = n === 0 ? 0 : (n ^ buf[i - 1]) & (NAME_SLOTS - 1);
-    if (this.matches(slot, buf, start, limit)) return this.hit(slot, start);
+    const slot = n < 2 ? n : (n + buf[i - 1] * 3 + buf[i - 2]) & (NAME_SLOTS - 1);
+    if (slot !== this.last && this.matches(slot, buf, start, limit)) return this.hit(slot, start);
     const name = decodeUtf8(buf, start, i);
     if (name === null) return null;
     this.end = i;
-    if (n < NAME_CACHE_MAX) {
-      const nul = Buffer.from(buf.subarray(start, i + 1));
-      this.nuls[slot] = nul;
-      this.names[slot] = name;
-      this.last = slot;
-      this.withNul = nul;
-    } else {
-      this.withNul = buf.subarray(start, i + 1);
+    if (n >= NAME_CACHE_MAX) {
+      this.current = -1;
+      this.long = buf.subarray(start, i + 1);
+      return name;
     }
+    let store = this.stores[slot];
+    if (store === null || store.length <= n) {
+      // Unpooled: a slice of Node's shared pool would keep its whole 8 KiB block alive.
+      store = Buffer.allocUnsafeSlow(Math.max(32, 1 << (32 - Math.clz32(n))));
+      this.stores[slot] = store;
+    }
+    // A short name is copied byte by byte: cheaper than Buffer#copy, which makes a view of its own.
+    if (n <= 64) for (let k = 0; k <= n; k++) store[k] = buf[start + k];
+    else buf.copy(store, 0, start, i + 1);
+    this.lens[slot] = n;
+    this.names[slot] = name;
+    this.views[slot] = null;
+    this.last = slot;
+    this.current = slot;
     return name;
   }
 
+  /** The last name read with its NUL; valid until the next read, which may overwrite it. */
+  withNul(): Buffer {
+    const slot = this.current;
+    if (slot === -1) return this.long;
+    let v = this.views[slot];
+    if (v === null) {
+      v = (this.stores[slot] as Buffer).subarray(0, this.lens[slot] + 1);
+      this.views[slot] = v;
+    }
+    return v;
+  }
+
   private matches(slot: number, buf: Buffer, start: number, limit: number): boolean {
-    const c = this.nuls[slot];
-    if (c === null) return false;
-    const n = c.length - 1;
-    if (start + n >= limit || buf[start + n] !== 0) return false;
+    const n = this.lens[slot];
+    if (n < 0 || start + n >= limit || buf[start + n] !== 0) return false;
+    const c = this.stores[slot] as Buffer;
     for (let k = 0; k < n; k++) if (buf[start + k] !== c[k]) return false;
     return true;
   }
 
   private hit(slot: number, start: number): string {
-    const c = this.nuls[slot] as Buffer;
     this.last = slot;
-    this.end = start + c.length - 1;
-    this.withNul = c;
+    this.current = slot;
+    this.end = start + this.lens[slot];
     return this.names[slot];
   }
 }
