@@ -13,8 +13,84 @@ export default tseslint.config(
       'no-constant-condition': ['error', { checkLoops: false }],
     },
   },
+  // Layers reach each other through their indexes only, so that what a layer offers is named in
+  // one place and the public entry points stay curated (CONTRIBUTING.md, "Layout").
+  {
+    files: ['libs/busrt/**/*.ts'],
+    rules: {
+      'no-restricted-imports': [
+        'error',
+        {
+          patterns: [
+            {
+              regex: '^(\\.\\./)+(protocol|broker|server|client|rpc)/(?!index\\.js$)',
+              message: 'Import another folder of the core through its index.js.',
+            },
+            { regex: '^(@nestjs/|rxjs|reflect-metadata)', message: 'The core never needs Nest.' },
+            {
+              regex: '^(\\.\\./)+nestjs/|^#busrt/',
+              message: 'The core never imports the Nest layer or the internal aliases.',
+            },
+          ],
+        },
+      ],
+    },
+  },
+  {
+    files: ['libs/nestjs/**/*.ts'],
+    rules: {
+      'no-restricted-imports': [
+        'error',
+        {
+          patterns: [
+            {
+              regex: '^(\\.\\./)+busrt/(?!internal\\.js$)',
+              message: 'The Nest layer imports the core through libs/busrt/internal.js only.',
+            },
+            {
+              regex: '^#busrt/',
+              message: 'Library code uses relative imports, so its declaration files stay self-contained.',
+            },
+          ],
+        },
+      ],
+    },
+  },
+  {
+    files: ['src/**/*.ts', 'test/**/*.ts', 'bench/**/*.ts'],
+    rules: {
+      'no-restricted-imports': [
+        'error',
+        {
+          patterns: [
+            {
+              regex: '^(\\.\\./)+libs/',
+              message: "Use the internal indexes '#busrt/core' and '#busrt/nestjs' instead of paths into libs/.",
+            },
+          ],
+        },
+      ],
+    },
+  },
+  {
+    files: ['sample/**/*.ts'],
+    rules: {
+      'no-restricted-imports': [
+        'error',
+        {
+          patterns: [
+            {
+              regex: '^#busrt/|^(\\.\\./)+libs/',
+              message:
+                "Samples use the public entry points 'busrt-nestjs' and 'busrt-nestjs/core' only, as an app would.",
+            },
+          ],
+        },
+      ],
+    },
+  },
   {
     files: ['**/*.js', '**/*.mjs'],
-    languageOptions: { globals: { process: 'readonly', console: 'readonly' } },
+    languageOptions: { globals: { process: 'readonly', console: 'readonly', URL: 'readonly' } },
   },
 );

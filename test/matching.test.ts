@@ -8,7 +8,7 @@ import {
   TopicMap,
   type Markable,
   type MatchSymbols,
-} from '../libs/busrt/broker/matching/index.js';
+} from '#busrt/core';
 import { loadVectorFile } from './support/vectors.js';
 
 interface SymbolsOfTable {

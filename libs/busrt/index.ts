@@ -1,5 +1,24 @@
-export * from './protocol/index.js';
-export * from './broker/index.js';
-export * from './server/index.js';
-export * from './client/index.js';
-export * from './rpc/index.js';
+// The public face of `busrt-nestjs/core`: what a program that embeds the broker, connects to a
+// bus or serves RPC without Nest needs. Everything else is internal (`./internal.ts`, for the
+// package's own layers) and may change in any release.
+
+// The broker.
+export { Broker } from './server/index.js';
+export type { Listener, ListenerSpec, ServerConfig } from './server/index.js';
+export type { BrokerLogger, BrokerOptions, InternalClient } from './broker/index.js';
+export { AaaConfigError, ClientAaa, aaaMapFrom, parseAaaJson, replaceAaaMap, toAaaMap } from './broker/index.js';
+export type { AaaMap, AaaPermission, AaaRule, AaaRules } from './broker/index.js';
+export type { BrokerInfo, BrokerStats, ClientInfo, ClientKind } from './protocol/index.js';
+
+// Clients and frames.
+export { SocketClient, connect } from './client/index.js';
+export type { ClientOptions } from './client/index.js';
+export { BusError, ErrorCode, Frame, FrameKind, QoS, codeName } from './protocol/index.js';
+export type { AckHandler, BusClient, DataFrameKind, DisconnectHandler, FrameHandler } from './protocol/index.js';
+export { BROKER_INFO_TOPIC, BROKER_NAME, BROKER_WARN_TOPIC, SECONDARY_SEP } from './protocol/index.js';
+
+// RPC.
+export { RpcClient, RpcError, RpcErrorCode, initCoreRpc } from './rpc/index.js';
+export type { CallOptions, CallSink, RpcEvent, RpcHandlers, RpcOptions, RpcResult } from './rpc/index.js';
+export { msgpackPayload, packMsgpack, unpackMsgpack } from './rpc/index.js';
+export type { Payload, PayloadWriter } from './protocol/index.js';

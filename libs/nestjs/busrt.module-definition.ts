@@ -11,3 +11,6 @@ export const {
   .setClassMethodName('forRoot')
   .setExtras({ isGlobal: true }, (definition, extras) => ({ ...definition, global: extras.isGlobal }))
   .build();
+
+/** The options of `BusrtModule.forRootAsync`: `useFactory` / `useClass` / `useExisting`, `inject`, `imports`, `isGlobal`. */
+export type BusrtModuleAsyncOptions = typeof BUSRT_ASYNC_OPTIONS_TYPE;

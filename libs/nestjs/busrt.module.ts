@@ -1,5 +1,5 @@
 import { Module } from '@nestjs/common';
-import { Broker } from '#busrt/core';
+import { Broker } from '../busrt/internal.js';
 import { BusrtConfigurableModule } from './busrt.module-definition.js';
 import { BusrtHost } from './busrt-host.js';
 import { BrokerCoreController } from './server/core.controller.js';

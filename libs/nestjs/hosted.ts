@@ -1,4 +1,4 @@
-import type { Broker, RpcHandlers } from '#busrt/core';
+import type { Broker, RpcHandlers } from '../busrt/internal.js';
 
 /** What a {@link BusrtModule} offers to transports and clients in the same process. */
 export interface HostedBroker {

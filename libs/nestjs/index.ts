@@ -1,12 +1,31 @@
-export * from './constants.js';
-export * from './options.js';
-export { BUSRT_MODULE_OPTIONS, BUSRT_OPTIONS_TYPE, BUSRT_ASYNC_OPTIONS_TYPE } from './busrt.module-definition.js';
-export * from './busrt.module.js';
-export * from './busrt-host.js';
-export { hostedBroker, type HostedBroker } from './hosted.js';
-export * from './server/busrt.server.js';
-export * from './server/busrt.context.js';
-export * from './server/codec.js';
-export * from './server/decorators.js';
-export * from './server/core.controller.js';
-export * from './client/busrt.client-proxy.js';
+// The public face of `busrt-nestjs`: the module that hosts a broker, the transport strategy, the
+// client proxy, the context and the decorators. The framework-free broker, client and RPC layer
+// are `busrt-nestjs/core`; everything else is internal (`./internal.ts`) and may change.
+
+// Hosting the broker.
+export { BusrtModule } from './busrt.module.js';
+export { BUSRT_MODULE_OPTIONS } from './busrt.module-definition.js';
+export type { BusrtModuleAsyncOptions } from './busrt.module-definition.js';
+export type { BusrtListenerOptions, BusrtModuleOptions } from './options.js';
+export { BusrtHost } from './busrt-host.js';
+
+// Serving the bus.
+export { BusrtServer } from './server/busrt.server.js';
+export type { BusrtServerEvents, BusrtServerOptions, BusrtStatus } from './server/busrt.server.js';
+export { BusrtContext } from './server/busrt.context.js';
+export type { BusrtContextArgs } from './server/busrt.context.js';
+export { BrokerMethod, BusrtBroadcast, BusrtEvent, BusrtMethod, BusrtNotification } from './server/decorators.js';
+export type { BusrtPatternOptions } from './server/decorators.js';
+export { APP_ERROR_CODE, BusrtRaw, BusrtRpcException, raw } from './server/codec.js';
+export { BUSRT_TRANSPORT } from './constants.js';
+
+// Calling the bus.
+export { BusrtClientProxy } from './client/busrt.client-proxy.js';
+export type {
+  BusrtCallPattern,
+  BusrtClientEvents,
+  BusrtClientOptions,
+  BusrtClientStatus,
+  BusrtEventPattern,
+} from './client/busrt.client-proxy.js';
+export type { ReconnectOptions } from './reconnect.js';

@@ -1,4 +1,4 @@
-import type { AaaMap, AaaRules, BrokerLogger, ServerConfig } from '#busrt/core';
+import type { AaaMap, AaaRules, BrokerLogger, ServerConfig } from '../busrt/internal.js';
 
 /** One listener of the embedded broker: where it listens and its own settings. */
 export interface BusrtListenerOptions extends Omit<ServerConfig, 'aaaMap'> {

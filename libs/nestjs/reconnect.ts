@@ -1,5 +1,5 @@
 import { Logger, type Type } from '@nestjs/common';
-import type { BusClient, RpcClient } from '#busrt/core';
+import type { BusClient, RpcClient } from '../busrt/internal.js';
 
 /** Back-off between reconnection attempts; `false` turns reconnecting off. */
 export type ReconnectOptions = false | { delayMs?: number; maxDelayMs?: number };

@@ -12,7 +12,7 @@ import {
   payloadBytes,
   QoS,
 } from '../protocol/index.js';
-import { settleOp } from '../protocol/settle.js';
+import { settleOp } from '../protocol/index.js';
 import type { BrokerCore } from './core.js';
 import { ClientEntry, type ClientSink } from './entry.js';
 

@@ -24,8 +24,8 @@ import {
   ReadError,
   SECONDARY_SEP,
 } from '../protocol/index.js';
-import { OutputSlabs, SLAB_SIZE } from '../protocol/output.js';
-import { settleOp } from '../protocol/settle.js';
+import { OutputSlabs, SLAB_SIZE } from '../protocol/index.js';
+import { settleOp } from '../protocol/index.js';
 
 /** How to connect a {@link SocketClient}. */
 export interface ClientOptions {

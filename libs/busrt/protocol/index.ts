@@ -6,3 +6,5 @@ export * from './client.js';
 export * from './frame-queue.js';
 export * from './reports.js';
 export * from './payload.js';
+export * from './output.js';
+export * from './settle.js';

@@ -17,7 +17,7 @@ import {
   PROTOCOL_VERSION,
   ReadError,
 } from '../protocol/index.js';
-import { OutputSlabs, SLAB_SIZE } from '../protocol/output.js';
+import { OutputSlabs, SLAB_SIZE } from '../protocol/index.js';
 import type { ListenerSettings } from './settings.js';
 
 const enum State {

@@ -13,7 +13,7 @@ import {
   QoS,
   RpcClient,
   RpcError,
-} from '#busrt/core';
+} from '../../busrt/internal.js';
 import { DEFAULT_HOST } from '../constants.js';
 import { hostedBroker } from '../hosted.js';
 import { leaveBus, Link, type LinkEvents, type ReconnectOptions } from '../reconnect.js';

@@ -1,5 +1,5 @@
 import { BaseRpcContext } from '@nestjs/microservices';
-import type { DataFrameKind, Frame, RpcEvent } from '#busrt/core';
+import type { DataFrameKind, Frame, RpcEvent } from '../../busrt/internal.js';
 
 /** `[frame, method or topic, payload, the RPC event of a call or notification or null]` */
 export type BusrtContextArgs = [Frame, string, Buffer, RpcEvent | null];

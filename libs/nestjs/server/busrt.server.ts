@@ -15,7 +15,7 @@ import {
   type RpcHandlers,
   type RpcResult,
   TopicMap,
-} from '#busrt/core';
+} from '../../busrt/internal.js';
 import { BUSRT_EXTRAS, BUSRT_TRANSPORT, DEFAULT_HOST, RPC_NOTIFICATION, RPC_BROADCAST } from '../constants.js';
 import { type HostedBroker, findHostedBroker, hostedBroker } from '../hosted.js';
 import { leaveBus, Link, type LinkEvents, type ReconnectOptions } from '../reconnect.js';

@@ -1,5 +1,5 @@
 import { RpcException } from '@nestjs/microservices';
-import { msgpackPayload, type Payload, RpcError, RpcErrorCode, unpackMsgpack } from '#busrt/core';
+import { msgpackPayload, type Payload, RpcError, RpcErrorCode, unpackMsgpack } from '../../busrt/internal.js';
 
 /** Code of an application error that names none (`RpcException('text')`). */
 export const APP_ERROR_CODE = -32000;

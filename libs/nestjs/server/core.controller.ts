@@ -1,6 +1,6 @@
 import { Controller } from '@nestjs/common';
 import { Ctx, Payload } from '@nestjs/microservices';
-import { CoreRpcHandlers, payloadBytes, RpcError, type RpcEvent } from '#busrt/core';
+import { CoreRpcHandlers, payloadBytes, RpcError, type RpcEvent } from '../../busrt/internal.js';
 import { BusrtHost } from '../busrt-host.js';
 import type { BusrtContext } from './busrt.context.js';
 import { BrokerMethod } from './decorators.js';

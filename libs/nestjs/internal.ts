@@ -1,0 +1,12 @@
+export * from './constants.js';
+export * from './options.js';
+export { BUSRT_MODULE_OPTIONS, BUSRT_OPTIONS_TYPE, BUSRT_ASYNC_OPTIONS_TYPE } from './busrt.module-definition.js';
+export * from './busrt.module.js';
+export * from './busrt-host.js';
+export { hostedBroker, type HostedBroker } from './hosted.js';
+export * from './server/busrt.server.js';
+export * from './server/busrt.context.js';
+export * from './server/codec.js';
+export * from './server/decorators.js';
+export * from './server/core.controller.js';
+export * from './client/busrt.client-proxy.js';
