@@ -1,4 +1,4 @@
-import { BusError, connect, type SocketClient } from '#busrt/core';
+import { BusError, connect, type SocketClient } from 'busrt-nestjs/core';
 import { AAA_SOCKET, AAA_TCP } from './address.js';
 
 /** Runs one operation and prints what the broker said. */

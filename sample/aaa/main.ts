@@ -1,8 +1,8 @@
 import 'reflect-metadata';
 import { Injectable, Logger, Module, type OnApplicationBootstrap, type OnApplicationShutdown } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
-import { Broker, BusError } from '#busrt/core';
-import { BusrtModule } from '#busrt/nestjs';
+import { Broker, BusError } from 'busrt-nestjs/core';
+import { BusrtModule } from 'busrt-nestjs';
 import { AAA_SOCKET, AAA_TCP } from './address.js';
 
 /**

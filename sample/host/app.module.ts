@@ -1,5 +1,5 @@
 import { Module } from '@nestjs/common';
-import { BusrtModule } from '#busrt/nestjs';
+import { BusrtModule } from 'busrt-nestjs';
 import { InventoryController } from './inventory.controller.js';
 import { InventoryService } from './inventory.service.js';
 

@@ -1,7 +1,7 @@
 import { Controller, Injectable, type PipeTransform } from '@nestjs/common';
 import { Ctx, MessagePattern, Payload } from '@nestjs/microservices';
-import { Broker, type InternalClient, packMsgpack } from '#busrt/core';
-import { BrokerMethod, type BusrtContext, BusrtEvent, BusrtRpcException } from '#busrt/nestjs';
+import { Broker, type InternalClient, packMsgpack } from 'busrt-nestjs/core';
+import { BrokerMethod, type BusrtContext, BusrtEvent, BusrtRpcException } from 'busrt-nestjs';
 import { type Item, InventoryService } from './inventory.service.js';
 
 /** Checks the params of `stock.adjust`: a known-looking SKU and a whole number. */

@@ -2,7 +2,7 @@ import 'reflect-metadata';
 import { Logger } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
 import type { MicroserviceOptions } from '@nestjs/microservices';
-import { BusrtServer } from '#busrt/nestjs';
+import { BusrtServer } from 'busrt-nestjs';
 import { AppModule, SOCKET, TCP } from './app.module.js';
 
 /** The host: a Nest microservice with the broker inside, serving `demo.inventory` in-process. */

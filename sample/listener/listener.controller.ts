@@ -1,6 +1,6 @@
 import { Controller, Logger } from '@nestjs/common';
 import { Ctx, Payload } from '@nestjs/microservices';
-import { type BusrtContext, BusrtEvent } from '#busrt/nestjs';
+import { type BusrtContext, BusrtEvent } from 'busrt-nestjs';
 
 /** Prints what happens on the bus: stock changes, and clients coming and going. */
 @Controller()

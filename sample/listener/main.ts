@@ -2,7 +2,7 @@ import 'reflect-metadata';
 import { Logger, Module } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
 import type { MicroserviceOptions } from '@nestjs/microservices';
-import { BusrtServer } from '#busrt/nestjs';
+import { BusrtServer } from 'busrt-nestjs';
 import { ListenerController } from './listener.controller.js';
 
 @Module({ controllers: [ListenerController] })

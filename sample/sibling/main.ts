@@ -3,7 +3,7 @@ import { Inject, Injectable, Logger, Module } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
 import { type ClientProxy, ClientsModule } from '@nestjs/microservices';
 import { firstValueFrom } from 'rxjs';
-import { BusrtClientProxy } from '#busrt/nestjs';
+import { BusrtClientProxy } from 'busrt-nestjs';
 
 const SOCKET = process.env.BUSRT_SOCKET ?? '/tmp/busrt.sock';
 const TCP = process.env.BUSRT_TCP ?? '127.0.0.1:7777';
