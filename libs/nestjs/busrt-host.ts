@@ -9,7 +9,7 @@ import {
   type RpcClient,
   type RpcHandlers,
   withCoreFallback,
-} from '#busrt/core';
+} from '../busrt/internal.js';
 import { BUSRT_MODULE_OPTIONS } from './busrt.module-definition.js';
 import { DEFAULT_HOST } from './constants.js';
 import { type HostedBroker, registerHostedBroker, unregisterHostedBroker } from './hosted.js';
@@ -57,25 +57,17 @@ export class BusrtHost implements HostedBroker, OnApplicationBootstrap, OnApplic
 
   /** Starts every listener; a bind that fails stops the app from starting, with the reason. */
   async onApplicationBootstrap(): Promise<void> {
-    for (const l of this.options.listeners ?? []) {
-      const { path, aaa, ...config } = l;
-      try {
-        await this.broker.spawnServer(path, {
-          timeoutMs: SERVER_DEFAULT_TIMEOUT_MS,
-          ...config,
-          aaaMap: aaa === undefined || aaa === null ? null : toAaaMap(aaa, `listener ${path}: aaa`),
-        });
-      } catch (e) {
-        await this.broker.close();
-        unregisterHostedBroker(this.hostName, this);
-        const why = e instanceof Error ? e.message : String(e);
-        throw new Error(
-          why.startsWith(`cannot listen on ${path}`) ? `busrt: ${why}` : `busrt: cannot listen on ${path}: ${why}`,
-          {
-            cause: e,
-          },
-        );
-      }
+    const binds = (this.options.listeners ?? []).map(({ path, aaa, ...config }) => ({
+      timeoutMs: SERVER_DEFAULT_TIMEOUT_MS,
+      ...config,
+      path,
+      aaaMap: aaa === undefined || aaa === null ? null : toAaaMap(aaa, `listener ${path}: aaa`),
+    }));
+    try {
+      await this.broker.spawnServers(binds);
+    } catch (e) {
+      unregisterHostedBroker(this.hostName, this);
+      throw new Error(`busrt: ${e instanceof Error ? e.message : String(e)}`, { cause: e });
     }
   }
 

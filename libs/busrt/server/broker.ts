@@ -4,6 +4,11 @@ import { Flusher } from './connection.js';
 import { isUnixPath, Listener, listenTcp, listenUnix } from './listener.js';
 import type { ServerConfig } from './settings.js';
 
+/** A listener to start: its address (a UNIX socket path or a TCP `host:port`) and settings. */
+export interface ListenerSpec extends ServerConfig {
+  path: string;
+}
+
 /**
  * A BUS/RT broker: the routing core plus its listeners (UNIX sockets and TCP, any number of each)
  * and in-process clients.
@@ -35,6 +40,26 @@ export class Broker extends BrokerCore {
   /** Listens on a UNIX path or a TCP `host:port`, telling them apart as the official tools do. */
   spawnServer(bind: string, config: ServerConfig = {}): Promise<Listener> {
     return isUnixPath(bind) ? this.spawnUnixServer(bind, config) : this.spawnTcpServer(bind, config);
+  }
+
+  /**
+   * Starts listeners in order. When one cannot start, the broker is closed (the listeners already
+   * started are stopped and their socket files removed) and the error names the address and why.
+   */
+  async spawnServers(binds: readonly ListenerSpec[]): Promise<Listener[]> {
+    const started: Listener[] = [];
+    for (const { path, ...config } of binds) {
+      try {
+        started.push(await this.spawnServer(path, config));
+      } catch (e) {
+        await this.close();
+        const why = e instanceof Error ? e.message : String(e);
+        throw new Error(why.startsWith(`cannot listen on ${path}`) ? why : `cannot listen on ${path}: ${why}`, {
+          cause: e,
+        });
+      }
+    }
+    return started;
   }
 
   /**
