@@ -35,7 +35,14 @@ class Watched {
       this.exit = { code, signal };
       this.wake();
     });
+    this.closed = new Promise((resolveClosed) => child.on('close', () => resolveClosed()));
   }
+
+  /**
+   * Settles once the child's output streams have closed: after the child and every process that
+   * inherited them (a launcher's command, say) have ended.
+   */
+  readonly closed: Promise<void>;
 
   private add(which: 'stdout' | 'stderr', d: Buffer): void {
     this[which] += d.toString('utf8');
@@ -82,9 +89,19 @@ class Watched {
     return this.child.pid ?? -1;
   }
 
-  /** Sends a signal, by the child's own pid. */
+  /** True when the child leads a process group that signals go to. */
+  protected group = false;
+
+  /** Sends a signal, by the child's own pid (to its process group when it leads one). */
   signal(sig: NodeJS.Signals): void {
-    if (this.exit === null && this.child.pid !== undefined) process.kill(this.child.pid, sig);
+    if (this.child.pid === undefined) return;
+    if (this.group) {
+      try {
+        process.kill(-this.child.pid, sig);
+      } catch {
+        // The whole group is gone already.
+      }
+    } else if (this.exit === null) process.kill(this.child.pid, sig);
   }
 }
 
@@ -147,14 +164,19 @@ export interface RunResult extends Exit {
   stderr: string;
 }
 
+/** How to run a command: its standard input, extra environment, working directory and time limit. */
+export interface RunOptions {
+  stdin?: string | Buffer;
+  env?: Record<string, string>;
+  cwd?: string;
+  ms?: number;
+}
+
 /** Runs a command to its end (killed by pid after `ms`), optionally feeding stdin. */
-export async function runNode(
-  script: string,
-  args: readonly string[],
-  opts: { stdin?: string | Buffer; env?: Record<string, string>; ms?: number } = {},
-): Promise<RunResult> {
-  const child = spawn(process.execPath, [script, ...args], {
+export async function runCommand(command: string, args: readonly string[], opts: RunOptions = {}): Promise<RunResult> {
+  const child = spawn(command, args, {
     env: cleanEnv(opts.env),
+    cwd: opts.cwd,
     stdio: ['pipe', 'pipe', 'pipe'],
   });
   const w = new Watched(child);
@@ -169,12 +191,37 @@ export async function runNode(
   }
 }
 
+/** Runs a Node script to its end under the test's Node. */
+export function runNode(script: string, args: readonly string[], opts: RunOptions = {}): Promise<RunResult> {
+  return runCommand(process.execPath, [script, ...args], opts);
+}
+
 /** A long-running command (e.g. `busrt ... listen`) that the test stops itself. */
 export class Running extends Watched {
   static start(script: string, args: readonly string[], env: Record<string, string> = {}): Running {
-    return new Running(
-      spawn(process.execPath, [script, ...args], { env: cleanEnv(env), stdio: ['ignore', 'pipe', 'pipe'] }),
+    return Running.command(process.execPath, [script, ...args], { env });
+  }
+
+  /**
+   * Starts any command, in `cwd` when given. With `group`, the command leads a process group of
+   * its own and signals go to the whole group: a launcher such as npx does not pass a signal on
+   * to the command it runs.
+   */
+  static command(
+    command: string,
+    args: readonly string[],
+    opts: { env?: Record<string, string>; cwd?: string; group?: boolean } = {},
+  ): Running {
+    const r = new Running(
+      spawn(command, args, {
+        env: cleanEnv(opts.env),
+        cwd: opts.cwd,
+        stdio: ['ignore', 'pipe', 'pipe'],
+        detached: opts.group ?? false,
+      }),
     );
+    r.group = opts.group ?? false;
+    return r;
   }
 
   /** Waits for stdout to match `re`. */
