@@ -1,10 +1,12 @@
 import 'reflect-metadata';
 import { afterEach, describe, expect, it } from '@jest/globals';
+import { type ChildProcess, fork } from 'node:child_process';
 import { Controller, Injectable, Module, type INestApplication, type INestMicroservice } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
 import { EventPattern, MessagePattern, type MicroserviceOptions, Payload, Transport } from '@nestjs/microservices';
 import { Broker, connect, packMsgpack, RpcClient, RpcError, type SocketClient, unpackMsgpack } from '#busrt/core';
 import { BUSRT_TRANSPORT, BusrtModule, BusrtServer, type BusrtStatus } from '#busrt/nestjs';
+import { CapturedLog } from './support/nest-log.js';
 import { tmpSocket } from './support/raw.js';
 
 const received: unknown[] = [];
@@ -131,6 +133,65 @@ describe('BusrtServer over a socket (a sibling service)', () => {
     expect(events[0]).toBe('connected');
     expect(events).toContain('disconnected');
     expect(events).toContain('reconnecting 1');
+  });
+});
+
+/** A broker in a child process on `path`, ready to serve; stopped (SIGKILL) after the test. */
+async function childBroker(path: string): Promise<ChildProcess> {
+  const child = fork(new URL('./support/broker-child.js', import.meta.url), [path], {
+    stdio: ['ignore', 'ignore', 'inherit', 'ipc'],
+  });
+  cleanup.push(async () => {
+    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+  });
+  await new Promise((r) => child.once('message', r));
+  return child;
+}
+
+describe('BusrtServer logs a lost broker once, and its return', () => {
+  it('warns once while the broker is away, retries at debug level, logs the reconnection (no ERROR)', async () => {
+    const path = tmpSocket();
+    const first = await childBroker(path);
+    const log = new CapturedLog();
+    const server = new BusrtServer({ name: 'svc.echo', path, reconnect: { delayMs: 20, maxDelayMs: 40 } });
+    const app = await NestFactory.createMicroservice<MicroserviceOptions>(
+      { module: class Svc {}, controllers: [EchoController] },
+      { strategy: server, logger: log },
+    );
+    cleanup.push(() => app.close());
+    await app.listen();
+
+    // SIGTERM: the child closes its broker (the socket file goes with it) and exits.
+    first.kill('SIGTERM');
+    await new Promise((r) => first.once('exit', r));
+    const lostLine = (e: { message: string }): boolean => e.message.includes('connection to the broker lost');
+    await log.waitFor(lostLine, 'about the lost connection');
+    // Several failed attempts while the broker is away (attempts 1, 2 and 4 are logged).
+    await log.waitFor((e) => e.message.includes('reconnection attempt 4 failed'), 'about attempt 4');
+    await childBroker(path);
+    await log.waitFor((e) => e.message.includes('reconnected to the broker'), 'about the reconnection');
+    const { rpc } = await caller(path);
+    expect(await callValue(rpc, 'svc.echo', 'echo', 'back')).toBe('back');
+
+    const lines = log.lines('BusrtServer');
+    expect(lines.filter((l) => l.startsWith('WARN'))).toEqual([
+      'WARN svc.echo: connection to the broker lost (the broker closed the connection); ' +
+        'retrying every 20 ms, backing off to every 40 ms',
+    ]);
+    expect(log.entries.filter((e) => e.level === 'error' || e.level === 'fatal')).toEqual([]);
+    const failed = lines.filter((l) => / reconnection attempt \d+ failed: /.test(l));
+    expect(failed.slice(0, 3).map((l) => l.split(' failed:')[0])).toEqual([
+      'DEBUG svc.echo: reconnection attempt 1',
+      'DEBUG svc.echo: reconnection attempt 2',
+      'DEBUG svc.echo: reconnection attempt 4',
+    ]);
+    expect(failed[0]).toContain(`cannot join the bus at ${path}`);
+    const back = lines.findIndex((l) => / reconnected to the broker \(attempt \d+\)$/.test(l));
+    expect(lines[back]).toMatch(/^LOG svc\.echo: reconnected/);
+    // In order: the warning, the failed attempts, then the reconnection, logged once.
+    expect(lines.findIndex((l) => l.startsWith('WARN'))).toBeLessThan(lines.indexOf(failed[0]));
+    expect(lines.indexOf(failed.at(-1) as string)).toBeLessThan(back);
+    expect(lines.filter((l) => l.includes('reconnected'))).toHaveLength(1);
   });
 });
 
