@@ -195,6 +195,50 @@ describe('BusrtServer logs a lost broker once, and its return', () => {
   });
 });
 
+describe('BusrtModule logs through Nest', () => {
+  it('routine connections are debug lines, never LOG; drops and refusals keep their levels', async () => {
+    const log = new CapturedLog();
+    const sock = tmpSocket();
+    const app = await NestFactory.createApplicationContext(
+      {
+        module: class Chatty {},
+        imports: [
+          BusrtModule.forRoot({
+            hostName: 'chatty',
+            listeners: [{ path: sock }, { path: '127.0.0.1:0', aaa: { known: {} } }],
+          }),
+        ],
+      },
+      { logger: log },
+    );
+    cleanup.push(() => app.close());
+    const broker = app.get(Broker);
+    const tcp = broker.listeners[1].address;
+
+    const visitor = await connect({ path: sock, name: 'visitor' });
+    await visitor.disconnect();
+    await log.waitFor((e) => e.message.includes('client visitor disconnected'), 'about the visitor leaving');
+    await expect(connect({ path: tcp, name: 'stranger' })).rejects.toMatchObject({ code: 0x79 });
+    await log.waitFor((e) => e.message.includes('client stranger is not in'), 'about the refusal');
+    const kicked = await connect({ path: sock, name: 'kicked' });
+    cleanup.push(() => kicked.disconnect());
+    broker.forceDisconnect('kicked');
+    await log.waitFor((e) => e.message.includes('client kicked dropped'), 'about the forced disconnection');
+
+    const lines = log.lines('BusrtBroker');
+    expect(lines.filter((l) => l.includes('visitor'))).toEqual([
+      'DEBUG client registered: visitor (local_ipc)',
+      `DEBUG client connected: visitor (${sock})`,
+      'DEBUG client unregistered: visitor',
+      'DEBUG client visitor disconnected: connection closed by the client',
+    ]);
+    expect(lines).toContain(`LOG listening on ${sock} (unix)`);
+    expect(lines).toContain('LOG client kicked dropped: force-disconnected');
+    expect(lines).toContainEqual(expect.stringMatching(/^WARN connection 127\.0\.0\.1:\d+: client stranger is not in/));
+    expect(lines.filter((l) => l.startsWith('LOG') && /connected: |closed by the client/.test(l))).toEqual([]);
+  });
+});
+
 @Injectable()
 class Settings {
   readonly sock = tmpSocket();
