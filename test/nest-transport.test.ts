@@ -1,7 +1,15 @@
 import 'reflect-metadata';
 import { afterEach, describe, expect, it } from '@jest/globals';
 import { type ChildProcess, fork } from 'node:child_process';
-import { Controller, Injectable, Module, type INestApplication, type INestMicroservice } from '@nestjs/common';
+import {
+  type CanActivate,
+  Controller,
+  Get,
+  Injectable,
+  Module,
+  type INestApplication,
+  type INestMicroservice,
+} from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
 import { EventPattern, MessagePattern, type MicroserviceOptions, Payload, Transport } from '@nestjs/microservices';
 import { Broker, connect, packMsgpack, RpcClient, RpcError, type SocketClient, unpackMsgpack } from '#busrt/core';
@@ -279,6 +287,62 @@ describe('BusrtModule.forRootAsync and hybrid apps', () => {
     expect((e as RpcError).code).toBe(-32601);
     const broker = app.get(Broker);
     expect(broker.listeners.map((l) => l.address)).toEqual([sock]);
+  });
+
+  it('serves the .broker patterns of its built-in controller over the bus, but nothing of it over HTTP', async () => {
+    @Controller('web')
+    class WebController {
+      @Get('hi')
+      hi(): string {
+        return 'hi';
+      }
+    }
+    // A global guard (inherited by the bus transport) counts what runs through Nest's pipeline.
+    const seen: string[] = [];
+    const counting: CanActivate = {
+      canActivate: (ctx) => {
+        seen.push(`${ctx.getType()} ${ctx.getClass().name}.${ctx.getHandler().name}`);
+        return true;
+      },
+    };
+    const log = new CapturedLog();
+    const sock = tmpSocket();
+    const app: INestApplication = await NestFactory.create(
+      {
+        module: class HybridWeb {},
+        imports: [BusrtModule.forRoot({ hostName: 'web', listeners: [{ path: sock }] })],
+        controllers: [WebController],
+      },
+      { logger: log },
+    );
+    cleanup.push(() => app.close());
+    app.useGlobalGuards(counting);
+    const bus = app.connectMicroservice<MicroserviceOptions>(
+      { strategy: new BusrtServer({ name: 'svc.web', broker: 'web' }) },
+      { inheritAppConfig: true },
+    );
+    await app.startAllMicroservices();
+    await app.listen(0, '127.0.0.1');
+    const url = await app.getUrl();
+
+    // The router maps the app's own controller, and nothing of the built-in one.
+    const routing = log.entries.filter((e) => e.context === 'RoutesResolver' || e.context === 'RouterExplorer');
+    expect(routing.map((e) => e.message)).toEqual(
+      expect.arrayContaining(['WebController {/web}:', expect.stringMatching(/Mapped \{\/web\/hi, GET\} route/)]),
+    );
+    expect(log.entries.filter((e) => e.message.includes('BrokerCoreController'))).toEqual([]);
+    expect(await (await fetch(`${url}/web/hi`)).text()).toBe('hi');
+    expect((await fetch(`${url}/`)).status).toBe(404);
+
+    // Over the bus its patterns answer, through the app's guard.
+    const busServer = (bus as INestMicroservice).getTransportServer() as unknown as BusrtServer;
+    expect([...busServer.getHandlers().keys()]).toEqual(
+      expect.arrayContaining(['.broker:test', '.broker:client.list']),
+    );
+    const { rpc } = await caller(sock);
+    expect(unpackMsgpack(await rpc.call('.broker', 'test'))).toEqual({ ok: true });
+    // Every handler that ran: the GET of /web/hi, and the bus call; nothing of GET / reached a handler.
+    expect(seen).toEqual(['http WebController.hi', 'rpc BrokerCoreController.test']);
   });
 
   it('refuses a second broker under the same host name, and a listener that cannot bind', async () => {
