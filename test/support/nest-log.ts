@@ -1,4 +1,5 @@
 import type { LoggerService, LogLevel } from '@nestjs/common';
+import { Waiters } from './waiters.js';
 
 /** One line a Nest app logged. */
 export interface LogEntry {
@@ -14,7 +15,7 @@ export interface LogEntry {
  */
 export class CapturedLog implements LoggerService {
   readonly entries: LogEntry[] = [];
-  private readonly waiters = new Set<() => void>();
+  private readonly waiters = new Waiters();
 
   log(message: unknown, ...rest: unknown[]): void {
     this.add('log', message, rest);
@@ -44,30 +45,17 @@ export class CapturedLog implements LoggerService {
 
   /** Waits for a line that satisfies `test`; rejects after `ms` with what was logged. */
   waitFor(test: (e: LogEntry) => boolean, what: string, ms = 5000): Promise<LogEntry> {
-    return new Promise((resolve, reject) => {
-      const check = (): void => {
-        const hit = this.entries.find(test);
-        if (hit === undefined) return;
-        done();
-        resolve(hit);
-      };
-      const timer = setTimeout(() => {
-        done();
-        reject(new Error(`no log line ${what}; logged:\n${this.lines().join('\n')}`));
-      }, ms);
-      const done = (): void => {
-        clearTimeout(timer);
-        this.waiters.delete(check);
-      };
-      this.waiters.add(check);
-      check();
-    });
+    return this.waiters.wait(
+      () => this.entries.find(test),
+      ms,
+      () => `no log line ${what}; logged:\n${this.lines().join('\n')}`,
+    );
   }
 
   private add(level: LogLevel, message: unknown, rest: unknown[]): void {
     // Nest's Logger passes its context as the last parameter.
     const last = rest.at(-1);
     this.entries.push({ level, context: typeof last === 'string' ? last : '', message: String(message) });
-    for (const w of [...this.waiters]) w();
+    this.waiters.wake();
   }
 }
