@@ -1,6 +1,7 @@
 import { afterEach, describe, expect, it } from '@jest/globals';
 import { existsSync, writeFileSync } from 'node:fs';
 import { spawn } from 'node:child_process';
+import { dirname, join } from 'node:path';
 import { Broker, BusError, type Frame, QoS } from '#busrt/core';
 import { clientFrame, RawPeer, sleep, tmpSocket } from './support/raw.js';
 import { vectorBytes } from './support/vectors.js';
@@ -231,6 +232,21 @@ describe('listeners', () => {
     await b.close();
     expect(existsSync(path)).toBe(false);
     expect(await p.closedWithin(1000)).toBe(true);
+  });
+
+  it('reports a socket path in a directory that does not exist as such (ENOENT), not as EACCES', async () => {
+    const b = new Broker();
+    brokers.push(b);
+    const dir = join(dirname(tmpSocket()), 'missing');
+    const path = join(dir, 'x.sock');
+    const err = await b.spawnUnixServer(path).catch((e: unknown) => e as NodeJS.ErrnoException);
+    expect(err).toMatchObject({
+      code: 'ENOENT',
+      path,
+      message: `cannot listen on ${path}: the directory ${dir} does not exist`,
+    });
+    expect((err as Error).cause).toMatchObject({ code: 'EACCES' }); // what Node said
+    expect(b.listeners).toHaveLength(0);
   });
 
   it('reports a busy TCP port clearly', async () => {

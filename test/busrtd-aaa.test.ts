@@ -1,8 +1,8 @@
 import { afterEach, describe, expect, it } from '@jest/globals';
 import { execFileSync } from 'node:child_process';
-import { writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { open } from 'node:fs/promises';
-import { dirname, join } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { Daemon, runNode, BUSRTD_BIN } from './support/procs.js';
 import { clientFrame, RawPeer, tmpSocket } from './support/raw.js';
 
@@ -32,7 +32,22 @@ function place(): { sock: string; aaa: string; config: string } {
   return { sock, aaa: join(dirname(sock), 'aaa.json'), config: join(dirname(sock), 'busrtd.json') };
 }
 
+/** The example rules the README's tour and docs/security.md point at. */
+const EXAMPLE_RULES = resolve(dirname(BUSRTD_BIN), '..', 'docs', 'examples', 'rules.json');
+
 describe('busrtd with an AAA map', () => {
+  it('starts with the example rules of the docs (docs/examples/rules.json) and applies them', async () => {
+    // The file is the example docs/security.md shows: the two must not drift apart.
+    const security = readFileSync(resolve(dirname(EXAMPLE_RULES), '..', 'security.md'), 'utf8');
+    const shown = /```json\n([\s\S]*?)```/.exec(security)?.[1];
+    expect(JSON.parse(readFileSync(EXAMPLE_RULES, 'utf8'))).toEqual(JSON.parse(shown ?? 'null'));
+    const { sock } = place();
+    const d = await Daemon.start(['-B', sock, '--aaa', EXAMPLE_RULES]);
+    expect(d.stderr).toMatch(/AAA map loaded: 3 client rule\(s\)/);
+    expect(await answer(sock, 'svc.billing')).toBe(0x01);
+    expect(await answer(sock, 'stranger')).toBe(0x79);
+  });
+
   it('applies the map of --aaa to TCP only when the config says so, and reloads it on SIGHUP', async () => {
     const { sock, aaa, config } = place();
     writeFileSync(aaa, JSON.stringify({ app: { hosts: ['127.0.0.1'], publish: ['news/#'] } }));

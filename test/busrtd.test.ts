@@ -174,6 +174,15 @@ describe('busrtd process: start, usage and failures', () => {
     }
   });
 
+  it('exits 1 for a socket path in a directory that does not exist, and says so', async () => {
+    const { dir } = place();
+    const sock = join(dir, 'missing', 'x.sock');
+    const d = Daemon.spawn(['-B', sock]);
+    expect((await d.ended()).code).toBe(1);
+    expect(d.stderr).toContain(`ERROR cannot listen on ${sock}: the directory ${join(dir, 'missing')} does not exist`);
+    expect(d.stderr).not.toContain('EACCES');
+  });
+
   it('exits 1 when the socket path is a live broker or not a socket', async () => {
     const { sock, dir } = place();
     await Daemon.start(['-B', sock]);

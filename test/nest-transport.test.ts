@@ -1,10 +1,20 @@
 import 'reflect-metadata';
 import { afterEach, describe, expect, it } from '@jest/globals';
-import { Controller, Injectable, Module, type INestApplication, type INestMicroservice } from '@nestjs/common';
+import { type ChildProcess, fork } from 'node:child_process';
+import {
+  type CanActivate,
+  Controller,
+  Get,
+  Injectable,
+  Module,
+  type INestApplication,
+  type INestMicroservice,
+} from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
 import { EventPattern, MessagePattern, type MicroserviceOptions, Payload, Transport } from '@nestjs/microservices';
 import { Broker, connect, packMsgpack, RpcClient, RpcError, type SocketClient, unpackMsgpack } from '#busrt/core';
 import { BUSRT_TRANSPORT, BusrtModule, BusrtServer, type BusrtStatus } from '#busrt/nestjs';
+import { CapturedLog } from './support/nest-log.js';
 import { tmpSocket } from './support/raw.js';
 
 const received: unknown[] = [];
@@ -134,6 +144,109 @@ describe('BusrtServer over a socket (a sibling service)', () => {
   });
 });
 
+/** A broker in a child process on `path`, ready to serve; stopped (SIGKILL) after the test. */
+async function childBroker(path: string): Promise<ChildProcess> {
+  const child = fork(new URL('./support/broker-child.js', import.meta.url), [path], {
+    stdio: ['ignore', 'ignore', 'inherit', 'ipc'],
+  });
+  cleanup.push(async () => {
+    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+  });
+  await new Promise((r) => child.once('message', r));
+  return child;
+}
+
+describe('BusrtServer logs a lost broker once, and its return', () => {
+  it('warns once while the broker is away, retries at debug level, logs the reconnection (no ERROR)', async () => {
+    const path = tmpSocket();
+    const first = await childBroker(path);
+    const log = new CapturedLog();
+    const server = new BusrtServer({ name: 'svc.echo', path, reconnect: { delayMs: 20, maxDelayMs: 40 } });
+    const app = await NestFactory.createMicroservice<MicroserviceOptions>(
+      { module: class Svc {}, controllers: [EchoController] },
+      { strategy: server, logger: log },
+    );
+    cleanup.push(() => app.close());
+    await app.listen();
+
+    // SIGTERM: the child closes its broker (the socket file goes with it) and exits.
+    first.kill('SIGTERM');
+    await new Promise((r) => first.once('exit', r));
+    const lostLine = (e: { message: string }): boolean => e.message.includes('connection to the broker lost');
+    await log.waitFor(lostLine, 'about the lost connection');
+    // Several failed attempts while the broker is away (attempts 1, 2 and 4 are logged).
+    await log.waitFor((e) => e.message.includes('reconnection attempt 4 failed'), 'about attempt 4');
+    await childBroker(path);
+    await log.waitFor((e) => e.message.includes('reconnected to the broker'), 'about the reconnection');
+    const { rpc } = await caller(path);
+    expect(await callValue(rpc, 'svc.echo', 'echo', 'back')).toBe('back');
+
+    const lines = log.lines('BusrtServer');
+    expect(lines.filter((l) => l.startsWith('WARN'))).toEqual([
+      'WARN svc.echo: connection to the broker lost (the broker closed the connection); ' +
+        'retrying every 20 ms, backing off to every 40 ms',
+    ]);
+    expect(log.entries.filter((e) => e.level === 'error' || e.level === 'fatal')).toEqual([]);
+    const failed = lines.filter((l) => / reconnection attempt \d+ failed: /.test(l));
+    expect(failed.slice(0, 3).map((l) => l.split(' failed:')[0])).toEqual([
+      'DEBUG svc.echo: reconnection attempt 1',
+      'DEBUG svc.echo: reconnection attempt 2',
+      'DEBUG svc.echo: reconnection attempt 4',
+    ]);
+    expect(failed[0]).toContain(`cannot join the bus at ${path}`);
+    const back = lines.findIndex((l) => / reconnected to the broker \(attempt \d+\)$/.test(l));
+    expect(lines[back]).toMatch(/^LOG svc\.echo: reconnected/);
+    // In order: the warning, the failed attempts, then the reconnection, logged once.
+    expect(lines.findIndex((l) => l.startsWith('WARN'))).toBeLessThan(lines.indexOf(failed[0]));
+    expect(lines.indexOf(failed.at(-1) as string)).toBeLessThan(back);
+    expect(lines.filter((l) => l.includes('reconnected'))).toHaveLength(1);
+  });
+});
+
+describe('BusrtModule logs through Nest', () => {
+  it('routine connections are debug lines, never LOG; drops and refusals keep their levels', async () => {
+    const log = new CapturedLog();
+    const sock = tmpSocket();
+    const app = await NestFactory.createApplicationContext(
+      {
+        module: class Chatty {},
+        imports: [
+          BusrtModule.forRoot({
+            hostName: 'chatty',
+            listeners: [{ path: sock }, { path: '127.0.0.1:0', aaa: { known: {} } }],
+          }),
+        ],
+      },
+      { logger: log },
+    );
+    cleanup.push(() => app.close());
+    const broker = app.get(Broker);
+    const tcp = broker.listeners[1].address;
+
+    const visitor = await connect({ path: sock, name: 'visitor' });
+    await visitor.disconnect();
+    await log.waitFor((e) => e.message.includes('client visitor disconnected'), 'about the visitor leaving');
+    await expect(connect({ path: tcp, name: 'stranger' })).rejects.toMatchObject({ code: 0x79 });
+    await log.waitFor((e) => e.message.includes('client stranger is not in'), 'about the refusal');
+    const kicked = await connect({ path: sock, name: 'kicked' });
+    cleanup.push(() => kicked.disconnect());
+    broker.forceDisconnect('kicked');
+    await log.waitFor((e) => e.message.includes('client kicked dropped'), 'about the forced disconnection');
+
+    const lines = log.lines('BusrtBroker');
+    expect(lines.filter((l) => l.includes('visitor'))).toEqual([
+      'DEBUG client registered: visitor (local_ipc)',
+      `DEBUG client connected: visitor (${sock})`,
+      'DEBUG client unregistered: visitor',
+      'DEBUG client visitor disconnected: connection closed by the client',
+    ]);
+    expect(lines).toContain(`LOG listening on ${sock} (unix)`);
+    expect(lines).toContain('LOG client kicked dropped: force-disconnected');
+    expect(lines).toContainEqual(expect.stringMatching(/^WARN connection 127\.0\.0\.1:\d+: client stranger is not in/));
+    expect(lines.filter((l) => l.startsWith('LOG') && /connected: |closed by the client/.test(l))).toEqual([]);
+  });
+});
+
 @Injectable()
 class Settings {
   readonly sock = tmpSocket();
@@ -174,6 +287,62 @@ describe('BusrtModule.forRootAsync and hybrid apps', () => {
     expect((e as RpcError).code).toBe(-32601);
     const broker = app.get(Broker);
     expect(broker.listeners.map((l) => l.address)).toEqual([sock]);
+  });
+
+  it('serves the .broker patterns of its built-in controller over the bus, but nothing of it over HTTP', async () => {
+    @Controller('web')
+    class WebController {
+      @Get('hi')
+      hi(): string {
+        return 'hi';
+      }
+    }
+    // A global guard (inherited by the bus transport) counts what runs through Nest's pipeline.
+    const seen: string[] = [];
+    const counting: CanActivate = {
+      canActivate: (ctx) => {
+        seen.push(`${ctx.getType()} ${ctx.getClass().name}.${ctx.getHandler().name}`);
+        return true;
+      },
+    };
+    const log = new CapturedLog();
+    const sock = tmpSocket();
+    const app: INestApplication = await NestFactory.create(
+      {
+        module: class HybridWeb {},
+        imports: [BusrtModule.forRoot({ hostName: 'web', listeners: [{ path: sock }] })],
+        controllers: [WebController],
+      },
+      { logger: log },
+    );
+    cleanup.push(() => app.close());
+    app.useGlobalGuards(counting);
+    const bus = app.connectMicroservice<MicroserviceOptions>(
+      { strategy: new BusrtServer({ name: 'svc.web', broker: 'web' }) },
+      { inheritAppConfig: true },
+    );
+    await app.startAllMicroservices();
+    await app.listen(0, '127.0.0.1');
+    const url = await app.getUrl();
+
+    // The router maps the app's own controller, and nothing of the built-in one.
+    const routing = log.entries.filter((e) => e.context === 'RoutesResolver' || e.context === 'RouterExplorer');
+    expect(routing.map((e) => e.message)).toEqual(
+      expect.arrayContaining(['WebController {/web}:', expect.stringMatching(/Mapped \{\/web\/hi, GET\} route/)]),
+    );
+    expect(log.entries.filter((e) => e.message.includes('BrokerCoreController'))).toEqual([]);
+    expect(await (await fetch(`${url}/web/hi`)).text()).toBe('hi');
+    expect((await fetch(`${url}/`)).status).toBe(404);
+
+    // Over the bus its patterns answer, through the app's guard.
+    const busServer = (bus as INestMicroservice).getTransportServer() as unknown as BusrtServer;
+    expect([...busServer.getHandlers().keys()]).toEqual(
+      expect.arrayContaining(['.broker:test', '.broker:client.list']),
+    );
+    const { rpc } = await caller(sock);
+    expect(unpackMsgpack(await rpc.call('.broker', 'test'))).toEqual({ ok: true });
+    // Every handler that ran: the GET of /web/hi, and the bus call; nothing of GET / reached a handler.
+    expect(seen).toEqual(['http WebController.hi', 'rpc BrokerCoreController.test']);
   });
 
   it('refuses a second broker under the same host name, and a listener that cannot bind', async () => {

@@ -4,6 +4,7 @@ import {
   type BrokerLogger,
   CoreRpcHandlers,
   initCoreRpc,
+  isRoutineBrokerLog,
   SERVER_DEFAULT_TIMEOUT_MS,
   toAaaMap,
   type RpcClient,
@@ -15,12 +16,16 @@ import { DEFAULT_HOST } from './constants.js';
 import { type HostedBroker, registerHostedBroker, unregisterHostedBroker } from './hosted.js';
 import type { BusrtModuleOptions } from './options.js';
 
-/** The broker's log lines through Nest's logger (registrations at debug level). */
+/**
+ * The broker's log lines through Nest's logger. Registrations and routine connections and
+ * disconnections are debug lines: an app's log shows them only when it asks for detail, as
+ * busrtd does with -v, and one line per client coming and going would bury the rest.
+ */
 function nestBrokerLogger(): BrokerLogger {
   const log = new Logger('BusrtBroker');
   return {
     debug: (m) => log.debug(m),
-    info: (m) => log.log(m),
+    info: (m) => (isRoutineBrokerLog(m) ? log.debug(m) : log.log(m)),
     warn: (m) => log.warn(m),
     error: (m) => log.error(m),
   };

@@ -33,6 +33,9 @@ export interface BusrtModuleOptions {
    * `BusrtClientProxy` with `broker: '<name>'`). Default `'default'`.
    */
   hostName?: string;
-  /** Broker log: true (default) logs through Nest's Logger, false is silent, or your own. */
+  /**
+   * Broker log: true (default) logs through Nest's Logger (clients connecting, registering and
+   * leaving at debug level), false is silent, or your own.
+   */
   logger?: boolean | BrokerLogger;
 }

@@ -46,26 +46,38 @@ export class Link {
     set.add(callback as (...args: never[]) => void);
   }
 
+  /** Tells the listeners of `event`; an error nobody listens to is logged. */
   emit<K extends keyof LinkEvents>(event: K, ...args: Parameters<LinkEvents[K]>): void {
+    if (!this.notify(event, ...args) && event === 'error') this.logger.error((args[0] as Error).message);
+  }
+
+  /** Tells the listeners of `event`; false when there are none. */
+  private notify<K extends keyof LinkEvents>(event: K, ...args: Parameters<LinkEvents[K]>): boolean {
     const set = this.listeners.get(event);
-    if (set === undefined) {
-      if (event === 'error') this.logger.error((args[0] as Error).message);
-      return;
-    }
+    if (set === undefined) return false;
     for (const cb of set) (cb as (...a: Parameters<LinkEvents[K]>) => void)(...args);
+    return true;
   }
 
   /**
    * The connection is gone: tells the listeners, then calls `attempt` with back-off until it
    * succeeds or {@link stop} is called. `onAttempt` runs before each try.
+   *
+   * The log says it once (a warning) and again when the connection is back: a broker that is
+   * away is an expected state of the bus, not an error at each attempt. Failed attempts are
+   * debug lines (and `error` events), at attempts 1, 2, 4, 8... so that a broker that stays away
+   * does not flood even a debug log.
    */
   lost(error: Error | undefined, attempt: () => Promise<unknown>, onAttempt: () => void): void {
     if (this.stopped) return;
     this.emit('disconnected', error);
     if (this.reconnect === false) return;
-    this.logger.warn(`${this.name}: connection to the broker lost (${error?.message ?? 'closed'}), reconnecting`);
     const base = this.reconnect?.delayMs ?? 100;
     const max = this.reconnect?.maxDelayMs ?? 5000;
+    this.logger.warn(
+      `${this.name}: connection to the broker lost (${error?.message ?? 'closed'}); ` +
+        `retrying every ${base} ms, backing off to every ${max} ms`,
+    );
     let n = 0;
     const retry = (): void => {
       if (this.stopped) return;
@@ -73,10 +85,15 @@ export class Link {
       onAttempt();
       this.emit('reconnecting', n);
       attempt().then(
-        () => (this.timer = null),
+        () => {
+          this.timer = null;
+          if (!this.stopped) this.logger.log(`${this.name}: reconnected to the broker (attempt ${n})`);
+        },
         (err: unknown) => {
-          // Attempts 1, 2, 4, 8...: a broker that stays away must not flood the log.
-          if ((n & (n - 1)) === 0) this.emit('error', err as Error);
+          if ((n & (n - 1)) === 0) {
+            this.logger.debug(`${this.name}: reconnection attempt ${n} failed: ${(err as Error).message}`);
+            this.notify('error', err as Error);
+          }
           if (!this.stopped) this.timer = setTimeout(retry, Math.min(max, base * 2 ** Math.min(n, 16)));
         },
       );

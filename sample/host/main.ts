@@ -3,7 +3,8 @@ import { Logger } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
 import type { MicroserviceOptions } from '@nestjs/microservices';
 import { BusrtServer } from 'busrt-nestjs';
-import { AppModule, SOCKET, TCP } from './app.module.js';
+import { SAMPLE_SOCKET, SAMPLE_TCP } from '../address.js';
+import { AppModule } from './app.module.js';
 
 /** The host: a Nest microservice with the broker inside, serving `demo.inventory` in-process. */
 async function main(): Promise<void> {
@@ -12,7 +13,7 @@ async function main(): Promise<void> {
   });
   app.enableShutdownHooks();
   await app.listen();
-  new Logger('Host').log(`ready: broker on ${SOCKET} and ${TCP}, service demo.inventory`);
+  new Logger('Host').log(`ready: broker on ${SAMPLE_SOCKET} and ${SAMPLE_TCP}, service demo.inventory`);
 }
 
 void main();

@@ -4,9 +4,7 @@ import { NestFactory } from '@nestjs/core';
 import { type ClientProxy, ClientsModule } from '@nestjs/microservices';
 import { firstValueFrom } from 'rxjs';
 import { BusrtClientProxy } from 'busrt-nestjs';
-
-const SOCKET = process.env.BUSRT_SOCKET ?? '/tmp/busrt.sock';
-const TCP = process.env.BUSRT_TCP ?? '127.0.0.1:7777';
+import { SAMPLE_SOCKET as SOCKET, SAMPLE_TCP as TCP } from '../address.js';
 
 /** One item of the host's stock. */
 interface Item {

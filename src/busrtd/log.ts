@@ -1,4 +1,5 @@
 import type { BrokerLogger } from '#busrt/core';
+import { isRoutineBrokerLog } from '#busrt/core';
 
 /** Where busrtd writes its log lines (stderr in production, a buffer in tests). */
 export type LogSink = (line: string) => void;
@@ -9,18 +10,6 @@ export interface DaemonLog extends Required<BrokerLogger> {
   notice(message: string): void;
 }
 
-/**
- * The broker reports connections and clean disconnections at info level, like drops and
- * timeouts. Without -v the routine ones are left out so that what remains is worth reading.
- */
-function routine(message: string): boolean {
-  return (
-    message.startsWith('client connected: ') ||
-    message.endsWith('disconnected: connection closed by the client') ||
-    message.endsWith('disconnected: the broker is shutting down')
-  );
-}
-
 /** Makes busrtd's logger; `verbose` adds connections, registrations and debug lines. */
 export function makeDaemonLog(verbose: boolean, sink: LogSink = (l) => process.stderr.write(l)): DaemonLog {
   const line = (level: string, message: string): void => sink(`${new Date().toISOString()} ${level} ${message}\n`);
@@ -29,7 +18,9 @@ export function makeDaemonLog(verbose: boolean, sink: LogSink = (l) => process.s
       if (verbose) line('DEBUG', m);
     },
     info: (m) => {
-      if (verbose || !routine(m)) line('INFO', m);
+      // The broker reports connections at info level, like drops and timeouts. Without -v the
+      // routine ones are left out so that what remains is worth reading.
+      if (verbose || !isRoutineBrokerLog(m)) line('INFO', m);
     },
     notice: (m) => line('INFO', m),
     warn: (m) => line('WARN', m),

@@ -1,6 +1,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { Waiters } from './waiters.js';
 
 // Compiled tests live in dist/test/support; the repository root is three levels up.
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
@@ -26,14 +27,14 @@ class Watched {
   stdout = '';
   stderr = '';
   exit: Exit | null = null;
-  private readonly waiters = new Set<() => void>();
+  private readonly waiters = new Waiters();
 
   constructor(readonly child: ChildProcess) {
     child.stdout?.on('data', (d: Buffer) => this.add('stdout', d));
     child.stderr?.on('data', (d: Buffer) => this.add('stderr', d));
     child.on('exit', (code, signal) => {
       this.exit = { code, signal };
-      this.wake();
+      this.waiters.wake();
     });
     this.closed = new Promise((resolveClosed) => child.on('close', () => resolveClosed()));
   }
@@ -46,36 +47,22 @@ class Watched {
 
   private add(which: 'stdout' | 'stderr', d: Buffer): void {
     this[which] += d.toString('utf8');
-    this.wake();
-  }
-
-  private wake(): void {
-    for (const w of [...this.waiters]) w();
+    this.waiters.wake();
   }
 
   /** Waits until `test` holds (checked on every output and at exit); rejects after ms. */
-  until(test: () => boolean, what: string, ms: number): Promise<void> {
-    return new Promise((resolveWait, reject) => {
-      const check = (): void => {
-        if (test()) {
-          done();
-          resolveWait();
-        } else if (this.exit !== null && !test()) {
-          done();
-          reject(new Error(`process ended (${JSON.stringify(this.exit)}) before ${what}; stderr:\n${this.stderr}`));
+  async until(test: () => boolean, what: string, ms: number): Promise<void> {
+    await this.waiters.wait(
+      () => {
+        if (test()) return true;
+        if (this.exit !== null) {
+          throw new Error(`process ended (${JSON.stringify(this.exit)}) before ${what}; stderr:\n${this.stderr}`);
         }
-      };
-      const timer = setTimeout(() => {
-        done();
-        reject(new Error(`timeout waiting for ${what}; stdout:\n${this.stdout}\nstderr:\n${this.stderr}`));
-      }, ms);
-      const done = (): void => {
-        clearTimeout(timer);
-        this.waiters.delete(check);
-      };
-      this.waiters.add(check);
-      check();
-    });
+        return undefined;
+      },
+      ms,
+      () => `timeout waiting for ${what}; stdout:\n${this.stdout}\nstderr:\n${this.stderr}`,
+    );
   }
 
   /** Waits for the process to end. */

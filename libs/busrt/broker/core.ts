@@ -26,6 +26,19 @@ export interface BrokerLogger {
   error?(message: string): void;
 }
 
+/**
+ * True for the broker's info lines about routine connection traffic: a client connected, closed
+ * its connection, or was closed by the broker's shutdown. Loggers show them only when asked for
+ * detail (busrtd with -v, Nest at debug level); drops, timeouts and refusals are not routine.
+ */
+export function isRoutineBrokerLog(message: string): boolean {
+  return (
+    message.startsWith('client connected: ') ||
+    message.endsWith('disconnected: connection closed by the client') ||
+    message.endsWith('disconnected: the broker is shutting down')
+  );
+}
+
 /** Broker-wide settings. */
 export interface BrokerOptions {
   /** A new primary client with a taken name replaces the old one instead of being refused. */

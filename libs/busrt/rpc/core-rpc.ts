@@ -89,7 +89,16 @@ export class CoreRpcHandlers implements RpcHandlers {
         try {
           filter = new RegExp(f, 'u');
         } catch (e) {
-          throw new RpcError(RpcErrorCode.Parse, (e as Error).message);
+          // -32700, not -32602: the official broker answers a bad regex as a parse error, and
+          // callers may test the code. The text names the pattern, not the RegExp it became.
+          const why = (e as Error).message;
+          const v8 = `Invalid regular expression: /${f}/u: `;
+          throw new RpcError(
+            RpcErrorCode.Parse,
+            `client.list: the filter ${JSON.stringify(f)} is not a valid regular expression: ${
+              why.startsWith(v8) ? why.slice(v8.length) : why
+            }`,
+          );
         }
       }
     }

@@ -1,5 +1,6 @@
-import { lstat, unlink } from 'node:fs/promises';
+import { lstat, stat, unlink } from 'node:fs/promises';
 import net from 'node:net';
+import { dirname } from 'node:path';
 import type { BrokerCore } from '../broker/index.js';
 import type { ClientKind } from '../protocol/index.js';
 import { Flusher, PeerConnection } from './connection.js';
@@ -147,6 +148,25 @@ function listen(server: net.Server, opts: net.ListenOptions): Promise<void> {
   });
 }
 
+/**
+ * Why binding a UNIX socket failed, told plainly where Node's error misleads: libuv turns the
+ * ENOENT of a socket path in a directory that does not exist into EACCES (for Windows' sake),
+ * which sends people looking at permissions.
+ */
+async function unixBindError(path: string, err: unknown): Promise<unknown> {
+  if ((err as NodeJS.ErrnoException).code !== 'EACCES') return err;
+  const dir = dirname(path);
+  const missing = await stat(dir).then(
+    () => false,
+    (e: NodeJS.ErrnoException) => e.code === 'ENOENT',
+  );
+  if (!missing) return err;
+  return Object.assign(new Error(`cannot listen on ${path}: the directory ${dir} does not exist`, { cause: err }), {
+    code: 'ENOENT',
+    path,
+  });
+}
+
 /** Starts a UNIX socket listener. */
 export async function listenUnix(
   core: BrokerCore,
@@ -157,7 +177,11 @@ export async function listenUnix(
   const settings = resolveSettings(config, path, core.logger);
   await clearStaleSocket(path);
   const server = net.createServer();
-  await listen(server, { path });
+  try {
+    await listen(server, { path });
+  } catch (e) {
+    throw await unixBindError(path, e);
+  }
   return new Listener(core, settings, flusher, server, 'local_ipc', path);
 }
 

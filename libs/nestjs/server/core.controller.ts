@@ -12,7 +12,9 @@ const EMPTY = Buffer.alloc(0);
  * The `.broker` core methods as message patterns: an app's guards, interceptors and filters
  * apply to them as to its own handlers. Replies are byte for byte those of the core RPC.
  */
-@Controller()
+// A controller, because Nest takes message patterns from controllers only; with no path at all
+// (an empty list, not '/') the HTTP router of a hybrid app maps and lists nothing of it.
+@Controller([])
 export class BrokerCoreController {
   private readonly core: CoreRpcHandlers;
 
