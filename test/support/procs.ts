@@ -4,10 +4,11 @@ import { fileURLToPath } from 'node:url';
 import { Waiters } from './waiters.js';
 
 // Compiled tests live in dist/test/support; the repository root is three levels up.
-const root = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
+/** The repository root (where package.json is), found from this compiled file's place in dist/. */
+export const REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
 /** The installed entry points, as `npm i -g` would run them. */
-export const BUSRTD_BIN = resolve(root, 'bin', 'busrtd.js');
-export const BUSRT_BIN = resolve(root, 'bin', 'busrt.js');
+export const BUSRTD_BIN = resolve(REPO_ROOT, 'bin', 'busrtd.js');
+export const BUSRT_BIN = resolve(REPO_ROOT, 'bin', 'busrt.js');
 
 /** The test runner's environment without BUSRT_* variables, so nothing leaks into a child. */
 export function cleanEnv(extra: Record<string, string> = {}): NodeJS.ProcessEnv {
