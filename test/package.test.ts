@@ -2,6 +2,7 @@
 // checkout, compiled by their own compiler with strict settings, started, and reached by the
 // installed `busrt` through the installed `busrtd` and through the app's own embedded broker.
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
+import { BROKER_VERSION } from '#busrt/core';
 import { mkdir, mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -153,6 +154,8 @@ describe('the packed tarball', () => {
     const pkg = JSON.parse(await readFile(join(dir, 'package', 'package.json'), 'utf8')) as Record<string, unknown>;
     expect(pkg['private']).toBeUndefined();
     expect(pkg['version']).toMatch(/^\d+\.\d+\.\d+(-[0-9A-Za-z.-]+)?$/);
+    // What the broker reports (`info`, `busrtd --version`) is the package's version.
+    expect(pkg['version']).toBe(BROKER_VERSION);
     const peers = pkg['peerDependencies'] as Record<string, string>;
     expect(Object.keys(peers).sort()).toEqual([
       '@nestjs/common',
