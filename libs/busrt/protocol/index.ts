@@ -8,3 +8,5 @@ export * from './reports.js';
 export * from './payload.js';
 export * from './output.js';
 export * from './settle.js';
+export * from './address.js';
+export * from './handshake.js';
