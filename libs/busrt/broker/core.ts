@@ -15,7 +15,7 @@ import {
 } from '../protocol/index.js';
 import type { ClientAaa } from './aaa.js';
 import { LogLimiter } from './log-limiter.js';
-import { ClientEntry, type ClientSink } from './entry.js';
+import { ClientEntry } from './entry.js';
 import { AclMap, BroadcastIndex, TopicMap } from './matching/index.js';
 
 /** Where the broker reports what happens. Every method is optional. */
@@ -459,8 +459,7 @@ export class BrokerCore {
    */
   private checkInternalRoom(receiver: ClientEntry, sender: ClientEntry): void {
     if (receiver.sink.queued() < this.queueSize) return;
-    const s = sender.sink as ClientSink & { waitForRoom?(receiver: ClientSink): void };
-    s.waitForRoom?.(receiver.sink);
+    sender.sink.waitForRoom(receiver.sink);
   }
 
   /**

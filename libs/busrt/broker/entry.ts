@@ -31,6 +31,23 @@ export interface ClientSink {
   pushAck(opId: number, code: number, realtime: boolean): void;
   /** The broker dropped the client (evicted, force-disconnected, primary gone): end the connection. */
   terminate(reason: string): void;
+  /**
+   * As a receiver whose queue is full: calls `waiter.onRoom()` once there is room again and
+   * returns true, or returns false when it never will (a socket receiver is dropped when full).
+   */
+  waitRoom(waiter: RoomWaiter): boolean;
+  /** Forgets a waiter of {@link waitRoom} (its connection closed). */
+  cancelRoom(waiter: RoomWaiter): void;
+  /**
+   * As a sender: stop taking frames from this client until `receiver` has room (a socket stops
+   * being read); nothing for senders that cannot be paused (in-process clients).
+   */
+  waitForRoom(receiver: ClientSink): void;
+}
+
+/** Something waiting for a receiver's queue to have room again. */
+export interface RoomWaiter {
+  onRoom(): void;
 }
 
 /** The broker's record of one registered client. */

@@ -14,14 +14,9 @@ import {
 } from '../protocol/index.js';
 import { settleOp } from '../protocol/index.js';
 import type { BrokerCore } from './core.js';
-import { ClientEntry, type ClientSink } from './entry.js';
+import { ClientEntry, type ClientSink, type RoomWaiter } from './entry.js';
 
 const RESOLVED: Promise<void> = Promise.resolve();
-
-/** Something waiting for an in-process queue to have room again. */
-export interface RoomWaiter {
-  onRoom(): void;
-}
 
 /**
  * A client living inside the broker's process. It offers the same {@link BusClient} interface
@@ -223,9 +218,13 @@ export class InternalClient implements BusClient, ClientSink {
   }
 
   /** Asks to be told when the queue has room again (used to slow down socket senders). */
-  waitRoom(waiter: RoomWaiter): void {
+  waitRoom(waiter: RoomWaiter): boolean {
     this.roomWaiters.add(waiter);
+    return true;
   }
+
+  /** In-process senders are never paused: their operations are routed as they are made. */
+  waitForRoom(): void {}
 
   cancelRoom(waiter: RoomWaiter): void {
     this.roomWaiters.delete(waiter);

@@ -1,4 +1,4 @@
-import net from 'node:net';
+import type { Duplex } from 'node:stream';
 import {
   ACK_HANDLED,
   type AckHandler,
@@ -6,7 +6,7 @@ import {
   type BrokerFrameSink,
   BusError,
   type BusClient,
-  CLIENT_HEADER_SIZE,
+  ClientHandshake,
   type DataFrameKind,
   type DisconnectHandler,
   ErrorCode,
@@ -14,22 +14,21 @@ import {
   FrameKind,
   FrameQueue,
   type FrameHandler,
-  GREETING,
   Op,
-  PING_FRAME,
   type Payload,
-  payloadBytes,
-  PROTOCOL_VERSION,
   QoS,
   ReadError,
   SECONDARY_SEP,
+  settleOp,
 } from '../protocol/index.js';
-import { OutputSlabs, SLAB_SIZE } from '../protocol/index.js';
-import { settleOp } from '../protocol/index.js';
+import { type ClientTlsOptions, FrameWriter, openStream, TURN_FLUSHER } from '../transport/index.js';
 
 /** How to connect a {@link SocketClient}. */
 export interface ClientOptions {
-  /** A UNIX socket path (starts with `/` or ends with .sock/.socket/.ipc) or a TCP `host:port`. */
+  /**
+   * The broker's address: a UNIX socket path (starts with `/` or ends with .sock/.socket/.ipc), a
+   * TCP `host:port`, `tls://host:port`, `ws://host:port[/path]`, `wss://...` or `memory:NAME`.
+   */
   path: string;
   /** The client name to register (secondaries: `primary%%suffix`). */
   name: string;
@@ -46,63 +45,29 @@ export interface ClientOptions {
   queueSize?: number;
   /** Output batch size in bytes: a batch this large is written at once. Default 8192. */
   bufSize?: number;
+  /** TLS settings for `tls://` and `wss://` (the server is verified unless told otherwise). */
+  tls?: ClientTlsOptions;
+  /** A bearer token, sent on a WebSocket upgrade (`Authorization: Bearer <token>`). */
+  token?: string;
 }
 
 const RESOLVED: Promise<void> = Promise.resolve();
-/** Payloads of this size and more are written as their own chunk instead of being copied. */
-const ZERO_COPY_MIN = 4096;
 /** Target names whose bytes a client keeps. */
 const NAME_CACHE = 256;
 
-/** True when a path names a UNIX socket rather than a TCP address (the rule official tools use). */
-function isUnix(path: string): boolean {
-  return path.startsWith('/') || path.endsWith('.sock') || path.endsWith('.socket') || path.endsWith('.ipc');
-}
-
-/**
- * One read buffer for all socket clients of the process. Each read is copied out of it into a
- * buffer of its own before the next read can happen, which is cheaper than Node's default read
- * path (a 64 KiB allocation per read, then a zeroed copy of what was read) and reads more at once.
- */
-let readBuffer: Buffer | null = null;
-const READ_BUFFER_SIZE = 256 * 1024;
-
-function openSocket(path: string): net.Socket {
-  readBuffer ??= Buffer.allocUnsafe(READ_BUFFER_SIZE);
-  const onread = {
-    buffer: readBuffer,
-    // Frames are handed on as views into what was read, so what was read must not be reused.
-    callback: (n: number, buf: Uint8Array): boolean => {
-      const chunk = Buffer.allocUnsafe(n);
-      chunk.set(buf.subarray(0, n));
-      sock.emit('data', chunk);
-      return true;
-    },
-  };
-  let sock: net.Socket;
-  if (isUnix(path)) {
-    sock = net.connect({ path, onread });
-    return sock;
-  }
-  const m = /^\[([^\]]+)\]:(\d+)$/.exec(path) ?? /^([^:]+):(\d+)$/.exec(path);
-  if (m === null) throw new Error(`invalid broker address "${path}": expected a socket path or host:port`);
-  sock = net.connect({ host: m[1], port: Number(m[2]), onread });
-  sock.setNoDelay(true);
-  return sock;
-}
-
-/** Runs the client side of the handshake on a connected socket; resolves with what followed it. */
-function handshake(sock: net.Socket, name: string, timeoutMs: number): Promise<Buffer> {
-  const nameBytes = Buffer.from(name, 'utf8');
-  if (nameBytes.length === 0 || nameBytes.length > 0xffff) {
-    return Promise.reject(BusError.data(`invalid client name length ${nameBytes.length}`));
+/** Runs the client side of the handshake on a connected stream; resolves with what followed it. */
+function handshake(stream: Duplex, name: string, timeoutMs: number): Promise<Buffer> {
+  let hs: ClientHandshake;
+  try {
+    hs = new ClientHandshake(name);
+  } catch (e) {
+    stream.destroy();
+    return Promise.reject(e as Error);
   }
   return new Promise((resolve, reject) => {
-    let buf: Buffer = Buffer.alloc(0);
-    let step = 0;
     const fail = (e: Error): void => {
       cleanup();
-      sock.destroy();
+      stream.destroy();
       reject(e);
     };
     const timer = setTimeout(
@@ -110,56 +75,38 @@ function handshake(sock: net.Socket, name: string, timeoutMs: number): Promise<B
       timeoutMs,
     );
     const onData = (chunk: Buffer): void => {
-      buf = buf.length === 0 ? chunk : Buffer.concat([buf, chunk]);
-      if (step === 0 && buf.length >= 3) {
-        if (buf[0] !== GREETING || buf.readUInt16LE(1) !== PROTOCOL_VERSION) {
-          fail(
-            BusError.notSupported(`the peer is not a BUS/RT broker (greeting ${buf.subarray(0, 3).toString('hex')})`),
-          );
-          return;
-        }
-        sock.write(buf.subarray(0, 3));
-        buf = buf.subarray(3);
-        step = 1;
+      let step;
+      try {
+        step = hs.feed(chunk);
+      } catch (e) {
+        fail(e as Error);
+        return;
       }
-      if (step === 1 && buf.length >= 1) {
-        if (buf[0] !== ErrorCode.Ok) {
-          fail(new BusError(buf[0], `the broker refused the greeting: ${new BusError(buf[0]).message}`));
-          return;
-        }
-        buf = buf.subarray(1);
-        const len = Buffer.allocUnsafe(2);
-        len.writeUInt16LE(nameBytes.length);
-        sock.write(Buffer.concat([len, nameBytes]));
-        step = 2;
-      }
-      if (step === 2 && buf.length >= 1) {
-        const code = buf[0];
-        if (code !== ErrorCode.Ok) {
-          fail(new BusError(code, `the broker refused the client ${name}: ${new BusError(code).message}`));
-          return;
-        }
+      if (step.write !== null) stream.write(step.write);
+      if (step.done) {
         cleanup();
-        resolve(buf.subarray(1));
+        resolve(hs.rest);
       }
     };
     const onClose = (): void =>
-      fail(BusError.io(`the broker closed the connection during the handshake${step === 2 ? ' (invalid name?)' : ''}`));
+      fail(
+        BusError.io(`the broker closed the connection during the handshake${hs.nameSent ? ' (invalid name?)' : ''}`),
+      );
     const onError = (e: Error): void => fail(BusError.io(`cannot connect to the broker: ${e.message}`));
     const cleanup = (): void => {
       clearTimeout(timer);
-      sock.off('data', onData);
-      sock.off('close', onClose);
-      sock.off('error', onError);
+      stream.off('data', onData);
+      stream.off('close', onClose);
+      stream.off('error', onError);
     };
-    sock.on('data', onData);
-    sock.on('close', onClose);
-    sock.on('error', onError);
+    stream.on('data', onData);
+    stream.on('close', onClose);
+    stream.on('error', onError);
   });
 }
 
 /**
- * A BUS/RT client over a UNIX socket or TCP. Frames are written in batches (once per turn of
+ * A BUS/RT client over any stream: a UNIX socket, TCP, TLS, a WebSocket or memory. Frames are written in batches (once per turn of
  * the event loop, at once for realtime QoS); ACKs are matched to operations by op id.
  */
 export class SocketClient implements BusClient, BrokerFrameSink {
@@ -181,17 +128,11 @@ export class SocketClient implements BusClient, BrokerFrameSink {
   private drainWait: Promise<void> | null = null;
   private secondaryCounter = 0;
 
-  // Output batching.
-  private readonly chunks: Buffer[] = [];
-  private readonly out = new OutputSlabs((c) => this.chunks.push(c));
-  private batchBytes = 0;
-  private flushScheduled = false;
-  /** For each socket write in progress, the count of the last slab chunk it carries. */
-  private readonly writeCuts: number[] = [];
+  private readonly writer: FrameWriter;
   private readonly names = new Map<string, Buffer>();
 
   private constructor(
-    private readonly socket: net.Socket,
+    private readonly socket: Duplex,
     private readonly options: Required<Omit<ClientOptions, 'path'>> & { path: string },
     rest: Buffer,
   ) {
@@ -200,12 +141,18 @@ export class SocketClient implements BusClient, BrokerFrameSink {
     this.queueSize = options.queueSize;
     this.bufSize = options.bufSize;
     this.reader = new BrokerFrameReader(this);
+    this.writer = new FrameWriter(socket, {
+      oneInFlight: false,
+      bufSize: this.bufSize,
+      flusher: TURN_FLUSHER,
+      realtimeNow: true,
+    });
     socket.on('data', this.onSocketData);
     socket.on('close', this.onSocketClose);
     socket.on('error', this.onSocketError);
     if (options.pingIntervalMs > 0) {
       // One ping at once, so a broker with a short timeout sees us early, then periodically.
-      this.socket.write(PING_FRAME);
+      this.writer.ping();
       const t = setInterval(() => this.ping().catch(() => undefined), options.pingIntervalMs);
       t.unref();
       this.timers.push(t);
@@ -234,10 +181,12 @@ export class SocketClient implements BusClient, BrokerFrameSink {
       deadAfterMs: options.deadAfterMs ?? Math.max(3 * timeoutMs, 7500),
       queueSize: options.queueSize ?? 8192,
       bufSize: options.bufSize ?? 8192,
+      tls: options.tls ?? {},
+      token: options.token ?? '',
     };
-    const sock = openSocket(options.path);
-    const rest = await handshake(sock, options.name, timeoutMs);
-    return new SocketClient(sock, full, rest);
+    const stream = await openStream(options.path, { timeoutMs, tls: options.tls, token: options.token });
+    const rest = await handshake(stream, options.name, timeoutMs);
+    return new SocketClient(stream, full, rest);
   }
 
   get connected(): boolean {
@@ -254,7 +203,13 @@ export class SocketClient implements BusClient, BrokerFrameSink {
     if (this.name.includes(SECONDARY_SEP)) {
       return Promise.reject(BusError.notSupported('a secondary client cannot have secondaries'));
     }
-    return SocketClient.connect({ ...this.options, name: `${this.name}${SECONDARY_SEP}${this.secondaryCounter++}` });
+    const { tls, token, ...rest } = this.options;
+    return SocketClient.connect({
+      ...rest,
+      ...(token === '' ? {} : { token }),
+      tls,
+      name: `${this.name}${SECONDARY_SEP}${this.secondaryCounter++}`,
+    });
   }
 
   // ------------------------------------------------------------ operations
@@ -312,9 +267,7 @@ export class SocketClient implements BusClient, BrokerFrameSink {
 
   ping(): Promise<void> {
     if (!this.isConnected) return this.notConnected();
-    const p = this.reserve(CLIENT_HEADER_SIZE);
-    this.out.slab.fill(0, p, p + CLIENT_HEADER_SIZE);
-    this.flush();
+    this.writer.ping();
     return RESOLVED;
   }
 
@@ -340,7 +293,7 @@ export class SocketClient implements BusClient, BrokerFrameSink {
   /** Writes out what is queued and closes the connection. */
   disconnect(): Promise<void> {
     if (!this.isConnected) return RESOLVED;
-    this.flush();
+    this.writer.flush();
     return new Promise((resolve) => {
       this.socket.once('close', () => resolve());
       this.ended(undefined);
@@ -351,7 +304,7 @@ export class SocketClient implements BusClient, BrokerFrameSink {
 
   /** Resolves once the socket has written out what is buffered (for flow control of QoS-none floods). */
   drained(): Promise<void> {
-    this.flush();
+    this.writer.flush();
     if (!this.socket.writableNeedDrain) return RESOLVED;
     this.drainWait ??= new Promise<void>((resolve) => {
       const done = (): void => {
@@ -386,41 +339,8 @@ export class SocketClient implements BusClient, BrokerFrameSink {
     ack?: AckHandler,
   ): Promise<void> {
     if (!this.isConnected) return this.notConnected(ack);
-    const tBytes = this.nameBytes(target);
-    const tLen = tBytes.length;
-    const rLen = receiver === null ? 0 : Buffer.byteLength(receiver) + 1;
-    const hLen = header === null ? 0 : header.length;
-    const pLen = payload.length;
-    const len = tLen + 1 + rLen + hLen + pLen;
-    // A writer larger than a slab is written out into a buffer of its own, sent as big bytes are.
-    const big = payload instanceof Uint8Array ? pLen >= ZERO_COPY_MIN : pLen > SLAB_SIZE;
-    const p0 = this.reserve(CLIENT_HEADER_SIZE + tLen + 1 + rLen + hLen + (big ? 0 : pLen));
-    const s = this.out.slab;
     const id = this.nextOpId();
-    s.writeUInt32LE(id, p0);
-    s[p0 + 4] = op | (qos << 6);
-    s.writeUInt32LE(len, p0 + 5);
-    let p = p0 + CLIENT_HEADER_SIZE;
-    for (let i = 0; i < tLen; i++) s[p + i] = tBytes[i];
-    p += tLen;
-    s[p++] = 0;
-    if (receiver !== null) {
-      p += s.write(receiver, p, 'utf8');
-      s[p++] = 0;
-    }
-    if (header !== null) {
-      s.set(header, p);
-      p += hLen;
-    }
-    if (big) {
-      this.out.cut();
-      this.chunks.push(payloadBytes(payload));
-      this.batchBytes += pLen;
-    } else if (payload instanceof Uint8Array) {
-      s.set(payload, p);
-    } else {
-      payload.writeTo(s, p);
-    }
+    this.writer.clientFrame(id, op | (qos << 6), this.nameBytes(target), receiver, header, payload, (qos & 2) !== 0);
     return this.after(qos, id, ack);
   }
 
@@ -437,21 +357,13 @@ export class SocketClient implements BusClient, BrokerFrameSink {
 
   private listOp(op: Op, topics: readonly string[], qos: QoS): Promise<void> {
     if (!this.isConnected) return this.notConnected();
-    const body = Buffer.from(topics.join('\0'), 'utf8');
-    const p = this.reserve(CLIENT_HEADER_SIZE + body.length);
     const id = this.nextOpId();
-    const s = this.out.slab;
-    s.writeUInt32LE(id, p);
-    s[p + 4] = op | (qos << 6);
-    s.writeUInt32LE(body.length, p + 5);
-    body.copy(s, p + CLIENT_HEADER_SIZE);
+    this.writer.clientBody(id, op | (qos << 6), Buffer.from(topics.join('\0'), 'utf8'), (qos & 2) !== 0);
     return this.after(qos, id);
   }
 
-  /** Schedules the write and, for QoS with an ACK, returns the promise the ACK settles. */
+  /** For QoS with an ACK, returns the promise the ACK settles; else settles once written (or buffered). */
   private after(qos: QoS, id: number, ack?: AckHandler): Promise<void> {
-    if ((qos & 2) !== 0 || this.batchBytes >= this.bufSize) this.flush();
-    else this.scheduleFlush();
     if ((qos & 1) === 0) {
       if (!this.socket.writableNeedDrain) return settleOp(null, ack);
       ack?.acked();
@@ -463,54 +375,6 @@ export class SocketClient implements BusClient, BrokerFrameSink {
     }
     return new Promise<void>((resolve, reject) => this.pending.set(id, { acked: resolve, failed: reject }));
   }
-
-  private reserve(n: number): number {
-    const out = this.out;
-    out.ensure(n);
-    const p = out.pos;
-    out.pos += n;
-    this.batchBytes += n;
-    return p;
-  }
-
-  private scheduleFlush(): void {
-    if (this.flushScheduled) return;
-    this.flushScheduled = true;
-    setImmediate(this.flushNow);
-  }
-
-  private readonly flushNow = (): void => {
-    this.flushScheduled = false;
-    this.flush();
-  };
-
-  private flush(): void {
-    this.out.cut();
-    const chunks = this.chunks;
-    const n = chunks.length;
-    if (n === 0) return;
-    this.batchBytes = 0;
-    if (!this.isConnected) {
-      chunks.length = 0;
-      return;
-    }
-    this.writeCuts.push(this.out.cuts);
-    if (n === 1) {
-      this.socket.write(chunks[0], this.onWritten);
-    } else {
-      this.socket.cork();
-      for (let i = 0; i < n - 1; i++) this.socket.write(chunks[i]);
-      this.socket.write(chunks[n - 1], this.onWritten);
-      this.socket.uncork();
-    }
-    chunks.length = 0;
-  }
-
-  /** Socket writes complete in order: the slabs behind the oldest one may be reused. */
-  private readonly onWritten = (): void => {
-    const upTo = this.writeCuts.shift();
-    if (upTo !== undefined) this.out.written(upTo);
-  };
 
   // ------------------------------------------------------------ reading (BrokerFrameSink)
 
@@ -596,6 +460,7 @@ export class SocketClient implements BusClient, BrokerFrameSink {
   private ended(error: Error | undefined): void {
     if (!this.isConnected) return;
     this.isConnected = false;
+    this.writer.closed = true;
     for (const t of this.timers) clearInterval(t);
     const reason = error ?? BusError.io('disconnected');
     for (const p of this.pending.values()) p.failed(reason);

@@ -1,25 +1,91 @@
-import { BusError, ErrorCode } from '../protocol/index.js';
-import { BrokerCore, type BrokerOptions, InternalClient } from '../broker/index.js';
-import { Flusher } from './connection.js';
-import { isUnixPath, Listener, listenTcp, listenUnix } from './listener.js';
-import type { ServerConfig } from './settings.js';
+import type { Duplex } from 'node:stream';
+import {
+  type BrokerInfo,
+  type BrokerStats,
+  BusError,
+  type ClientInfo,
+  ErrorCode,
+  formatHostPort,
+  parseBusAddress,
+} from '../protocol/index.js';
+import {
+  BrokerCore,
+  type BrokerLogger,
+  type BrokerOptions,
+  type ClientEntry,
+  InternalClient,
+} from '../broker/index.js';
+import { Flusher } from '../transport/index.js';
+import { ConnectionSet, type PeerConnection } from './connection.js';
+import { Listener, listenMemory, listenTcp, listenTls, listenUnix, listenWebSocket } from './listener.js';
+import { resolveSettings, type ServerConfig } from './settings.js';
 
 /** A listener to start: its address (a UNIX socket path or a TCP `host:port`) and settings. */
 export interface ListenerSpec extends ServerConfig {
   path: string;
 }
 
+/** A stream handed to {@link Broker.accept}: its listener settings and who is at the other end. */
+export interface AcceptOptions extends ServerConfig {
+  /** How the client shows in `client.list`. Default `local_ipc`. */
+  kind?: 'local_ipc' | 'tcp' | 'websocket';
+  /** The peer's `ip:port` (`client.list` source); null for local streams. */
+  source?: string | null;
+  /** The peer's IP address, checked against the AAA `hosts`; null skips the check. */
+  address?: string | null;
+  /** Shown as the client's `port` in `client.list`. Default `''`, as upstream's adopted streams. */
+  bind?: string;
+}
+
 /**
- * A BUS/RT broker: the routing core plus its listeners (UNIX sockets and TCP, any number of each)
- * and in-process clients.
+ * A BUS/RT broker: the routing core, its listeners (UNIX sockets, TCP, TLS, WebSocket, in-memory,
+ * any number of each) and in-process clients. Any duplex byte stream can be handed to it.
  */
-export class Broker extends BrokerCore {
+export class Broker {
+  /** The routing core: registry, routing, statistics, announcements. */
+  readonly core: BrokerCore;
   private readonly listenerList: Listener[] = [];
   private readonly flushers = new Map<number, Flusher>();
+  private readonly adopted = new Set<ConnectionSet>();
   private closing: Promise<void> | null = null;
 
   constructor(options: BrokerOptions = {}) {
-    super(options);
+    this.core = new BrokerCore(options);
+  }
+
+  /** Where the broker reports what happens. */
+  get logger(): BrokerLogger {
+    return this.core.logger;
+  }
+
+  /** Outgoing frame queue of each client, in frames. */
+  get queueSize(): number {
+    return this.core.queueSize;
+  }
+
+  /** Frames and bytes received and written, as `stats` reports them. */
+  stats(): BrokerStats {
+    return this.core.stats();
+  }
+
+  /** Author and version, as `info` reports them. */
+  info(): BrokerInfo {
+    return this.core.info();
+  }
+
+  /** Primary clients, sorted by name in byte order, as `client.list` reports them. */
+  clientList(): ClientInfo[] {
+    return this.core.clientList();
+  }
+
+  /** The registered client of that exact name (the broker's record of it). */
+  getClient(name: string): ClientEntry | undefined {
+    return this.core.getClient(name);
+  }
+
+  /** Number of registered clients (primaries and secondaries, internal ones included). */
+  get clientCount(): number {
+    return this.core.clientCount;
   }
 
   /** The running listeners. */
@@ -29,17 +95,79 @@ export class Broker extends BrokerCore {
 
   /** Listens on a UNIX socket; a stale socket file at the path is removed first. */
   async spawnUnixServer(path: string, config: ServerConfig = {}): Promise<Listener> {
-    return this.add(await listenUnix(this, this.flusher(config), path, config));
+    return this.add(await listenUnix(this.core, this.flusher(config), path, config));
   }
 
   /** Listens on TCP `host:port` (`[::1]:7777` for IPv6; port 0 picks one, see `Listener.address`). */
   async spawnTcpServer(hostPort: string, config: ServerConfig = {}): Promise<Listener> {
-    return this.add(await listenTcp(this, this.flusher(config), hostPort, config));
+    return this.add(await listenTcp(this.core, this.flusher(config), hostPort, config));
   }
 
-  /** Listens on a UNIX path or a TCP `host:port`, telling them apart as the official tools do. */
+  /** Listens on TCP with TLS (`config.tls`: certificate, key, and a CA for mutual TLS). */
+  async spawnTlsServer(hostPort: string, config: ServerConfig): Promise<Listener> {
+    return this.add(await listenTls(this.core, this.flusher(config), hostPort, config));
+  }
+
+  /**
+   * Listens for WebSocket clients on `host:port` (`secure`: wss, with `config.tls`); bearer
+   * tokens with `config.tokens`.
+   */
+  async spawnWebSocketServer(hostPort: string, config: ServerConfig = {}, secure = false): Promise<Listener> {
+    return this.add(await listenWebSocket(this.core, this.flusher(config), hostPort, secure, config));
+  }
+
+  /** Listens in this process only: clients connect to `memory:NAME` (tests, embedding). */
+  spawnMemoryServer(name: string, config: ServerConfig = {}): Listener {
+    return this.add(listenMemory(this.core, this.flusher(config), name, config));
+  }
+
+  /**
+   * Listens on any bus address: a UNIX socket path, TCP `host:port`, `tls://host:port`,
+   * `ws://host:port`, `wss://host:port` or `memory:NAME`.
+   */
   spawnServer(bind: string, config: ServerConfig = {}): Promise<Listener> {
-    return isUnixPath(bind) ? this.spawnUnixServer(bind, config) : this.spawnTcpServer(bind, config);
+    const a = parseBusAddress(bind);
+    switch (a.kind) {
+      case 'unix':
+        return this.spawnUnixServer(a.path, config);
+      case 'tcp':
+        return this.spawnTcpServer(bind.startsWith('tcp://') ? bind.slice(6) : bind, config);
+      case 'tls':
+        return this.add2(listenTls(this.core, this.flusher(config), formatHostPort(a.host, a.port), config, bind));
+      case 'websocket':
+        return this.add2(
+          listenWebSocket(this.core, this.flusher(config), formatHostPort(a.host, a.port), a.secure, config, bind),
+        );
+      case 'memory':
+        return Promise.resolve(this.spawnMemoryServer(a.name, config));
+      case 'fifo':
+        return Promise.reject(BusError.notSupported(`cannot listen on ${bind}: FIFO endpoints are not supported`));
+    }
+  }
+
+  /**
+   * Serves a client on an already connected duplex byte stream (a socket, a TLS or WebSocket
+   * stream, an in-memory pair): the handshake, then the session, with the settings of `options`.
+   */
+  accept(stream: Duplex, options: AcceptOptions = {}): PeerConnection {
+    if (this.closing !== null) {
+      stream.destroy();
+      throw BusError.notSupported('the broker is closed');
+    }
+    const { kind, source, address, bind, ...config } = options;
+    const set = new ConnectionSet(
+      this.core,
+      resolveSettings(config, bind ?? '', this.core.logger),
+      this.flusher(config),
+    );
+    this.adopted.add(set);
+    const conn = set.accept(stream, { kind: kind ?? 'local_ipc', source: source ?? null, address: address ?? null });
+    // One set per adopted stream: its timer stops once the stream is gone.
+    stream.once('close', () => {
+      set.close('closed');
+      this.adopted.delete(set);
+    });
+    return conn;
   }
 
   /**
@@ -69,7 +197,7 @@ export class Broker extends BrokerCore {
   registerClient(name: string): InternalClient {
     if (name.length === 0) throw BusError.data('a client name cannot be empty');
     if (this.closing !== null) throw BusError.notSupported('the broker is closed');
-    return new InternalClient(this, name);
+    return new InternalClient(this.core, name);
   }
 
   /** Registers an in-process secondary client (`<name>%%<n>`) of an in-process client. */
@@ -79,14 +207,14 @@ export class Broker extends BrokerCore {
 
   /** Drops an external client so it reconnects (e.g. under changed AAA rules). */
   forceDisconnect(name: string): void {
-    const code = this.disconnectClient(name);
+    const code = this.core.disconnectClient(name);
     if (code === ErrorCode.NotRegistered) throw BusError.notRegistered(`client ${name} is not registered`);
     if (code === ErrorCode.NotSupported) throw BusError.notSupported(`client ${name} is internal`);
   }
 
   /** Publishes the `shutdown` announcement on `.broker/warn` (when the core client exists). */
   announceShutdown(): void {
-    this.announce('shutdown', null);
+    this.core.announce('shutdown', null);
   }
 
   /**
@@ -97,6 +225,8 @@ export class Broker extends BrokerCore {
     if (this.closing === null) {
       if (options.announce ?? false) this.announceShutdown();
       for (const f of this.flushers.values()) f.run();
+      for (const set of this.adopted) set.close('the broker is shutting down');
+      this.adopted.clear();
       this.closing = Promise.all(this.listenerList.map((l) => l.close())).then(() => undefined);
     }
     return this.closing;
@@ -118,7 +248,11 @@ export class Broker extends BrokerCore {
       throw BusError.notSupported('the broker is closed');
     }
     this.listenerList.push(l);
-    this.logger.info?.(`listening on ${l.address}${l.kind === 'tcp' ? ' (tcp)' : ' (unix)'}`);
+    this.logger.info?.(`listening on ${l.address} (${l.transport})`);
     return l;
+  }
+
+  private async add2(l: Promise<Listener>): Promise<Listener> {
+    return this.add(await l);
   }
 }

@@ -1,4 +1,4 @@
 export * from './broker.js';
 export * from './listener.js';
 export * from './settings.js';
-export { PeerConnection } from './connection.js';
+export { ConnectionSet, PeerConnection, type PeerInfo } from './connection.js';

@@ -1,45 +1,55 @@
-import { lstat, stat, unlink } from 'node:fs/promises';
+// Listeners are thin: each one accepts its kind of connection and hands the resulting duplex
+// stream, with who is at the other end, to a ConnectionSet, where one connection core runs the
+// handshake and the session whatever the stream is.
+import { lstat, readFile, stat, unlink } from 'node:fs/promises';
+import http from 'node:http';
+import https from 'node:https';
 import net from 'node:net';
 import { dirname } from 'node:path';
+import type { Duplex } from 'node:stream';
+import tls from 'node:tls';
+import { WebSocketServer } from 'ws';
 import type { BrokerCore } from '../broker/index.js';
-import type { ClientKind } from '../protocol/index.js';
-import { Flusher, PeerConnection } from './connection.js';
-import { resolveSettings, type ListenerSettings, type ServerConfig } from './settings.js';
+import { type ClientKind, formatHostPort, parseHostPort } from '../protocol/index.js';
+import { type Flusher, registerMemoryEndpoint, WebSocketStream } from '../transport/index.js';
+import { ConnectionSet, type PeerConnection, type PeerInfo } from './connection.js';
+import { resolveSettings, type ListenerSettings, type ServerConfig, type ServerTlsConfig } from './settings.js';
 
-/** Splits `host:port` (IPv6 as `[addr]:port`). */
-export function parseHostPort(text: string): { host: string; port: number } {
-  const m = /^\[([^\]]+)\]:(\d+)$/.exec(text) ?? /^([^:]*):(\d+)$/.exec(text);
-  if (m === null) throw new Error(`invalid TCP address "${text}": expected host:port or [ipv6]:port`);
-  const port = Number(m[2]);
-  if (port > 65535) throw new Error(`invalid TCP port in "${text}"`);
-  return { host: m[1] === '' ? '0.0.0.0' : m[1], port };
-}
+/** The transport a listener accepts. */
+export type ListenerTransport = 'unix' | 'tcp' | 'tls' | 'websocket' | 'memory';
 
-/** True when a path names a UNIX socket rather than a TCP address (the rule official tools use). */
-export function isUnixPath(path: string): boolean {
-  return path.startsWith('/') || path.endsWith('.sock') || path.endsWith('.socket') || path.endsWith('.ipc');
-}
-
-/** One listening socket (UNIX or TCP) of a broker, with its connections. */
+/** One listening endpoint of a broker (UNIX, TCP, TLS, WebSocket or in-memory), with its connections. */
 export class Listener {
-  readonly connections = new Set<PeerConnection>();
-  private readonly timer: NodeJS.Timeout;
   private closed = false;
 
   constructor(
-    private readonly core: BrokerCore,
-    readonly settings: ListenerSettings,
-    private readonly flusher: Flusher,
-    private readonly server: net.Server,
-    /** `local_ipc` for UNIX sockets, `tcp` for TCP. */
-    readonly kind: ClientKind,
-    /** The socket path of a UNIX listener. */
+    private readonly set: ConnectionSet,
+    /** The transport it accepts. */
+    readonly transport: ListenerTransport,
+    private readonly server: net.Server | null,
+    /** The socket path of a UNIX listener, the name of an in-memory one. */
     readonly path: string | null,
-  ) {
-    server.on('connection', this.onConnection);
-    server.on('error', (err) => core.logger.error?.(`listener ${settings.bind}: ${err.message}`));
-    this.timer = setInterval(this.tick, Math.max(1, settings.timeoutMs / 4));
-    this.timer.unref();
+    private readonly stop: () => void,
+    private readonly secure: (() => tls.SecureContextOptions | Promise<tls.SecureContextOptions>) | null,
+  ) {}
+
+  /** How its clients show in `client.list`: `local_ipc`, `tcp` (TLS too) or `websocket`. */
+  get kind(): ClientKind {
+    return this.transport === 'websocket'
+      ? 'websocket'
+      : this.transport === 'tcp' || this.transport === 'tls'
+        ? 'tcp'
+        : 'local_ipc';
+  }
+
+  /** The listener's settings. */
+  get settings(): ListenerSettings {
+    return this.set.settings;
+  }
+
+  /** Its open connections. */
+  get connections(): ReadonlySet<PeerConnection> {
+    return this.set.connections;
   }
 
   /** The bind string as given. */
@@ -47,65 +57,50 @@ export class Listener {
     return this.settings.bind;
   }
 
-  /** Where clients connect: the socket path, or the actual `host:port` (after binding port 0). */
+  /**
+   * Where clients connect: the socket path, `memory:NAME`, or the actual `host:port` after
+   * binding (port 0 picks one), as `tls://host:port` or `ws://host:port` (`wss://`) for those.
+   */
   get address(): string {
-    if (this.path !== null) return this.path;
-    const a = this.server.address() as net.AddressInfo;
-    return a.family === 'IPv6' ? `[${a.address}]:${a.port}` : `${a.address}:${a.port}`;
+    if (this.transport === 'unix') return this.path as string;
+    if (this.transport === 'memory') return `memory:${this.path as string}`;
+    const a = (this.server as net.Server).address() as net.AddressInfo;
+    const hp = formatHostPort(a.address, a.port);
+    if (this.transport === 'tls') return `tls://${hp}`;
+    if (this.transport === 'websocket') return `${this.secure === null ? 'ws' : 'wss'}://${hp}`;
+    return hp;
   }
 
-  private readonly onConnection = (socket: net.Socket): void => {
-    if (this.closed) {
-      socket.destroy();
-      return;
-    }
-    let source: string | null = null;
-    let address: string | null = null;
-    if (this.kind === 'tcp') {
-      try {
-        socket.setNoDelay(true);
-      } catch {
-        socket.destroy();
-        return;
-      }
-      address = socket.remoteAddress ?? null;
-      if (address === null) {
-        socket.destroy();
-        return;
-      }
-      source = address.includes(':') ? `[${address}]:${socket.remotePort}` : `${address}:${socket.remotePort}`;
-    }
-    const conn = new PeerConnection(
-      this.core,
-      this.settings,
-      this.flusher,
-      socket,
-      this.kind,
-      source,
-      address,
-      this.forget,
-    );
-    this.connections.add(conn);
-  };
-
-  private readonly forget = (conn: PeerConnection): void => {
-    this.connections.delete(conn);
-  };
-
-  private readonly tick = (): void => {
-    for (const c of this.connections) c.tick();
-  };
+  /** Reads the TLS files again; new connections get the new certificate. */
+  async reloadTls(): Promise<void> {
+    if (this.secure === null || this.server === null) return;
+    (this.server as tls.Server).setSecureContext(await this.secure());
+  }
 
   /** Stops accepting, closes every connection (writing out what is buffered) and removes the socket file. */
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    clearInterval(this.timer);
-    const done = new Promise<void>((resolve) => this.server.close(() => resolve()));
-    for (const c of [...this.connections]) c.close('the broker is shutting down');
+    this.stop();
+    const done =
+      this.server === null ? Promise.resolve() : new Promise<void>((resolve) => this.server?.close(() => resolve()));
+    this.set.close('the broker is shutting down');
+    if (this.server instanceof http.Server) this.server.closeAllConnections();
     await done;
-    if (this.path !== null) await unlink(this.path).catch(() => undefined);
+    if (this.transport === 'unix') await unlink(this.path as string).catch(() => undefined);
   }
+
+  /** True once closed: late connections are dropped. */
+  get isClosed(): boolean {
+    return this.closed;
+  }
+}
+
+/** Who a network socket's peer is (`client.list` source and the AAA host check). */
+function networkPeer(socket: net.Socket, kind: ClientKind, names: ReadonlySet<string> | null = null): PeerInfo | null {
+  const address = socket.remoteAddress;
+  if (address === undefined) return null;
+  return { kind, source: formatHostPort(address, socket.remotePort ?? 0), address, names };
 }
 
 /** Removes a socket file left by a broker that is gone; refuses to touch a live socket or another file. */
@@ -167,6 +162,35 @@ async function unixBindError(path: string, err: unknown): Promise<unknown> {
   });
 }
 
+/** Reads a listener's TLS files into what Node's TLS server takes. */
+async function secureContext(config: ServerTlsConfig): Promise<tls.SecureContextOptions> {
+  const read = (what: string, path: string): Promise<Buffer> =>
+    readFile(path).catch((e: Error) => {
+      throw new Error(`cannot read the TLS ${what} file ${path}: ${e.message}`);
+    });
+  const [cert, key, ca] = await Promise.all([
+    read('certificate', config.certFile),
+    read('key', config.keyFile),
+    config.caFile === undefined || config.caFile === null ? undefined : read('CA', config.caFile),
+  ]);
+  return { cert, key, ca };
+}
+
+/** Node's TLS server options for a listener: mutual TLS when a CA is given, the TLS accept bounded by T. */
+function tlsServerOptions(ctx: tls.SecureContextOptions, settings: ListenerSettings): tls.TlsOptions {
+  const mutual = ctx.ca !== undefined;
+  return { ...ctx, requestCert: mutual, rejectUnauthorized: mutual, handshakeTimeout: settings.timeoutMs };
+}
+
+/** Logs a refused network connection (TLS failure, bad token), at most a few lines a second per listener. */
+function refused(settings: ListenerSettings, who: string, why: string): void {
+  const { logger, refusals, bind } = settings;
+  const warn = logger.warn;
+  if (warn !== undefined) {
+    refusals.line((l) => warn.call(logger, l), `connection ${who}: ${why}`, `listener ${bind}: `);
+  }
+}
+
 /** Starts a UNIX socket listener. */
 export async function listenUnix(
   core: BrokerCore,
@@ -182,7 +206,14 @@ export async function listenUnix(
   } catch (e) {
     throw await unixBindError(path, e);
   }
-  return new Listener(core, settings, flusher, server, 'local_ipc', path);
+  const set = new ConnectionSet(core, settings, flusher);
+  const l = new Listener(set, 'unix', server, path, () => undefined, null);
+  server.on('connection', (socket: net.Socket) => {
+    if (l.isClosed) socket.destroy();
+    else set.accept(socket, { kind: 'local_ipc', source: null, address: null });
+  });
+  server.on('error', (err) => core.logger.error?.(`listener ${settings.bind}: ${err.message}`));
+  return l;
 }
 
 /** Starts a TCP listener on `host:port` (port 0 picks a free port; see `Listener.address`). */
@@ -196,5 +227,141 @@ export async function listenTcp(
   const settings = resolveSettings(config, hostPort, core.logger);
   const server = net.createServer({ noDelay: true });
   await listen(server, { host, port });
-  return new Listener(core, settings, flusher, server, 'tcp', null);
+  const set = new ConnectionSet(core, settings, flusher);
+  const l = new Listener(set, 'tcp', server, null, () => undefined, null);
+  server.on('connection', (socket: net.Socket) => acceptNetwork(l, set, socket, 'tcp'));
+  server.on('error', (err) => core.logger.error?.(`listener ${settings.bind}: ${err.message}`));
+  return l;
+}
+
+/** Hands an accepted TCP or TLS socket to the set, with TCP_NODELAY (dropped if that fails, as upstream). */
+function acceptNetwork(l: Listener, set: ConnectionSet, socket: net.Socket, kind: ClientKind): void {
+  if (l.isClosed) {
+    socket.destroy();
+    return;
+  }
+  try {
+    socket.setNoDelay(true);
+  } catch {
+    socket.destroy();
+    return;
+  }
+  const peer = networkPeer(socket, kind);
+  if (peer === null) socket.destroy();
+  else set.accept(socket, peer);
+}
+
+/** Starts a TLS listener on `host:port` (bind `tls://host:port`); needs `config.tls`. */
+export async function listenTls(
+  core: BrokerCore,
+  flusher: Flusher,
+  hostPort: string,
+  config: ServerConfig,
+  bind = `tls://${hostPort}`,
+): Promise<Listener> {
+  const { host, port } = parseHostPort(hostPort);
+  const settings = resolveSettings(config, bind, core.logger);
+  const files = settings.tls;
+  if (files === null) throw new Error(`cannot listen on ${bind}: a TLS listener needs a certificate and a key (tls)`);
+  const load = (): Promise<tls.SecureContextOptions> => secureContext(files);
+  const server = tls.createServer(tlsServerOptions(await load(), settings));
+  await listen(server, { host, port });
+  const set = new ConnectionSet(core, settings, flusher);
+  const l = new Listener(set, 'tls', server, null, () => undefined, load);
+  server.on('secureConnection', (socket: tls.TLSSocket) => acceptNetwork(l, set, socket, 'tcp'));
+  server.on('tlsClientError', (err, socket) =>
+    refused(settings, socket.remoteAddress ?? '?', `TLS handshake failed: ${err.message}`),
+  );
+  server.on('error', (err) => core.logger.error?.(`listener ${settings.bind}: ${err.message}`));
+  return l;
+}
+
+/**
+ * Starts a WebSocket listener (bind `ws://host:port`, or `wss://host:port` with `config.tls`).
+ * Any request path is accepted; a request that is not an upgrade is answered 426.
+ */
+export async function listenWebSocket(
+  core: BrokerCore,
+  flusher: Flusher,
+  hostPort: string,
+  secure: boolean,
+  config: ServerConfig,
+  bind = `${secure ? 'wss' : 'ws'}://${hostPort}`,
+): Promise<Listener> {
+  const { host, port } = parseHostPort(hostPort);
+  const settings = resolveSettings(config, bind, core.logger);
+  let load: (() => Promise<tls.SecureContextOptions>) | null = null;
+  let server: http.Server;
+  if (secure) {
+    const files = settings.tls;
+    if (files === null) throw new Error(`cannot listen on ${bind}: a wss listener needs a certificate and a key (tls)`);
+    load = () => secureContext(files);
+    server = https.createServer(tlsServerOptions(await load(), settings));
+    server.on('tlsClientError', (err: Error, socket: tls.TLSSocket) =>
+      refused(settings, socket.remoteAddress ?? '?', `TLS handshake failed: ${err.message}`),
+    );
+  } else {
+    server = http.createServer();
+  }
+  const wss = new WebSocketServer({
+    noServer: true,
+    maxPayload: settings.maxMessageSize,
+    perMessageDeflate: false,
+    clientTracking: false,
+  });
+  await listen(server, { host, port });
+  const set = new ConnectionSet(core, settings, flusher);
+  const l = new Listener(set, 'websocket', server, null, () => wss.close(), load);
+  // The upgrade (after the TLS accept, which has its own limit) must complete within T.
+  server.on(secure ? 'secureConnection' : 'connection', (socket: net.Socket) => {
+    socket.setNoDelay(true);
+    socket.setTimeout(settings.timeoutMs, () => socket.destroy());
+  });
+  server.on('request', (_req: http.IncomingMessage, res: http.ServerResponse) => {
+    res.writeHead(426, { connection: 'close', upgrade: 'websocket', 'content-type': 'text/plain' });
+    res.end('a BUS/RT WebSocket endpoint: connect with a WebSocket client\n');
+  });
+  server.on('upgrade', (req: http.IncomingMessage, socket: Duplex, head: Buffer) => {
+    const raw = socket as net.Socket;
+    if (l.isClosed) {
+      raw.destroy();
+      return;
+    }
+    let names: ReadonlySet<string> | null = null;
+    const tokens = settings.tokens;
+    if (tokens !== null) {
+      const m = /^Bearer\s+(\S+)\s*$/i.exec(req.headers.authorization ?? '');
+      const found = m === null ? undefined : tokens.get(m[1] as string);
+      if (found === undefined) {
+        refused(settings, raw.remoteAddress ?? '?', m === null ? 'no bearer token' : 'unknown bearer token');
+        raw.end('HTTP/1.1 401 Unauthorized\r\nConnection: close\r\nContent-Length: 0\r\n\r\n');
+        return;
+      }
+      names = found;
+    }
+    const peer = networkPeer(raw, 'websocket', names);
+    if (peer === null) {
+      raw.destroy();
+      return;
+    }
+    wss.handleUpgrade(req, raw, head, (ws) => {
+      raw.setTimeout(0);
+      set.accept(new WebSocketStream(ws), peer);
+    });
+  });
+  server.on('error', (err) => core.logger.error?.(`listener ${settings.bind}: ${err.message}`));
+  return l;
+}
+
+/** Starts an in-process listener that `memory:NAME` reaches (tests, embedding). */
+export function listenMemory(core: BrokerCore, flusher: Flusher, name: string, config: ServerConfig = {}): Listener {
+  const settings = resolveSettings(config, `memory:${name}`, core.logger);
+  const set = new ConnectionSet(core, settings, flusher);
+  let l: Listener | null = null;
+  const unregister = registerMemoryEndpoint(name, (stream) => {
+    if (l === null || l.isClosed) stream.destroy();
+    else set.accept(stream, { kind: 'local_ipc', source: null, address: null });
+  });
+  l = new Listener(set, 'memory', null, name, unregister, null);
+  return l;
 }

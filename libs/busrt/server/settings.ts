@@ -16,7 +16,42 @@ export interface ServerConfig {
   payloadSizeLimit?: number | null;
   /** Security rules by primary client name; null or absent: no checks. */
   aaaMap?: AaaMap | null;
+  /**
+   * TLS for `tls://` and `wss://` listeners: the certificate and key files (PEM), and optionally
+   * the CA file whose certificates clients must present (mutual TLS). The files are read again
+   * by `Listener.reloadTls()` (busrtd: on SIGHUP), for new connections.
+   */
+  tls?: ServerTlsConfig | null;
+  /**
+   * WebSocket listeners: bearer tokens and the client names each admits (primary names; `*`
+   * admits any). An upgrade without a listed token is refused with HTTP 401 before the handshake;
+   * a name its token does not list is refused with `79` (access). Null or absent: no tokens asked.
+   * The map may be edited or replaced in place (`replaceTokens`), for new connections.
+   */
+  tokens?: TokenMap | null;
+  /**
+   * WebSocket listeners: the largest message accepted, in bytes; a larger one closes the
+   * connection (1009). Frames may span messages, so this bounds memory, not frame size. Default
+   * 16 MiB (upstream allows 4 GiB).
+   */
+  maxMessageSize?: number;
 }
+
+/** TLS files of a listener (PEM). */
+export interface ServerTlsConfig {
+  /** The server's certificate chain. */
+  certFile: string;
+  /** Its private key. */
+  keyFile: string;
+  /** Clients must present a certificate signed by one of these (mutual TLS). */
+  caFile?: string | null;
+}
+
+/** Bearer tokens of a WebSocket listener and the primary client names each admits. */
+export type TokenMap = Map<string, ReadonlySet<string>>;
+
+/** Default largest WebSocket message. */
+export const DEFAULT_MAX_MESSAGE_SIZE = 16 * 1024 * 1024;
 
 /** A listener's resolved settings. */
 export interface ListenerSettings {
@@ -25,6 +60,9 @@ export interface ListenerSettings {
   readonly bufTtlUs: number;
   readonly payloadSizeLimit: number | null;
   readonly aaaMap: AaaMap | null;
+  readonly tls: ServerTlsConfig | null;
+  readonly tokens: TokenMap | null;
+  readonly maxMessageSize: number;
   /** The bind string as given (`port` in client.list). */
   readonly bind: string;
   readonly logger: BrokerLogger;
@@ -52,6 +90,9 @@ export function resolveSettings(config: ServerConfig, bind: string, logger: Brok
     bufTtlUs: positive('bufTtlUs', config.bufTtlUs, DEFAULT_BUF_TTL_US, true),
     payloadSizeLimit: limit,
     aaaMap: config.aaaMap ?? null,
+    tls: config.tls ?? null,
+    tokens: config.tokens ?? null,
+    maxMessageSize: positive('maxMessageSize', config.maxMessageSize, DEFAULT_MAX_MESSAGE_SIZE),
     bind,
     logger,
     refusals: new LogLimiter('refused connection(s)'),
