@@ -1,10 +1,11 @@
 import { BusError, ErrorCode } from '../protocol/index.js';
 import { BrokerCore, type BrokerOptions, InternalClient } from '../broker/index.js';
 import { Flusher } from './connection.js';
+import { FIFO_PREFIX, FifoEndpoint } from './fifo.js';
 import { isUnixPath, Listener, listenTcp, listenUnix } from './listener.js';
 import type { ServerConfig } from './settings.js';
 
-/** A listener to start: its address (a UNIX socket path or a TCP `host:port`) and settings. */
+/** A listener to start: its address (a UNIX socket path, a TCP `host:port` or `fifo:PATH`) and settings. */
 export interface ListenerSpec extends ServerConfig {
   path: string;
 }
@@ -14,7 +15,7 @@ export interface ListenerSpec extends ServerConfig {
  * and in-process clients.
  */
 export class Broker extends BrokerCore {
-  private readonly listenerList: Listener[] = [];
+  private readonly listenerList: (Listener | FifoEndpoint)[] = [];
   private readonly flushers = new Map<number, Flusher>();
   private closing: Promise<void> | null = null;
 
@@ -22,8 +23,8 @@ export class Broker extends BrokerCore {
     super(options);
   }
 
-  /** The running listeners. */
-  get listeners(): readonly Listener[] {
+  /** The running listeners and FIFO endpoints, in the order they started. */
+  get listeners(): readonly (Listener | FifoEndpoint)[] {
     return this.listenerList;
   }
 
@@ -37,17 +38,33 @@ export class Broker extends BrokerCore {
     return this.add(await listenTcp(this, this.flusher(config), hostPort, config));
   }
 
-  /** Listens on a UNIX path or a TCP `host:port`, telling them apart as the official tools do. */
-  spawnServer(bind: string, config: ServerConfig = {}): Promise<Listener> {
+  /**
+   * Listens on a UNIX path or a TCP `host:port`, telling them apart as the official tools do;
+   * `fifo:PATH` starts a FIFO endpoint instead (`config` does not apply to it).
+   */
+  spawnServer(bind: string, config: ServerConfig = {}): Promise<Listener | FifoEndpoint> {
+    if (bind.startsWith(FIFO_PREFIX)) return this.spawnFifo(bind.slice(FIFO_PREFIX.length));
     return isUnixPath(bind) ? this.spawnUnixServer(bind, config) : this.spawnTcpServer(bind, config);
+  }
+
+  /**
+   * Creates a named pipe at `path` (any file there is replaced; mode 0622: any local user may
+   * write) and performs each text line written into it as the `.broker` core client, with QoS 0:
+   * `=TOPIC DATA` publishes, `TARGET .TEXT` notifies, `TARGET :METHOD k=v ...` calls without a
+   * reply, `TARGET DATA` sends (a broadcast when TARGET has `*` or `?`). Bad lines are logged and
+   * skipped. Needs the core client (`initCoreRpc`), else fails with a NotSupported BusError.
+   * `close()` stops it and removes the pipe.
+   */
+  async spawnFifo(path: string): Promise<FifoEndpoint> {
+    return this.add(await FifoEndpoint.open(this, path));
   }
 
   /**
    * Starts listeners in order. When one cannot start, the broker is closed (the listeners already
    * started are stopped and their socket files removed) and the error names the address and why.
    */
-  async spawnServers(binds: readonly ListenerSpec[]): Promise<Listener[]> {
-    const started: Listener[] = [];
+  async spawnServers(binds: readonly ListenerSpec[]): Promise<(Listener | FifoEndpoint)[]> {
+    const started: (Listener | FifoEndpoint)[] = [];
     for (const { path, ...config } of binds) {
       try {
         started.push(await this.spawnServer(path, config));
@@ -112,13 +129,13 @@ export class Broker extends BrokerCore {
     return f;
   }
 
-  private add(l: Listener): Listener {
+  private add<L extends Listener | FifoEndpoint>(l: L): L {
     if (this.closing !== null) {
       void l.close();
       throw BusError.notSupported('the broker is closed');
     }
     this.listenerList.push(l);
-    this.logger.info?.(`listening on ${l.address}${l.kind === 'tcp' ? ' (tcp)' : ' (unix)'}`);
+    this.logger.info?.(`listening on ${l.address} (${l.kind === 'local_ipc' ? 'unix' : l.kind})`);
     return l;
   }
 }
