@@ -1,5 +1,5 @@
 import { unlinkSync, writeFileSync } from 'node:fs';
-import { type AaaMap, Broker, BROKER_VERSION, initCoreRpc, type Listener, replaceAaaMap } from '#busrt/core';
+import { type AaaMap, Broker, BROKER_VERSION, initCoreRpc, replaceAaaMap } from '#busrt/core';
 import { errorText, UsageError } from '../shared/values.js';
 import { loadAaa } from './aaa.js';
 import { makeDaemonLog, type DaemonLog, type LogSink } from './log.js';
@@ -8,7 +8,8 @@ import { parseBusrtdArgs, USAGE, type BusrtdOptions } from './options.js';
 /** A broker started by {@link startBusrtd}. */
 export interface RunningBusrtd {
   readonly broker: Broker;
-  readonly listeners: readonly Listener[];
+  /** Socket listeners and FIFO endpoints. */
+  readonly listeners: Broker['listeners'];
   /** Reads the AAA map again from its source and applies it to new connections. */
   reloadAaa(): Promise<void>;
   /** Announces the shutdown, closes the listeners, removes the socket and pid files. */

@@ -4,6 +4,7 @@ import { parseArgs } from 'node:util';
 import {
   DEFAULT_BUF_TTL_US,
   DEFAULT_QUEUE_SIZE,
+  FIFO_PREFIX,
   isUnixPath,
   parseHostPort,
   SERVER_DEFAULT_BUF_SIZE,
@@ -13,7 +14,7 @@ import { errorText, parseFlag, parseNumber, show, UsageError, type NumberRule } 
 
 /** Settings of one listener, resolved. */
 export interface BindOptions {
-  /** A UNIX socket path or a TCP `host:port`. */
+  /** A UNIX socket path, a TCP `host:port` or `fifo:PATH` (the other settings do not apply to a FIFO). */
   path: string;
   timeoutMs: number;
   bufSize: number;
@@ -53,7 +54,8 @@ export const USAGE = `Usage: busrtd [options]
 A BUS/RT-compatible message broker.
 
 Options:
-  -B, --bind <path|host:port>   listen on a UNIX socket path or a TCP address; repeatable
+  -B, --bind <path|host:port>   listen on a UNIX socket path or a TCP address, or read
+                                commands from a FIFO with fifo:PATH; repeatable
                                 (default: ${DEFAULT_BINDS.join(' and ')})
   -c, --config <file.json>      read settings, binds and the AAA map from a JSON file
   -P, --pid-file <path>         write the process id there (removed on exit)
@@ -143,8 +145,9 @@ export function readConfigAaa(path: string): unknown {
 
 function checkBind(path: string, from: string): string {
   if (path.length === 0) throw new UsageError(`${from}: empty bind address`);
-  if (path.startsWith('fifo:')) {
-    throw new UsageError(`${from}: FIFO endpoints (${path}) are not supported by this busrtd`);
+  if (path.startsWith(FIFO_PREFIX)) {
+    if (path === FIFO_PREFIX) throw new UsageError(`${from}: ${path} needs the path of the FIFO (fifo:/run/bus.fifo)`);
+    return path;
   }
   if (path.startsWith('ws://') || path.startsWith('wss://')) {
     throw new UsageError(`${from}: WebSocket endpoints (${path}) are not supported by this busrtd`);
@@ -270,6 +273,9 @@ export function parseBusrtdArgs(argv: readonly string[], env: NodeJS.ProcessEnv 
     const path = checkBind(raw.path as string, where);
     if (seen.has(path)) throw new UsageError(`${where}: ${path} is given twice`);
     seen.add(path);
+    if (path.startsWith(FIFO_PREFIX) && Object.keys(raw).some((k) => k !== 'path')) {
+      notes.push(`${where} ${path}: listener settings do not apply to a FIFO endpoint and are ignored`);
+    }
     return listener(raw, `${where} ${path}`);
   });
 
