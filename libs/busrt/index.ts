@@ -4,7 +4,7 @@
 
 // The broker.
 export { Broker } from './server/index.js';
-export type { Listener, ListenerSpec, ServerConfig } from './server/index.js';
+export type { FifoEndpoint, Listener, ListenerSpec, ServerConfig } from './server/index.js';
 export type { BrokerLogger, BrokerOptions, InternalClient } from './broker/index.js';
 export { AaaConfigError, ClientAaa, aaaMapFrom, parseAaaJson, replaceAaaMap, toAaaMap } from './broker/index.js';
 export type { AaaMap, AaaPermission, AaaRule, AaaRules } from './broker/index.js';

@@ -2,7 +2,11 @@ import type { AaaMap, AaaRules, BrokerLogger, ServerConfig } from '../busrt/inte
 
 /** One listener of the embedded broker: where it listens and its own settings. */
 export interface BusrtListenerOptions extends Omit<ServerConfig, 'aaaMap'> {
-  /** A UNIX socket path (starts with `/` or ends in `.sock`) or a TCP `host:port` (port 0 picks one). */
+  /**
+   * A UNIX socket path (starts with `/` or ends in `.sock`), a TCP `host:port` (port 0 picks one),
+   * or `fifo:PATH`: a named pipe whose text lines `.broker` performs (needs `coreRpc`; the other
+   * settings and `aaa` do not apply to it).
+   */
   path: string;
   /**
    * Who may connect here and what they may do: rules by client name (`{ "svc.a": { publish:

@@ -1,5 +1,16 @@
 import { unlinkSync, writeFileSync } from 'node:fs';
-import { type AaaMap, Broker, BROKER_VERSION, initCoreRpc, type Listener, replaceAaaMap } from '#busrt/core';
+import { readFile } from 'node:fs/promises';
+import {
+  type AaaMap,
+  Broker,
+  BROKER_VERSION,
+  initCoreRpc,
+  Listener,
+  parseTokensJson,
+  replaceAaaMap,
+  replaceTokens,
+  type TokenMap,
+} from '#busrt/core';
 import { errorText, UsageError } from '../shared/values.js';
 import { loadAaa } from './aaa.js';
 import { makeDaemonLog, type DaemonLog, type LogSink } from './log.js';
@@ -8,9 +19,12 @@ import { parseBusrtdArgs, USAGE, type BusrtdOptions } from './options.js';
 /** A broker started by {@link startBusrtd}. */
 export interface RunningBusrtd {
   readonly broker: Broker;
-  readonly listeners: readonly Listener[];
+  /** Socket listeners and FIFO endpoints. */
+  readonly listeners: Broker['listeners'];
   /** Reads the AAA map again from its source and applies it to new connections. */
   reloadAaa(): Promise<void>;
+  /** Reads the TLS files and the WebSocket tokens again, for new connections. */
+  reloadTransport(): Promise<void>;
   /** Announces the shutdown, closes the listeners, removes the socket and pid files. */
   stop(): Promise<void>;
 }
@@ -25,6 +39,7 @@ export class StartError extends Error {}
  */
 export async function startBusrtd(opts: BusrtdOptions, log: DaemonLog): Promise<RunningBusrtd> {
   const aaaMap: AaaMap | null = opts.aaa === null ? null : await loadAaa(opts.aaa);
+  const tokens: TokenMap | null = opts.tokens === null ? null : await loadTokens(opts.tokens);
   const broker = new Broker({ queueSize: opts.queueSize, forceRegister: opts.forceRegister, logger: log });
   initCoreRpc(broker);
   try {
@@ -36,6 +51,8 @@ export async function startBusrtd(opts: BusrtdOptions, log: DaemonLog): Promise<
         bufTtlUs: b.bufTtlUs,
         payloadSizeLimit: b.payloadSizeLimit,
         aaaMap: b.aaa ? aaaMap : null,
+        tls: opts.tls,
+        tokens: b.path.startsWith('ws://') || b.path.startsWith('wss://') ? tokens : null,
       })),
     );
   } catch (e) {
@@ -56,7 +73,9 @@ export async function startBusrtd(opts: BusrtdOptions, log: DaemonLog): Promise<
     listeners: broker.listeners,
     async reloadAaa(): Promise<void> {
       if (opts.aaa === null || aaaMap === null) {
-        log.warn('SIGHUP: no AAA map is configured (--aaa or "aaa" in the config file); nothing to reload');
+        if (opts.tls === null && opts.tokens === null) {
+          log.warn('SIGHUP: no AAA map is configured (--aaa or "aaa" in the config file); nothing to reload');
+        }
         return;
       }
       try {
@@ -65,6 +84,25 @@ export async function startBusrtd(opts: BusrtdOptions, log: DaemonLog): Promise<
         log.notice(`AAA map reloaded: ${aaaMap.size} client rule(s); connected clients keep their rules`);
       } catch (e) {
         log.error(`AAA map not reloaded, the previous rules stay: ${errorText(e)}`);
+      }
+    },
+    async reloadTransport(): Promise<void> {
+      for (const l of broker.listeners) {
+        if (!(l instanceof Listener) || (l.transport !== 'tls' && !l.address.startsWith('wss:'))) continue;
+        try {
+          await l.reloadTls();
+          log.notice(`TLS certificate of ${l.bind} reloaded; new connections get it`);
+        } catch (e) {
+          log.error(`TLS certificate of ${l.bind} not reloaded, the previous one stays: ${errorText(e)}`);
+        }
+      }
+      if (opts.tokens !== null && tokens !== null) {
+        try {
+          replaceTokens(tokens, await loadTokens(opts.tokens));
+          log.notice(`WebSocket tokens reloaded: ${tokens.size} token(s); connected clients stay`);
+        } catch (e) {
+          log.error(`WebSocket tokens not reloaded, the previous ones stay: ${errorText(e)}`);
+        }
       }
     },
     async stop(): Promise<void> {
@@ -166,7 +204,7 @@ export async function runBusrtd(argv: readonly string[], io: DaemonIo = PROCESS_
     };
     const onHup = (): void => {
       log.notice('SIGHUP received, reloading the AAA map');
-      void running.reloadAaa();
+      void running.reloadAaa().then(() => running.reloadTransport());
     };
     process.once('SIGINT', onStop);
     process.once('SIGTERM', onStop);
@@ -175,4 +213,19 @@ export async function runBusrtd(argv: readonly string[], io: DaemonIo = PROCESS_
     // arrived before its handler would end the process without the shutdown (seen in tests).
     log.notice(`busrtd ${BROKER_VERSION} started, pid ${process.pid}`);
   });
+}
+
+/** Reads the WebSocket bearer-token file; a bad file is a UsageError that says where. */
+async function loadTokens(path: string): Promise<TokenMap> {
+  let text: string;
+  try {
+    text = await readFile(path, 'utf8');
+  } catch (e) {
+    throw new UsageError(`cannot read the token file: ${errorText(e)}`);
+  }
+  try {
+    return parseTokensJson(text, `token file ${path}`);
+  } catch (e) {
+    throw new UsageError(errorText(e));
+  }
 }

@@ -4,8 +4,8 @@ import { parseArgs } from 'node:util';
 import {
   DEFAULT_BUF_TTL_US,
   DEFAULT_QUEUE_SIZE,
-  isUnixPath,
-  parseHostPort,
+  FIFO_PREFIX,
+  parseBusAddress,
   SERVER_DEFAULT_BUF_SIZE,
   SERVER_DEFAULT_TIMEOUT_MS,
 } from '#busrt/core';
@@ -13,7 +13,7 @@ import { errorText, parseFlag, parseNumber, show, UsageError, type NumberRule } 
 
 /** Settings of one listener, resolved. */
 export interface BindOptions {
-  /** A UNIX socket path or a TCP `host:port`. */
+  /** A UNIX socket path, a TCP `host:port` or `fifo:PATH` (the other settings do not apply to a FIFO). */
   path: string;
   timeoutMs: number;
   bufSize: number;
@@ -21,6 +21,13 @@ export interface BindOptions {
   payloadSizeLimit: number | null;
   /** Whether the AAA map (when one is configured) applies to this listener. */
   aaa: boolean;
+}
+
+/** The TLS files of `tls://` and `wss://` binds; read again on SIGHUP. */
+export interface TlsFiles {
+  certFile: string;
+  keyFile: string;
+  caFile: string | null;
 }
 
 /** Where the AAA map comes from; read again on SIGHUP. */
@@ -38,6 +45,10 @@ export interface BusrtdOptions {
   forceRegister: boolean;
   verbose: boolean;
   aaa: AaaSource | null;
+  /** Certificate, key and client CA of the TLS binds. */
+  tls: TlsFiles | null;
+  /** The bearer-token file of the WebSocket binds (read again on SIGHUP). */
+  tokens: string | null;
   configFile: string | null;
   /** Things to tell the operator at start-up (ignored options). */
   notes: string[];
@@ -53,7 +64,9 @@ export const USAGE = `Usage: busrtd [options]
 A BUS/RT-compatible message broker.
 
 Options:
-  -B, --bind <path|host:port>   listen on a UNIX socket path or a TCP address; repeatable
+  -B, --bind <address>          listen on a UNIX socket path, TCP host:port, tls://host:port,
+                                ws://host:port or wss://host:port, or read commands from a
+                                FIFO with fifo:PATH; repeatable
                                 (default: ${DEFAULT_BINDS.join(' and ')})
   -c, --config <file.json>      read settings, binds and the AAA map from a JSON file
   -P, --pid-file <path>         write the process id there (removed on exit)
@@ -64,6 +77,11 @@ Options:
       --payload-size-limit <n>  close connections sending a larger frame payload (default: none)
       --force-register          a new client replaces a registered one of the same name
       --aaa <file.json>         AAA map (client rules); reloaded on SIGHUP
+      --tls-cert <file.pem>     certificate of tls:// and wss:// binds; reloaded on SIGHUP
+      --tls-key <file.pem>      its private key
+      --tls-ca <file.pem>       require client certificates signed by this CA (mutual TLS)
+      --ws-tokens <file.json>   WebSocket bearer tokens and the client names each admits;
+                                reloaded on SIGHUP
   -v, --verbose                 log every connection and registration
   -w, --workers <n>             accepted for compatibility and ignored (one event loop)
   -V, --version                 print the version
@@ -71,9 +89,11 @@ Options:
 
 Environment: BUSRT_CONFIG, BUSRT_BIND (comma-separated), BUSRT_PID_FILE, BUSRT_TIMEOUT,
 BUSRT_BUF_SIZE, BUSRT_BUF_TTL, BUSRT_QUEUE_SIZE, BUSRT_PAYLOAD_SIZE_LIMIT, BUSRT_FORCE_REGISTER,
-BUSRT_VERBOSE, BUSRT_AAA. Flags win over the environment, the environment over the config file.
+BUSRT_VERBOSE, BUSRT_AAA, BUSRT_TLS_CERT, BUSRT_TLS_KEY, BUSRT_TLS_CA, BUSRT_WS_TOKENS. Flags win
+over the environment, the environment over the config file.
 
-Signals: SIGINT/SIGTERM announce the shutdown and exit; SIGHUP reloads the AAA map.`;
+Signals: SIGINT/SIGTERM announce the shutdown and exit; SIGHUP reloads the AAA map, the TLS
+certificate and the WebSocket tokens.`;
 
 /** Listener settings: a flag, an environment variable and a config key each, also per bind. */
 const LISTENER_KEYS = ['timeout', 'buf-size', 'buf-ttl', 'payload-size-limit'] as const;
@@ -95,6 +115,10 @@ const TOP_KEYS = new Set([
   'verbose',
   'aaa',
   'workers',
+  'tls-cert',
+  'tls-key',
+  'tls-ca',
+  'ws-tokens',
   ...LISTENER_KEYS,
 ]);
 const BIND_KEYS = new Set(['path', 'aaa', ...LISTENER_KEYS]);
@@ -143,20 +167,15 @@ export function readConfigAaa(path: string): unknown {
 
 function checkBind(path: string, from: string): string {
   if (path.length === 0) throw new UsageError(`${from}: empty bind address`);
-  if (path.startsWith('fifo:')) {
-    throw new UsageError(`${from}: FIFO endpoints (${path}) are not supported by this busrtd`);
+  if (path === FIFO_PREFIX) throw new UsageError(`${from}: ${path} needs the path of the FIFO (fifo:/run/bus.fifo)`);
+  let kind: string;
+  try {
+    kind = parseBusAddress(path).kind;
+  } catch (e) {
+    const hint = path.includes(':') ? '' : ' (a UNIX socket path starts with / or ends with .sock, .socket, .ipc)';
+    throw new UsageError(`${from}: ${errorText(e)}${hint}`);
   }
-  if (path.startsWith('ws://') || path.startsWith('wss://')) {
-    throw new UsageError(`${from}: WebSocket endpoints (${path}) are not supported by this busrtd`);
-  }
-  if (!isUnixPath(path)) {
-    try {
-      parseHostPort(path);
-    } catch (e) {
-      const hint = path.includes(':') ? '' : ' (a UNIX socket path starts with / or ends with .sock, .socket, .ipc)';
-      throw new UsageError(`${from}: ${errorText(e)}${hint}`);
-    }
-  }
+  if (kind === 'memory') throw new UsageError(`${from}: ${path}: in-memory endpoints exist only inside a program`);
   return path;
 }
 
@@ -183,6 +202,10 @@ export function parseBusrtdArgs(argv: readonly string[], env: NodeJS.ProcessEnv 
         'payload-size-limit': { type: 'string' },
         'force-register': { type: 'boolean' },
         aaa: { type: 'string' },
+        'tls-cert': { type: 'string' },
+        'tls-key': { type: 'string' },
+        'tls-ca': { type: 'string' },
+        'ws-tokens': { type: 'string' },
         verbose: { type: 'boolean', short: 'v' },
         workers: { type: 'string', short: 'w' },
         daemonize: { type: 'boolean', short: 'D' },
@@ -270,6 +293,9 @@ export function parseBusrtdArgs(argv: readonly string[], env: NodeJS.ProcessEnv 
     const path = checkBind(raw.path as string, where);
     if (seen.has(path)) throw new UsageError(`${where}: ${path} is given twice`);
     seen.add(path);
+    if (path.startsWith(FIFO_PREFIX) && Object.keys(raw).some((k) => k !== 'path')) {
+      notes.push(`${where} ${path}: listener settings do not apply to a FIFO endpoint and are ignored`);
+    }
     return listener(raw, `${where} ${path}`);
   });
 
@@ -279,6 +305,27 @@ export function parseBusrtdArgs(argv: readonly string[], env: NodeJS.ProcessEnv 
   }
   const force = pick('force-register');
   const verbose = pick('verbose');
+  const file = (key: string): string | null => {
+    const v = pick(key);
+    if (v === undefined) return null;
+    if (typeof v.value !== 'string' || v.value === '') throw new UsageError(`${v.from}: expected a file path`);
+    return configFile !== null && v.from.startsWith('config') ? resolve(dirname(configFile), v.value) : v.value;
+  };
+  const cert = file('tls-cert');
+  const key = file('tls-key');
+  const ca = file('tls-ca');
+  if ((cert === null) !== (key === null)) throw new UsageError('--tls-cert and --tls-key go together');
+  const tls = cert === null || key === null ? null : { certFile: cert, keyFile: key, caFile: ca };
+  if (tls === null && ca !== null) throw new UsageError('--tls-ca needs --tls-cert and --tls-key');
+  for (const b of binds) {
+    if ((b.path.startsWith('tls://') || b.path.startsWith('wss://')) && tls === null) {
+      throw new UsageError(`${b.path} needs a certificate and a key (--tls-cert, --tls-key)`);
+    }
+  }
+  const tokens = file('ws-tokens');
+  if (tokens !== null && !binds.some((b) => b.path.startsWith('ws://') || b.path.startsWith('wss://'))) {
+    notes.push('--ws-tokens is ignored: no ws:// or wss:// bind');
+  }
 
   return {
     binds,
@@ -287,6 +334,8 @@ export function parseBusrtdArgs(argv: readonly string[], env: NodeJS.ProcessEnv 
     forceRegister: force === undefined ? false : parseFlag(force.from, force.value),
     verbose: verbose === undefined ? false : parseFlag(verbose.from, verbose.value),
     aaa: aaaSource(pick('aaa'), configFile),
+    tls,
+    tokens,
     configFile,
     notes,
     help,

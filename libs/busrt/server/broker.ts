@@ -17,10 +17,11 @@ import {
 } from '../broker/index.js';
 import { Flusher } from '../transport/index.js';
 import { ConnectionSet, type PeerConnection } from './connection.js';
+import { FifoEndpoint } from './fifo.js';
 import { Listener, listenMemory, listenTcp, listenTls, listenUnix, listenWebSocket } from './listener.js';
 import { resolveSettings, type ServerConfig } from './settings.js';
 
-/** A listener to start: its address (a UNIX socket path or a TCP `host:port`) and settings. */
+/** A listener to start: its address (a UNIX socket path, a TCP `host:port` or `fifo:PATH`) and settings. */
 export interface ListenerSpec extends ServerConfig {
   path: string;
 }
@@ -44,7 +45,7 @@ export interface AcceptOptions extends ServerConfig {
 export class Broker {
   /** The routing core: registry, routing, statistics, announcements. */
   readonly core: BrokerCore;
-  private readonly listenerList: Listener[] = [];
+  private readonly listenerList: (Listener | FifoEndpoint)[] = [];
   private readonly flushers = new Map<number, Flusher>();
   private readonly adopted = new Set<ConnectionSet>();
   private closing: Promise<void> | null = null;
@@ -88,8 +89,8 @@ export class Broker {
     return this.core.clientCount;
   }
 
-  /** The running listeners. */
-  get listeners(): readonly Listener[] {
+  /** The running listeners and FIFO endpoints, in the order they started. */
+  get listeners(): readonly (Listener | FifoEndpoint)[] {
     return this.listenerList;
   }
 
@@ -123,9 +124,10 @@ export class Broker {
 
   /**
    * Listens on any bus address: a UNIX socket path, TCP `host:port`, `tls://host:port`,
-   * `ws://host:port`, `wss://host:port` or `memory:NAME`.
+   * `ws://host:port`, `wss://host:port` or `memory:NAME`; `fifo:PATH` starts a FIFO endpoint
+   * instead (`config` does not apply to it).
    */
-  spawnServer(bind: string, config: ServerConfig = {}): Promise<Listener> {
+  spawnServer(bind: string, config: ServerConfig = {}): Promise<Listener | FifoEndpoint> {
     const a = parseBusAddress(bind);
     switch (a.kind) {
       case 'unix':
@@ -141,7 +143,7 @@ export class Broker {
       case 'memory':
         return Promise.resolve(this.spawnMemoryServer(a.name, config));
       case 'fifo':
-        return Promise.reject(BusError.notSupported(`cannot listen on ${bind}: FIFO endpoints are not supported`));
+        return this.spawnFifo(a.path);
     }
   }
 
@@ -171,11 +173,23 @@ export class Broker {
   }
 
   /**
+   * Creates a named pipe at `path` (any file there is replaced; mode 0622: any local user may
+   * write) and performs each text line written into it as the `.broker` core client, with QoS 0:
+   * `=TOPIC DATA` publishes, `TARGET .TEXT` notifies, `TARGET :METHOD k=v ...` calls without a
+   * reply, `TARGET DATA` sends (a broadcast when TARGET has `*` or `?`). Bad lines are logged and
+   * skipped. Needs the core client (`initCoreRpc`), else fails with a NotSupported BusError.
+   * `close()` stops it and removes the pipe.
+   */
+  async spawnFifo(path: string): Promise<FifoEndpoint> {
+    return this.add(await FifoEndpoint.open(this.core, path));
+  }
+
+  /**
    * Starts listeners in order. When one cannot start, the broker is closed (the listeners already
    * started are stopped and their socket files removed) and the error names the address and why.
    */
-  async spawnServers(binds: readonly ListenerSpec[]): Promise<Listener[]> {
-    const started: Listener[] = [];
+  async spawnServers(binds: readonly ListenerSpec[]): Promise<(Listener | FifoEndpoint)[]> {
+    const started: (Listener | FifoEndpoint)[] = [];
     for (const { path, ...config } of binds) {
       try {
         started.push(await this.spawnServer(path, config));
@@ -242,7 +256,7 @@ export class Broker {
     return f;
   }
 
-  private add(l: Listener): Listener {
+  private add<L extends Listener | FifoEndpoint>(l: L): L {
     if (this.closing !== null) {
       void l.close();
       throw BusError.notSupported('the broker is closed');

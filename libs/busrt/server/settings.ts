@@ -98,3 +98,35 @@ export function resolveSettings(config: ServerConfig, bind: string, logger: Brok
     refusals: new LogLimiter('refused connection(s)'),
   };
 }
+
+/**
+ * Reads a bearer-token file: a JSON object of token to the primary client names it admits
+ * (`{"s3cret": ["svc.ui", "web.*"]}` is not a mask: names are exact, `*` alone admits any).
+ * Throws an Error that says where and what is wrong.
+ */
+export function parseTokensJson(text: string, where = 'token file'): TokenMap {
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(text);
+  } catch (e) {
+    throw new Error(`${where} is not valid JSON: ${(e as Error).message}`, { cause: e });
+  }
+  if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) {
+    throw new Error(`${where}: expected an object of token to a list of client names`);
+  }
+  const map: TokenMap = new Map();
+  for (const [token, names] of Object.entries(parsed as Record<string, unknown>)) {
+    if (token.length === 0 || /\s/.test(token)) throw new Error(`${where}: a token must be non-empty, without spaces`);
+    if (!Array.isArray(names) || names.some((n) => typeof n !== 'string' || n.length === 0)) {
+      throw new Error(`${where}: token ${token.slice(0, 4)}…: expected a list of client names`);
+    }
+    map.set(token, new Set(names as string[]));
+  }
+  return map;
+}
+
+/** Replaces a token map's content in place: listeners holding it apply it to new connections. */
+export function replaceTokens(map: TokenMap, fresh: TokenMap): void {
+  map.clear();
+  for (const [k, v] of fresh) map.set(k, v);
+}

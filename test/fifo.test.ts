@@ -1,0 +1,350 @@
+// The FIFO command endpoint (PROTOCOL.md 2.4): a real named pipe, real writers (this process and
+// shell processes), receivers connected over a UNIX socket, and busrtd and a Nest app hosting it.
+import 'reflect-metadata';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from '@jest/globals';
+import { execFile } from 'node:child_process';
+import { existsSync, statSync, writeFileSync } from 'node:fs';
+import { writeFile } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
+import { Module } from '@nestjs/common';
+import { NestFactory } from '@nestjs/core';
+import { decode } from '@msgpack/msgpack';
+import { Broker, BusError, encodeFifoParams, ErrorCode, FifoEndpoint, initCoreRpc, parseFifoLine } from '#busrt/core';
+import { BusrtModule } from '#busrt/nestjs';
+import { parseBusrtdArgs } from '../src/busrtd/options.js';
+import { Daemon } from './support/procs.js';
+import { clientFrame, PeerPool, type RawPeer, tmpSocket } from './support/raw.js';
+
+const hex = (s: string): Buffer => Buffer.from(s.replace(/\s+/g, ''), 'hex');
+
+/** A broker-to-client data frame: kind, length, realtime 00, then the body. */
+function frame(kind: number, body: Buffer): Buffer {
+  const h = Buffer.alloc(6);
+  h[0] = kind;
+  h.writeUInt32LE(body.length, 1);
+  return Buffer.concat([h, body]);
+}
+/** A frame `.broker` sent: `.broker NUL [topic NUL] data`. */
+const fromBroker = (kind: number, data: Buffer, topic?: string): Buffer =>
+  frame(
+    kind,
+    Buffer.concat([Buffer.from('.broker\0'), topic === undefined ? Buffer.alloc(0) : Buffer.from(topic + '\0'), data]),
+  );
+const MESSAGE = 0x12;
+const BROADCAST = 0x13;
+const PUBLISH = 0x01;
+
+/** Subscribes a raw peer with QoS 1 and waits for the ACK, so that the subscription is in place. */
+async function subscribe(p: RawPeer, topic: string): Promise<void> {
+  p.write(clientFrame(7, 0x42, topic));
+  expect(await p.readFrame()).toEqual(hex('fe 07000000 01'));
+}
+
+/** Writes with one open/write/close of the pipe from this process. */
+const writeLines = (fifo: string, data: string | Buffer): Promise<void> => writeFile(fifo, data);
+
+/** Writes one line from another process: the shell opens the pipe, writes and closes it. */
+function shellWrite(fifo: string, line: string): Promise<void> {
+  return new Promise((resolve, reject) =>
+    execFile('sh', ['-c', 'printf "%s\\n" "$1" > "$2"', 'sh', line, fifo], (e) => (e ? reject(e) : resolve())),
+  );
+}
+
+describe('FIFO lines, read (parseFifoLine, pure)', () => {
+  it('takes only the second token as data, splits the untrimmed line on single spaces', () => {
+    expect(parseFifoLine('t hello world')).toEqual({ form: 'message', target: 't', data: Buffer.from('hello') });
+    expect(parseFifoLine(' t x')).toEqual({ form: 'message', target: '', data: Buffer.from('t') });
+    expect(parseFifoLine('t  x')).toEqual({ form: 'message', target: 't', data: Buffer.alloc(0) });
+    expect(parseFifoLine('a.? x').form).toBe('broadcast');
+    expect(parseFifoLine('a.* .n')).toEqual({ form: 'notification', target: 'a.*', data: hex('00 6e') });
+  });
+
+  it('trims a publication line, then splits it after the =', () => {
+    expect(parseFifoLine('=t/1 v w \t')).toEqual({ form: 'publish', target: 't/1', data: Buffer.from('v') });
+    expect(parseFifoLine('=t/1  v')).toEqual({ form: 'publish', target: 't/1', data: Buffer.alloc(0) });
+    expect(() => parseFifoLine('=t/1 ')).toThrow('payload not specified');
+  });
+
+  it('refuses single tokens and parameters without =, as data errors', () => {
+    for (const line of ['', 'target', '=topic', 't :m a=1 b']) {
+      let err: unknown;
+      try {
+        parseFifoLine(line);
+      } catch (e) {
+        err = e;
+      }
+      expect(err).toBeInstanceOf(BusError);
+      expect((err as BusError).code).toBe(ErrorCode.Data);
+    }
+  });
+
+  it('types parameters as upstream: bool, compact signed 64-bit integer, float64 (CB), string', () => {
+    const one = (v: string): string =>
+      encodeFifoParams([`k=${v}`])
+        .subarray(3)
+        .toString('hex');
+    expect(one('true')).toBe('c3');
+    expect(one('false')).toBe('c2');
+    expect(one('5')).toBe('05');
+    expect(one('+5')).toBe('05');
+    expect(one('200')).toBe('ccc8');
+    expect(one('70000')).toBe('ce00011170');
+    expect(one('-33')).toBe('d0df');
+    expect(one('-200')).toBe('d1ff38');
+    expect(one('1099511627776')).toBe('cf0000010000000000');
+    expect(one('4294967295')).toBe('ceffffffff');
+    expect(one('4294967296')).toBe('cf0000000100000000');
+    expect(one('-2147483648')).toBe('d280000000');
+    expect(one('-2147483649')).toBe('d3ffffffff7fffffff');
+    expect(one('-0')).toBe('00');
+    expect(one('9223372036854775807')).toBe('cf7fffffffffffffff');
+    expect(one('-9223372036854775808')).toBe('d38000000000000000');
+    expect(one('9223372036854775808')).toBe('cb43e0000000000000'); // past i64: a float
+    expect(one('2.0')).toBe('cb4000000000000000');
+    expect(one('1e3')).toBe('cb408f400000000000');
+    expect(one('.5')).toBe('cb3fe0000000000000');
+    expect(one('-inf')).toBe('cbfff0000000000000');
+    expect(one('0x10')).toBe('a430783130'); // not a Rust number: a string
+    expect(one('')).toBe('a0');
+    expect(one('1=2')).toBe('01'); // k=v=w keeps v
+    expect(encodeFifoParams(['', 'a=1', '', 'a=2']).toString('hex')).toBe('81a16102');
+    expect(encodeFifoParams([]).toString('hex')).toBe('80');
+  });
+});
+
+describe('FIFO endpoint of an embedded broker', () => {
+  const logs: string[] = [];
+  const broker = new Broker({
+    logger: {
+      debug: (l) => logs.push(`debug ${l}`),
+      warn: (l) => logs.push(`warn ${l}`),
+      error: (l) => logs.push(`error ${l}`),
+    },
+  });
+  const pool = new PeerPool();
+  let fifo = '';
+  beforeAll(async () => {
+    initCoreRpc(broker);
+    pool.path = (await broker.spawnUnixServer(tmpSocket(), { timeoutMs: 2000 })).address;
+    fifo = join(dirname(pool.path), 'bus.fifo');
+    writeFileSync(fifo, 'a stale regular file');
+    await broker.spawnFifo(fifo);
+  });
+  afterEach(() => pool.closeAll());
+  afterAll(() => broker.close());
+
+  it('replaces whatever was at the path by a named pipe of mode 0622, listed with the listeners', () => {
+    const st = statSync(fifo);
+    expect(st.isFIFO()).toBe(true);
+    expect(st.mode & 0o777).toBe(0o622);
+    const f = broker.listeners.find((l) => l.kind === 'fifo') as FifoEndpoint;
+    expect(f.address).toBe(fifo);
+    expect(f.bind).toBe(`fifo:${fifo}`);
+  });
+
+  it('=TOPIC DATA: publishes DATA as .broker', async () => {
+    const s = await pool.reg('sub');
+    await subscribe(s, 'news/+');
+    await writeLines(fifo, '=news/a hello world  \r\n');
+    expect(await s.readFrame()).toEqual(fromBroker(PUBLISH, Buffer.from('hello'), 'news/a'));
+  });
+
+  it('TARGET .TEXT: an RPC notification, 00 + TEXT', async () => {
+    const r = await pool.reg('rcv');
+    await writeLines(fifo, 'rcv .héllo there\n');
+    expect(await r.readFrame()).toEqual(fromBroker(MESSAGE, Buffer.concat([hex('00'), Buffer.from('héllo')])));
+  });
+
+  it('TARGET :METHOD k=v: a call with id 0 and the typed MessagePack params', async () => {
+    const r = await pool.reg('rcv');
+    await writeLines(fifo, 'rcv :do.it n=5 neg=-40 f=2.0 big=9223372036854775807 on=true s=abc x=1=2  e=\n');
+    const f = await r.readFrame();
+    const data = f.subarray(6 + '.broker\0'.length);
+    expect(f).toEqual(fromBroker(MESSAGE, data)); // a message from .broker, not realtime
+    expect(data.subarray(0, 11)).toEqual(hex('01 00000000 646f2e6974 00')); // request, call id 0, "do.it"
+    const params = data.subarray(11);
+    expect(decode(params, { useBigInt64: true })).toEqual({
+      n: 5,
+      neg: -40,
+      f: 2,
+      big: 9223372036854775807n,
+      on: true,
+      s: 'abc',
+      x: 1,
+      e: '',
+    });
+    expect(params[0]).toBe(0x88);
+    expect(params.includes(hex('a166 cb4000000000000000'))).toBe(true);
+    expect(params.includes(hex('a36e6567 d0d8'))).toBe(true);
+  });
+
+  it('TARGET DATA with * or ?: a broadcast to every matching name', async () => {
+    const a = await pool.reg('grp.a');
+    const b = await pool.reg('grp.b');
+    const c = await pool.reg('other');
+    await writeLines(fifo, 'grp.* ping\n?.b pong\nother end\n');
+    expect(await a.readFrame()).toEqual(fromBroker(BROADCAST, Buffer.from('ping')));
+    expect(await b.readFrame()).toEqual(fromBroker(BROADCAST, Buffer.from('ping')));
+    expect(await b.readFrame()).toEqual(fromBroker(BROADCAST, Buffer.from('pong')));
+    expect(await c.readFrame()).toEqual(fromBroker(MESSAGE, Buffer.from('end')));
+    expect(a.pending).toBe(0);
+  });
+
+  it('TARGET DATA: a message of the second token only', async () => {
+    const r = await pool.reg('rcv');
+    await writeLines(fifo, 'rcv hello world\n');
+    expect(await r.readFrame()).toEqual(fromBroker(MESSAGE, Buffer.from('hello')));
+  });
+
+  it('skips lines that are not UTF-8, single tokens and garbage, logs them, and goes on', async () => {
+    const r = await pool.reg('rcv');
+    const all = await pool.reg('all');
+    await subscribe(all, '#');
+    logs.length = 0;
+    await writeLines(
+      fifo,
+      Buffer.concat([
+        Buffer.from('rcv \xff\xfe\n', 'latin1'), // would be a message if read leniently
+        Buffer.from('=news/x \xc3\n', 'latin1'),
+        Buffer.from('rcv\n=news/x\n\nrcv :m a=1 junk\r\n'),
+      ]),
+    );
+    // A second writer, then the markers: each lands first at its receiver, so nothing came before.
+    await shellWrite(fifo, '=marker/x end');
+    await writeLines(fifo, 'rcv marker\n');
+    expect(await all.readFrame()).toEqual(fromBroker(PUBLISH, Buffer.from('end'), 'marker/x'));
+    expect(await r.readFrame()).toEqual(fromBroker(MESSAGE, Buffer.from('marker')));
+    const warned = logs.filter((l) => l.startsWith('warn '));
+    expect(warned).toEqual([
+      `warn fifo ${fifo}: line skipped: not UTF-8`,
+      `warn fifo ${fifo}: line skipped: not UTF-8`,
+      `warn fifo ${fifo}: line skipped: payload not specified: "rcv"`,
+      `warn fifo ${fifo}: line skipped: payload not specified: "=news/x"`,
+      `warn fifo ${fifo}: line skipped: payload not specified: ""`,
+      `warn fifo ${fifo}: line skipped: invalid parameter "junk": expected key=value: "rcv :m a=1 junk"`,
+    ]);
+  });
+
+  it('drops a line over 1 MiB without holding it, and takes one of exactly 1 MiB', async () => {
+    const r = await pool.reg('rcv');
+    logs.length = 0;
+    const big = 'rcv ' + 'y'.repeat(1024 * 1024 - 4);
+    await writeLines(fifo, `rcv ${'x'.repeat(2 * 1024 * 1024)}\nrcv after\n${big}\n`);
+    expect(await r.readFrame()).toEqual(fromBroker(MESSAGE, Buffer.from('after')));
+    // Buffer.equals: Jest's deep equality takes seconds over a mebibyte.
+    expect((await r.readFrame()).equals(fromBroker(MESSAGE, Buffer.from(big.slice(4))))).toBe(true);
+    expect(logs.filter((l) => l.startsWith('warn '))).toEqual([
+      `warn fifo ${fifo}: line skipped: longer than 1048576 bytes`,
+    ]);
+  });
+
+  it('survives every writer closing and reopening, from this and other processes', async () => {
+    const r = await pool.reg('rcv');
+    for (let i = 0; i < 4; i++) {
+      await writeLines(fifo, `rcv a${i}\n`);
+      await shellWrite(fifo, `rcv b${i}`);
+    }
+    // A line split over two writers: the pipe is one byte stream, the line ends at the LF.
+    await writeLines(fifo, 'rcv spl');
+    await shellWrite(fifo, 'it');
+    await writeLines(fifo, 'rcv last\n');
+    for (let i = 0; i < 4; i++) {
+      expect(await r.readFrame()).toEqual(fromBroker(MESSAGE, Buffer.from(`a${i}`)));
+      expect(await r.readFrame()).toEqual(fromBroker(MESSAGE, Buffer.from(`b${i}`)));
+    }
+    expect(await r.readFrame()).toEqual(fromBroker(MESSAGE, Buffer.from('split')));
+    expect(await r.readFrame()).toEqual(fromBroker(MESSAGE, Buffer.from('last')));
+  });
+});
+
+describe('FIFO endpoint lifecycle', () => {
+  it('needs the .broker core client: NotSupported, and no pipe is made', async () => {
+    const broker = new Broker();
+    const fifo = join(dirname(tmpSocket()), 'bus.fifo');
+    const err = await broker.spawnFifo(fifo).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(BusError);
+    expect((err as BusError).code).toBe(ErrorCode.NotSupported);
+    expect((err as Error).message).toMatch(/needs the \.broker core client/);
+    expect(existsSync(fifo)).toBe(false);
+    await expect(broker.spawnServers([{ path: `fifo:${fifo}` }])).rejects.toThrow(
+      `cannot listen on fifo:${fifo}: a FIFO endpoint needs the .broker core client`,
+    );
+    await broker.close();
+  });
+
+  it('is started by spawnServer("fifo:PATH") and removed by close()', async () => {
+    const broker = new Broker();
+    initCoreRpc(broker);
+    const fifo = join(dirname(tmpSocket()), 'bus.fifo');
+    const f = await broker.spawnServer(`fifo:${fifo}`, { timeoutMs: 1 });
+    expect(f.kind).toBe('fifo');
+    expect(broker.listeners).toEqual([f]);
+    expect(statSync(fifo).isFIFO()).toBe(true);
+    await broker.close();
+    expect(existsSync(fifo)).toBe(false);
+  });
+});
+
+describe('busrtd -B fifo:PATH', () => {
+  afterEach(() => Daemon.killAll());
+
+  it('accepts fifo: binds from flags, environment and config (whose bind settings it ignores)', () => {
+    expect(parseBusrtdArgs(['-B', 'fifo:/run/b.fifo'], {}).binds.map((b) => b.path)).toEqual(['fifo:/run/b.fifo']);
+    expect(parseBusrtdArgs([], { BUSRT_BIND: '/a.sock,fifo:/b.fifo' }).binds.map((b) => b.path)).toEqual([
+      '/a.sock',
+      'fifo:/b.fifo',
+    ]);
+    const cfg = join(dirname(tmpSocket()), 'busrtd.json');
+    writeFileSync(cfg, JSON.stringify({ bind: [{ path: 'fifo:/c.fifo', timeout: 2 }] }));
+    const o = parseBusrtdArgs(['-c', cfg], {});
+    expect(o.binds.map((b) => b.path)).toEqual(['fifo:/c.fifo']);
+    expect(o.notes).toEqual([
+      `config file ${cfg}: bind[0] fifo:/c.fifo: listener settings do not apply to a FIFO endpoint and are ignored`,
+    ]);
+  });
+
+  it('performs lines end to end and removes the pipe on SIGTERM', async () => {
+    const sock = tmpSocket();
+    const fifo = join(dirname(sock), 'd.fifo');
+    const d = await Daemon.start(['-B', sock, '-B', `fifo:${fifo}`]);
+    expect(d.stderr).toContain(`listening on ${fifo} (fifo)`);
+    expect(statSync(fifo).mode & 0o777).toBe(0o622);
+    const pool = new PeerPool();
+    pool.path = sock;
+    const r = await pool.reg('rcv');
+    await shellWrite(fifo, 'rcv');
+    await shellWrite(fifo, 'rcv :ping n=1');
+    const f = await r.readFrame();
+    expect(f).toEqual(fromBroker(MESSAGE, hex('01 00000000 70696e67 00 81 a16e 01')));
+    await d.logged(/line skipped: payload not specified: "rcv"/);
+    pool.closeAll();
+    expect(await d.stop('SIGTERM')).toEqual({ code: 0, signal: null });
+    expect(existsSync(fifo)).toBe(false);
+    expect(existsSync(sock)).toBe(false);
+  });
+});
+
+describe('BusrtModule listener fifo:PATH', () => {
+  it('starts with the app and is removed when it closes', async () => {
+    const sock = tmpSocket();
+    const fifo = join(dirname(sock), 'nest.fifo');
+    @Module({
+      imports: [BusrtModule.forRoot({ listeners: [{ path: sock }, { path: `fifo:${fifo}` }], logger: false })],
+    })
+    class AppModule {}
+    const app = await NestFactory.createApplicationContext(AppModule, { logger: false });
+    try {
+      await app.init();
+      expect(app.get(Broker).listeners.map((l) => l.kind)).toEqual(['local_ipc', 'fifo']);
+      const pool = new PeerPool();
+      pool.path = sock;
+      const r = await pool.reg('rcv');
+      await writeLines(fifo, 'rcv .from-nest\n');
+      expect(await r.readFrame()).toEqual(fromBroker(MESSAGE, Buffer.from('\0from-nest')));
+      pool.closeAll();
+    } finally {
+      await app.close();
+    }
+    expect(existsSync(fifo)).toBe(false);
+  });
+});
