@@ -1,0 +1,120 @@
+// Test certificates, made with the openssl command into a temporary folder: two certificate
+// authorities (the trusted one and a stranger), server certificates for 127.0.0.1 and localhost,
+// and client certificates from each authority (mutual TLS).
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+/** Paths of the PEM files of one test run. */
+export interface TestCerts {
+  dir: string;
+  /** The trusted authority. */
+  ca: string;
+  /** Another authority, which nothing trusts. */
+  otherCa: string;
+  serverCert: string;
+  serverKey: string;
+  /** A second server certificate from the trusted authority (for swapping under SIGHUP). */
+  server2Cert: string;
+  server2Key: string;
+  /** Client certificates: from the trusted authority, and from the stranger. */
+  clientCert: string;
+  clientKey: string;
+  strangerCert: string;
+  strangerKey: string;
+}
+
+let made: TestCerts | null = null;
+
+function openssl(dir: string, args: string[]): void {
+  execFileSync('openssl', args, { cwd: dir, stdio: ['ignore', 'ignore', 'pipe'] });
+}
+
+/** Makes an authority: `name.key`, `name.pem`. */
+function authority(dir: string, name: string): void {
+  openssl(dir, [
+    'req',
+    '-x509',
+    '-newkey',
+    'rsa:2048',
+    '-nodes',
+    '-days',
+    '2',
+    '-subj',
+    `/CN=${name}`,
+    '-keyout',
+    `${name}.key`,
+    '-out',
+    `${name}.pem`,
+  ]);
+}
+
+/** Makes a certificate `name.pem` / `name.key` signed by `ca`, with the given subject names. */
+function issue(dir: string, ca: string, name: string, cn: string, san: string | null): void {
+  openssl(dir, [
+    'req',
+    '-newkey',
+    'rsa:2048',
+    '-nodes',
+    '-subj',
+    `/CN=${cn}`,
+    '-keyout',
+    `${name}.key`,
+    '-out',
+    `${name}.csr`,
+  ]);
+  const args = [
+    'x509',
+    '-req',
+    '-in',
+    `${name}.csr`,
+    '-CA',
+    `${ca}.pem`,
+    '-CAkey',
+    `${ca}.key`,
+    '-CAcreateserial',
+    '-days',
+    '2',
+    '-out',
+    `${name}.pem`,
+  ];
+  if (san !== null) {
+    writeFileSync(join(dir, `${name}.ext`), `subjectAltName=${san}\n`);
+    args.push('-extfile', `${name}.ext`);
+  }
+  openssl(dir, args);
+}
+
+/** The certificates of this test process (made on first use). */
+export function testCerts(): TestCerts {
+  if (made !== null) return made;
+  const dir = mkdtempSync(join(tmpdir(), 'busrt-certs-'));
+  authority(dir, 'ca');
+  authority(dir, 'other-ca');
+  const san = 'IP:127.0.0.1,IP:::1,DNS:localhost';
+  issue(dir, 'ca', 'server', 'localhost', san);
+  issue(dir, 'ca', 'server2', 'localhost', san);
+  issue(dir, 'ca', 'client', 'test-client', null);
+  issue(dir, 'other-ca', 'stranger', 'stranger', null);
+  const p = (n: string): string => join(dir, n);
+  made = {
+    dir,
+    ca: p('ca.pem'),
+    otherCa: p('other-ca.pem'),
+    serverCert: p('server.pem'),
+    serverKey: p('server.key'),
+    server2Cert: p('server2.pem'),
+    server2Key: p('server2.key'),
+    clientCert: p('client.pem'),
+    clientKey: p('client.key'),
+    strangerCert: p('stranger.pem'),
+    strangerKey: p('stranger.key'),
+  };
+  return made;
+}
+
+/** A PEM file's content. */
+export function pem(path: string): Buffer {
+  return readFileSync(path);
+}
