@@ -4,7 +4,17 @@
 
 // The broker.
 export { Broker } from './server/index.js';
-export type { FifoEndpoint, Listener, ListenerSpec, ServerConfig } from './server/index.js';
+export type {
+  AcceptOptions,
+  FifoEndpoint,
+  Listener,
+  ListenerSpec,
+  ListenerTransport,
+  ServerConfig,
+  ServerTlsConfig,
+  TokenMap,
+} from './server/index.js';
+export { parseTokensJson, replaceTokens } from './server/index.js';
 export type { BrokerLogger, BrokerOptions, InternalClient } from './broker/index.js';
 export { AaaConfigError, ClientAaa, aaaMapFrom, parseAaaJson, replaceAaaMap, toAaaMap } from './broker/index.js';
 export type { AaaMap, AaaPermission, AaaRule, AaaRules } from './broker/index.js';
@@ -13,6 +23,8 @@ export type { BrokerInfo, BrokerStats, ClientInfo, ClientKind } from './protocol
 // Clients and frames.
 export { SocketClient, connect } from './client/index.js';
 export type { ClientOptions } from './client/index.js';
+export type { ClientTlsOptions } from './transport/index.js';
+export { memoryPair } from './transport/index.js';
 export { BusError, ErrorCode, Frame, FrameKind, QoS, codeName } from './protocol/index.js';
 export type { AckHandler, BusClient, DataFrameKind, DisconnectHandler, FrameHandler } from './protocol/index.js';
 export { BROKER_INFO_TOPIC, BROKER_NAME, BROKER_WARN_TOPIC, SECONDARY_SEP } from './protocol/index.js';
