@@ -119,7 +119,7 @@ beforeAll(async () => {
   broker = new Broker({ logger });
   rpc = initCoreRpc(broker);
   plain = await broker.spawnWebSocketServer('127.0.0.1:0', { timeoutMs: 5000 });
-  small = await broker.spawnWebSocketServer('127.0.0.1:0', { maxMessageSize: 65536 });
+  small = await broker.spawnWebSocketServer('127.0.0.1:0', { maxMessageSize: 1024 * 1024 + 65536 });
   guarded = await broker.spawnWebSocketServer('127.0.0.1:0', {
     tokens: new Map([
       ['t-ui', new Set(['web.ui'])],
@@ -231,7 +231,7 @@ describe('the WebSocket endpoint', () => {
   it('closes a client whose message is over the limit with 1009; others go on', async () => {
     const p = await registered(small, 'ws.oversized');
     const q = await registered(small, 'ws.fine');
-    p.send(encodeClientFrame(1, Op.Message, QoS.Processed, nul('ws.fine'), Buffer.alloc(70000)));
+    p.send(encodeClientFrame(1, Op.Message, QoS.Processed, nul('ws.fine'), Buffer.alloc(1024 * 1024 + 70000)));
     expect(await p.closed()).toBe(1009);
     q.send(encodeClientFrame(1, Op.Message, QoS.Processed, nul('ws.fine'), Buffer.alloc(60000, 1)));
     expect((await q.frame()).length).toBe(6 + 'ws.fine'.length + 1 + 60000);
@@ -268,6 +268,19 @@ describe('the WebSocket endpoint', () => {
     expect(unpackMsgpack(await r.call('.broker', 'test'))).toEqual({ ok: true });
     await c.disconnect();
     await expect(connect({ path: guarded.address, name: 'web.x', timeoutMs: 2000 })).rejects.toThrow(/HTTP 401/);
+  });
+
+  it('carries a payload larger than the message limit from the socket client, split into messages', async () => {
+    const [a, b] = await Promise.all([
+      connect({ path: small.address, name: 'ws.split.a' }),
+      connect({ path: small.address, name: 'ws.split.b' }),
+    ]);
+    const big = Buffer.alloc(3 * 1024 * 1024 + 5, 9);
+    const got = b.frames().next();
+    await a.send('ws.split.b', big);
+    const f = (await got).value;
+    expect(f?.payload.equals(big)).toBe(true);
+    await Promise.all([a.disconnect(), b.disconnect()]);
   });
 
   it('answers a plain HTTP request with 426', async () => {

@@ -7,6 +7,9 @@ import tls from 'node:tls';
 import WebSocket from 'ws';
 import { BusError, type BusAddress, formatHostPort, parseBusAddress } from '../protocol/index.js';
 
+/** The largest WebSocket message this side sends; larger writes are split. */
+const WS_MESSAGE_MAX = 1024 * 1024;
+
 /** Close code of a WebSocket that sent a Text message (upstream's, PROTOCOL.md 2.3). */
 export const WS_CLOSE_TEXT = 1003;
 
@@ -59,7 +62,13 @@ export class WebSocketStream extends Duplex {
       callback(new Error('the WebSocket is closed'));
       return;
     }
-    this.ws.send(chunk, { binary: true }, callback);
+    // Message boundaries mean nothing, and a receiver may cap message size (this broker: 16 MiB
+    // by default): a large write goes out as several messages.
+    let at = 0;
+    for (; chunk.length - at > WS_MESSAGE_MAX; at += WS_MESSAGE_MAX) {
+      this.ws.send(chunk.subarray(at, at + WS_MESSAGE_MAX), { binary: true });
+    }
+    this.ws.send(at === 0 ? chunk : chunk.subarray(at), { binary: true }, callback);
   }
 
   override _writev(
