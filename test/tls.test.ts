@@ -8,7 +8,8 @@ import { join } from 'node:path';
 import tls from 'node:tls';
 import { Broker, BusError, connect, initCoreRpc, type Listener, RpcClient, unpackMsgpack } from '#busrt/core';
 import { pem, testCerts, type TestCerts } from './support/certs.js';
-import { Daemon } from './support/procs.js';
+import { BUSRT_BIN, Daemon, runNode } from './support/procs.js';
+import { writeFileSync } from 'node:fs';
 
 let certs: TestCerts;
 let broker: Broker;
@@ -132,4 +133,59 @@ describe('busrtd with TLS', () => {
     await open.disconnect();
     expect(await d.stop()).toEqual({ code: 0, signal: null });
   }, 20000);
+});
+
+describe('busrt over TLS and WebSocket', () => {
+  it('checks the certificate, presents one, and sends a token, as told', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'busrt-cli-'));
+    const tokens = join(dir, 'tokens.json');
+    writeFileSync(tokens, JSON.stringify({ 'cli-secret': ['cli.user'] }));
+    const d = await Daemon.start([
+      '-B',
+      'tls://127.0.0.1:0',
+      '-B',
+      'wss://127.0.0.1:0',
+      '--tls-cert',
+      certs.serverCert,
+      '--tls-key',
+      certs.serverKey,
+      '--ws-tokens',
+      tokens,
+    ]);
+    const tlsAddr = /listening on (tls:\/\/\S+) \(tls\)/.exec(d.stderr)?.[1] as string;
+    const wssAddr = /listening on (wss:\/\/\S+) \(websocket\)/.exec(d.stderr)?.[1] as string;
+    const untrusted = await runNode(BUSRT_BIN, [tlsAddr, 'broker', 'test']);
+    expect(untrusted.code).toBe(3);
+    expect(untrusted.stderr).toMatch(/certificate/);
+    const trusted = await runNode(BUSRT_BIN, [tlsAddr, '--tls-ca', certs.ca, 'broker', 'test']);
+    expect(trusted.code).toBe(0);
+    expect(trusted.stdout).toMatch(/ok/);
+    const noToken = await runNode(BUSRT_BIN, [wssAddr, '--tls-ca', certs.ca, '-n', 'cli.user', 'broker', 'test']);
+    expect(noToken.stderr).toMatch(/HTTP 401/);
+    const withToken = await runNode(BUSRT_BIN, [
+      wssAddr,
+      '--tls-ca',
+      certs.ca,
+      '--token',
+      'cli-secret',
+      '-n',
+      'cli.user',
+      'broker',
+      'test',
+    ]);
+    expect(withToken.code).toBe(0);
+    const otherName = await runNode(BUSRT_BIN, [
+      wssAddr,
+      '--insecure',
+      '--token',
+      'cli-secret',
+      '-n',
+      'cli.other',
+      'broker',
+      'test',
+    ]);
+    expect(otherName.code).toBe(1);
+    expect(otherName.stderr).toMatch(/refused|access/i);
+    expect(await d.stop()).toEqual({ code: 0, signal: null });
+  }, 30000);
 });

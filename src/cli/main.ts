@@ -1,7 +1,10 @@
+import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import {
   BROKER_VERSION,
   BusError,
+  type ClientOptions,
+  type ClientTlsOptions,
   codeName,
   connect,
   type Frame,
@@ -56,6 +59,11 @@ Options:
   -s, --socket PATH       broker address
   -n, --name NAME         client name (default busrt.cli.<pid>)
       --timeout SECONDS   connect and call timeout (default 5)
+      --tls-ca FILE       tls:// and wss://: trust this CA (PEM) for the broker's certificate
+      --tls-cert FILE     tls:// and wss://: a client certificate (with --tls-key) for mutual TLS
+      --tls-key FILE      its private key
+      --insecure          tls:// and wss://: do not verify the broker's certificate
+      --token TOKEN       ws:// and wss://: a bearer token (or BUSRT_TOKEN)
       --qos N             0 none, 1 processed (default), 2 realtime, 3 realtime processed
   -m, --msgpack           send a JSON payload as MessagePack
       --format FORMAT     show payloads as auto (default), msgpack, json, text, hex or raw
@@ -87,6 +95,8 @@ interface Ctx {
   path: string;
   name: string;
   timeoutMs: number;
+  /** TLS and token settings for the connection. */
+  link: Pick<ClientOptions, 'tls' | 'token'>;
   qos: QoS;
   json: boolean;
   format: PayloadFormat;
@@ -107,6 +117,11 @@ function parse(argv: readonly string[]) {
       socket: { type: 'string', short: 's' },
       name: { type: 'string', short: 'n' },
       timeout: { type: 'string' },
+      'tls-ca': { type: 'string' },
+      'tls-cert': { type: 'string' },
+      'tls-key': { type: 'string' },
+      insecure: { type: 'boolean' },
+      token: { type: 'string' },
       qos: { type: 'string' },
       msgpack: { type: 'boolean', short: 'm' },
       format: { type: 'string' },
@@ -166,6 +181,7 @@ export async function runCli(argv: readonly string[], io: CliIo): Promise<number
       path,
       name: values.name ?? `busrt.cli.${process.pid}`,
       timeoutMs: Math.round(parseNumber('--timeout', values.timeout ?? '5', { aboveMin: true }) * 1000),
+      link: linkOptions(values, io.env),
       qos: qos as QoS,
       json: values.json ?? false,
       format,
@@ -222,12 +238,36 @@ const RPC_ERRORS: Record<number, string> = {
   [-32121]: 'access denied',
 };
 
+/** The TLS and bearer-token settings of the command line; files are read here, once. */
+function linkOptions(v: Values, env: NodeJS.ProcessEnv): Pick<ClientOptions, 'tls' | 'token'> {
+  const file = (flag: string, path: string | undefined): Buffer | undefined => {
+    if (path === undefined) return undefined;
+    try {
+      return readFileSync(path);
+    } catch (e) {
+      throw new UsageError(`${flag}: cannot read ${path}: ${errorText(e)}`);
+    }
+  };
+  if ((v['tls-cert'] === undefined) !== (v['tls-key'] === undefined)) {
+    throw new UsageError('--tls-cert and --tls-key go together');
+  }
+  const tls: ClientTlsOptions = {};
+  const ca = file('--tls-ca', v['tls-ca']);
+  const cert = file('--tls-cert', v['tls-cert']);
+  const key = file('--tls-key', v['tls-key']);
+  if (ca !== undefined) tls.ca = ca;
+  if (cert !== undefined && key !== undefined) Object.assign(tls, { cert, key });
+  if (v.insecure === true) tls.rejectUnauthorized = false;
+  const token = v.token ?? (env.BUSRT_TOKEN === '' ? undefined : env.BUSRT_TOKEN);
+  return { tls, ...(token === undefined ? {} : { token }) };
+}
+
 /** The broker could not be reached (exit code 3). */
 class Unreachable extends Error {}
 
 async function open(ctx: Ctx): Promise<SocketClient> {
   try {
-    return await connect({ path: ctx.path, name: ctx.name, timeoutMs: ctx.timeoutMs });
+    return await connect({ path: ctx.path, name: ctx.name, timeoutMs: ctx.timeoutMs, ...ctx.link });
   } catch (e) {
     // A refusal of the name (taken, access) is the broker's answer; anything else means no broker.
     if (e instanceof BusError && e.code !== 0x73 && e.code !== 0x78) throw e;
@@ -497,6 +537,7 @@ async function benchmark(ctx: Ctx): Promise<number> {
       depth,
       stages,
       timeoutMs: ctx.timeoutMs,
+      ...ctx.link,
       onProgress: bar
         ? (stage, done, total) => {
             const width = 30;

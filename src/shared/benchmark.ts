@@ -3,7 +3,16 @@
  * iterations are split evenly over the workers, and the payload is `payloadSize` bytes of 0xEE.
  * Only standard frames and the `.broker` `benchmark.test` method are used.
  */
-import { BusError, connect, QoS, RpcClient, type RpcEvent, RpcError, type SocketClient } from '#busrt/core';
+import {
+  BusError,
+  type ClientOptions,
+  connect,
+  QoS,
+  RpcClient,
+  type RpcEvent,
+  RpcError,
+  type SocketClient,
+} from '#busrt/core';
 
 /** The stages, in the order they run. */
 export const STAGES = [
@@ -19,8 +28,12 @@ export type Stage = (typeof STAGES)[number];
 
 /** What to run. */
 export interface BenchmarkOptions {
-  /** Broker address: a UNIX socket path or `host:port`. */
+  /** Broker address: any address the socket client takes. */
   path: string;
+  /** TLS settings for `tls://` and `wss://`. */
+  tls?: ClientOptions['tls'];
+  /** A bearer token for `ws://` and `wss://`. */
+  token?: string;
   /** Worker names are `<name>-<n>`. Default `busrt.benchmark.<pid>`. */
   name?: string;
   /** Client connections. Default 1. */
@@ -92,6 +105,8 @@ export async function runBenchmark(options: BenchmarkOptions): Promise<StageResu
       path: options.path,
       name: `${name}${label}-${w}`,
       timeoutMs: options.timeoutMs ?? 5000,
+      ...(options.tls === undefined ? {} : { tls: options.tls }),
+      ...(options.token === undefined ? {} : { token: options.token }),
     });
     const worker: Worker = {
       client,
