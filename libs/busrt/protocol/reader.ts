@@ -75,6 +75,11 @@ export class ClientFrameReader {
   private bodyFlags = 0;
   /** Number of headers decoded so far; lets a timer see that a payload is stuck. */
   headersSeen = 0;
+  /**
+   * Number of frames (pings included) read whole so far: the next header's deadline runs from
+   * the end of the last one (PROTOCOL.md 4.2), however its bytes trickle in.
+   */
+  framesDone = 0;
 
   constructor(
     private readonly sink: ClientFrameSink,
@@ -100,6 +105,7 @@ export class ClientFrameReader {
       pos = this.body.add(chunk);
       if (this.body.active) return ReadError.None;
       const whole = this.body.take();
+      this.framesDone++;
       if (!this.sink.onFrame(this.bodyOpId, this.bodyFlags, whole, 0, whole.length)) return ReadError.Stopped;
     } else if (this.headLen > 0) {
       const take = Math.min(CLIENT_HEADER_SIZE - this.headLen, n);
@@ -132,7 +138,10 @@ export class ClientFrameReader {
    */
   private startFrame(h: Buffer, ho: number, chunk: Buffer, pos: number): number {
     const flags = h[ho + 4];
-    if (flags === 0) return pos;
+    if (flags === 0) {
+      this.framesDone++;
+      return pos;
+    }
     this.headersSeen++;
     if (!isKnownOp(flags & 0x3f)) return -ReadError.UnknownOp;
     const len = (h[ho + 5] | (h[ho + 6] << 8) | (h[ho + 7] << 16)) + h[ho + 8] * 0x1000000;
@@ -140,6 +149,7 @@ export class ClientFrameReader {
     const opId = (h[ho] | (h[ho + 1] << 8) | (h[ho + 2] << 16)) + h[ho + 3] * 0x1000000;
     const avail = chunk.length - pos;
     if (avail >= len) {
+      this.framesDone++;
       if (!this.sink.onFrame(opId, flags, chunk, pos, pos + len)) return -ReadError.Stopped;
       return pos + len;
     }

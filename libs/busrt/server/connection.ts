@@ -100,6 +100,7 @@ export class PeerConnection implements ClientSink, ClientFrameSink, RoomWaiter {
   private idleTicks = 0;
   private payloadTicks = 0;
   private lastHeaders = 0;
+  private lastFrames = 0;
   private stallTicks = 0;
   private lastWritesDone = 0;
   private throttledBy: ClientSink | null = null;
@@ -131,7 +132,6 @@ export class PeerConnection implements ClientSink, ClientFrameSink, RoomWaiter {
   // ------------------------------------------------------------ reading
 
   private readonly onData = (chunk: Buffer): void => {
-    this.idleTicks = 0;
     if (this.state === State.Frames) {
       const r = (this.reader as ClientFrameReader).push(chunk);
       if (r !== ReadError.None) this.readFailed(r);
@@ -322,6 +322,12 @@ export class PeerConnection implements ClientSink, ClientFrameSink, RoomWaiter {
       return;
     }
     const reader = this.reader as ClientFrameReader;
+    // The wait for the next header runs from the end of the last whole frame, not from the last
+    // chunk: a header dribbled a byte at a time is still cut at 1.25 T (PROTOCOL.md 4.2).
+    if (reader.framesDone !== this.lastFrames) {
+      this.lastFrames = reader.framesDone;
+      this.idleTicks = 0;
+    }
     this.idleTicks++;
     if (reader.awaitingPayload) {
       if (reader.headersSeen !== this.lastHeaders) {
