@@ -52,7 +52,13 @@ export class BusrtHost implements HostedBroker, OnApplicationBootstrap, OnApplic
         : options.logger === true || options.logger === undefined
           ? nestBrokerLogger()
           : options.logger;
-    this.broker = new Broker({ queueSize: options.queueSize, forceRegister: options.forceRegister, logger });
+    this.broker = new Broker({
+      queueSize: options.queueSize,
+      forceRegister: options.forceRegister,
+      logger,
+      frameMemory: options.frameMemory,
+      frameMemoryPerClient: options.frameMemoryPerClient,
+    });
     this.coreRpc = options.coreRpc ?? true;
     this.core = new CoreRpcHandlers(this.broker);
     this.coreClient = this.coreRpc ? initCoreRpc(this.broker) : null;

@@ -22,6 +22,10 @@ export interface BusrtModuleOptions {
   listeners?: BusrtListenerOptions[];
   /** Frames queued per client before it is dropped as too slow. Default 8192. */
   queueSize?: number;
+  /** Bytes of partly received frames held for all clients together (default 512 MiB). */
+  frameMemory?: number;
+  /** Bytes of a partly received frame one client may hold (default 256 MiB). */
+  frameMemoryPerClient?: number;
   /** A client registering a taken name replaces the old one instead of being refused. Default false. */
   forceRegister?: boolean;
   /**

@@ -1,5 +1,7 @@
 import { unlinkSync, writeFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
+import v8 from 'node:v8';
+import vm from 'node:vm';
 import {
   type AaaMap,
   Broker,
@@ -40,7 +42,14 @@ export class StartError extends Error {}
 export async function startBusrtd(opts: BusrtdOptions, log: DaemonLog): Promise<RunningBusrtd> {
   const aaaMap: AaaMap | null = opts.aaa === null ? null : await loadAaa(opts.aaa);
   const tokens: TokenMap | null = opts.tokens === null ? null : await loadTokens(opts.tokens);
-  const broker = new Broker({ queueSize: opts.queueSize, forceRegister: opts.forceRegister, logger: log });
+  const broker = new Broker({
+    queueSize: opts.queueSize,
+    forceRegister: opts.forceRegister,
+    logger: log,
+    frameMemory: opts.frameMemory,
+    frameMemoryPerClient: opts.frameMemoryPerClient,
+    collectGarbage: v8Collector(),
+  });
   initCoreRpc(broker);
   try {
     await broker.spawnServers(
@@ -228,4 +237,13 @@ async function loadTokens(path: string): Promise<TokenMap> {
   } catch (e) {
     throw new UsageError(errorText(e));
   }
+}
+
+/**
+ * V8's full collection, for the broker to run after cutting a client that held too much memory.
+ * The flag exposes `gc` to contexts made from now on; one such context hands it over.
+ */
+function v8Collector(): () => void {
+  v8.setFlagsFromString('--expose-gc');
+  return vm.runInNewContext('gc') as () => void;
 }

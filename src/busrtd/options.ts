@@ -3,6 +3,8 @@ import { dirname, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import {
   DEFAULT_BUF_TTL_US,
+  DEFAULT_FRAME_MEMORY,
+  DEFAULT_FRAME_MEMORY_PER_CLIENT,
   DEFAULT_QUEUE_SIZE,
   FIFO_PREFIX,
   parseBusAddress,
@@ -42,6 +44,9 @@ export interface BusrtdOptions {
   binds: BindOptions[];
   pidFile: string | null;
   queueSize: number;
+  /** Bytes of partly received frames for all clients, and per client. */
+  frameMemory: number;
+  frameMemoryPerClient: number;
   forceRegister: boolean;
   verbose: boolean;
   aaa: AaaSource | null;
@@ -74,6 +79,10 @@ Options:
       --buf-size <bytes>        output batch size (default ${SERVER_DEFAULT_BUF_SIZE})
       --buf-ttl <microseconds>  output batch delay (default ${DEFAULT_BUF_TTL_US})
       --queue-size <frames>     per-client outgoing queue (default ${DEFAULT_QUEUE_SIZE})
+      --frame-memory <bytes>    bytes of partly received frames held for all clients
+                                (default ${DEFAULT_FRAME_MEMORY}); a client going over is closed
+      --frame-memory-per-client <bytes>
+                                the same for one client (default ${DEFAULT_FRAME_MEMORY_PER_CLIENT})
       --payload-size-limit <n>  close connections sending a larger frame payload (default: none)
       --force-register          a new client replaces a registered one of the same name
       --aaa <file.json>         AAA map (client rules); reloaded on SIGHUP
@@ -88,7 +97,7 @@ Options:
   -h, --help                    show this help
 
 Environment: BUSRT_CONFIG, BUSRT_BIND (comma-separated), BUSRT_PID_FILE, BUSRT_TIMEOUT,
-BUSRT_BUF_SIZE, BUSRT_BUF_TTL, BUSRT_QUEUE_SIZE, BUSRT_PAYLOAD_SIZE_LIMIT, BUSRT_FORCE_REGISTER,
+BUSRT_BUF_SIZE, BUSRT_BUF_TTL, BUSRT_QUEUE_SIZE, BUSRT_FRAME_MEMORY, BUSRT_FRAME_MEMORY_PER_CLIENT, BUSRT_PAYLOAD_SIZE_LIMIT, BUSRT_FORCE_REGISTER,
 BUSRT_VERBOSE, BUSRT_AAA, BUSRT_TLS_CERT, BUSRT_TLS_KEY, BUSRT_TLS_CA, BUSRT_WS_TOKENS. Flags win
 over the environment, the environment over the config file.
 
@@ -99,7 +108,9 @@ certificate and the WebSocket tokens.`;
 const LISTENER_KEYS = ['timeout', 'buf-size', 'buf-ttl', 'payload-size-limit'] as const;
 type ListenerKey = (typeof LISTENER_KEYS)[number];
 
-const RULES: Record<ListenerKey | 'queue-size', NumberRule> = {
+const RULES: Record<ListenerKey | 'queue-size' | 'frame-memory' | 'frame-memory-per-client', NumberRule> = {
+  'frame-memory': { integer: true, min: 1 },
+  'frame-memory-per-client': { integer: true, min: 1 },
   timeout: { min: 0, aboveMin: true },
   'buf-size': { integer: true, min: 1 },
   'buf-ttl': { integer: true },
@@ -111,6 +122,8 @@ const TOP_KEYS = new Set([
   'bind',
   'pid-file',
   'queue-size',
+  'frame-memory',
+  'frame-memory-per-client',
   'force-register',
   'verbose',
   'aaa',
@@ -199,6 +212,8 @@ export function parseBusrtdArgs(argv: readonly string[], env: NodeJS.ProcessEnv 
         'buf-size': { type: 'string' },
         'buf-ttl': { type: 'string' },
         'queue-size': { type: 'string' },
+        'frame-memory': { type: 'string' },
+        'frame-memory-per-client': { type: 'string' },
         'payload-size-limit': { type: 'string' },
         'force-register': { type: 'boolean' },
         aaa: { type: 'string' },
@@ -331,6 +346,12 @@ export function parseBusrtdArgs(argv: readonly string[], env: NodeJS.ProcessEnv 
     binds,
     pidFile: (pidFile?.value as string | undefined) ?? null,
     queueSize: num('queue-size', pick('queue-size'), DEFAULT_QUEUE_SIZE),
+    frameMemory: num('frame-memory', pick('frame-memory'), DEFAULT_FRAME_MEMORY),
+    frameMemoryPerClient: num(
+      'frame-memory-per-client',
+      pick('frame-memory-per-client'),
+      DEFAULT_FRAME_MEMORY_PER_CLIENT,
+    ),
     forceRegister: force === undefined ? false : parseFlag(force.from, force.value),
     verbose: verbose === undefined ? false : parseFlag(verbose.from, verbose.value),
     aaa: aaaSource(pick('aaa'), configFile),

@@ -47,6 +47,76 @@ export interface BrokerOptions {
   queueSize?: number;
   /** Receives registrations, drops, denials and errors. */
   logger?: BrokerLogger;
+  /**
+   * Bytes of partly received frames the broker holds for all connections together (default
+   * 512 MiB): a connection whose next chunk would go over it is closed. Upstream has no bound.
+   */
+  frameMemory?: number;
+  /** Bytes of a partly received frame one connection may hold (default 256 MiB). */
+  frameMemoryPerClient?: number;
+  /**
+   * Runs a full garbage collection, after a client was cut for holding too much: its frame's
+   * memory is garbage that V8 would collect only later, while the next greedy client's data comes
+   * on top (busrtd passes V8's own). None by default.
+   */
+  collectGarbage?: (() => void) | null;
+}
+
+/** Default bound of the bytes of partly received frames, for the whole broker. */
+export const DEFAULT_FRAME_MEMORY = 512 * 1024 * 1024;
+/** Default bound of the bytes of a partly received frame, per connection. */
+export const DEFAULT_FRAME_MEMORY_PER_CLIENT = 256 * 1024 * 1024;
+
+/**
+ * The bytes held in partly received frames, over every connection, and their bounds. A frame's
+ * buffer grows with the data that arrived, so this counts memory actually held, not announced.
+ */
+export class FrameMemory {
+  /** Bytes held now. */
+  used = 0;
+  /** Connections closed for going over a bound. */
+  refusals = 0;
+
+  private collecting = false;
+
+  constructor(
+    readonly total: number,
+    readonly perClient: number,
+    private readonly collect: (() => void) | null = null,
+  ) {
+    for (const [name, v] of [
+      ['frameMemory', total],
+      ['frameMemoryPerClient', perClient],
+    ] as const) {
+      if (!Number.isSafeInteger(v) || v < 1)
+        throw new RangeError(`${name} must be a positive integer, got ${String(v)}`);
+    }
+  }
+
+  /** Collects garbage once this turn is over (a burst of cuts collects once). */
+  collectSoon(): void {
+    const collect = this.collect;
+    if (collect === null || this.collecting) return;
+    this.collecting = true;
+    setImmediate(() => {
+      this.collecting = false;
+      collect();
+    });
+  }
+
+  /**
+   * A connection's holding changed from `before` to `after` bytes: accounts for it and returns
+   * why it must be closed, or null when it stays within the bounds.
+   */
+  change(before: number, after: number): string | null {
+    this.used += after - before;
+    if (after <= before) return null;
+    if (after > this.perClient) return `a partly received frame over ${this.perClient} bytes (frameMemoryPerClient)`;
+    if (this.used > this.total) {
+      return `partly received frames of all clients over ${this.total} bytes (frameMemory)`;
+    }
+    return null;
+  }
 }
 
 /** Author and version this broker reports. */
@@ -73,6 +143,8 @@ export class BrokerCore {
   readonly queueSize: number;
   /** Where the broker reports what happens. */
   readonly logger: BrokerLogger;
+  /** The bytes of partly received frames, and their bounds. */
+  readonly frameMemory: FrameMemory;
 
   private readonly clients = new Map<string, ClientEntry>();
   private readonly subs = new TopicMap<ClientEntry>();
@@ -92,6 +164,11 @@ export class BrokerCore {
       throw new RangeError(`queueSize must be a positive integer, got ${String(options.queueSize)}`);
     }
     this.logger = options.logger ?? {};
+    this.frameMemory = new FrameMemory(
+      options.frameMemory ?? DEFAULT_FRAME_MEMORY,
+      options.frameMemoryPerClient ?? DEFAULT_FRAME_MEMORY_PER_CLIENT,
+      options.collectGarbage ?? null,
+    );
   }
 
   // ---------------------------------------------------------------- registry

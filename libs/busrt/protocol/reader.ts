@@ -52,6 +52,11 @@ class PartialBody {
     return take;
   }
 
+  /** Bytes received so far. */
+  get received(): number {
+    return this.active ? this.fill : 0;
+  }
+
   /** The whole payload, once complete. */
   take(): Buffer {
     const parts = this.parts;
@@ -90,6 +95,11 @@ export class ClientFrameReader {
   /** True while a header has been read and its payload is still incomplete. */
   get awaitingPayload(): boolean {
     return this.body.active;
+  }
+
+  /** Bytes of a partly received frame held now (header and payload). */
+  get held(): number {
+    return this.headLen + this.body.received;
   }
 
   /** True while part of a frame (header or payload) is buffered. */

@@ -94,6 +94,8 @@ export class PeerConnection implements ClientSink, ClientFrameSink, RoomWaiter {
   private reader: ClientFrameReader | null = null;
   private readonly writer: FrameWriter;
   private ending = false;
+  /** Bytes of a partly received frame, as counted in the broker's frame memory. */
+  private held = 0;
 
   // Timers, counted in ticks of a quarter of the timeout.
   private ticks = 0;
@@ -133,8 +135,28 @@ export class PeerConnection implements ClientSink, ClientFrameSink, RoomWaiter {
 
   private readonly onData = (chunk: Buffer): void => {
     if (this.state === State.Frames) {
-      const r = (this.reader as ClientFrameReader).push(chunk);
-      if (r !== ReadError.None) this.readFailed(r);
+      const reader = this.reader as ClientFrameReader;
+      const r = reader.push(chunk);
+      if (r !== ReadError.None) {
+        this.readFailed(r);
+        return;
+      }
+      // What a partly received frame holds is counted against the broker's frame memory.
+      const held = reader.held;
+      if (held !== this.held) {
+        const over = this.core.frameMemory.change(this.held, held);
+        this.held = held;
+        if (over !== null) {
+          this.core.frameMemory.refusals++;
+          this.settings.logger.warn?.(`client ${this.entry?.name} closed: ${over}`);
+          this.close(`memory budget: ${over}`);
+          // Reading on while the stream ends gracefully would take in more of what the client
+          // keeps sending: the bound is kept only if nothing more is read.
+          this.writer.closed = true;
+          this.stream.destroy();
+          this.core.frameMemory.collectSoon();
+        }
+      }
     } else if (this.hs !== null) {
       this.hs.feed(chunk);
       this.handshake(this.hs);
@@ -407,6 +429,14 @@ export class PeerConnection implements ClientSink, ClientFrameSink, RoomWaiter {
   }
 
   private release(): void {
+    if (this.held !== 0) {
+      this.core.frameMemory.change(this.held, 0);
+      this.held = 0;
+    }
+    // The stream may live on for up to T (a graceful end, then destroyLater) and keeps this
+    // connection reachable: a partly received frame must not live on with it.
+    this.reader = null;
+    this.hs = null;
     if (this.throttledBy !== null) {
       this.throttledBy.cancelRoom(this);
       this.throttledBy = null;
