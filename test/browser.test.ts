@@ -3,7 +3,7 @@
 // headless, and the test checks from the bus's side and from the page's what the page did.
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import { type ClientInfo, connect, packMsgpack, RpcClient, type SocketClient, unpackMsgpack } from '#busrt/core';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -79,6 +79,15 @@ async function shown(selector: string, state: string): Promise<string> {
   await el.waitFor({ timeout: WAIT_MS });
   return (await el.textContent()) ?? '';
 }
+
+describe('the browser bundle', () => {
+  it('is one ES module that loads no Node module', async () => {
+    const bundle = await readFile(fileURLToPath(new URL('../../dist/browser/busrt.js', import.meta.url)), 'utf8');
+    // The stand-ins of scripts/browser/ replaced them; a browser could load none of these.
+    expect(bundle).not.toMatch(/\bfrom\s*["'](node:|net|tls|ws|stream|buffer)["']|\brequire\(|\bimport\(/);
+    expect(bundle).toMatch(/\bexport\s*\{[^}]*\bconnectBrowser\b/);
+  });
+});
 
 describe('the browser build in Chromium', () => {
   let name = '';

@@ -12,7 +12,7 @@ export type { BrokerInfo, BrokerStats, ClientInfo, ClientKind } from './protocol
 
 // Clients and frames.
 export { SocketClient, connect } from './client/index.js';
-export type { ClientOptions } from './client/index.js';
+export type { ClientOptions, ClientStream, StreamClientOptions } from './client/index.js';
 export { BusError, ErrorCode, Frame, FrameKind, QoS, codeName } from './protocol/index.js';
 export type { AckHandler, BusClient, DataFrameKind, DisconnectHandler, FrameHandler } from './protocol/index.js';
 export { BROKER_INFO_TOPIC, BROKER_NAME, BROKER_WARN_TOPIC, SECONDARY_SEP } from './protocol/index.js';
