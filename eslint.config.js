@@ -93,4 +93,31 @@ export default tseslint.config(
     files: ['**/*.js', '**/*.mjs'],
     languageOptions: { globals: { process: 'readonly', console: 'readonly', URL: 'readonly' } },
   },
+  // Run in browsers: the sample page, and the stand-ins for Node's globals in the browser build.
+  {
+    files: ['sample/browser/*.js', 'scripts/browser/*.mjs'],
+    languageOptions: {
+      globals: {
+        document: 'readonly',
+        location: 'readonly',
+        crypto: 'readonly',
+        URLSearchParams: 'readonly',
+        TextDecoder: 'readonly',
+        MessageChannel: 'readonly',
+      },
+    },
+  },
+  {
+    files: ['sample/**/*.js'],
+    rules: {
+      'no-restricted-imports': [
+        'error',
+        {
+          patterns: [
+            { regex: '^(?!busrt-nestjs/browser$)', message: 'The sample page imports busrt-nestjs/browser only.' },
+          ],
+        },
+      ],
+    },
+  },
 );

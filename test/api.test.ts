@@ -1,4 +1,4 @@
-// The public API as a user's compiler sees it: the declaration files of the two entry points.
+// The public API as a user's compiler sees it: the declaration files of the entry points.
 // Every exported name is documented, and nothing of the core entry point needs Nest.
 import { describe, expect, it } from '@jest/globals';
 import { join } from 'node:path';
@@ -8,6 +8,7 @@ import { ROOT } from './support/package-app.js';
 const ENTRIES = {
   'busrt-nestjs': join(ROOT, 'dist', 'libs', 'nestjs', 'index.d.ts'),
   'busrt-nestjs/core': join(ROOT, 'dist', 'libs', 'busrt', 'index.d.ts'),
+  'busrt-nestjs/browser': join(ROOT, 'dist', 'libs', 'busrt', 'browser', 'index.d.ts'),
 };
 
 const program = ts.createProgram(Object.values(ENTRIES), {

@@ -134,6 +134,8 @@ describe('the packed tarball', () => {
       'dist/libs/busrt/index.js',
       'dist/libs/busrt/index.d.ts',
       'dist/src/busrtd.js',
+      'dist/browser/busrt.js',
+      'dist/libs/busrt/browser/index.d.ts',
       'docs/nestjs.md',
     ]) {
       expect(files).toContain(f);

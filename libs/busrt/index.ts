@@ -22,7 +22,7 @@ export type { BrokerInfo, BrokerStats, ClientInfo, ClientKind } from './protocol
 
 // Clients and frames.
 export { SocketClient, connect } from './client/index.js';
-export type { ClientOptions } from './client/index.js';
+export type { ClientOptions, ClientStream, StreamClientOptions } from './client/index.js';
 export type { ClientTlsOptions } from './transport/index.js';
 export { memoryPair } from './transport/index.js';
 export { BusError, ErrorCode, Frame, FrameKind, QoS, codeName } from './protocol/index.js';

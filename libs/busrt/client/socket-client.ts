@@ -1,4 +1,3 @@
-import type { Duplex } from 'node:stream';
 import {
   ACK_HANDLED,
   type AckHandler,
@@ -21,7 +20,7 @@ import {
   SECONDARY_SEP,
   settleOp,
 } from '../protocol/index.js';
-import { type ClientTlsOptions, FrameWriter, openStream, TURN_FLUSHER } from '../transport/index.js';
+import { type ByteSink, type ClientTlsOptions, FrameWriter, openStream, TURN_FLUSHER } from '../transport/index.js';
 
 /** How to connect a {@link SocketClient}. */
 export interface ClientOptions {
@@ -51,12 +50,42 @@ export interface ClientOptions {
   token?: string;
 }
 
+/**
+ * The byte stream a {@link SocketClient} runs over: the part of a Node `Duplex` it uses, so that a
+ * stream of another kind (a browser's WebSocket, see `busrt-nestjs/browser`) can carry it too. It
+ * emits `data` (a `Buffer` of received bytes), `drain`, `error` (an `Error`) and `close`.
+ */
+export interface ClientStream extends ByteSink {
+  on(event: 'data', listener: (chunk: Buffer) => void): unknown;
+  on(event: 'close' | 'drain', listener: () => void): unknown;
+  on(event: 'error', listener: (err: Error) => void): unknown;
+  once(event: 'close' | 'drain', listener: () => void): unknown;
+  off(event: 'data', listener: (chunk: Buffer) => void): unknown;
+  off(event: 'close' | 'drain', listener: () => void): unknown;
+  off(event: 'error', listener: (err: Error) => void): unknown;
+  /** Closes the stream once what is written has gone out. */
+  end(): unknown;
+  /** Closes the stream at once. */
+  destroy(): unknown;
+  /** Stops `data` events until {@link resume}. */
+  pause(): unknown;
+  resume(): unknown;
+  /** True while more is buffered than the stream wants: writers should wait for `drain`. */
+  readonly writableNeedDrain: boolean;
+}
+
+/** Options of {@link SocketClient.over}: those of {@link ClientOptions} that apply to a ready stream. */
+export type StreamClientOptions = Omit<ClientOptions, 'path' | 'tls' | 'token'> & {
+  /** The broker address to report as {@link SocketClient.path} (e.g. the WebSocket URL). */
+  path: string;
+};
+
 const RESOLVED: Promise<void> = Promise.resolve();
 /** Target names whose bytes a client keeps. */
 const NAME_CACHE = 256;
 
 /** Runs the client side of the handshake on a connected stream; resolves with what followed it. */
-function handshake(stream: Duplex, name: string, timeoutMs: number): Promise<Buffer> {
+function handshake(stream: ClientStream, name: string, timeoutMs: number): Promise<Buffer> {
   let hs: ClientHandshake;
   try {
     hs = new ClientHandshake(name);
@@ -132,7 +161,7 @@ export class SocketClient implements BusClient, BrokerFrameSink {
   private readonly names = new Map<string, Buffer>();
 
   private constructor(
-    private readonly socket: Duplex,
+    private readonly socket: ClientStream,
     private readonly options: Required<Omit<ClientOptions, 'path'>> & { path: string },
     rest: Buffer,
   ) {
@@ -173,6 +202,22 @@ export class SocketClient implements BusClient, BrokerFrameSink {
   /** Connects, runs the handshake and registers `name`; rejects with a BusError carrying the broker's code. */
   static async connect(options: ClientOptions): Promise<SocketClient> {
     const timeoutMs = options.timeoutMs ?? 1000;
+    const stream = await openStream(options.path, { timeoutMs, tls: options.tls, token: options.token });
+    return SocketClient.start(stream, options);
+  }
+
+  /**
+   * Runs the handshake on a stream that is already open and registers `name`: for streams
+   * {@link connect} cannot open itself, such as a browser's WebSocket. The client owns the stream
+   * from then on (it is destroyed when the handshake fails). {@link connectSecondary} opens its
+   * stream from `path` as {@link connect} does, so it works only where `path` can be opened.
+   */
+  static over(stream: ClientStream, options: StreamClientOptions): Promise<SocketClient> {
+    return SocketClient.start(stream, options);
+  }
+
+  private static async start(stream: ClientStream, options: ClientOptions): Promise<SocketClient> {
+    const timeoutMs = options.timeoutMs ?? 1000;
     const full = {
       path: options.path,
       name: options.name,
@@ -184,7 +229,6 @@ export class SocketClient implements BusClient, BrokerFrameSink {
       tls: options.tls ?? {},
       token: options.token ?? '',
     };
-    const stream = await openStream(options.path, { timeoutMs, tls: options.tls, token: options.token });
     const rest = await handshake(stream, options.name, timeoutMs);
     return new SocketClient(stream, full, rest);
   }
