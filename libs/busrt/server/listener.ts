@@ -8,7 +8,6 @@ import net from 'node:net';
 import { dirname } from 'node:path';
 import type { Duplex } from 'node:stream';
 import tls from 'node:tls';
-import { WebSocketServer } from 'ws';
 import type { BrokerCore } from '../broker/index.js';
 import { type ClientKind, formatHostPort, parseHostPort } from '../protocol/index.js';
 import { type Flusher, registerMemoryEndpoint, WebSocketStream } from '../transport/index.js';
@@ -303,6 +302,8 @@ export async function listenWebSocket(
   } else {
     server = http.createServer();
   }
+  // Loaded here: most brokers never listen for WebSocket clients (see transport/streams.ts).
+  const { WebSocketServer } = await import('ws');
   const wss = new WebSocketServer({
     noServer: true,
     maxPayload: settings.maxMessageSize,

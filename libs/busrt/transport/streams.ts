@@ -4,8 +4,15 @@
 import { Duplex } from 'node:stream';
 import net from 'node:net';
 import tls from 'node:tls';
-import WebSocket from 'ws';
+import type WebSocket from 'ws';
 import { BusError, type BusAddress, formatHostPort, parseBusAddress } from '../protocol/index.js';
+
+// The `ws` package is loaded when a WebSocket is first needed: a broker or client that never
+// uses one (most of them) does not pay its start-up time.
+
+/** WebSocket ready states (the `ws` package's own, without loading it). */
+const WS_CONNECTING = 0;
+const WS_OPEN = 1;
 
 /** The largest WebSocket message this side sends; larger writes are split. */
 const WS_MESSAGE_MAX = 1024 * 1024;
@@ -58,7 +65,7 @@ export class WebSocketStream extends Duplex {
   }
 
   private send(chunk: Buffer, callback: (error?: Error | null) => void): void {
-    if (this.ws.readyState !== WebSocket.OPEN) {
+    if (this.ws.readyState !== WS_OPEN) {
       callback(new Error('the WebSocket is closed'));
       return;
     }
@@ -79,13 +86,13 @@ export class WebSocketStream extends Duplex {
   }
 
   override _final(callback: (error?: Error | null) => void): void {
-    if (this.ws.readyState === WebSocket.OPEN) this.ws.close(1000);
+    if (this.ws.readyState === WS_OPEN) this.ws.close(1000);
     callback();
   }
 
   override _destroy(error: Error | null, callback: (error?: Error | null) => void): void {
     this.ws.off('message', this.onMessage);
-    if (this.ws.readyState === WebSocket.OPEN || this.ws.readyState === WebSocket.CONNECTING) this.ws.terminate();
+    if (this.ws.readyState === WS_OPEN || this.ws.readyState === WS_CONNECTING) this.ws.terminate();
     callback(error);
   }
 }
@@ -262,7 +269,8 @@ export async function openStream(address: string | BusAddress, options: OpenOpti
     }
     case 'websocket': {
       const url = `${a.secure ? 'wss' : 'ws'}://${formatHostPort(a.host, a.port)}${a.path}`;
-      const ws = new WebSocket(url, {
+      const { default: WebSocketClass } = await import('ws');
+      const ws = new WebSocketClass(url, {
         handshakeTimeout: t,
         perMessageDeflate: false,
         maxPayload: 0,
