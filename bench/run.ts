@@ -11,12 +11,17 @@ import { fanout, idle, matching } from './sections/broker.js';
 import { latency } from './sections/latency.js';
 import { nest } from './sections/nest.js';
 import { stages } from './sections/stages.js';
+import { transports } from './sections/transports.js';
 
 const SECTIONS: Record<string, { about: string; run: (ctx: Context) => Promise<void> }> = {
   ceiling: { about: 'loopback ceiling of two Node processes (raw length-prefixed frames)', run: ceiling },
   stages: {
     about: "upstream's stages through busrtd (pairs x payloads x UNIX/TCP), pipelined, wire client",
     run: stages,
+  },
+  transports: {
+    about: 'the stages over UNIX, TCP, TLS, WebSocket and WebSocket over TLS, 1 and 16 outstanding',
+    run: transports,
   },
   latency: { about: 'p50/p99/p99.9 of rpc.call at fixed offered rates', run: latency },
   fanout: { about: 'one publisher to 1..1000 subscribers; memory of a large payload fanned out', run: fanout },

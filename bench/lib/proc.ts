@@ -185,6 +185,8 @@ export interface Busrtd {
   child: Child;
   unix: string;
   tcp: string;
+  /** Every address it listens on, in the order of its binds (port 0 resolved). */
+  listening: string[];
 }
 
 /** The Node flags of busrtd's `#!` line, so the bench runs it as its users do. */
@@ -211,7 +213,8 @@ export async function busrtd(unix: string, extra: string[] = []): Promise<Busrtd
   const child = node(BUSRTD, ['-B', unix, '-B', '127.0.0.1:0', '-t', '30', ...extra], [...new Set(flags)]);
   await child.ready(/ started, pid /);
   const m = /listening on (\S+) \(tcp\)/.exec(child.err) as RegExpExecArray;
-  return { child, unix, tcp: m[1] };
+  const listening = [...child.err.matchAll(/listening on (\S+) \((\w+)\)/g)].map((x) => x[1] as string);
+  return { child, unix, tcp: m[1] as string, listening };
 }
 
 /** What a measured span cost a process: CPU time and its memory peak. */

@@ -20,6 +20,8 @@ export interface StageOptions {
   iterations: (stage: Stage) => number;
   depth: number;
   stages: readonly Stage[];
+  /** The CA (PEM) clients trust, for tls:// and wss:// paths. */
+  ca?: string;
 }
 
 /**
@@ -42,6 +44,7 @@ export async function runStages(ctx: Context, broker: Busrtd, path: string, o: S
         payloadSize: o.payloadSize,
         depth: o.depth,
         stages: [stage],
+        ...(o.ca === undefined ? {} : { tls: { ca: o.ca } }),
       }),
     );
     try {

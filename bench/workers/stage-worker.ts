@@ -9,6 +9,7 @@ interface Config {
   payloadSize: number;
   depth: number;
   stages: Stage[];
+  tls?: { ca: string };
 }
 
 const cfg = JSON.parse(process.argv[2]) as Config;
