@@ -8,6 +8,7 @@ import {
   QoS,
   RpcClient,
   RpcError,
+  TimedOutError,
   type RpcEvent,
   type SocketClient,
   packMsgpack,
@@ -195,7 +196,7 @@ function report(ctx: Ctx, e: unknown): number {
     return EXIT.unreachable;
   }
   if (e instanceof RpcError) {
-    const timedOut = e.code === -32000 - 0x78;
+    const timedOut = e instanceof TimedOutError;
     const text = e.data !== null && e.data.length > 0 ? e.data.toString('utf8') : (RPC_ERRORS[e.code] ?? e.message);
     io.err(`busrt: RPC error ${e.code}: ${text}\n`);
     return timedOut ? EXIT.unreachable : EXIT.failed;

@@ -1,3 +1,6 @@
+export * from './errors.js';
 export * from './rpc-client.js';
 export * from './core-rpc.js';
 export * from './msgpack.js';
+export * from './cursors.js';
+export * from './replicas.js';
