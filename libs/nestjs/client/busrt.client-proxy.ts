@@ -273,6 +273,11 @@ export class BusrtClientProxy extends ClientProxy<BusrtClientEvents, string> {
     this.link.on(event, callback);
   }
 
+  /** True while the proxy is on the bus. */
+  get connected(): boolean {
+    return this.rpc !== null && this.rpc.client.connected;
+  }
+
   /** The RPC client underneath (its `client` is the bus client). */
   unwrap<T = RpcClient>(): T {
     if (this.rpc === null) throw new Error('BusrtClientProxy is not connected: call connect() first');

@@ -259,6 +259,11 @@ export class BusrtServer extends Server<BusrtServerEvents, BusrtStatus> implemen
     this.link.on(event, callback);
   }
 
+  /** True while the server is on the bus (registered and serving). */
+  get connected(): boolean {
+    return this.rpc !== null && this.rpc.client.connected;
+  }
+
   /** True while this replica also holds the service's own name (see `replicas`). */
   get holdsServiceName(): boolean {
     return this.anchor?.holding ?? false;
