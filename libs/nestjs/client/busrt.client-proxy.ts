@@ -366,7 +366,7 @@ export class BusrtClientProxy extends ClientProxy<BusrtClientEvents, string> {
     }
     // Sent later: encoded now, as the data is at the time of the call.
     const bytes = payloadBytes(params);
-    this.ready()
+    (this.rpc !== null ? Promise.resolve(this.rpc) : this.ready())
       .then(async (r) => {
         const d = this.directory;
         return { r, set: d === null ? null : await d.service(t) };
