@@ -58,10 +58,19 @@ export class BusrtHealthIndicator {
     if (broker === undefined) return check.down({ message: 'no embedded broker in this app' });
     const listeners = broker.listeners;
     if (listeners.length === 0) return check.down({ message: 'the broker has no listeners' });
-    const addresses = listeners.map((l) => l.address);
+    const addresses: string[] = [];
     const failed: string[] = [];
     await Promise.all(
-      addresses.map(async (a) => {
+      listeners.map(async (l) => {
+        let a: string;
+        try {
+          a = l.address;
+        } catch {
+          // A closed TCP listener has no address any more.
+          failed.push(l.bind);
+          return;
+        }
+        addresses.push(a);
         if (!(await greets(a, timeoutMs))) failed.push(a);
       }),
     );
