@@ -29,6 +29,12 @@ function instanceController(id: string): Type<unknown> {
       events.push(`${id}:update:${n}`);
     }
 
+    @BusrtMethod('slow')
+    async slow(): Promise<string> {
+      await new Promise((r) => setTimeout(r, 300));
+      return id;
+    }
+
     @BusrtEvent('inv/jobs', { queueGroup: true })
     job(@Payload() n: number): void {
       events.push(`${id}:job:${n}`);
@@ -45,8 +51,8 @@ describe('replicas of one service', () => {
   let plain: SocketClient;
   let plainRpc: RpcClient;
 
-  const start = async (id: string): Promise<void> => {
-    const server = new BusrtServer({ name: 'svc.inv', path: sock, replicas: { id } });
+  const start = async (id: string, name = 'svc.inv'): Promise<void> => {
+    const server = new BusrtServer({ name, path: sock, replicas: { id }, reconnect: false });
     const app = await NestFactory.createMicroservice<MicroserviceOptions>(
       { module: class InstanceApp {}, controllers: [instanceController(id)] },
       { strategy: server, logger: false },
@@ -139,5 +145,47 @@ describe('replicas of one service', () => {
     const single = new BusrtClientProxy({ path: sock, target: 'svc.inv' });
     expect(instances.has(await lastValueFrom(single.send<string>('who')))).toBe(true);
     await single.close();
+  });
+
+  it('calls in flight on an instance that dies fail at once with -32002, or go to another one when retried', async () => {
+    await start('x', 'svc.r2');
+    await start('y', 'svc.r2');
+    const once = new BusrtClientProxy({ path: sock, target: 'svc.r2', replicas: true, timeoutMs: 20_000 });
+    const retried = new BusrtClientProxy({
+      path: sock,
+      target: 'svc.r2',
+      replicas: { retries: 1 },
+      timeoutMs: 20_000,
+    });
+    type Outcome = { ok: true; id: string } | { ok: false; code: number };
+    const outcome = (p: Promise<string>): Promise<Outcome> =>
+      p.then(
+        (id) => ({ ok: true as const, id }),
+        (e: { code: number }) => ({ ok: false as const, code: e.code }),
+      );
+    // Connected and the set loaded, so the calls below spread over x and y.
+    await firstValueFrom(once.send('who'));
+    await firstValueFrom(retried.send('who'));
+    const calls = [once, retried].flatMap((p) =>
+      Array.from({ length: 6 }, () => outcome(firstValueFrom(p.send<string>('slow')))),
+    );
+    await new Promise((r) => setTimeout(r, 50));
+    // x's connection drops, as in a crash: its handlers cannot answer any more.
+    await instances.get('x')?.server.unwrap().client.disconnect();
+    const results = await Promise.all(calls);
+    const plain = results.slice(0, 6);
+    const withRetry = results.slice(6);
+    const lost = plain.filter((r) => !r.ok);
+    expect(lost.length).toBeGreaterThan(0);
+    // -32002, not -32120: the loss was told by the instance's unreg, long before the 20 s limit.
+    for (const r of lost) expect(r).toEqual({ ok: false, code: -32002 });
+    for (const r of plain.filter((x) => x.ok)) expect(r).toEqual({ ok: true, id: 'y' });
+    // Retried: every call answered, by the instance that is left for those x held.
+    expect(withRetry.every((r) => r.ok)).toBe(true);
+    expect(withRetry.filter((r) => r.ok && r.id === 'y').length).toBeGreaterThan(3);
+    await once.close();
+    await retried.close();
+    await stop('x');
+    await stop('y');
   });
 });
