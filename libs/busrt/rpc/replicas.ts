@@ -225,20 +225,26 @@ export class ReplicaDirectory {
   }
 
   private async load(service: string): Promise<ReplicaSet> {
-    this.subscribed ??= this.rpc.client.subscribe(BROKER_INFO_TOPIC);
-    await this.subscribed;
     let set = this.sets.get(service);
     if (set === undefined) {
       set = new ReplicaSet(service, this.rpc);
       this.sets.set(service, set);
     }
-    const filter = `^${escapeRegExp(service)}${REPLICA_SEP}`;
-    const reply = await this.rpc.call(BROKER_NAME, 'client.list', packMsgpack({ filter }), {
-      timeoutMs: this.options.listTimeoutMs ?? 2000,
-    });
-    const list = unpackMsgpack<{ clients?: { name?: unknown }[] }>(reply);
-    for (const c of list.clients ?? []) {
-      if (typeof c.name === 'string' && serviceOfReplica(c.name) === service) set.add(c.name);
+    try {
+      this.subscribed ??= this.rpc.client.subscribe(BROKER_INFO_TOPIC);
+      await this.subscribed;
+      const filter = `^${escapeRegExp(service)}${REPLICA_SEP}`;
+      const reply = await this.rpc.call(BROKER_NAME, 'client.list', packMsgpack({ filter }), {
+        timeoutMs: this.options.listTimeoutMs ?? 2000,
+      });
+      const list = unpackMsgpack<{ clients?: { name?: unknown }[] }>(reply);
+      for (const c of list.clients ?? []) {
+        if (typeof c.name === 'string' && serviceOfReplica(c.name) === service) set.add(c.name);
+      }
+    } catch {
+      // A broker without the core RPC, or rules that deny it: no replicas can be known, and
+      // calls go to the service's own name, as they would without replicas.
+      this.subscribed = null;
     }
     return set;
   }
