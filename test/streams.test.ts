@@ -7,7 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import { Controller } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
 import { type MicroserviceOptions, Payload } from '@nestjs/microservices';
-import { firstValueFrom, from, lastValueFrom, take, toArray } from 'rxjs';
+import { firstValueFrom, from, lastValueFrom, take, tap, toArray } from 'rxjs';
 import {
   Broker,
   type BusClient,
@@ -151,6 +151,12 @@ class StreamController {
     return from(['a', 'b', 'c']);
   }
 
+  @BusrtMethod('flood')
+  flood(): ReturnType<typeof from<number[]>> {
+    // More values at once than the server lets wait for a reader (bufferLimit 50 below).
+    return from(Array.from({ length: 1000 }, (_, i) => i));
+  }
+
   @BusrtMethod('one')
   one(): ReturnType<typeof from<number[]>> {
     return from([42]);
@@ -172,7 +178,10 @@ describe('streamed results in Nest: handler -> cursor -> ClientProxy Observable'
         controllers: [StreamController],
       },
       {
-        strategy: new BusrtServer({ name: 'svc.stream', cursors: { ttlMs: 300, cleanerIntervalMs: 50 } }),
+        strategy: new BusrtServer({
+          name: 'svc.stream',
+          cursors: { ttlMs: 300, cleanerIntervalMs: 50, bufferLimit: 50 },
+        }),
         logger: false,
       },
     );
@@ -227,6 +236,25 @@ describe('streamed results in Nest: handler -> cursor -> ClientProxy Observable'
     expect(c.produced()).toBe(32);
     await until(() => c.stopped(), 3000, 'the producer to be stopped');
     expect(c.produced()).toBe(32);
+  });
+
+  it('an Observable that outruns its reader past bufferLimit ends the stream with an error, not memory', async () => {
+    const got: unknown[] = [];
+    const e = await lastValueFrom(
+      proxy.send('flood').pipe(
+        tap((v) => got.push(v)),
+        toArray(),
+      ),
+    ).catch((x: unknown) => x);
+    expect(e).toBeInstanceOf(RpcError);
+    expect(e).toMatchObject({ code: -32603 });
+    expect((e as Error).message).toMatch(/stream overflow/);
+    // What was buffered before the overflow was delivered, in order; the rest never was.
+    expect(got.length).toBeGreaterThan(0);
+    expect(got.length).toBeLessThanOrEqual(51);
+    expect(got).toEqual(Array.from({ length: got.length }, (_, i) => i));
+    // The server goes on serving.
+    expect(await firstValueFrom(proxy.send('one'))).toBe(42);
   });
 
   it('serializer/deserializer options: JSON both ways, streams included', async () => {
