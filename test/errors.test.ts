@@ -84,10 +84,17 @@ describe('not connected and timed out, from every client', () => {
     const e = await rpc.call('svc.slow', 'slow').catch((x: unknown) => x);
     expect(e).toBeInstanceOf(NotConnectedError);
     expect(e).toMatchObject({ code: -32115 });
-    // The socket client itself speaks bus codes; they map to the same class.
+    // The socket client itself speaks bus codes: a BusError (0x73), of the same condition class,
+    // whose rpcCode is the class's code.
     const raw = await c.send('svc.slow', Buffer.from('x')).catch((x: unknown) => x);
     expect(raw).toBeInstanceOf(BusError);
+    expect(raw).toBeInstanceOf(NotConnectedError);
+    expect(raw).not.toBeInstanceOf(TimedOutError);
+    expect((raw as BusError).rpcCode).toBe(-32115);
     expect(toRpcError(raw)).toBeInstanceOf(NotConnectedError);
+    const handshake = await connect({ path: silentAddr, name: 'x', timeoutMs: 100 }).catch((x: unknown) => x);
+    expect(handshake).toBeInstanceOf(TimedOutError);
+    expect((handshake as BusError).rpcCode).toBe(-32120);
   });
 
   it('ClientProxy: the same classes and codes', async () => {

@@ -102,6 +102,15 @@ type ConditionClass = new (data?: Uint8Array | string | null, message?: string) 
 
 function condition(code: number, text: string): ConditionClass {
   return class extends RpcError {
+    /**
+     * The bus layer (the socket and in-process clients, below RPC) reports refusals as a
+     * `BusError` with the ACK code; one of the same condition counts as an instance too, so that a
+     * single `instanceof NotConnectedError` check holds whichever client raised it.
+     */
+    static override [Symbol.hasInstance](x: unknown): boolean {
+      return Function.prototype[Symbol.hasInstance].call(this, x) || (x instanceof BusError && x.rpcCode === code);
+    }
+
     constructor(data?: Uint8Array | string | null, message?: string) {
       // Text in the data (what a peer sent) says more than the condition's name.
       super(code, data, message ?? (data === undefined || data === null || data.length === 0 ? text : undefined));
