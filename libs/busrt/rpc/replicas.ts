@@ -202,8 +202,9 @@ export class ReplicaDirectory {
     rpc.setHandlers({
       ...handlers,
       handleFrame: (f) => {
+        // The announcements stay visible to the client's own handler too.
         if (f.topic === BROKER_INFO_TOPIC && f.sender === BROKER_NAME) this.onInfo(f);
-        else return own?.call(handlers, f);
+        return own?.call(handlers, f);
       },
     });
   }

@@ -11,11 +11,14 @@ import {
   CursorMap,
   type CursorMapOptions,
   encodeCursorId,
-  type Frame,
+  Frame,
+  FrameKind,
   iterableCursor,
   type Markable,
   QoS,
   replicaName,
+  ReplicaDirectory,
+  type ReplicaSet,
   RpcClient,
   RpcError,
   RpcErrorCode,
@@ -143,6 +146,9 @@ export class BusrtServer extends Server<BusrtServerEvents, BusrtStatus> implemen
   /** The bus name this instance registers: the service name, or its replica name. */
   readonly busName: string;
   private anchor: Anchor | null = null;
+  /** This service's replicas as the instance holding the name sees them, to spread queue groups. */
+  private peers: ReplicaSet | null = null;
+  private nextPeer = 0;
 
   constructor(private readonly options: BusrtServerOptions) {
     super();
@@ -300,7 +306,10 @@ export class BusrtServer extends Server<BusrtServerEvents, BusrtStatus> implemen
     this.serve(client);
     await this.subscribeAll(client, [...this.eventHeads.keys()]);
     if (this.busName !== this.options.name) {
-      await client.subscribe(BROKER_INFO_TOPIC, QoS.Processed);
+      const rpc = this.rpc as RpcClient;
+      // Subscribes .broker/info, which the anchor follows too.
+      this.peers = this.groupHeads.size > 0 ? await new ReplicaDirectory(rpc).service(this.options.name) : null;
+      if (this.peers === null) await client.subscribe(BROKER_INFO_TOPIC, QoS.Processed);
       const anchor = new Anchor(this, this.options.name);
       this.anchor = anchor;
       void anchor.take();
@@ -359,7 +368,7 @@ export class BusrtServer extends Server<BusrtServerEvents, BusrtStatus> implemen
     return {
       handlers: {
         handleCall: (ev) => this.dispatchCall(this.methods, ev),
-        handleFrame: (f) => void this.dispatchFrame(f, false, this.groupTopics),
+        handleFrame: (f) => this.shareGroupEvent(f),
       },
       masks: [...this.groupHeads.keys()],
     };
@@ -383,6 +392,7 @@ export class BusrtServer extends Server<BusrtServerEvents, BusrtStatus> implemen
   private lost(e?: Error): void {
     if (this.closing) return;
     this.rpc = null;
+    this.peers = null;
     const anchor = this.anchor;
     this.anchor = null;
     void anchor?.stop();
@@ -460,7 +470,30 @@ export class BusrtServer extends Server<BusrtServerEvents, BusrtStatus> implemen
     throw toReplyError(e);
   };
 
+  /**
+   * A queue-group publication reached the instance that holds the service name: it goes to the
+   * next live instance in turn (this one included), forwarded as a notification from the service
+   * name that carries the topic, the publisher and the payload.
+   */
+  private shareGroupEvent(frame: Frame): void {
+    const live = this.peers?.live ?? [];
+    const to = live.length === 0 ? this.busName : live[this.nextPeer++ % live.length];
+    const rpc = this.rpc;
+    if (to === this.busName || rpc === null || frame.topic === null) {
+      void this.dispatchFrame(frame, false, this.groupTopics);
+      return;
+    }
+    const sent = this.anchor?.forward(to, encodeGroupEvent(frame));
+    // The instance just left: handled here instead.
+    if (sent === undefined) void this.dispatchFrame(frame, false, this.groupTopics);
+    else void sent.catch(() => this.dispatchFrame(frame, false, this.groupTopics));
+  }
+
   private dispatchNotification(ev: RpcEvent): Promise<void> | void {
+    if (ev.sender === this.options.name && this.busName !== this.options.name) {
+      const f = decodeGroupEvent(ev.payload);
+      if (f !== null) return this.dispatchFrame(f, true, this.groupTopics);
+    }
     const route = this.notificationRoute;
     if (route === null) return;
     return this.runEvent(route, ev.frame, RPC_NOTIFICATION, ev.payload, ev);
@@ -563,6 +596,36 @@ function lastValue(o: Observable<unknown>): Promise<unknown> {
   });
 }
 
+/** First bytes of a queue-group event forwarded between instances (in an RPC notification). */
+const GROUP_EVENT = Buffer.from([0xb5, 0x51, 0x47, 0x01]);
+
+/** `magic, u16 topic length, topic, u16 sender length, sender, payload`. */
+function encodeGroupEvent(f: Frame): Buffer {
+  const topic = Buffer.from(f.topic ?? '', 'utf8');
+  const sender = Buffer.from(f.sender, 'utf8');
+  const head = Buffer.allocUnsafe(GROUP_EVENT.length + 4 + topic.length + sender.length);
+  let p = GROUP_EVENT.copy(head, 0);
+  p = head.writeUInt16LE(topic.length, p);
+  p += topic.copy(head, p);
+  p = head.writeUInt16LE(sender.length, p);
+  sender.copy(head, p);
+  return Buffer.concat([head, f.payload]);
+}
+
+/** The publication inside a forwarded queue-group event, or null when the bytes are not one. */
+function decodeGroupEvent(d: Buffer): Frame | null {
+  const m = GROUP_EVENT.length;
+  if (d.length < m + 4 || !d.subarray(0, m).equals(GROUP_EVENT)) return null;
+  const tl = d.readUInt16LE(m);
+  if (d.length < m + 4 + tl) return null;
+  const topic = d.toString('utf8', m + 2, m + 2 + tl);
+  const sl = d.readUInt16LE(m + 2 + tl);
+  const start = m + 4 + tl + sl;
+  if (d.length < start) return null;
+  const sender = d.toString('utf8', m + 4 + tl, start);
+  return new Frame(FrameKind.Publish, sender, topic, d.subarray(start), false);
+}
+
 /** How often an instance that does not hold the service name tries to, besides on its `unreg`. */
 const ANCHOR_POLL_MS = 10_000;
 
@@ -620,6 +683,11 @@ class Anchor {
       return;
     }
     if (typeof a === 'object' && a !== null && a.s === 'unreg' && a.d === this.name) void this.take();
+  }
+
+  /** Sends a queue-group event to instance `to` from the service name; undefined when not holding it. */
+  forward(to: string, payload: Buffer): Promise<void> | undefined {
+    return this.rpc?.notify(to, payload, QoS.Processed);
   }
 
   /** True while this instance holds the service name. */
