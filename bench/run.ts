@@ -10,6 +10,7 @@ import { ceiling } from './sections/ceiling.js';
 import { fanout, idle, matching } from './sections/broker.js';
 import { latency } from './sections/latency.js';
 import { nest } from './sections/nest.js';
+import { replicas } from './sections/replicas.js';
 import { stages } from './sections/stages.js';
 import { transports } from './sections/transports.js';
 
@@ -28,6 +29,7 @@ const SECTIONS: Record<string, { about: string; run: (ctx: Context) => Promise<v
   matching: { about: 'topic matching with 10, 10k and 100k subscriptions', run: matching },
   idle: { about: 'throughput with 1000 idle clients; broker memory per idle client', run: idle },
   nest: { about: 'a Nest echo app through busrt and Nest TCP, Redis, NATS, MQTT', run: nest },
+  replicas: { about: 'a Nest service with 1 instance and with a replica set of 3', run: replicas },
 };
 
 const USAGE = `Usage: npm run bench -- [options]

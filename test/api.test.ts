@@ -9,6 +9,7 @@ const ENTRIES = {
   'busrt-nestjs': join(ROOT, 'dist', 'libs', 'nestjs', 'index.d.ts'),
   'busrt-nestjs/core': join(ROOT, 'dist', 'libs', 'busrt', 'index.d.ts'),
   'busrt-nestjs/browser': join(ROOT, 'dist', 'libs', 'busrt', 'browser', 'index.d.ts'),
+  'busrt-nestjs/health': join(ROOT, 'dist', 'libs', 'nestjs', 'health.d.ts'),
 };
 
 const program = ts.createProgram(Object.values(ENTRIES), {
@@ -37,7 +38,7 @@ function exportsOf(file: string): Map<string, string> {
 describe('the public API', () => {
   it.each(Object.entries(ENTRIES))('%s documents every name it exports', (_entry, file) => {
     const names = exportsOf(file);
-    expect(names.size).toBeGreaterThan(10);
+    expect(names.size).toBeGreaterThan(file.endsWith('health.d.ts') ? 1 : 10);
     expect([...names].filter(([, doc]) => doc === '').map(([name]) => name)).toEqual([]);
   });
 
@@ -63,7 +64,8 @@ describe('the public API', () => {
       expect(nest.has(name)).toBe(true);
   });
 
-  it('the core entry point reaches no Nest module, however deep', () => {
+  /** Every module an entry point reaches through its imports and re-exports. */
+  function reachedFrom(entry: string): Set<string> {
     const reached = new Set<string>();
     const visit = (file: string): void => {
       if (reached.has(file)) return;
@@ -79,8 +81,19 @@ describe('the public API', () => {
         }
       }
     };
-    visit(ENTRIES['busrt-nestjs/core']);
+    visit(entry);
+    return reached;
+  }
+
+  it('the core entry point reaches no Nest module, however deep', () => {
+    const reached = reachedFrom(ENTRIES['busrt-nestjs/core']);
     expect([...reached].filter((f) => /@nestjs|rxjs|reflect-metadata/.test(f))).toEqual([]);
     expect(reached.size).toBeGreaterThan(10);
+  });
+
+  it('only the health entry point needs @nestjs/terminus', () => {
+    expect([...reachedFrom(ENTRIES['busrt-nestjs'])].filter((f) => f.includes('@nestjs/terminus'))).toEqual([]);
+    expect([...reachedFrom(ENTRIES['busrt-nestjs/health'])].some((f) => f.includes('@nestjs/terminus'))).toBe(true);
+    expect(exportsOf(ENTRIES['busrt-nestjs/health']).has('BusrtHealthIndicator')).toBe(true);
   });
 });

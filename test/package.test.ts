@@ -163,9 +163,13 @@ describe('the packed tarball', () => {
       '@nestjs/common',
       '@nestjs/core',
       '@nestjs/microservices',
+      '@nestjs/terminus',
       'reflect-metadata',
       'rxjs',
     ]);
+    // Terminus is wanted only by the health entry point, so it is an optional peer.
+    const meta = pkg['peerDependenciesMeta'] as Record<string, { optional?: boolean }>;
+    expect(meta['@nestjs/terminus']).toEqual({ optional: true });
     const deps = Object.keys(pkg['dependencies'] as Record<string, string>);
     expect(deps.filter((d) => d.startsWith('@nestjs/') || d === 'rxjs' || d === 'reflect-metadata')).toEqual([]);
     // Declaration files name only each other and the packages a consumer has: no path into sources.

@@ -30,7 +30,38 @@ export type { AckHandler, BusClient, DataFrameKind, DisconnectHandler, FrameHand
 export { BROKER_INFO_TOPIC, BROKER_NAME, BROKER_WARN_TOPIC, SECONDARY_SEP } from './protocol/index.js';
 
 // RPC.
-export { RpcClient, RpcError, RpcErrorCode, initCoreRpc } from './rpc/index.js';
+export { RpcClient, RpcError, RpcErrorCode, initCoreRpc, rpcCodeOfBus, busCodeOfRpc } from './rpc/index.js';
+export {
+  AccessDeniedError,
+  BusyError,
+  CursorNotFoundError,
+  InstanceLostError,
+  InvalidParamsError,
+  MethodNotFoundError,
+  NotConnectedError,
+  NotDeliveredError,
+  NotRegisteredError,
+  TimedOutError,
+  toRpcError,
+} from './rpc/index.js';
+
+// Streamed results (cursors, the reference convention: N / NB, 16-byte ids).
+export {
+  CURSOR_NEXT,
+  CURSOR_NEXT_BULK,
+  CursorMap,
+  cursorIdOf,
+  encodeCursorId,
+  encodeCursorRequest,
+  iterableCursor,
+  openCursor,
+  readCursor,
+} from './rpc/index.js';
+export type { Cursor, CursorMapOptions, ReadCursorOptions, RecordEncoder } from './rpc/index.js';
+
+// Replica sets.
+export { REPLICA_SEP, ReplicaDirectory, ReplicaSet, replicaName, serviceOfReplica } from './rpc/index.js';
+export type { ReplicaCallOptions, ReplicaDirectoryOptions } from './rpc/index.js';
 export type { CallOptions, CallSink, RpcEvent, RpcHandlers, RpcOptions, RpcResult } from './rpc/index.js';
 export { msgpackPayload, packMsgpack, unpackMsgpack } from './rpc/index.js';
 export type { Payload, PayloadWriter } from './protocol/index.js';

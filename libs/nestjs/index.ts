@@ -16,7 +16,8 @@ export { BusrtContext } from './server/busrt.context.js';
 export type { BusrtContextArgs } from './server/busrt.context.js';
 export { BrokerMethod, BusrtBroadcast, BusrtEvent, BusrtMethod, BusrtNotification } from './server/decorators.js';
 export type { BusrtPatternOptions } from './server/decorators.js';
-export { APP_ERROR_CODE, BusrtRaw, BusrtRpcException, raw } from './server/codec.js';
+export { APP_ERROR_CODE, BusrtRaw, BusrtRpcException, MSGPACK_SERIALIZER, raw } from './server/codec.js';
+export type { BusrtDeserializer, BusrtSerializer } from './server/codec.js';
 export { BUSRT_TRANSPORT } from './constants.js';
 
 // Calling the bus.
@@ -28,4 +29,4 @@ export type {
   BusrtClientStatus,
   BusrtEventPattern,
 } from './client/busrt.client-proxy.js';
-export type { ReconnectOptions } from './reconnect.js';
+export type { ReconnectOptions, WaitForBrokerOptions } from './reconnect.js';

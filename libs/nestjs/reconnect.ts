@@ -1,8 +1,51 @@
 import { Logger, type Type } from '@nestjs/common';
-import type { BusClient, RpcClient } from '../busrt/internal.js';
+import { type BusClient, type RpcClient, RpcErrorCode, toRpcError } from '../busrt/internal.js';
 
 /** Back-off between reconnection attempts; `false` turns reconnecting off. */
 export type ReconnectOptions = false | { delayMs?: number; maxDelayMs?: number };
+
+/**
+ * Waiting for the broker on the first connect (in containers the broker may start after the
+ * service): attempts with exponential back-off, `maxAttempts` of them (default: forever).
+ */
+export interface WaitForBrokerOptions {
+  /** Delay before the second attempt, doubled after each failure. Default 100 ms. */
+  delayMs?: number;
+  /** The longest delay between attempts. Default 2000 ms. */
+  maxDelayMs?: number;
+  /** Attempts before giving up with the last error. Default Infinity. */
+  maxAttempts?: number;
+}
+
+/** The retry settings of a `waitForBroker` option, or null when the first connect is not retried. */
+export function waitSettings(o: boolean | WaitForBrokerOptions | undefined): Required<WaitForBrokerOptions> | null {
+  if (o === undefined || o === false) return null;
+  const w = o === true ? {} : o;
+  return { delayMs: w.delayMs ?? 100, maxDelayMs: w.maxDelayMs ?? 2000, maxAttempts: w.maxAttempts ?? Infinity };
+}
+
+/**
+ * Runs `attempt` until it succeeds, waiting with back-off between failures. A refusal that another
+ * attempt cannot change (access denied, an invalid name) fails at once; so does `stopped()`.
+ */
+export async function untilConnected<T>(
+  attempt: () => Promise<T>,
+  w: Required<WaitForBrokerOptions>,
+  onRetry: (attempt: number, error: Error) => void,
+  stopped: () => boolean,
+): Promise<T> {
+  for (let n = 1; ; n++) {
+    try {
+      return await attempt();
+    } catch (e) {
+      const code = toRpcError(e).code;
+      if (code === RpcErrorCode.Access || code === RpcErrorCode.Data || n >= w.maxAttempts || stopped()) throw e;
+      onRetry(n, e as Error);
+      await new Promise((r) => setTimeout(r, Math.min(w.maxDelayMs, w.delayMs * 2 ** Math.min(n - 1, 16))));
+      if (stopped()) throw e;
+    }
+  }
+}
 
 /** What a {@link Link} does and tells as its connection comes and goes. */
 export type LinkEvents = {

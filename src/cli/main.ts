@@ -10,7 +10,10 @@ import {
   type Frame,
   QoS,
   RpcClient,
+  NotConnectedError,
   RpcError,
+  TimedOutError,
+  toRpcError,
   type RpcEvent,
   type SocketClient,
   packMsgpack,
@@ -211,7 +214,7 @@ function report(ctx: Ctx, e: unknown): number {
     return EXIT.unreachable;
   }
   if (e instanceof RpcError) {
-    const timedOut = e.code === -32000 - 0x78;
+    const timedOut = e instanceof TimedOutError;
     const text = e.data !== null && e.data.length > 0 ? e.data.toString('utf8') : (RPC_ERRORS[e.code] ?? e.message);
     io.err(`busrt: RPC error ${e.code}: ${text}\n`);
     return timedOut ? EXIT.unreachable : EXIT.failed;
@@ -269,12 +272,22 @@ async function open(ctx: Ctx): Promise<SocketClient> {
   try {
     return await connect({ path: ctx.path, name: ctx.name, timeoutMs: ctx.timeoutMs, ...ctx.link });
   } catch (e) {
-    // A refusal of the name (taken, access) is the broker's answer; anything else means no broker.
-    if (e instanceof BusError && e.code !== 0x73 && e.code !== 0x78) throw e;
-    throw new Unreachable(
-      errorText(e).includes(ctx.path) ? errorText(e) : `cannot connect to ${ctx.path}: ${errorText(e)}`,
-    );
+    throw unreachable(e, ctx.path) ?? e;
   }
+}
+
+/**
+ * The broker could not be reached (not connected, timed out): an `Unreachable` naming the address;
+ * null for anything else, such as a refusal of the name (taken, access), which is the broker's answer.
+ */
+function unreachable(e: unknown, path: string): Unreachable | null {
+  // Only the connection's own failures: an RPC call that timed out has its own report.
+  if (!(e instanceof BusError)) return null;
+  const r = toRpcError(e);
+  if (!(r instanceof NotConnectedError || r instanceof TimedOutError)) return null;
+  // The socket error often names the address already; it is not repeated.
+  const text = errorText(e);
+  return new Unreachable(text.includes(path) ? text : `cannot connect to ${path}: ${text}`);
 }
 
 function need(args: string[], n: number, what: string): void {
@@ -550,9 +563,7 @@ async function benchmark(ctx: Ctx): Promise<number> {
         : undefined,
     });
   } catch (e) {
-    if (e instanceof BusError && (e.code === 0x73 || e.code === 0x78))
-      throw new Unreachable(e.message.includes(ctx.path) ? e.message : `cannot connect to ${ctx.path}: ${e.message}`);
-    throw e;
+    throw unreachable(e, ctx.path) ?? e;
   }
   if (ctx.json) {
     io.out(`${JSON.stringify({ workers, iterations, payloadSize, depth, results })}\n`);

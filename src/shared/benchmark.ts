@@ -318,7 +318,7 @@ function inFlight(n: number, depth: number, count: (n: number) => void, op: () =
 
 /** Frames to a name nobody has are answered "not registered": the expected outcome here. */
 function notRegistered(e: unknown): void {
-  const code = e instanceof BusError ? e.code : e instanceof RpcError ? -32000 - e.code : -1;
+  const code = e instanceof BusError ? e.code : e instanceof RpcError ? e.busCode : -1;
   if (code !== 0x71) throw e;
 }
 

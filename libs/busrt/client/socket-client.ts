@@ -460,10 +460,8 @@ export class SocketClient implements BusClient, BrokerFrameSink {
       try {
         this.handler(frame);
       } catch (e) {
-        // The handler's error belongs to the application; reading the stream must go on.
-        queueMicrotask(() => {
-          throw e;
-        });
+        // As the in-process client does: the handler's failure is logged and reading goes on.
+        console.error(`frame handler of ${this.name} failed: ${(e as Error)?.stack ?? String(e)}`);
       }
       return;
     }

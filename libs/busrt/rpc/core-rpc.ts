@@ -1,13 +1,7 @@
 import { encode } from '@msgpack/msgpack';
-import {
-  BROKER_NAME,
-  type BrokerInfo,
-  type BrokerStats,
-  type BusClient,
-  type ClientInfo,
-  ErrorCode,
-} from '../protocol/index.js';
-import { RpcClient, RpcError, RpcErrorCode, type RpcEvent, type RpcHandlers, type RpcResult } from './rpc-client.js';
+import { BROKER_NAME, type BrokerInfo, type BrokerStats, type BusClient, type ClientInfo } from '../protocol/index.js';
+import { RpcError, RpcErrorCode } from './errors.js';
+import { RpcClient, type RpcEvent, type RpcHandlers, type RpcResult } from './rpc-client.js';
 import { unpackMsgpack } from './msgpack.js';
 
 /** What the core methods read from the broker. */
@@ -151,6 +145,3 @@ export function withCoreFallback(core: CoreRpcHandlers, extra: RpcHandlers): Rpc
     handleFrame: extra.handleFrame?.bind(extra),
   };
 }
-
-/** Code of a bus error as the RPC layer reports it. */
-export const busErrorCode = (code: number = ErrorCode.Other): number => -32000 - code;

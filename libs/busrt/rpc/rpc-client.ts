@@ -4,66 +4,14 @@ import {
   BusError,
   type BusClient,
   decodeUtf8,
-  ErrorCode,
   type Frame,
   type Payload,
   QoS,
 } from '../protocol/index.js';
-
-/** Standard RPC error codes. Bus errors are `-32000 - code` (e.g. -32113 for "not registered"). */
-export const RpcErrorCode = {
-  Parse: -32700,
-  InvalidRequest: -32600,
-  MethodNotFound: -32601,
-  InvalidParams: -32602,
-  Internal: -32603,
-  NotFound: -32001,
-} as const;
+import { NotConnectedError, RpcError, RpcErrorCode, TimedOutError, toRpcError } from './errors.js';
 
 /** RPC payload type bytes. */
 export const RpcType = { Notification: 0x00, Request: 0x01, Reply: 0x11, Error: 0x12 } as const;
-
-/** An RPC error: a code and optional data (usually UTF-8 text). */
-export class RpcError extends Error {
-  readonly code: number;
-  readonly data: Buffer | null;
-
-  constructor(code: number, data?: Uint8Array | string | null, message?: string) {
-    const buf =
-      data === undefined || data === null
-        ? null
-        : typeof data === 'string'
-          ? Buffer.from(data, 'utf8')
-          : Buffer.from(data);
-    super(message ?? (buf !== null && buf.length > 0 ? buf.toString('utf8') : `RPC error ${code}`));
-    this.name = 'RpcError';
-    this.code = code;
-    this.data = buf;
-  }
-
-  static parse(data?: Uint8Array | string | null): RpcError {
-    return new RpcError(RpcErrorCode.Parse, data);
-  }
-  static invalidRequest(data?: Uint8Array | string | null): RpcError {
-    return new RpcError(RpcErrorCode.InvalidRequest, data);
-  }
-  static methodNotFound(data?: Uint8Array | string | null): RpcError {
-    return new RpcError(RpcErrorCode.MethodNotFound, data, 'method not found');
-  }
-  static invalidParams(data?: Uint8Array | string | null): RpcError {
-    return new RpcError(RpcErrorCode.InvalidParams, data, 'invalid method params');
-  }
-  static internal(data?: Uint8Array | string | null): RpcError {
-    return new RpcError(RpcErrorCode.Internal, data);
-  }
-  static notFound(data?: Uint8Array | string | null): RpcError {
-    return new RpcError(RpcErrorCode.NotFound, data);
-  }
-  /** The RPC error for a bus error: code `-32000 - busCode`. */
-  static fromBusError(e: BusError): RpcError {
-    return new RpcError(-32000 - e.code, null, e.message);
-  }
-}
 
 /** A call or notification as handlers see it. */
 export interface RpcEvent {
@@ -125,8 +73,8 @@ export interface CallOptions {
 
 /** Receives the outcome of a call made with {@link RpcClient.callTo}: one of the two, once. */
 export interface CallSink {
-  /** The reply's result bytes. */
-  resolve(reply: Buffer): void;
+  /** The reply's result bytes, and who sent it (the replica that answered, for a follow-up call). */
+  resolve(reply: Buffer, sender?: string): void;
   /** An `RpcError` (the service's error, a refusal, a timeout), or the client's own error. */
   reject(e: Error): void;
 }
@@ -205,7 +153,12 @@ export class RpcClient {
     this.defaultTimeoutMs = options.defaultTimeoutMs ?? 5000;
     this.defaultQos = options.defaultQos ?? QoS.Processed;
     client.onFrame(this.onFrame);
-    client.onDisconnect((e) => this.failAll(e ?? BusError.io('disconnected')));
+    client.onDisconnect((e) => this.failAll(e ?? new NotConnectedError(null, 'disconnected from the bus')));
+  }
+
+  /** The handlers in use. */
+  getHandlers(): RpcHandlers {
+    return this.handlers;
   }
 
   /** Replaces the handlers. */
@@ -266,14 +219,15 @@ export class RpcClient {
   }
 
   /**
-   * Gives up waiting for call `id` (from `track`): its promise rejects, a late reply is dropped.
-   * Returns false when the call was already settled.
+   * Gives up waiting for call `id` (from `track`): its promise rejects (with `error` when given,
+   * e.g. the replica that held it left), a late reply is dropped. Returns false when the call
+   * was already settled.
    */
-  abandon(id: number): boolean {
+  abandon(id: number, error?: Error): boolean {
     const p = this.pending.get(id);
     if (p === undefined) return false;
     this.pending.delete(id);
-    p.sink.reject(new RpcError(RpcErrorCode.Internal, null, 'RPC call abandoned'));
+    p.sink.reject(error ?? new RpcError(RpcErrorCode.Internal, null, 'RPC call abandoned'));
     return true;
   }
 
@@ -311,7 +265,7 @@ export class RpcClient {
         const id = d.readUInt32LE(1);
         const method = decodeUtf8(d, 5, nul);
         if (method === null) {
-          if (id !== 0) this.replyError(frame, id, new RpcError(-32000 - ErrorCode.Data));
+          if (id !== 0) this.replyError(frame, id, new RpcError(RpcErrorCode.Data));
           return;
         }
         const ev = new Event('call', method, id, d.subarray(nul + 1), frame);
@@ -325,7 +279,7 @@ export class RpcClient {
         const p = this.pending.get(id);
         if (p === undefined) return this.warn(`orphaned RPC reply ${id} from ${frame.sender}`);
         this.pending.delete(id);
-        p.sink.resolve(d.subarray(5));
+        p.sink.resolve(d.subarray(5), frame.sender);
         return;
       }
       case RpcType.Error: {
@@ -334,7 +288,7 @@ export class RpcClient {
         const p = this.pending.get(id);
         if (p === undefined) return this.warn(`orphaned RPC error ${id} from ${frame.sender}`);
         this.pending.delete(id);
-        p.sink.reject(new RpcError(d.readInt16LE(5), d.subarray(7)));
+        p.sink.reject(RpcError.of(d.readInt16LE(5), d.subarray(7)));
         return;
       }
       default:
@@ -446,7 +400,7 @@ export class RpcClient {
     for (const [id, p] of this.pending) {
       if (p.deadline <= now) {
         this.pending.delete(id);
-        p.sink.reject(new RpcError(-32000 - ErrorCode.Timeout, null, 'RPC call timed out'));
+        p.sink.reject(new TimedOutError(null, 'RPC call timed out'));
       }
     }
     if (this.pending.size === 0 && this.timer !== null) {
@@ -456,7 +410,7 @@ export class RpcClient {
   };
 
   private failAll(e: Error): void {
-    const err = e instanceof BusError ? RpcError.fromBusError(e) : e;
+    const err = toRpcError(e);
     for (const p of this.pending.values()) p.sink.reject(err);
     this.pending.clear();
   }
@@ -467,11 +421,3 @@ export class RpcClient {
 }
 
 const NOTIFICATION_HEADER = Buffer.from([RpcType.Notification]);
-
-/** Any thrown value as the RpcError its reply carries. */
-export function toRpcError(e: unknown): RpcError {
-  if (e instanceof RpcError) return e;
-  if (e instanceof BusError) return RpcError.fromBusError(e);
-  const msg = e instanceof Error ? e.message : String(e);
-  return new RpcError(RpcErrorCode.Internal, msg);
-}

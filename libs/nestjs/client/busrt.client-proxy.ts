@@ -3,21 +3,36 @@ import { ClientProxy, type ReadPacket, type WritePacket } from '@nestjs/microser
 import { Observable, type Subscriber, type Unsubscribable } from 'rxjs';
 import {
   Broker,
-  BusError,
   type BusClient,
   type CallOptions,
   type CallSink,
   connect,
+  CURSOR_NEXT_BULK,
+  cursorIdOf,
+  encodeCursorRequest,
+  NotConnectedError,
   type Payload,
   payloadBytes,
   QoS,
+  ReplicaDirectory,
+  type ReplicaSet,
   RpcClient,
   RpcError,
+  toRpcError,
+  withContext,
 } from '../../busrt/internal.js';
 import { DEFAULT_HOST } from '../constants.js';
 import { hostedBroker } from '../hosted.js';
-import { leaveBus, Link, type LinkEvents, type ReconnectOptions } from '../reconnect.js';
-import { decodeData, encodeResult } from '../server/codec.js';
+import {
+  leaveBus,
+  Link,
+  type LinkEvents,
+  type ReconnectOptions,
+  untilConnected,
+  type WaitForBrokerOptions,
+  waitSettings,
+} from '../reconnect.js';
+import { type BusrtDeserializer, type BusrtSerializer, Codec } from '../server/codec.js';
 
 /** How a {@link BusrtClientProxy} reaches the bus and what it sends. */
 export interface BusrtClientOptions {
@@ -50,6 +65,31 @@ export interface BusrtClientOptions {
   socketTimeoutMs?: number;
   /** Reconnect when the connection is lost. Default `{ delayMs: 100, maxDelayMs: 5000 }`; false: do not. */
   reconnect?: ReconnectOptions;
+  /**
+   * Wait for the broker on the first connect (`true`: forever, with back-off; or the back-off and
+   * a maximum number of attempts) instead of failing at once. Status `connecting` meanwhile.
+   */
+  waitForBroker?: boolean | WaitForBrokerOptions;
+  /**
+   * Calls made while not connected: `wait` (default) for the connection, up to the call's time
+   * limit; `fail` at once with `NotConnectedError` (-32115).
+   */
+  whileDisconnected?: 'wait' | 'fail';
+  /**
+   * Spread calls over the live replicas of the target (services run with `replicas`), learnt
+   * from `.broker/info` and `client.list`. `retries`: times a call lost with its replica
+   * (-32002) is sent again to another one (default 0: the Observable errors at once).
+   */
+  replicas?: boolean | { retries?: number };
+  /**
+   * Replies that are cursors (`{u: <16 bytes>}`, what a handler returning many values answers)
+   * are read: the Observable emits every record. Default true; `false` hands over the reply.
+   */
+  streams?: boolean | { bulk?: number };
+  /** How `send()` data and `emit()` data are encoded. Default MessagePack. */
+  serializer?: BusrtSerializer;
+  /** How replies are decoded. Default MessagePack. */
+  deserializer?: BusrtDeserializer;
 }
 
 /** A pattern of `send()`: a method of the default target, or a target and a method. */
@@ -57,8 +97,8 @@ export type BusrtCallPattern = string | { target?: string; method: string };
 /** A pattern of `emit()`: a topic, or a topic with its QoS. */
 export type BusrtEventPattern = string | { topic: string; qos?: QoS };
 
-/** Status of a {@link BusrtClientProxy}. */
-export type BusrtClientStatus = 'connected' | 'disconnected' | 'reconnecting';
+/** Status of a {@link BusrtClientProxy}: `connecting` while the first connect waits for the broker. */
+export type BusrtClientStatus = 'connecting' | 'connected' | 'disconnected' | 'reconnecting';
 
 /** Events of a {@link BusrtClientProxy} (`client.on(event, cb)`). */
 export type BusrtClientEvents = LinkEvents;
@@ -67,26 +107,48 @@ const EMPTY = Buffer.alloc(0);
 let clientCount = 0;
 const HOST = hostname().replace(/[^A-Za-z0-9_-]/g, '-') || 'host';
 
+/** What a {@link ProxyCall} needs of its proxy. */
+interface CallSettings {
+  readonly codec: Codec;
+  readonly raw: boolean;
+  /** Records per cursor block, 0 when cursor replies are handed over as they are. */
+  readonly bulk: number;
+  readonly options: CallOptions;
+}
+
 /**
  * One `send()`: it takes the call's outcome to the subscriber, and is the teardown that abandons
- * the call when the subscriber leaves first. One object per call, no promise in between.
+ * the call when the subscriber leaves first. A cursor reply turns it into a reader that asks for
+ * the next block only once the subscriber has taken the last one. One object per call, no
+ * promise in between.
  */
 class ProxyCall implements CallSink, Unsubscribable {
   id = 0;
   rpc: RpcClient | null = null;
   abandoned = false;
+  private cursor: Buffer | null = null;
+  private from = '';
 
   constructor(
     private readonly subscriber: Subscriber<unknown>,
-    private readonly raw: boolean,
+    private readonly s: CallSettings,
   ) {}
 
-  resolve(reply: Buffer): void {
+  resolve(reply: Buffer, sender?: string): void {
+    if (this.abandoned) return;
+    if (this.cursor !== null) return this.block(reply);
+    const id = this.s.bulk > 0 && sender !== undefined ? cursorIdOf(reply) : null;
+    if (id !== null) {
+      this.cursor = id;
+      this.from = sender as string;
+      this.pull();
+      return;
+    }
     let value: unknown;
     try {
-      value = decodeData(reply, this.raw);
+      value = this.s.codec.decode(reply, this.s.raw);
     } catch {
-      this.subscriber.error(new RpcError(-32700, 'the reply is not valid MessagePack'));
+      this.subscriber.error(RpcError.parse('the reply cannot be decoded'));
       return;
     }
     this.subscriber.next(value);
@@ -97,15 +159,40 @@ class ProxyCall implements CallSink, Unsubscribable {
     if (!this.abandoned) this.subscriber.error(e);
   }
 
-  /** Starts the call on a connected RPC client. */
-  start(rpc: RpcClient, target: string, method: string, params: Payload, options: CallOptions): void {
+  /** Starts the call on a connected RPC client, or through the target's replica set. */
+  start(rpc: RpcClient, set: ReplicaSet | null, target: string, method: string, params: Payload): void {
     if (this.abandoned) return;
     this.rpc = rpc;
-    this.id = rpc.callTo(target, method, params, this, options);
+    if (set !== null) set.callTo(method, params, this, this.s.options);
+    else this.id = rpc.callTo(target, method, params, this, this.s.options);
+  }
+
+  /** One block of the cursor: every record to the subscriber, then the next block if it is still there. */
+  private block(reply: Buffer): void {
+    let records: unknown[];
+    try {
+      records = this.s.codec.decodeMany(reply);
+    } catch (e) {
+      this.subscriber.error(e);
+      return;
+    }
+    for (let i = 0; i < records.length; i++) {
+      if (this.abandoned) return;
+      this.subscriber.next(records[i]);
+    }
+    if (this.abandoned) return;
+    if (records.length < this.s.bulk) this.subscriber.complete();
+    else this.pull();
+  }
+
+  private pull(): void {
+    const rpc = this.rpc as RpcClient;
+    const params = encodeCursorRequest(this.cursor as Buffer, this.s.bulk);
+    this.id = rpc.callTo(this.from, CURSOR_NEXT_BULK, params, this, this.s.options);
   }
 
   // Unsubscribing abandons the call: a late reply is dropped, a call still waiting for the
-  // connection is never sent.
+  // connection is never sent, and a cursor is read no further (it expires on its server).
   unsubscribe(): void {
     this.abandoned = true;
     if (this.rpc !== null && this.id !== 0) this.rpc.abandon(this.id);
@@ -135,8 +222,9 @@ export class BusrtClientProxy extends ClientProxy<BusrtClientEvents, string> {
   private readonly timeoutMs: number;
   private readonly qos: QoS;
   private readonly eventQos: QoS;
-  private readonly raw: boolean;
-  private readonly callOptions: CallOptions;
+  private readonly settings: CallSettings;
+  private readonly codec: Codec;
+  private directory: ReplicaDirectory | null = null;
 
   constructor(private readonly options: BusrtClientOptions = {}) {
     super();
@@ -145,8 +233,20 @@ export class BusrtClientProxy extends ClientProxy<BusrtClientEvents, string> {
     this.timeoutMs = options.timeoutMs ?? 5000;
     this.qos = options.qos ?? QoS.Processed;
     this.eventQos = options.eventQos ?? QoS.Processed;
-    this.raw = options.encoding === 'raw';
-    this.callOptions = { qos: this.qos, timeoutMs: this.timeoutMs };
+    this.codec = new Codec(options.serializer, options.deserializer);
+    const streams = options.streams ?? true;
+    const r = options.replicas;
+    const callOptions = {
+      qos: this.qos,
+      timeoutMs: this.timeoutMs,
+      retries: typeof r === 'object' ? (r.retries ?? 0) : 0,
+    };
+    this.settings = {
+      codec: this.codec,
+      raw: options.encoding === 'raw',
+      bulk: streams === false ? 0 : streams === true ? 100 : (streams.bulk ?? 100),
+      options: callOptions,
+    };
     this.link = new Link(BusrtClientProxy, this.name, options.reconnect);
   }
 
@@ -173,6 +273,11 @@ export class BusrtClientProxy extends ClientProxy<BusrtClientEvents, string> {
     this.link.on(event, callback);
   }
 
+  /** True while the proxy is on the bus. */
+  get connected(): boolean {
+    return this.rpc !== null && this.rpc.client.connected;
+  }
+
   /** The RPC client underneath (its `client` is the bus client). */
   unwrap<T = RpcClient>(): T {
     if (this.rpc === null) throw new Error('BusrtClientProxy is not connected: call connect() first');
@@ -186,7 +291,7 @@ export class BusrtClientProxy extends ClientProxy<BusrtClientEvents, string> {
    */
   override send<TResult = unknown, TInput = unknown>(pattern: BusrtCallPattern, data?: TInput): Observable<TResult> {
     return new Observable<TResult>((subscriber) => {
-      const call = new ProxyCall(subscriber as Subscriber<unknown>, this.raw);
+      const call = new ProxyCall(subscriber as Subscriber<unknown>, this.settings);
       this.startCall(pattern, data, call);
       return call;
     });
@@ -253,17 +358,23 @@ export class BusrtClientProxy extends ClientProxy<BusrtClientEvents, string> {
       call.reject(e as Error);
       return;
     }
-    const opts = this.callOptions;
-    if (this.rpc !== null) call.start(this.rpc, target, method, params, opts);
-    else {
-      const t = target;
-      // Sent later: encoded now, as the data is at the time of the call.
-      const bytes = payloadBytes(params);
-      this.ready().then(
-        (r) => call.start(r, t, method, bytes, opts),
-        (e: Error) => call.reject(e),
-      );
+    const t = target;
+    const dir = this.directory;
+    if (this.rpc !== null && (dir === null || dir.loaded(t) !== undefined)) {
+      call.start(this.rpc, dir?.loaded(t) ?? null, t, method, params);
+      return;
     }
+    // Sent later: encoded now, as the data is at the time of the call.
+    const bytes = payloadBytes(params);
+    (this.rpc !== null ? Promise.resolve(this.rpc) : this.ready())
+      .then(async (r) => {
+        const d = this.directory;
+        return { r, set: d === null ? null : await d.service(t) };
+      })
+      .then(
+        ({ r, set }) => call.start(r, set, t, method, bytes),
+        (e: Error) => call.reject(toRpcError(e)),
+      );
   }
 
   private publishEvent(pattern: BusrtEventPattern, data: unknown): Promise<void> {
@@ -281,13 +392,13 @@ export class BusrtClientProxy extends ClientProxy<BusrtClientEvents, string> {
     const rpc = this.rpc;
     const go = (r: RpcClient): Promise<void> =>
       r.client.publish(topic, payload, qos).catch((e: unknown) => {
-        throw e instanceof BusError ? RpcError.fromBusError(e) : e;
+        throw toRpcError(e);
       });
     return rpc !== null ? go(rpc) : this.ready().then(go);
   }
 
   private encode(data: unknown): Payload {
-    if (!this.raw) return encodeResult(data);
+    if (!this.settings.raw) return this.codec.encode(data);
     if (data === undefined || data === null) return EMPTY;
     if (typeof data === 'string') return Buffer.from(data, 'utf8');
     if (data instanceof Uint8Array) return data;
@@ -296,16 +407,22 @@ export class BusrtClientProxy extends ClientProxy<BusrtClientEvents, string> {
 
   /** The RPC client once connected: at once, after (re)connecting, or an error after the call timeout. */
   private ready(): Promise<RpcClient> {
-    if (this.closed) return Promise.reject(new Error('BusrtClientProxy is closed'));
-    if (!this.everConnected || !this.link.reconnects) {
+    if (this.closed) return Promise.reject(new NotConnectedError(null, 'BusrtClientProxy is closed'));
+    if (this.options.whileDisconnected === 'fail' && (this.everConnected || this.connecting !== null)) {
+      return Promise.reject(new NotConnectedError(null, `${this.name} is not connected to the bus`));
+    }
+    const waits = waitSettings(this.options.waitForBroker) !== null;
+    if ((!this.everConnected && !waits) || (this.everConnected && !this.link.reconnects)) {
       return this.connect();
     }
+    // Waiting for the broker: the call waits as a call waits for a reconnection, within its time limit.
+    if (!this.everConnected) this.connect().catch(() => undefined);
     return new Promise<RpcClient>((resolve, reject) => {
       const w: Waiter = { resolve, reject, timer: null };
       if (this.timeoutMs > 0) {
         w.timer = setTimeout(() => {
           this.waiters = this.waiters.filter((x) => x !== w);
-          reject(RpcError.fromBusError(BusError.io(`not connected to the bus (waited ${this.timeoutMs} ms)`)));
+          reject(new NotConnectedError(null, `not connected to the bus (waited ${this.timeoutMs} ms)`));
         }, this.timeoutMs);
       }
       this.waiters.push(w);
@@ -314,12 +431,25 @@ export class BusrtClientProxy extends ClientProxy<BusrtClientEvents, string> {
 
   private async open(): Promise<RpcClient> {
     let client: BusClient;
+    const w = waitSettings(this.options.waitForBroker);
     try {
-      client = await this.openClient();
+      client =
+        w === null || this.everConnected
+          ? await this.openClient()
+          : await untilConnected(
+              () => this.openClient(),
+              w,
+              (n) => {
+                this._status$.next('connecting');
+                this.link.emit('reconnecting', n);
+              },
+              () => this.closed,
+            );
     } catch (e) {
       if (!this.everConnected) {
         this._status$.next('disconnected');
         this.link.emit('error', e as Error);
+        this.failWaiters(toRpcError(e));
       }
       throw e;
     }
@@ -330,13 +460,14 @@ export class BusrtClientProxy extends ClientProxy<BusrtClientEvents, string> {
     }
     const rpc = new RpcClient(client, {}, { defaultTimeoutMs: this.timeoutMs, defaultQos: this.qos });
     client.onDisconnect((e) => this.lost(rpc, e));
+    this.directory = this.options.replicas ? new ReplicaDirectory(rpc) : null;
     this.rpc = rpc;
     this.everConnected = true;
     this._status$.next('connected');
     this.link.emit('connected');
-    const w = this.waiters;
+    const waiting = this.waiters;
     this.waiters = [];
-    for (const x of w) {
+    for (const x of waiting) {
       if (x.timer !== null) clearTimeout(x.timer);
       x.resolve(rpc);
     }
@@ -354,9 +485,7 @@ export class BusrtClientProxy extends ClientProxy<BusrtClientEvents, string> {
           bufSize: this.options.bufSize ?? 2048,
         });
       } catch (e) {
-        throw new Error(`BusrtClientProxy ${this.name}: cannot join the bus at ${path}: ${(e as Error).message}`, {
-          cause: e,
-        });
+        throw withContext(e, `BusrtClientProxy ${this.name}: cannot join the bus at ${path}`);
       }
     }
     const b = this.options.broker ?? DEFAULT_HOST;
@@ -367,6 +496,7 @@ export class BusrtClientProxy extends ClientProxy<BusrtClientEvents, string> {
   private lost(rpc: RpcClient, e?: Error): void {
     if (this.rpc !== rpc) return;
     this.rpc = null;
+    this.directory = null;
     if (this.closed) return;
     this._status$.next('disconnected');
     if (!this.link.reconnects) this.failWaiters(e ?? new Error('disconnected'));

@@ -1,13 +1,24 @@
 import { Logger } from '@nestjs/common';
 import { type CustomTransportStrategy, type MessageHandler, Server, type Transport } from '@nestjs/microservices';
 import { isObservable, type Observable } from 'rxjs';
+import { randomBytes } from 'node:crypto';
 import {
+  BROKER_INFO_TOPIC,
+  BROKER_NAME,
   Broker,
   type BusClient,
   connect,
-  type Frame,
+  CursorMap,
+  type CursorMapOptions,
+  encodeCursorId,
+  Frame,
+  FrameKind,
+  iterableCursor,
   type Markable,
   QoS,
+  replicaName,
+  ReplicaDirectory,
+  type ReplicaSet,
   RpcClient,
   RpcError,
   RpcErrorCode,
@@ -15,13 +26,24 @@ import {
   type RpcHandlers,
   type RpcResult,
   TopicMap,
+  unpackMsgpack,
+  withContext,
 } from '../../busrt/internal.js';
 import { BUSRT_EXTRAS, BUSRT_TRANSPORT, DEFAULT_HOST, RPC_NOTIFICATION, RPC_BROADCAST } from '../constants.js';
 import { type HostedBroker, findHostedBroker, hostedBroker } from '../hosted.js';
-import { leaveBus, Link, type LinkEvents, type ReconnectOptions } from '../reconnect.js';
+import {
+  leaveBus,
+  Link,
+  type LinkEvents,
+  type ReconnectOptions,
+  untilConnected,
+  type WaitForBrokerOptions,
+  waitSettings,
+} from '../reconnect.js';
 import { BusrtContext } from './busrt.context.js';
-import { decodeData, encodeResult, toReplyError } from './codec.js';
+import { type BusrtDeserializer, type BusrtSerializer, Codec, toReplyError } from './codec.js';
 import type { BusrtExtras } from './decorators.js';
+import { isAsyncIterable, observeResult } from './streams.js';
 
 /** How a {@link BusrtServer} reaches the bus. */
 export interface BusrtServerOptions {
@@ -45,10 +67,30 @@ export interface BusrtServerOptions {
   reconnect?: ReconnectOptions;
   /** On close, how long to wait for calls in progress to be answered. Default 10000 ms. */
   closeTimeoutMs?: number;
+  /**
+   * Wait for the broker on the first connect instead of failing `listen()`: `true` (forever, with
+   * back-off) or the back-off and a maximum number of attempts. Status `connecting` meanwhile.
+   */
+  waitForBroker?: boolean | WaitForBrokerOptions;
+  /**
+   * Run as one replica of a set: this instance registers as `<name>@<id>` (id: given, else
+   * random), callers with `replicas` spread calls over the live instances, and one instance at a
+   * time also holds `<name>` itself, so clients that know nothing of replicas are answered too.
+   */
+  replicas?: boolean | { id?: string };
+  /** How a handler's result is encoded. Default MessagePack. */
+  serializer?: BusrtSerializer;
+  /** How received params and event data are decoded. Default MessagePack. */
+  deserializer?: BusrtDeserializer;
+  /**
+   * Streamed results (cursors): TTL, cleaner interval and largest block, and how many values of
+   * an Observable may wait to be read (`bufferLimit`, default 100000).
+   */
+  cursors?: CursorMapOptions & { bufferLimit?: number };
 }
 
-/** Status of a {@link BusrtServer}. */
-export type BusrtStatus = 'connected' | 'disconnected' | 'reconnecting';
+/** Status of a {@link BusrtServer}: `connecting` until the first connection (see `waitForBroker`). */
+export type BusrtStatus = 'connecting' | 'connected' | 'disconnected' | 'reconnecting';
 
 /** Events of a {@link BusrtServer} (`server.on(event, cb)` or `app.on(...)`). */
 export type BusrtServerEvents = LinkEvents;
@@ -60,6 +102,8 @@ class Route implements Markable {
     readonly pattern: string,
     readonly handler: MessageHandler,
     readonly raw: boolean,
+    /** An event handler of a queue group: one instance of a replica set receives each event. */
+    readonly group: boolean = false,
   ) {}
 }
 
@@ -80,6 +124,9 @@ export class BusrtServer extends Server<BusrtServerEvents, BusrtStatus> implemen
   private readonly brokerMethods = new Map<string, Route>();
   private readonly eventHeads = new Map<string, Route>();
   private readonly topics = new TopicMap<Route>();
+  /** Queue-group event handlers: subscribed by the one instance that holds the service name. */
+  private readonly groupHeads = new Map<string, Route>();
+  private readonly groupTopics = new TopicMap<Route>();
   private notificationRoute: Route | null = null;
   private broadcastRoute: Route | null = null;
 
@@ -89,9 +136,19 @@ export class BusrtServer extends Server<BusrtServerEvents, BusrtStatus> implemen
   private inflight = 0;
   private idleWaiters: (() => void)[] = [];
   private closing = false;
+  private everConnected = false;
   private hooked = false;
   private readonly handlers: RpcHandlers;
   private readonly link: Link;
+  private readonly codec: Codec;
+  private readonly cursors: CursorMap;
+  private readonly bufferLimit: number;
+  /** The bus name this instance registers: the service name, or its replica name. */
+  readonly busName: string;
+  private anchor: Anchor | null = null;
+  /** This service's replicas as the instance holding the name sees them, to spread queue groups. */
+  private peers: ReplicaSet | null = null;
+  private nextPeer = 0;
 
   constructor(private readonly options: BusrtServerOptions) {
     super();
@@ -99,11 +156,21 @@ export class BusrtServer extends Server<BusrtServerEvents, BusrtStatus> implemen
       throw new TypeError('BusrtServer: a client name is required ({ name: "svc.example" })');
     }
     this.link = new Link(BusrtServer, options.name, options.reconnect);
+    this.codec = new Codec(options.serializer, options.deserializer);
+    this.cursors = new CursorMap(options.cursors);
+    this.bufferLimit = options.cursors?.bufferLimit ?? 100_000;
+    const r = options.replicas;
+    this.busName =
+      r === undefined || r === false
+        ? options.name
+        : replicaName(options.name, (r === true ? undefined : r.id) ?? randomBytes(6).toString('hex'));
     const blockingEvents = options.blocking?.events ?? false;
     this.handlers = {
       handleCall: (ev) => this.dispatchCall(this.methods, ev),
       handleNotification: (ev) => this.dispatchNotification(ev),
-      handleFrame: blockingEvents ? (f) => this.dispatchFrame(f, true) : (f) => void this.dispatchFrame(f, false),
+      handleFrame: blockingEvents
+        ? (f) => this.dispatchFrame(f, true, this.topics)
+        : (f) => void this.dispatchFrame(f, false, this.topics),
     };
   }
 
@@ -119,23 +186,21 @@ export class BusrtServer extends Server<BusrtServerEvents, BusrtStatus> implemen
     const opts = (extras[BUSRT_EXTRAS] ?? {}) as BusrtExtras;
     callback.isEventHandler = isEventHandler;
     callback.extras = extras;
-    const route = new Route(key, callback, opts.raw === true);
+    // Without replicas the one instance is the whole group: its group handlers are ordinary ones.
+    const group = opts.queueGroup === true && this.busName !== this.options.name;
+    const route = new Route(key, callback, opts.raw === true, group);
     if (!isEventHandler) {
       (opts.broker === true ? this.brokerMethods : this.methods).set(key, route);
       return;
     }
-    if (key === RPC_NOTIFICATION) {
+    if (route.group) {
+      addTopicRoute(this.groupHeads, this.groupTopics, key, route);
+    } else if (key === RPC_NOTIFICATION) {
       this.notificationRoute = chain(this.notificationRoute, route);
     } else if (key === RPC_BROADCAST) {
       this.broadcastRoute = chain(this.broadcastRoute, route);
     } else {
-      const head = this.eventHeads.get(key);
-      if (head === undefined) {
-        this.eventHeads.set(key, route);
-        this.topics.subscribe(key, route);
-      } else {
-        chain(head, route);
-      }
+      addTopicRoute(this.eventHeads, this.topics, key, route);
     }
   }
 
@@ -144,6 +209,7 @@ export class BusrtServer extends Server<BusrtServerEvents, BusrtStatus> implemen
     for (const [k, r] of this.methods) all.set(k, r.handler);
     for (const [k, r] of this.brokerMethods) all.set(`.broker:${k}`, r.handler);
     for (const [k, r] of this.eventHeads) all.set(k, r.handler);
+    for (const [k, r] of this.groupHeads) if (!all.has(k)) all.set(k, r.handler);
     if (this.notificationRoute !== null) all.set(RPC_NOTIFICATION, this.notificationRoute.handler);
     if (this.broadcastRoute !== null) all.set(RPC_BROADCAST, this.broadcastRoute.handler);
     return all;
@@ -185,6 +251,10 @@ export class BusrtServer extends Server<BusrtServerEvents, BusrtStatus> implemen
     await new Promise((r) => setImmediate(r));
     this.detachCore?.();
     this.detachCore = null;
+    this.cursors.close();
+    const anchor = this.anchor;
+    this.anchor = null;
+    await anchor?.stop();
     const rpc = this.rpc;
     this.rpc = null;
     await leaveBus(rpc);
@@ -193,6 +263,16 @@ export class BusrtServer extends Server<BusrtServerEvents, BusrtStatus> implemen
 
   on<K extends keyof BusrtServerEvents>(event: K, callback: BusrtServerEvents[K]): void {
     this.link.on(event, callback);
+  }
+
+  /** True while the server is on the bus (registered and serving). */
+  get connected(): boolean {
+    return this.rpc !== null && this.rpc.client.connected;
+  }
+
+  /** True while this replica also holds the service's own name (see `replicas`). */
+  get holdsServiceName(): boolean {
+    return this.anchor?.holding ?? false;
   }
 
   /** The RPC client this server serves through (its `client` is the bus client). */
@@ -204,9 +284,36 @@ export class BusrtServer extends Server<BusrtServerEvents, BusrtStatus> implemen
   // ------------------------------------------------------------ connecting
 
   private async start(): Promise<void> {
-    const client = await this.open();
+    const w = waitSettings(this.options.waitForBroker);
+    const client =
+      w === null || this.everConnected
+        ? await this.open(this.busName, true)
+        : await untilConnected(
+            () => this.open(this.busName, true),
+            w,
+            (n, e) => {
+              this.setStatus('connecting');
+              this.link.emit('reconnecting', n);
+              if ((n & (n - 1)) === 0) logger.debug(`${this.options.name}: waiting for the broker (${e.message})`);
+            },
+            () => this.closing,
+          );
+    if (this.closing) {
+      await client.disconnect();
+      return;
+    }
+    this.everConnected = true;
     this.serve(client);
-    await this.subscribeAll(client);
+    await this.subscribeAll(client, [...this.eventHeads.keys()]);
+    if (this.busName !== this.options.name) {
+      const rpc = this.rpc as RpcClient;
+      // Subscribes .broker/info, which the anchor follows too.
+      this.peers = this.groupHeads.size > 0 ? await new ReplicaDirectory(rpc).service(this.options.name) : null;
+      if (this.peers === null) await client.subscribe(BROKER_INFO_TOPIC, QoS.Processed);
+      const anchor = new Anchor(this, this.options.name);
+      this.anchor = anchor;
+      void anchor.take();
+    }
     // Only a server inside the broker's process can answer for `.broker`.
     if (this.host !== null && this.host.coreRpc && this.brokerMethods.size > 0 && this.detachCore === null) {
       const methods = this.brokerMethods;
@@ -216,15 +323,17 @@ export class BusrtServer extends Server<BusrtServerEvents, BusrtStatus> implemen
     this.link.emit('connected');
   }
 
-  private async open(): Promise<BusClient> {
-    const { path, name } = this.options;
+  /** @internal Joins the bus as `name`; `main`: the connection whose loss means reconnecting. */
+  async open(name: string, main: boolean): Promise<BusClient> {
+    const { path } = this.options;
     if (path !== undefined) {
       try {
         const c = await connect({ path, name, timeoutMs: this.options.timeoutMs ?? 1000 });
-        c.onDisconnect((e) => this.lost(e));
+        if (main) c.onDisconnect((e) => this.lost(e));
         return c;
       } catch (e) {
-        throw new Error(`BusrtServer ${name}: cannot join the bus at ${path}: ${(e as Error).message}`, { cause: e });
+        // The condition's class (not connected, timed out, busy...) with this side's context.
+        throw withContext(e, `BusrtServer ${name}: cannot join the bus at ${path}`);
       }
     }
     const b = this.options.broker ?? DEFAULT_HOST;
@@ -240,8 +349,13 @@ export class BusrtServer extends Server<BusrtServerEvents, BusrtStatus> implemen
   }
 
   private serve(client: BusClient): void {
+    this.rpc = this.rpcFor(client, this.handlers);
+  }
+
+  /** @internal An RPC client that serves `handlers` with this server's settings. */
+  rpcFor(client: BusClient, handlers: RpcHandlers): RpcClient {
     const b = this.options.blocking ?? {};
-    this.rpc = new RpcClient(client, this.handlers, {
+    return new RpcClient(client, handlers, {
       blockingCalls: b.calls,
       blockingNotifications: b.notifications,
       blockingFrames: b.events,
@@ -249,8 +363,19 @@ export class BusrtServer extends Server<BusrtServerEvents, BusrtStatus> implemen
     });
   }
 
-  private async subscribeAll(client: BusClient): Promise<void> {
-    const masks = [...this.eventHeads.keys()];
+  /** @internal What the connection holding the service name serves: calls and queue groups. */
+  anchorHandlers(): { handlers: RpcHandlers; masks: string[] } {
+    return {
+      handlers: {
+        handleCall: (ev) => this.dispatchCall(this.methods, ev),
+        handleFrame: (f) => this.shareGroupEvent(f),
+      },
+      masks: [...this.groupHeads.keys()],
+    };
+  }
+
+  /** @internal Subscribes `masks`; an error names the server and the masks. */
+  async subscribeAll(client: BusClient, masks: string[]): Promise<void> {
     if (masks.length === 0) return;
     try {
       await client.subscribeBulk(masks, QoS.Processed);
@@ -267,6 +392,10 @@ export class BusrtServer extends Server<BusrtServerEvents, BusrtStatus> implemen
   private lost(e?: Error): void {
     if (this.closing) return;
     this.rpc = null;
+    this.peers = null;
+    const anchor = this.anchor;
+    this.anchor = null;
+    void anchor?.stop();
     this.setStatus('disconnected');
     this.link.lost(
       e,
@@ -284,12 +413,17 @@ export class BusrtServer extends Server<BusrtServerEvents, BusrtStatus> implemen
   /** One call: find the handler, decode, run it through Nest's pipeline, encode the answer. */
   private dispatchCall(routes: Map<string, Route>, ev: RpcEvent): Promise<RpcResult> {
     const route = routes.get(ev.method);
-    if (route === undefined) throw RpcError.methodNotFound();
+    if (route === undefined) {
+      // `N` and `NB` read cursors unless the application serves them itself.
+      const c = this.cursors.handleCall(ev);
+      if (c !== undefined) return c;
+      throw RpcError.methodNotFound();
+    }
     let data: unknown;
     try {
-      data = decodeData(ev.payload, route.raw);
+      data = this.codec.decode(ev.payload, route.raw);
     } catch {
-      throw new RpcError(RpcErrorCode.InvalidParams, 'params are not valid MessagePack');
+      throw new RpcError(RpcErrorCode.InvalidParams, 'params cannot be decoded');
     }
     const ctx = new BusrtContext([ev.frame, ev.method, ev.payload, ev]);
     this.inflight++;
@@ -302,8 +436,7 @@ export class BusrtServer extends Server<BusrtServerEvents, BusrtStatus> implemen
       this.onProcessingStartHook(this.transportId, ctx, async () => {
         const end = this.createProcessingEndHookRunner(ctx);
         try {
-          const r = await handler(data, ctx);
-          resolve(isObservable(r) ? lastValue(r) : r);
+          resolve(await handler(data, ctx));
         } catch (e) {
           reject(e);
         } finally {
@@ -314,9 +447,22 @@ export class BusrtServer extends Server<BusrtServerEvents, BusrtStatus> implemen
   }
 
   private readonly onResult = (v: unknown): RpcResult | Promise<RpcResult> => {
-    if (isObservable(v)) return lastValue(v).then(this.onResult, this.onFailure);
+    if (isObservable(v)) {
+      return observeResult(v, this.bufferLimit).then(
+        (o) => (o.one ? this.onResult(o.value) : this.onResult(o.stream)),
+        this.onFailure,
+      );
+    }
     this.settled();
-    return encodeResult(v);
+    if (isAsyncIterable(v)) {
+      // Many values: the reply is a cursor, read with `NB` (or `N`) at the reader's pace.
+      const codec = this.codec;
+      const id = this.cursors.add(
+        iterableCursor(v, { one: (x) => codec.encode(x), many: (xs) => codec.encodeMany(xs) }),
+      );
+      return encodeCursorId(id);
+    }
+    return this.codec.encode(v);
   };
 
   private readonly onFailure = (e: unknown): never => {
@@ -324,20 +470,46 @@ export class BusrtServer extends Server<BusrtServerEvents, BusrtStatus> implemen
     throw toReplyError(e);
   };
 
+  /**
+   * A queue-group publication reached the instance that holds the service name: it goes to the
+   * next live instance in turn (this one included), forwarded as a notification from the service
+   * name that carries the topic, the publisher and the payload.
+   */
+  private shareGroupEvent(frame: Frame): void {
+    const live = this.peers?.live ?? [];
+    const to = live.length === 0 ? this.busName : live[this.nextPeer++ % live.length];
+    const rpc = this.rpc;
+    if (to === this.busName || rpc === null || frame.topic === null) {
+      void this.dispatchFrame(frame, false, this.groupTopics);
+      return;
+    }
+    const sent = this.anchor?.forward(to, encodeGroupEvent(frame));
+    // The instance just left: handled here instead.
+    if (sent === undefined) void this.dispatchFrame(frame, false, this.groupTopics);
+    else void sent.catch(() => this.dispatchFrame(frame, false, this.groupTopics));
+  }
+
   private dispatchNotification(ev: RpcEvent): Promise<void> | void {
+    if (ev.sender === this.options.name && this.busName !== this.options.name) {
+      const f = decodeGroupEvent(ev.payload);
+      if (f !== null) return this.dispatchFrame(f, true, this.groupTopics);
+    }
     const route = this.notificationRoute;
     if (route === null) return;
     return this.runEvent(route, ev.frame, RPC_NOTIFICATION, ev.payload, ev);
   }
 
-  private dispatchFrame(frame: Frame, wait: boolean): Promise<void> | undefined {
+  private dispatchFrame(frame: Frame, wait: boolean, topics: TopicMap<Route>): Promise<void> | undefined {
+    if (frame.topic === BROKER_INFO_TOPIC && frame.sender === BROKER_NAME && this.anchor !== null) {
+      this.anchor.onInfo(frame);
+    }
     if (frame.topic === null) {
       const route = this.broadcastRoute;
       if (route === null) return undefined;
       const p = this.runEvent(route, frame, RPC_BROADCAST, frame.payload, null);
       return wait ? p : undefined;
     }
-    const routes = this.topics.match(frame.topic);
+    const routes = topics.match(frame.topic);
     if (routes.length === 0) return undefined;
     if (routes.length === 1) {
       const p = this.runEvent(routes[0], frame, frame.topic, frame.payload, null);
@@ -351,10 +523,10 @@ export class BusrtServer extends Server<BusrtServerEvents, BusrtStatus> implemen
   private runEvent(route: Route, frame: Frame, pattern: string, payload: Buffer, ev: RpcEvent | null): Promise<void> {
     let data: unknown;
     try {
-      data = decodeData(payload, route.raw);
+      data = this.codec.decode(payload, route.raw);
     } catch {
       logger.warn(
-        `${this.options.name}: ${pattern} from ${frame.sender}: payload is not MessagePack, dropped (use { raw: true } for bytes)`,
+        `${this.options.name}: ${pattern} from ${frame.sender}: payload cannot be decoded, dropped (use { raw: true } for bytes)`,
       );
       return Promise.resolve();
     }
@@ -396,6 +568,17 @@ export class BusrtServer extends Server<BusrtServerEvents, BusrtStatus> implemen
   }
 }
 
+/** A handler of topic mask `key`: the first of its mask is subscribed, the others chained to it. */
+function addTopicRoute(heads: Map<string, Route>, topics: TopicMap<Route>, key: string, route: Route): void {
+  const head = heads.get(key);
+  if (head === undefined) {
+    heads.set(key, route);
+    topics.subscribe(key, route);
+  } else {
+    chain(head, route);
+  }
+}
+
 /** Appends `route` to a chain of event handlers (Nest runs `handler.next` after `handler`). */
 function chain(head: Route | null, route: Route): Route {
   if (head === null) return route;
@@ -411,4 +594,126 @@ function lastValue(o: Observable<unknown>): Promise<unknown> {
     let last: unknown = undefined;
     o.subscribe({ next: (v) => (last = v), error: reject, complete: () => resolve(last) });
   });
+}
+
+/** First bytes of a queue-group event forwarded between instances (in an RPC notification). */
+const GROUP_EVENT = Buffer.from([0xb5, 0x51, 0x47, 0x01]);
+
+/** `magic, u16 topic length, topic, u16 sender length, sender, payload`. */
+function encodeGroupEvent(f: Frame): Buffer {
+  const topic = Buffer.from(f.topic ?? '', 'utf8');
+  const sender = Buffer.from(f.sender, 'utf8');
+  const head = Buffer.allocUnsafe(GROUP_EVENT.length + 4 + topic.length + sender.length);
+  let p = GROUP_EVENT.copy(head, 0);
+  p = head.writeUInt16LE(topic.length, p);
+  p += topic.copy(head, p);
+  p = head.writeUInt16LE(sender.length, p);
+  sender.copy(head, p);
+  return Buffer.concat([head, f.payload]);
+}
+
+/** The publication inside a forwarded queue-group event, or null when the bytes are not one. */
+function decodeGroupEvent(d: Buffer): Frame | null {
+  const m = GROUP_EVENT.length;
+  if (d.length < m + 4 || !d.subarray(0, m).equals(GROUP_EVENT)) return null;
+  const tl = d.readUInt16LE(m);
+  if (d.length < m + 4 + tl) return null;
+  const topic = d.toString('utf8', m + 2, m + 2 + tl);
+  const sl = d.readUInt16LE(m + 2 + tl);
+  const start = m + 4 + tl + sl;
+  if (d.length < start) return null;
+  const sender = d.toString('utf8', m + 4 + tl, start);
+  return new Frame(FrameKind.Publish, sender, topic, d.subarray(start), false);
+}
+
+/** How often an instance that does not hold the service name tries to, besides on its `unreg`. */
+const ANCHOR_POLL_MS = 10_000;
+
+/**
+ * The second connection of one replica: it holds the service's own name, so that callers that
+ * know nothing of replicas are answered, and receives the queue-group events. One instance holds
+ * it at a time; the others wait for the holder's `unreg` announcement and race to take it over
+ * (the broker lets one win and refuses the rest as busy).
+ */
+class Anchor {
+  private rpc: RpcClient | null = null;
+  private stopped = false;
+  private taking = false;
+  private timer: NodeJS.Timeout | null = null;
+
+  constructor(
+    private readonly server: BusrtServer,
+    private readonly name: string,
+  ) {}
+
+  /** Tries to register the service name; on a refusal, waits for the next chance. */
+  async take(): Promise<void> {
+    if (this.stopped || this.rpc !== null || this.taking) return;
+    this.taking = true;
+    try {
+      const client = await this.server.open(this.name, false);
+      if (this.stopped) {
+        await client.disconnect();
+        return;
+      }
+      const { handlers, masks } = this.server.anchorHandlers();
+      const rpc = this.server.rpcFor(client, handlers);
+      this.rpc = rpc;
+      client.onDisconnect(() => {
+        if (this.rpc !== rpc) return;
+        this.rpc = null;
+        this.retryLater();
+      });
+      await this.server.subscribeAll(client, masks);
+    } catch {
+      // Another instance holds the name (busy), or the broker is going away.
+      this.retryLater();
+    } finally {
+      this.taking = false;
+    }
+  }
+
+  /** A `.broker/info` announcement: the holder of the name left, so try to take it. */
+  onInfo(frame: Frame): void {
+    if (this.rpc !== null || this.stopped) return;
+    let a: { s?: unknown; d?: unknown };
+    try {
+      a = unpackMsgpack(frame.payload);
+    } catch {
+      return;
+    }
+    if (typeof a === 'object' && a !== null && a.s === 'unreg' && a.d === this.name) void this.take();
+  }
+
+  /** Sends a queue-group event to instance `to` from the service name; undefined when not holding it. */
+  forward(to: string, payload: Buffer): Promise<void> | undefined {
+    return this.rpc?.notify(to, payload, QoS.Processed);
+  }
+
+  /** True while this instance holds the service name. */
+  get holding(): boolean {
+    return this.rpc !== null;
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    if (this.timer !== null) clearTimeout(this.timer);
+    this.timer = null;
+    const rpc = this.rpc;
+    this.rpc = null;
+    await leaveBus(rpc);
+  }
+
+  private retryLater(): void {
+    // The holder's unreg announcement normally comes first; the timer covers a broker that makes none.
+    if (this.stopped || this.timer !== null) return;
+    this.timer = setTimeout(
+      () => {
+        this.timer = null;
+        void this.take();
+      },
+      ANCHOR_POLL_MS + Math.floor(Math.random() * 1000),
+    );
+    this.timer.unref();
+  }
 }

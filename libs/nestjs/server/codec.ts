@@ -37,24 +37,76 @@ export class BusrtRpcException extends RpcException {
 }
 
 /**
- * Received bytes as a handler's data: the bytes themselves when `raw`, undefined when empty, else
- * decoded MessagePack (throws when they are not).
+ * Turns values into payload bytes, as Nest's `serializer` option does for other transports
+ * (`serialize(value)`; the Nest `Serializer` interface fits when it returns bytes synchronously).
+ * It is not asked about `undefined` (an empty payload) nor about {@link BusrtRaw} bytes, which go
+ * out as they are, without a copy.
  */
-export function decodeData(payload: Buffer, raw: boolean): unknown {
-  if (raw) return payload;
-  return payload.length === 0 ? undefined : unpackMsgpack(payload);
+export interface BusrtSerializer {
+  /** The bytes of `value` (a `PayloadWriter`, such as `msgpackPayload(v)`, is written in place). */
+  serialize(value: unknown): Uint8Array | Payload;
 }
 
 /**
- * A handler's result (or a proxy's data) as a payload: undefined is empty, anything else
- * MessagePack, encoded straight into the output of the client that sends it.
+ * Turns received payload bytes into values, as Nest's `deserializer` option does. It is not asked
+ * about an empty payload (undefined) nor by `raw` handlers, which get the received bytes.
  */
-export function encodeResult(value: unknown): Payload {
-  if (value === undefined) return EMPTY;
-  if (value === null) return NIL;
-  if (value instanceof BusrtRaw) return value.bytes;
-  return msgpackPayload(value);
+export interface BusrtDeserializer {
+  /** The value of `bytes` (a view into the received frame: copy what you keep). Throw when invalid. */
+  deserialize(bytes: Buffer): unknown;
 }
+
+/** MessagePack both ways: the default of every part of this transport. */
+export const MSGPACK_SERIALIZER: BusrtSerializer & BusrtDeserializer = {
+  serialize: (value) => (value === null ? NIL : msgpackPayload(value)),
+  deserialize: (bytes) => unpackMsgpack(bytes),
+};
+
+/** The encoding and decoding of one server or client, from its options. */
+export class Codec {
+  private readonly ser: BusrtSerializer;
+  private readonly de: BusrtDeserializer;
+
+  constructor(serializer?: BusrtSerializer, deserializer?: BusrtDeserializer) {
+    this.ser = serializer ?? MSGPACK_SERIALIZER;
+    this.de = deserializer ?? MSGPACK_SERIALIZER;
+  }
+
+  /**
+   * Received bytes as a handler's data: the bytes themselves when `raw`, undefined when empty,
+   * else the deserializer's value (throws when they are not valid).
+   */
+  decode(payload: Buffer, raw: boolean): unknown {
+    if (raw) return payload;
+    return payload.length === 0 ? undefined : this.de.deserialize(payload);
+  }
+
+  /**
+   * A handler's result (or a proxy's data) as a payload: undefined is empty, raw bytes are sent
+   * as they are, anything else goes through the serializer (MessagePack by default, encoded
+   * straight into the output of the client that sends it).
+   */
+  encode(value: unknown): Payload {
+    if (value === undefined) return EMPTY;
+    if (value instanceof BusrtRaw) return value.bytes;
+    return this.ser.serialize(value);
+  }
+
+  /** A block of records (an array) as one payload, for a cursor. */
+  encodeMany(values: unknown[]): Payload {
+    return this.ser.serialize(values);
+  }
+
+  /** A cursor block as its records; a block that is not an array is a parse error. */
+  decodeMany(block: Buffer): unknown[] {
+    const v = block.length === 0 ? [] : this.de.deserialize(block);
+    if (!Array.isArray(v)) throw RpcError.parse('a cursor block is not an array');
+    return v;
+  }
+}
+
+/** The default codec (MessagePack). */
+export const DEFAULT_CODEC = new Codec();
 
 function isInt16(n: unknown): n is number {
   return typeof n === 'number' && Number.isInteger(n) && n >= -32768 && n <= 32767;

@@ -5,6 +5,11 @@ import { BUSRT_EXTRAS, BUSRT_TRANSPORT, RPC_BROADCAST, RPC_NOTIFICATION } from '
 export interface BusrtPatternOptions {
   /** Hand the handler the undecoded payload (a Buffer) instead of decoding MessagePack. */
   raw?: boolean;
+  /**
+   * Events only: in a replica set, one instance receives each event (the one that holds the
+   * service name) instead of every instance. Without replicas the server receives them all.
+   */
+  queueGroup?: boolean;
 }
 
 /** Settings a `BusrtServer` reads from a pattern's extras. */
@@ -28,7 +33,7 @@ export const BrokerMethod = (method: string, options: BusrtPatternOptions = {}):
 
 /** `@EventPattern(mask)` bound to this transport: receives publications on topics matching the masks. */
 export const BusrtEvent = (masks: string | string[], options: BusrtPatternOptions = {}): MethodDecorator =>
-  EventPattern(masks, BUSRT_TRANSPORT, extras({ raw: options.raw }));
+  EventPattern(masks, BUSRT_TRANSPORT, extras({ raw: options.raw, queueGroup: options.queueGroup }));
 
 /** Receives RPC notifications sent to this server's client. */
 export const BusrtNotification = (options: BusrtPatternOptions = {}): MethodDecorator =>

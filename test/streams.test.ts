@@ -1,0 +1,264 @@
+// Streamed results on upstream's cursor convention: a cursor id of 16 raw bytes in `{u}`, `N` for
+// one record, `NB` with `{u, n}` for a block, -32001 for an unknown or expired cursor. Served by
+// the core CursorMap and by BusrtServer handlers that return many values; read by the core
+// readers, by hand-made N/NB calls and by BusrtClientProxy.
+import 'reflect-metadata';
+import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
+import { Controller } from '@nestjs/common';
+import { NestFactory } from '@nestjs/core';
+import { type MicroserviceOptions, Payload } from '@nestjs/microservices';
+import { firstValueFrom, from, lastValueFrom, take, tap, toArray } from 'rxjs';
+import {
+  Broker,
+  type BusClient,
+  connect,
+  CursorMap,
+  CursorNotFoundError,
+  encodeCursorId,
+  initCoreRpc,
+  iterableCursor,
+  openCursor,
+  packMsgpack,
+  RpcClient,
+  RpcError,
+  unpackMsgpack,
+} from '#busrt/core';
+import { BusrtClientProxy, BusrtMethod, BusrtModule, BusrtServer, type BusrtSerializer } from '#busrt/nestjs';
+import { tmpSocket } from './support/raw.js';
+import { until } from './support/until.js';
+
+/** Numbers 0..n-1 from an async generator that counts what it produced and whether it was stopped. */
+function counter(n: number): { source: AsyncGenerator<number>; produced: () => number; stopped: () => boolean } {
+  let produced = 0;
+  let stopped = false;
+  async function* gen(): AsyncGenerator<number> {
+    try {
+      for (let i = 0; i < n; i++) {
+        produced++;
+        yield i;
+      }
+    } finally {
+      stopped = true;
+    }
+  }
+  return { source: gen(), produced: () => produced, stopped: () => stopped };
+}
+
+describe('cursors in the core RPC layer', () => {
+  const broker = new Broker();
+  let path = '';
+  const cursors = new CursorMap({ ttlMs: 300, cleanerIntervalMs: 50 });
+  const clients: BusClient[] = [];
+  let server: RpcClient;
+  let caller: RpcClient;
+  let last: ReturnType<typeof counter> | null = null;
+
+  beforeAll(async () => {
+    initCoreRpc(broker);
+    path = (await broker.spawnUnixServer(tmpSocket(), { timeoutMs: 2000 })).address;
+    const s = await connect({ path, name: 'db', timeoutMs: 2000 });
+    const c = await connect({ path, name: 'reader', timeoutMs: 2000 });
+    clients.push(s, c);
+    server = new RpcClient(s, {
+      handleCall: (ev) => {
+        const served = cursors.handleCall(ev);
+        if (served !== undefined) return served;
+        if (ev.method === 'Cnums') {
+          last = counter(unpackMsgpack<number>(ev.payload));
+          return encodeCursorId(cursors.add(iterableCursor(last.source)));
+        }
+        throw RpcError.methodNotFound();
+      },
+    });
+    caller = new RpcClient(c);
+  });
+  afterAll(async () => {
+    cursors.close();
+    await Promise.all(clients.map((c) => c.disconnect()));
+    await broker.close();
+  });
+
+  it('opens with {u: bin 16} and reads every record with NB blocks', async () => {
+    const reply = await caller.call('db', 'Cnums', packMsgpack(50));
+    // The reference's payload: a map of one key "u" holding 16 raw bytes (bin 8), not a string.
+    expect([...reply.subarray(0, 5)]).toEqual([0x81, 0xa1, 0x75, 0xc4, 0x10]);
+    expect(reply.length).toBe(21);
+    const got: unknown[] = [];
+    for await (const r of openCursor(caller, 'db', 'Cnums', { params: packMsgpack(50), bulk: 7 })) got.push(r);
+    expect(got).toEqual(Array.from({ length: 50 }, (_, i) => i));
+    expect(server).toBeDefined();
+  });
+
+  it('reads one record per N call, an empty payload at the end, then -32001 once cleaned', async () => {
+    const reply = await caller.call('db', 'Cnums', packMsgpack(2));
+    const u = unpackMsgpack<{ u: Uint8Array }>(reply).u;
+    const n = async (): Promise<Buffer> => caller.call('db', 'N', packMsgpack({ u }));
+    expect(unpackMsgpack(await n())).toBe(0);
+    expect(unpackMsgpack(await n())).toBe(1);
+    expect((await n()).length).toBe(0);
+    // Finished: the cleaner removes it; then the id is unknown.
+    await until(() => cursors.size === 0, 2000, 'the cleaner');
+    await expect(n()).rejects.toBeInstanceOf(CursorNotFoundError);
+    await expect(n()).rejects.toMatchObject({ code: -32001 });
+  });
+
+  it('answers -32001 for an unknown id and -32602 for params that are not {u: 16 bytes}', async () => {
+    await expect(caller.call('db', 'NB', packMsgpack({ u: Buffer.alloc(16, 9), n: 10 }))).rejects.toMatchObject({
+      code: -32001,
+    });
+    await expect(caller.call('db', 'NB', packMsgpack({ u: 'not bytes', n: 1 }))).rejects.toMatchObject({
+      code: -32602,
+    });
+    await expect(caller.call('db', 'NB', Buffer.from([0xc1]))).rejects.toMatchObject({ code: -32602 });
+    const reply = await caller.call('db', 'Cnums', packMsgpack(3));
+    const u = unpackMsgpack<{ u: Uint8Array }>(reply).u;
+    await expect(caller.call('db', 'NB', packMsgpack({ u, n: 0 }))).rejects.toMatchObject({ code: -32602 });
+    // Still serving after the bad input.
+    expect(unpackMsgpack(await caller.call('db', 'NB', packMsgpack({ u, n: 10 })))).toEqual([0, 1, 2]);
+  });
+
+  it('a reader that stops reading stops the producer: the cursor expires and its source is closed', async () => {
+    const got: unknown[] = [];
+    for await (const r of openCursor(caller, 'db', 'Cnums', { params: packMsgpack(1_000_000), bulk: 10 })) {
+      got.push(r);
+      if (got.length === 25) break;
+    }
+    const c = last as ReturnType<typeof counter>;
+    // Three blocks of 10 were asked for; nothing more was produced.
+    expect(c.produced()).toBe(30);
+    await until(() => c.stopped(), 3000, 'the expired cursor to stop its source');
+    expect(c.produced()).toBe(30);
+  });
+});
+
+const JSON_CODEC: BusrtSerializer & { deserialize(b: Buffer): unknown } = {
+  serialize: (v) => Buffer.from(JSON.stringify(v), 'utf8'),
+  deserialize: (b) => JSON.parse(b.toString('utf8')) as unknown,
+};
+
+let streamed: ReturnType<typeof counter> | null = null;
+
+@Controller()
+class StreamController {
+  @BusrtMethod('numbers')
+  numbers(@Payload() n: number): AsyncGenerator<number> {
+    streamed = counter(n);
+    return streamed.source;
+  }
+
+  @BusrtMethod('letters')
+  letters(): ReturnType<typeof from<string[]>> {
+    return from(['a', 'b', 'c']);
+  }
+
+  @BusrtMethod('flood')
+  flood(): ReturnType<typeof from<number[]>> {
+    // More values at once than the server lets wait for a reader (bufferLimit 50 below).
+    return from(Array.from({ length: 1000 }, (_, i) => i));
+  }
+
+  @BusrtMethod('one')
+  one(): ReturnType<typeof from<number[]>> {
+    return from([42]);
+  }
+}
+
+describe('streamed results in Nest: handler -> cursor -> ClientProxy Observable', () => {
+  const sock = tmpSocket();
+  let app: Awaited<ReturnType<typeof NestFactory.createMicroservice>>;
+  let proxy: BusrtClientProxy;
+  let jsonApp: Awaited<ReturnType<typeof NestFactory.createMicroservice>>;
+  let jsonProxy: BusrtClientProxy;
+
+  beforeAll(async () => {
+    app = await NestFactory.createMicroservice<MicroserviceOptions>(
+      {
+        module: class StreamApp {},
+        imports: [BusrtModule.forRoot({ listeners: [{ path: sock }], logger: false })],
+        controllers: [StreamController],
+      },
+      {
+        strategy: new BusrtServer({
+          name: 'svc.stream',
+          cursors: { ttlMs: 300, cleanerIntervalMs: 50, bufferLimit: 50 },
+        }),
+        logger: false,
+      },
+    );
+    await app.listen();
+    proxy = new BusrtClientProxy({ path: sock, target: 'svc.stream', streams: { bulk: 16 } });
+    await proxy.connect();
+    jsonApp = await NestFactory.createMicroservice<MicroserviceOptions>(
+      { module: class JsonApp {}, controllers: [StreamController] },
+      {
+        strategy: new BusrtServer({
+          name: 'svc.json',
+          path: sock,
+          serializer: JSON_CODEC,
+          deserializer: JSON_CODEC,
+        }),
+        logger: false,
+      },
+    );
+    await jsonApp.listen();
+    jsonProxy = new BusrtClientProxy({
+      path: sock,
+      target: 'svc.json',
+      serializer: JSON_CODEC,
+      deserializer: JSON_CODEC,
+    });
+    await jsonProxy.connect();
+  });
+  afterAll(async () => {
+    await jsonProxy?.close();
+    await jsonApp?.close();
+    await proxy?.close();
+    await app?.close();
+  });
+
+  it('an async generator is read to the end; an Observable of several values too; one value stays a reply', async () => {
+    expect(await lastValueFrom(proxy.send('numbers', 100).pipe(toArray()))).toEqual(
+      Array.from({ length: 100 }, (_, i) => i),
+    );
+    expect(await lastValueFrom(proxy.send('letters').pipe(toArray()))).toEqual(['a', 'b', 'c']);
+    expect(await lastValueFrom(proxy.send('one').pipe(toArray()))).toEqual([42]);
+    // With streams off the cursor itself is the reply, for a caller that reads it another way.
+    const plain = new BusrtClientProxy({ path: sock, target: 'svc.stream', streams: false });
+    const u = (await firstValueFrom(plain.send('numbers', 3))) as { u: Uint8Array };
+    expect(u.u.byteLength).toBe(16);
+    await plain.close();
+  });
+
+  it('a subscriber that stops taking values stops the pulls and, once the cursor expires, the producer', async () => {
+    expect(await lastValueFrom(proxy.send('numbers', 1_000_000).pipe(take(20), toArray()))).toHaveLength(20);
+    const c = streamed as ReturnType<typeof counter>;
+    // Two blocks of 16 were pulled before the subscriber left.
+    expect(c.produced()).toBe(32);
+    await until(() => c.stopped(), 3000, 'the producer to be stopped');
+    expect(c.produced()).toBe(32);
+  });
+
+  it('an Observable that outruns its reader past bufferLimit ends the stream with an error, not memory', async () => {
+    const got: unknown[] = [];
+    const e = await lastValueFrom(
+      proxy.send('flood').pipe(
+        tap((v) => got.push(v)),
+        toArray(),
+      ),
+    ).catch((x: unknown) => x);
+    expect(e).toBeInstanceOf(RpcError);
+    expect(e).toMatchObject({ code: -32603 });
+    expect((e as Error).message).toMatch(/stream overflow/);
+    // What was buffered before the overflow was delivered, in order; the rest never was.
+    expect(got.length).toBeGreaterThan(0);
+    expect(got.length).toBeLessThanOrEqual(51);
+    expect(got).toEqual(Array.from({ length: got.length }, (_, i) => i));
+    // The server goes on serving.
+    expect(await firstValueFrom(proxy.send('one'))).toBe(42);
+  });
+
+  it('serializer/deserializer options: JSON both ways, streams included', async () => {
+    expect(await lastValueFrom(jsonProxy.send('numbers', 5).pipe(toArray()))).toEqual([0, 1, 2, 3, 4]);
+    expect(await firstValueFrom(jsonProxy.send('one'))).toBe(42);
+  });
+});
