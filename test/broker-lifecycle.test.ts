@@ -4,6 +4,7 @@ import { spawn } from 'node:child_process';
 import { dirname, join } from 'node:path';
 import { Broker, BusError, type Frame, QoS } from '#busrt/core';
 import { clientFrame, RawPeer, sleep, tmpSocket } from './support/raw.js';
+import { listenFor } from './support/transport.js';
 import { vectorBytes } from './support/vectors.js';
 
 const brokers: Broker[] = [];
@@ -11,7 +12,7 @@ const peers: RawPeer[] = [];
 async function start(opts: ConstructorParameters<typeof Broker>[0] = {}, cfg = {}): Promise<[Broker, string]> {
   const b = new Broker(opts);
   brokers.push(b);
-  const l = await b.spawnUnixServer(tmpSocket(), cfg);
+  const l = await listenFor(b, cfg);
   return [b, l.address];
 }
 async function reg(path: string, name: string): Promise<RawPeer> {
@@ -186,6 +187,8 @@ describe('in-process clients', () => {
   });
 });
 
+// These are about listeners of given kinds (several at once, UNIX socket files, TCP ports), not
+// about the stream a client runs over: they run as written whatever the run's kind.
 describe('listeners', () => {
   it('serves several UNIX and TCP listeners with their own settings at once', async () => {
     const b = new Broker();

@@ -1,10 +1,11 @@
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
-import net from 'node:net';
+import type { Duplex } from 'node:stream';
 import { Broker } from '#busrt/core';
-import { clientFrame, RawPeer, sleep, tmpSocket } from './support/raw.js';
+import { clientFrame, RawPeer, sleep } from './support/raw.js';
+import { listenFor } from './support/transport.js';
 
-/** Counts the data frames arriving on a raw socket without keeping them. */
-function countFrames(sock: net.Socket, kind: number): { count: () => number; done: (n: number) => Promise<void> } {
+/** Counts the data frames arriving on a raw stream without keeping them. */
+function countFrames(sock: Duplex, kind: number): { count: () => number; done: (n: number) => Promise<void> } {
   let n = 0;
   let carry: Buffer = Buffer.alloc(0);
   let want = Infinity;
@@ -37,7 +38,7 @@ describe('a client that stops reading', () => {
   const broker = new Broker({ queueSize: 2048 });
   let path = '';
   beforeAll(async () => {
-    path = (await broker.spawnUnixServer(tmpSocket(), { timeoutMs: 4000 })).address;
+    path = (await listenFor(broker, { timeoutMs: 4000 })).address;
   });
   afterAll(() => broker.close());
 
@@ -45,13 +46,13 @@ describe('a client that stops reading', () => {
     const slow = await RawPeer.register(path, 'slow');
     slow.write(clientFrame(1, 0x42, 'flood/#'));
     await slow.readFrame();
-    slow.socket.pause(); // stops reading for good
+    slow.stream.pause(); // stops reading for good
 
     const a = await RawPeer.register(path, 'a');
     const b = await RawPeer.register(path, 'b');
-    a.socket.removeAllListeners('data');
-    b.socket.removeAllListeners('data');
-    const got = countFrames(b.socket, 0x12);
+    a.stream.removeAllListeners('data');
+    b.stream.removeAllListeners('data');
+    const got = countFrames(b.stream, 0x12);
 
     const total = 100_000;
     const heap0 = process.memoryUsage().heapUsed;
@@ -62,7 +63,7 @@ describe('a client that stops reading', () => {
     for (let i = 0; i < total; i += batch) {
       const parts: Buffer[] = [];
       for (let k = 0; k < batch; k++) parts.push(msg, pubFrame);
-      if (!a.socket.write(Buffer.concat(parts))) await new Promise((r) => a.socket.once('drain', r));
+      if (!a.stream.write(Buffer.concat(parts))) await new Promise((r) => a.stream.once('drain', r));
       const s = broker.getClient('slow');
       if (s) maxQueue = Math.max(maxQueue, s.sink.queued());
       if (i % 20000 === 0) await sleep(1);
@@ -73,7 +74,7 @@ describe('a client that stops reading', () => {
     expect(broker.getClient('slow')).toBeUndefined();
     expect(maxQueue).toBeLessThanOrEqual(2048);
     // Once it reads again it sees what it was sent before the drop, then the end of the stream.
-    slow.socket.resume();
+    slow.stream.resume();
     expect(await slow.closedWithin(5000)).toBe(true);
     // Nothing piles up: the heap grew by far less than the 20+ MB that went through.
     expect(process.memoryUsage().heapUsed - heap0).toBeLessThan(64 * 1024 * 1024);

@@ -2,10 +2,11 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from '@jest/glob
 import { fork } from 'node:child_process';
 import { Broker, BusError, connect, type Frame, FrameKind, QoS, type SocketClient } from '#busrt/core';
 import { sleep, tmpSocket } from './support/raw.js';
+import { clientOptions, listenFor, namesGone, TRANSPORT } from './support/transport.js';
 
 const clients: SocketClient[] = [];
 async function client(path: string, name: string, timeoutMs = 2000): Promise<SocketClient> {
-  const c = await connect({ path, name, timeoutMs });
+  const c = await connect({ path, name, timeoutMs, ...clientOptions() });
   clients.push(c);
   return c;
 }
@@ -23,61 +24,60 @@ async function until(cond: () => boolean, ms = 2000): Promise<void> {
   }
 }
 
-describe('socket client against the broker', () => {
+describe(`socket client against the broker over ${TRANSPORT}`, () => {
   const broker = new Broker();
-  const paths: string[] = [];
+  let address = '';
+  const path = (): string => address;
   beforeAll(async () => {
-    paths.push((await broker.spawnUnixServer(tmpSocket(), { timeoutMs: 2000 })).address);
-    paths.push((await broker.spawnTcpServer('127.0.0.1:0', { timeoutMs: 2000 })).address);
+    address = (await listenFor(broker, { timeoutMs: 2000 })).address;
   });
   afterEach(async () => {
+    const names = clients.map((c) => c.name);
     await Promise.all(clients.splice(0).map((c) => c.disconnect()));
+    // The next test registers the same names.
+    await namesGone(broker, names);
   });
   afterAll(() => broker.close());
 
-  for (const transport of ['unix', 'tcp']) {
-    const path = (): string => paths[transport === 'unix' ? 0 : 1];
+  it(`send, broadcast, publish, publish_for with every QoS reach the right clients`, async () => {
+    const a = await client(path(), 'a');
+    const b = await client(path(), 'b.1');
+    const bSec = await client(path(), 'b.1%%x');
+    const gb = inbox(b);
+    const gs = inbox(bSec);
+    await b.subscribeBulk(['t/#', 'u/+']);
+    await bSec.subscribe('t/#');
+    for (const qos of [QoS.No, QoS.Processed, QoS.Realtime, QoS.RealtimeProcessed]) {
+      await a.send('b.1', Buffer.from(`m${qos}`), qos);
+      await a.sendBroadcast('b.*', Buffer.from(`b${qos}`), qos);
+      await a.publish('t/x', Buffer.from(`p${qos}`), qos);
+      await a.publishFor('t/y', 'b.1', Buffer.from(`f${qos}`), qos);
+    }
+    await until(() => gb.length === 16 && gs.length === 12);
+    expect(gb.map((f) => [f.kind, f.sender, f.topic, f.payload.toString(), f.realtime]).slice(0, 4)).toEqual([
+      [FrameKind.Message, 'a', null, 'm0', false],
+      [FrameKind.Broadcast, 'a', null, 'b0', false],
+      [FrameKind.Publish, 'a', 't/x', 'p0', false],
+      [FrameKind.Publish, 'a', 't/y', 'f0', false],
+    ]);
+    expect(gb[12].realtime).toBe(true);
+    expect(gs.filter((f) => f.isBroadcast).map((f) => f.payload.toString())).toEqual(['b0', 'b1', 'b2', 'b3']);
+    expect(gs[0].primarySender).toBe('a');
+  });
 
-    it(`${transport}: send, broadcast, publish, publish_for with every QoS reach the right clients`, async () => {
-      const a = await client(path(), 'a');
-      const b = await client(path(), 'b.1');
-      const bSec = await client(path(), 'b.1%%x');
-      const gb = inbox(b);
-      const gs = inbox(bSec);
-      await b.subscribeBulk(['t/#', 'u/+']);
-      await bSec.subscribe('t/#');
-      for (const qos of [QoS.No, QoS.Processed, QoS.Realtime, QoS.RealtimeProcessed]) {
-        await a.send('b.1', Buffer.from(`m${qos}`), qos);
-        await a.sendBroadcast('b.*', Buffer.from(`b${qos}`), qos);
-        await a.publish('t/x', Buffer.from(`p${qos}`), qos);
-        await a.publishFor('t/y', 'b.1', Buffer.from(`f${qos}`), qos);
-      }
-      await until(() => gb.length === 16 && gs.length === 12);
-      expect(gb.map((f) => [f.kind, f.sender, f.topic, f.payload.toString(), f.realtime]).slice(0, 4)).toEqual([
-        [FrameKind.Message, 'a', null, 'm0', false],
-        [FrameKind.Broadcast, 'a', null, 'b0', false],
-        [FrameKind.Publish, 'a', 't/x', 'p0', false],
-        [FrameKind.Publish, 'a', 't/y', 'f0', false],
-      ]);
-      expect(gb[12].realtime).toBe(true);
-      expect(gs.filter((f) => f.isBroadcast).map((f) => f.payload.toString())).toEqual(['b0', 'b1', 'b2', 'b3']);
-      expect(gs[0].primarySender).toBe('a');
-    });
-
-    it(`${transport}: confirmations resolve on ACK 01 and reject with the broker's code`, async () => {
-      const a = await client(path(), 'a');
-      await expect(a.send('nobody', Buffer.from('x'), QoS.Processed)).rejects.toMatchObject({ code: 0x71 });
-      await expect(a.send('nobody', Buffer.from('x'), QoS.RealtimeProcessed)).rejects.toBeInstanceOf(BusError);
-      await expect(a.send('nobody', Buffer.from('x'), QoS.No)).resolves.toBeUndefined();
-      await expect(a.publish('nobody/listens', Buffer.alloc(0))).resolves.toBeUndefined();
-      const err = await a.send('nobody', Buffer.from('x')).catch((e: BusError) => e);
-      expect((err as BusError).rpcCode).toBe(-32113);
-    });
-  }
+  it(`confirmations resolve on ACK 01 and reject with the broker's code`, async () => {
+    const a = await client(path(), 'a');
+    await expect(a.send('nobody', Buffer.from('x'), QoS.Processed)).rejects.toMatchObject({ code: 0x71 });
+    await expect(a.send('nobody', Buffer.from('x'), QoS.RealtimeProcessed)).rejects.toBeInstanceOf(BusError);
+    await expect(a.send('nobody', Buffer.from('x'), QoS.No)).resolves.toBeUndefined();
+    await expect(a.publish('nobody/listens', Buffer.alloc(0))).resolves.toBeUndefined();
+    const err = await a.send('nobody', Buffer.from('x')).catch((e: BusError) => e);
+    expect((err as BusError).rpcCode).toBe(-32113);
+  });
 
   it('unsubscribe, exclude and unexclude take effect in order', async () => {
-    const a = await client(paths[0], 'a');
-    const b = await client(paths[0], 'b');
+    const a = await client(path(), 'a');
+    const b = await client(path(), 'b');
     const got = inbox(b);
     await b.subscribe('n/#');
     await b.exclude('n/secret/#');
@@ -94,8 +94,8 @@ describe('socket client against the broker', () => {
   });
 
   it('zcSend sends header and payload as one message, big payloads included', async () => {
-    const a = await client(paths[0], 'a');
-    const b = await client(paths[0], 'b');
+    const a = await client(path(), 'a');
+    const b = await client(path(), 'b');
     const got = inbox(b);
     const big = Buffer.alloc(200_000, 7);
     await a.zcSend('b', Buffer.from('head:'), Buffer.from('tail'));
@@ -107,8 +107,8 @@ describe('socket client against the broker', () => {
   });
 
   it('frames() iterates in order and ends on disconnect', async () => {
-    const a = await client(paths[0], 'a');
-    const b = await client(paths[0], 'b');
+    const a = await client(path(), 'a');
+    const b = await client(path(), 'b');
     for (let i = 0; i < 100; i++) void a.send('b', Buffer.from(String(i)), QoS.No);
     const seen: string[] = [];
     for await (const f of b.frames()) {
@@ -123,35 +123,34 @@ describe('socket client against the broker', () => {
     await expect(b.send('a', Buffer.from('x'))).rejects.toBeInstanceOf(BusError);
   });
 
-  for (const transport of ['unix', 'tcp']) {
-    it(`${transport}: clients reading at once keep their own bytes; a full queue stops reading until frames are taken`, async () => {
-      const path = paths[transport === 'unix' ? 0 : 1];
-      const a = await client(path, 'a');
-      const rx = await Promise.all(
-        [0, 1, 2].map((k) => connect({ path, name: `rx${k}`, timeoutMs: 5000, queueSize: 8 })),
-      );
-      clients.push(...rx);
-      // Frames split over reads and many per read, different bytes for each receiver.
-      const body = (k: number, i: number): Buffer => Buffer.alloc(1 + ((i * 7919) % 30000), (k * 64 + i) & 0xff);
-      const N = 200;
-      for (let i = 0; i < N; i++) for (let k = 0; k < 3; k++) void a.send(`rx${k}`, body(k, i), QoS.No);
-      await sleep(300);
-      const all = await Promise.all(
-        rx.map(async (c, k) => {
-          let i = 0;
-          for await (const f of c.frames()) {
-            if (!f.payload.equals(body(k, i))) return `rx${k} frame ${i} differs`;
-            if (++i === N) return 'ok';
-          }
-          return `rx${k} ended after ${i}`;
-        }),
-      );
-      expect(all).toEqual(['ok', 'ok', 'ok']);
-    });
-  }
+  it('clients reading at once keep their own bytes; a full queue stops reading until frames are taken', async () => {
+    const a = await client(path(), 'a');
+    const rx = await Promise.all(
+      [0, 1, 2].map((k) =>
+        connect({ path: path(), name: `rx${k}`, timeoutMs: 5000, queueSize: 8, ...clientOptions() }),
+      ),
+    );
+    clients.push(...rx);
+    // Frames split over reads and many per read, different bytes for each receiver.
+    const body = (k: number, i: number): Buffer => Buffer.alloc(1 + ((i * 7919) % 30000), (k * 64 + i) & 0xff);
+    const N = 200;
+    for (let i = 0; i < N; i++) for (let k = 0; k < 3; k++) void a.send(`rx${k}`, body(k, i), QoS.No);
+    await sleep(300);
+    const all = await Promise.all(
+      rx.map(async (c, k) => {
+        let i = 0;
+        for await (const f of c.frames()) {
+          if (!f.payload.equals(body(k, i))) return `rx${k} frame ${i} differs`;
+          if (++i === N) return 'ok';
+        }
+        return `rx${k} ended after ${i}`;
+      }),
+    );
+    expect(all).toEqual(['ok', 'ok', 'ok']);
+  });
 
   it('secondaries connect as <name>%%<n> and go away with their primary', async () => {
-    const p = await client(paths[0], 'prim');
+    const p = await client(path(), 'prim');
     const s0 = await p.connectSecondary();
     const s1 = await p.connectSecondary();
     clients.push(s0, s1);
@@ -163,16 +162,16 @@ describe('socket client against the broker', () => {
   });
 
   it('handshake refusals reject with the broker code', async () => {
-    await client(paths[0], 'taken');
-    await expect(connect({ path: paths[0], name: 'taken' })).rejects.toMatchObject({ code: 0x76 });
-    await expect(connect({ path: paths[0], name: '.dot' })).rejects.toMatchObject({ code: 0x72 });
-    await expect(connect({ path: paths[0], name: 'ghost%%1' })).rejects.toMatchObject({ code: 0x71 });
+    await client(path(), 'taken');
+    await expect(connect({ path: path(), name: 'taken', ...clientOptions() })).rejects.toMatchObject({ code: 0x76 });
+    await expect(connect({ path: path(), name: '.dot', ...clientOptions() })).rejects.toMatchObject({ code: 0x72 });
+    await expect(connect({ path: path(), name: 'ghost%%1', ...clientOptions() })).rejects.toMatchObject({ code: 0x71 });
     await expect(connect({ path: tmpSocket(), name: 'x' })).rejects.toThrow(/cannot connect/);
   });
 
   it('many operations in flight are matched to their ACKs', async () => {
-    const a = await client(paths[0], 'a');
-    const b = await client(paths[0], 'b');
+    const a = await client(path(), 'a');
+    const b = await client(path(), 'b');
     const ops: Promise<void>[] = [];
     for (let i = 0; i < 5000; i++) {
       ops.push(i % 2 === 0 ? a.send('b', Buffer.from('x')) : a.send('nobody', Buffer.from('y')).catch(() => undefined));
@@ -184,6 +183,8 @@ describe('socket client against the broker', () => {
   });
 });
 
+// A broker in another process, on a UNIX socket whatever the run's kind: these are about the
+// process dying or stopping, which the in-memory kind cannot show.
 describe('a broker that goes away', () => {
   it('is detected: pending confirmations reject and disconnect handlers are told', async () => {
     const path = tmpSocket();

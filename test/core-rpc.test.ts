@@ -1,7 +1,8 @@
 import { afterAll, afterEach, beforeAll, describe, expect, it } from '@jest/globals';
 import { decode } from '@msgpack/msgpack';
-import { Broker, initCoreRpc, RpcError } from '#busrt/core';
-import { clientFrame, PeerPool, type RawPeer, tmpSocket } from './support/raw.js';
+import { Broker, initCoreRpc, type Listener, RpcError } from '#busrt/core';
+import { clientFrame, PeerPool, type RawPeer } from './support/raw.js';
+import { listenFor, NETWORK } from './support/transport.js';
 import { vector, vectorBytes } from './support/vectors.js';
 
 const br = (name: string): Buffer => vectorBytes('broker_rpc', name);
@@ -29,8 +30,10 @@ async function call(p: RawPeer, id: number, method: string, params: Buffer = Buf
 describe('.broker core RPC, byte level (vectors/broker_rpc.json)', () => {
   const broker = new Broker();
   const pool = new PeerPool();
+  let listener: Listener;
   beforeAll(async () => {
-    pool.path = (await broker.spawnUnixServer(tmpSocket(), { timeoutMs: 2000 })).address;
+    listener = await listenFor(broker, { timeoutMs: 2000 });
+    pool.path = listener.address;
     initCoreRpc(broker);
   });
   afterEach(() => pool.closeAll());
@@ -90,10 +93,11 @@ describe('.broker core RPC, byte level (vectors/broker_rpc.json)', () => {
     };
     for (const entry of all.clients) expect(Object.keys(entry)).toEqual(Object.keys(example.clients[0]));
     const test = all.clients.find((x) => x.name === 'test')!;
+    // Network kinds show the peer's address as source; `port` is the listener's bind string.
     expect([test.kind, test.source, test.port, test.instances, test.r_frames]).toEqual([
-      'local_ipc',
-      null,
-      pool.path,
+      listener.kind,
+      NETWORK ? expect.stringMatching(/^127\.0\.0\.1:\d+$/) : null,
+      listener.bind,
       2,
       1,
     ]);
@@ -164,7 +168,7 @@ describe('.broker core RPC, byte level (vectors/broker_rpc.json)', () => {
 
   it('extra .broker methods are served before the core ones and fall through when unknown', async () => {
     const b = new Broker();
-    const l = await b.spawnUnixServer(tmpSocket());
+    const l = await listenFor(b);
     initCoreRpc(b, {
       handleCall(ev) {
         if (ev.method === 'hello') return Buffer.from('world');

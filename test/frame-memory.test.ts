@@ -50,9 +50,9 @@ describe('frame memory', () => {
       p.write(head);
       let sent = 0;
       while (!p.closed && sent < 512) {
-        p.socket.write(chunk);
+        p.stream.write(chunk);
         sent++;
-        if (p.socket.writableNeedDrain) await new Promise((r) => p.socket.once('drain', r).once('close', r));
+        if (p.stream.writableNeedDrain) await new Promise((r) => p.stream.once('drain', r).once('close', r));
       }
       return sent;
     };

@@ -12,7 +12,8 @@ import {
   RpcClient,
   unpackMsgpack,
 } from '#busrt/core';
-import { RawPeer, tmpSocket } from './support/raw.js';
+import { RawPeer } from './support/raw.js';
+import { clientOptions, listenFor } from './support/transport.js';
 
 /** The bytes a writer writes, at an offset inside a bigger buffer (nothing outside them touched). */
 function written(w: PayloadWriter): Buffer {
@@ -113,15 +114,15 @@ describe('writers on the wire', () => {
   const broker = new Broker({ queueSize: 64 });
   let path = '';
   beforeAll(async () => {
-    path = (await broker.spawnUnixServer(tmpSocket(), { timeoutMs: 5000 })).address;
+    path = (await listenFor(broker, { timeoutMs: 5000 })).address;
   });
   afterAll(() => broker.close());
 
   const SIZES = [0, 1, 100, 4095, 4096, 10240, 65536, 70000, 300000];
 
   it('a socket client writes payloads of every size, small, slab-sized and larger, to socket and in-process receivers', async () => {
-    const a = await connect({ path, name: 'w.a', timeoutMs: 5000 });
-    const b = await connect({ path, name: 'w.b', timeoutMs: 5000 });
+    const a = await connect({ path, name: 'w.a', timeoutMs: 5000, ...clientOptions() });
+    const b = await connect({ path, name: 'w.b', timeoutMs: 5000, ...clientOptions() });
     const c = broker.registerClient('w.c');
     const atB: Frame[] = [];
     const atC: Frame[] = [];
@@ -146,7 +147,7 @@ describe('writers on the wire', () => {
 
   it('an in-process client writes payloads of every size to a socket receiver', async () => {
     const a = broker.registerClient('w.in');
-    const b = await connect({ path, name: 'w.out', timeoutMs: 5000 });
+    const b = await connect({ path, name: 'w.out', timeoutMs: 5000, ...clientOptions() });
     const got: Frame[] = [];
     b.onFrame((f) => got.push(f));
     for (const [i, n] of SIZES.entries()) await a.zcSend('w.out', Buffer.from([i]), msgpackPayload(pattern(i, n)));
@@ -173,7 +174,7 @@ describe('writers on the wire', () => {
   it('slabs are not reused while the socket still holds them: a backed-up socket client sender', async () => {
     // The in-process receiver has no handler and a queue of 64, so the broker stops reading the
     // sender and the sender's own output waits in its slabs.
-    const a = await connect({ path, name: 'bp.a', timeoutMs: 5000 });
+    const a = await connect({ path, name: 'bp.a', timeoutMs: 5000, ...clientOptions() });
     const c = broker.registerClient('bp.c');
     const N = 600;
     const received = lateReader(c.frames(), N, 300);
@@ -187,12 +188,12 @@ describe('writers on the wire', () => {
   it('slabs are not reused while the socket still holds them: a backed-up broker connection', async () => {
     // A receiver that does not read: the broker's writes to it wait, holding its slabs.
     const peer = await RawPeer.register(path, 'bp.raw');
-    peer.socket.pause();
+    peer.stream.pause();
     const a = broker.registerClient('bp.in');
     const N = 60;
     for (let i = 0; i < N; i++) await a.zcSend('bp.raw', Buffer.from([i]), msgpackPayload(pattern(i, 10240)), QoS.No);
     await new Promise((r) => setTimeout(r, 200));
-    peer.socket.resume();
+    peer.stream.resume();
     for (let i = 0; i < N; i++) {
       const f = await peer.readFrame(5000);
       const body = f.subarray(6 + 'bp.in'.length + 1);
@@ -200,13 +201,13 @@ describe('writers on the wire', () => {
       expect(Buffer.from(decode(body.subarray(1)) as Uint8Array).equals(pattern(i, 10240))).toBe(true);
     }
     await a.disconnect();
-    peer.socket.destroy();
+    peer.stream.destroy();
   });
 
   it('request headers are reused by the caller: every queued call keeps its own id', async () => {
     // An in-process caller to a socket service that reads late: requests with big params wait in
     // the broker's queue, their headers copied there while the caller rewrites its own.
-    const svcClient = await connect({ path, name: 'hdr.svc', timeoutMs: 5000, queueSize: 4 });
+    const svcClient = await connect({ path, name: 'hdr.svc', timeoutMs: 5000, queueSize: 4, ...clientOptions() });
     const caller = new RpcClient(broker.registerClient('hdr.caller'));
     const calls: Promise<string>[] = [];
     for (let i = 0; i < 40; i++) {
@@ -226,9 +227,9 @@ describe('writers on the wire', () => {
   });
 
   it('a long run of calls through recycled slabs both ways keeps every byte', async () => {
-    const svc = await connect({ path, name: 'loop.svc', timeoutMs: 5000 });
+    const svc = await connect({ path, name: 'loop.svc', timeoutMs: 5000, ...clientOptions() });
     new RpcClient(svc, { handleCall: (ev) => msgpackPayload(Buffer.from(ev.payload)) });
-    const caller = new RpcClient(await connect({ path, name: 'loop.caller', timeoutMs: 5000 }));
+    const caller = new RpcClient(await connect({ path, name: 'loop.caller', timeoutMs: 5000, ...clientOptions() }));
     for (let round = 0; round < 20; round++) {
       const calls = Array.from({ length: 32 }, (_, k) => {
         const i = round * 32 + k;

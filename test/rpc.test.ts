@@ -16,7 +16,8 @@ import {
   unpackMsgpack,
 } from '#busrt/core';
 import { decode, encode } from '@msgpack/msgpack';
-import { RawPeer, sleep, tmpSocket } from './support/raw.js';
+import { RawPeer, sleep } from './support/raw.js';
+import { clientOptions, listenFor, namesGone } from './support/transport.js';
 import { vector } from './support/vectors.js';
 
 const echo: RpcHandlers = {
@@ -47,7 +48,7 @@ describe('RPC between clients', () => {
   let path = '';
   const clients: BusClient[] = [];
   const socket = async (name: string): Promise<BusClient> => {
-    const c = await connect({ path, name, timeoutMs: 2000 });
+    const c = await connect({ path, name, timeoutMs: 2000, ...clientOptions() });
     clients.push(c);
     return c;
   };
@@ -57,10 +58,13 @@ describe('RPC between clients', () => {
     return c;
   };
   beforeAll(async () => {
-    path = (await broker.spawnUnixServer(tmpSocket(), { timeoutMs: 2000 })).address;
+    path = (await listenFor(broker, { timeoutMs: 2000 })).address;
   });
   afterEach(async () => {
+    const names = clients.map((c) => c.name);
     await Promise.all(clients.splice(0).map((c) => c.disconnect()));
+    // The next test registers the same names, in-process ones too.
+    await namesGone(broker, names);
   });
   afterAll(() => broker.close());
 
@@ -131,7 +135,9 @@ describe('RPC between clients', () => {
       await expect(caller.call('nobody', 'echo')).rejects.toMatchObject({ code: -32113 });
       await caller.call0('svc', 'boom');
       await caller.notify('svc', Buffer.from('note'));
-      await sleep(30);
+      // Frames from one client reach the other in order: once this call is answered, the
+      // notification was handled, however slow the stream.
+      await caller.call('svc', 'echo');
       expect(notes).toEqual(['note']);
       expect(server.pendingCalls).toBe(0);
     });

@@ -1,10 +1,77 @@
-// Test certificates, made with the openssl command into a temporary folder: two certificate
-// authorities (the trusted one and a stranger), server certificates for 127.0.0.1 and localhost,
-// and client certificates from each authority (mutual TLS).
+// Test certificates, made with the openssl command (Node cannot make X.509 certificates) into
+// temporary folders. testCertificates(): a CA and a server certificate for 127.0.0.1 and
+// localhost, for the TLS stream kinds of the suite, made once per run when the runner hands their
+// folder down (BUSRT_TEST_CERTS), else once per test file. testCerts(): two authorities (the
+// trusted one and a stranger), two server certificates and client certificates from each, for
+// the TLS tests of mutual TLS and certificate reload.
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+
+/** The files of a test CA and a server certificate it signed (PEM). */
+export interface TestCertificates {
+  caFile: string;
+  certFile: string;
+  keyFile: string;
+  /** The CA certificate, for clients to trust. */
+  ca: Buffer;
+}
+
+function files(dir: string): TestCertificates {
+  const caFile = join(dir, 'ca.pem');
+  return { caFile, certFile: join(dir, 'server.pem'), keyFile: join(dir, 'server.key'), ca: Buffer.alloc(0) };
+}
+
+/** Makes a CA and a server certificate for 127.0.0.1 and localhost in `dir` (P-256 keys: quick to make). */
+export function makeCertificates(dir: string): TestCertificates {
+  const f = files(dir);
+  const caKey = join(dir, 'ca.key');
+  const csr = join(dir, 'server.csr');
+  const ext = join(dir, 'server.ext');
+  const ec = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes'];
+  const run = (args: string[]): void => {
+    execFileSync('openssl', args, { stdio: ['ignore', 'ignore', 'pipe'] });
+  };
+  run(['req', '-x509', ...ec, '-keyout', caKey, '-out', f.caFile, '-days', '7', '-subj', '/CN=busrt test CA']);
+  run(['req', ...ec, '-keyout', f.keyFile, '-out', csr, '-subj', '/CN=localhost']);
+  writeFileSync(ext, 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n');
+  run([
+    'x509',
+    '-req',
+    '-in',
+    csr,
+    '-CA',
+    f.caFile,
+    '-CAkey',
+    caKey,
+    '-set_serial',
+    '2',
+    '-days',
+    '7',
+    '-out',
+    f.certFile,
+    '-extfile',
+    ext,
+  ]);
+  return { ...f, ca: readFileSync(f.caFile) };
+}
+
+let cached: TestCertificates | null = null;
+
+/** The run's test certificates: those in BUSRT_TEST_CERTS when it holds them, else made now. */
+export function testCertificates(): TestCertificates {
+  if (cached === null) {
+    const given = process.env.BUSRT_TEST_CERTS;
+    if (given !== undefined && given !== '' && existsSync(files(given).certFile)) {
+      const f = files(given);
+      cached = { ...f, ca: readFileSync(f.caFile) };
+    } else {
+      cached = makeCertificates(mkdtempSync(join(tmpdir(), 'busrt-certs-')));
+    }
+  }
+  return cached;
+}
 
 /** Paths of the PEM files of one test run. */
 export interface TestCerts {

@@ -1,44 +1,44 @@
 import net from 'node:net';
+import type { Duplex } from 'node:stream';
 import { afterAll, afterEach, beforeAll } from '@jest/globals';
-import type { Broker, ServerConfig } from '#busrt/core';
-import { mkdtempSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { type Broker, openStream, type ServerConfig } from '#busrt/core';
+import { clientOptions, listenFor } from './transport.js';
 
-/** A fresh UNIX socket path in a private temporary folder. */
-export function tmpSocket(name = 'busrt.sock'): string {
-  return join(mkdtempSync(join(tmpdir(), 'busrt-test-')), name);
-}
+export { tmpSocket } from './transport.js';
 
 /**
  * A raw byte-level peer: connects, sends bytes exactly as given and reads exactly what the broker
- * writes. Nothing of the project's own client is involved.
+ * writes. Only the project's stream opener is involved (so raw tests run over every stream kind),
+ * none of its client.
  */
 export class RawPeer {
   private buf: Buffer = Buffer.alloc(0);
   private waiter: (() => void) | null = null;
   closed = false;
 
-  private constructor(readonly socket: net.Socket) {
-    socket.on('data', (chunk: Buffer) => {
+  private constructor(readonly stream: Duplex) {
+    stream.on('data', (chunk: Buffer) => {
       this.buf = Buffer.concat([this.buf, chunk]);
       this.wake();
     });
-    socket.on('close', () => {
+    stream.on('close', () => {
       this.closed = true;
       this.wake();
     });
-    socket.on('error', () => undefined);
+    stream.on('error', () => undefined);
   }
 
-  /** Connects to a UNIX path or a `host:port` (`[::1]:port` for IPv6), optionally from `localAddress`. */
-  static connect(path: string, localAddress?: string): Promise<RawPeer> {
+  /**
+   * Connects to any bus address with the run's client options (the test CA). With
+   * `localAddress`, `path` is a TCP `host:port` (`[::1]:port` for IPv6) connected to from that
+   * address, for the AAA host checks: the stream opener cannot pick a source address.
+   */
+  static async connect(path: string, localAddress?: string): Promise<RawPeer> {
+    if (localAddress === undefined) return new RawPeer(await openStream(path, { timeoutMs: 2000, ...clientOptions() }));
     return new Promise((resolve, reject) => {
       const m = /^\[?(.*?)\]?:(\d+)$/.exec(path);
-      const s =
-        path.startsWith('/') || m === null
-          ? net.connect(path)
-          : net.connect({ port: Number(m[2]), host: m[1], localAddress });
+      if (m === null) throw new Error(`not a TCP address: ${path}`);
+      const s = net.connect({ port: Number(m[2]), host: m[1], localAddress });
       s.once('connect', () => resolve(new RawPeer(s)));
       s.once('error', reject);
     });
@@ -67,7 +67,7 @@ export class RawPeer {
   }
 
   write(bytes: Buffer | string): void {
-    this.socket.write(typeof bytes === 'string' ? Buffer.from(bytes, 'hex') : bytes);
+    this.stream.write(typeof bytes === 'string' ? Buffer.from(bytes, 'hex') : bytes);
   }
 
   /** Bytes received and not read yet. */
@@ -146,7 +146,7 @@ export class RawPeer {
   }
 
   close(): void {
-    this.socket.destroy();
+    this.stream.destroy();
   }
 }
 
@@ -184,13 +184,13 @@ export class PeerPool {
 }
 
 /**
- * For the enclosing describe block: serves `broker` on a fresh UNIX socket, closes the raw peers
+ * For the enclosing describe block: serves `broker` on a listener of the run's kind, closes the raw peers
  * after each test (with a moment for the broker to see them go) and the broker after the last.
  */
 export function rawPeersOn(broker: Broker, options: ServerConfig = { timeoutMs: 2000 }): PeerPool {
   const pool = new PeerPool();
   beforeAll(async () => {
-    pool.path = (await broker.spawnUnixServer(tmpSocket(), options)).address;
+    pool.path = (await listenFor(broker, options)).address;
   });
   afterEach(async () => {
     pool.closeAll();

@@ -23,6 +23,8 @@ const enum State {
 }
 
 const ANSWER_OK = Buffer.from([ErrorCode.Ok]);
+/** Bytes a connection reads before it lets the event loop turn (see `yieldTurn`). */
+const READ_YIELD_BYTES = 128 * 1024;
 const ANSWER: Record<number, Buffer> = {};
 for (const c of Object.values(ErrorCode)) ANSWER[c] = Buffer.from([c]);
 
@@ -107,6 +109,8 @@ export class PeerConnection implements ClientSink, ClientFrameSink, RoomWaiter {
   private lastWritesDone = 0;
   private throttledBy: ClientSink | null = null;
   private throttleTicks = 0;
+  private readSinceYield = 0;
+  private yielding = false;
 
   private readonly core: BrokerCore;
   private readonly settings: ListenerSettings;
@@ -155,12 +159,34 @@ export class PeerConnection implements ClientSink, ClientFrameSink, RoomWaiter {
           this.writer.closed = true;
           this.stream.destroy();
           this.core.frameMemory.collectSoon();
+          return;
         }
       }
+      if ((this.readSinceYield += chunk.length) >= READ_YIELD_BYTES) this.yieldTurn();
     } else if (this.hs !== null) {
       this.hs.feed(chunk);
       this.handshake(this.hs);
     }
+  };
+
+  /**
+   * Stops reading until the next turn of the event loop. A stream can hand over far more than one
+   * read in a turn (a TLS socket decrypts every read of a poll phase, an in-memory writer's loop
+   * is delivered inside its own call) while the writes to receivers complete only in a later
+   * phase (TLS: the check phase): without a pause, a flooding sender fills a receiver that reads
+   * at once past its queue bound, and that receiver is dropped.
+   */
+  private yieldTurn(): void {
+    this.readSinceYield = 0;
+    if (this.yielding) return;
+    this.yielding = true;
+    this.stream.pause();
+    setImmediate(this.endYield);
+  }
+
+  private readonly endYield = (): void => {
+    this.yielding = false;
+    if (this.state !== State.Closed && this.throttledBy === null) this.stream.resume();
   };
 
   private readFailed(r: ReadError): void {
@@ -313,7 +339,7 @@ export class PeerConnection implements ClientSink, ClientFrameSink, RoomWaiter {
   onRoom(): void {
     if (this.throttledBy === null) return;
     this.throttledBy = null;
-    if (this.state !== State.Closed) this.stream.resume();
+    if (this.state !== State.Closed && !this.yielding) this.stream.resume();
   }
 
   // ------------------------------------------------------------ timers
