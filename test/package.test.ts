@@ -53,6 +53,12 @@ async function busrt(app: App, args: readonly string[]): Promise<string> {
   return ok(`busrt ${args.join(' ')}`, await runCommand('npx', ['busrt', ...args], { cwd: app.dir, ms: 20000 })).stdout;
 }
 
+/** The app's `greet` method called by the installed CLI as `pkg.caller`, its reply decoded. */
+async function greet(app: App, sock: string, who: string): Promise<unknown> {
+  const args = [sock, '-n', 'pkg.caller', '--format', 'msgpack', 'rpc', 'call', 'svc.pkg', 'greet', `who=${who}`];
+  return JSON.parse(await busrt(app, args)) as unknown;
+}
+
 /**
  * Stops an app with SIGTERM. Nest's shutdown hooks close the app and then raise the signal again,
  * so a clean stop ends by SIGTERM, with no error logged on the way.
@@ -74,20 +80,7 @@ async function serves(app: App): Promise<void> {
   const joined = start(app, process.execPath, ['dist/main.js'], { APP_BROKER: daemonSock });
   await joined.printed(/app ready/, 20000);
   await busrt(app, [daemonSock, '-m', 'publish', 'pkg/a/hello', '"hi"']);
-  const viaDaemon = JSON.parse(
-    await busrt(app, [
-      daemonSock,
-      '-n',
-      'pkg.caller',
-      '--format',
-      'msgpack',
-      'rpc',
-      'call',
-      'svc.pkg',
-      'greet',
-      'who=daemon',
-    ]),
-  ) as unknown;
+  const viaDaemon = await greet(app, daemonSock, 'daemon');
   expect(viaDaemon).toEqual({ hello: 'daemon', caller: 'pkg.caller', heard: ['pkg/a/hello=hi'] });
   await stop(joined);
   // npx ends by the signal it does not pass on: busrtd's own clean stop shows in its log.
@@ -99,20 +92,7 @@ async function serves(app: App): Promise<void> {
   const ownSock = join(app.dir, 'own.sock');
   const hosting = start(app, process.execPath, ['dist/main.js'], { APP_LISTEN: ownSock });
   await hosting.printed(/app ready/, 20000);
-  const viaOwn = JSON.parse(
-    await busrt(app, [
-      ownSock,
-      '-n',
-      'pkg.caller',
-      '--format',
-      'msgpack',
-      'rpc',
-      'call',
-      'svc.pkg',
-      'greet',
-      'who=embedded',
-    ]),
-  ) as unknown;
+  const viaOwn = await greet(app, ownSock, 'embedded');
   expect(viaOwn).toEqual({ hello: 'embedded', caller: 'pkg.caller', heard: [] });
   expect(await busrt(app, [ownSock, 'broker', 'test'])).toMatch(/ok/);
   await stop(hosting);

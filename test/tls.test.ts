@@ -62,38 +62,18 @@ describe('TLS listeners', () => {
     expect(await tryClient(tlsPlain.address, 'tls.unverified', { rejectUnauthorized: false })).toBe(true);
   });
 
-  it('with mutual TLS, refuse a client without a certificate or with one of another authority', async () => {
-    const none = await tryClient(tlsMutual.address, 'tls.none', { ca: pem(certs.ca) });
-    expect(none).toBeInstanceOf(BusError);
-    const stranger = await tryClient(tlsMutual.address, 'tls.stranger', {
-      ca: pem(certs.ca),
-      cert: pem(certs.strangerCert),
-      key: pem(certs.strangerKey),
-    });
+  it.each([
+    ['tls://', (): Listener => tlsMutual],
+    ['wss://', (): Listener => wss],
+  ])('%s with mutual TLS refuses no certificate and one of another authority', async (_kind, listener) => {
+    const l = listener();
+    const id = l.address.startsWith('wss') ? 'wss' : 'tls';
+    expect(await tryClient(l.address, `${id}.none`, { ca: pem(certs.ca) })).toBeInstanceOf(BusError);
+    const as = (cert: string, key: string) => ({ ca: pem(certs.ca), cert: pem(cert), key: pem(key) });
+    const stranger = await tryClient(l.address, `${id}.stranger`, as(certs.strangerCert, certs.strangerKey));
     expect(stranger).toBeInstanceOf(BusError);
-    const good = await tryClient(tlsMutual.address, 'tls.client', {
-      ca: pem(certs.ca),
-      cert: pem(certs.clientCert),
-      key: pem(certs.clientKey),
-    });
-    expect(good).toBe(true);
-    expect(broker.clientList().map((c) => c.name)).not.toContain('tls.stranger');
-  });
-
-  it('wss: the same checks over WebSocket', async () => {
-    expect(wss.address).toMatch(/^wss:\/\/127\.0\.0\.1:\d+$/);
-    const stranger = await tryClient(wss.address, 'wss.stranger', {
-      ca: pem(certs.ca),
-      cert: pem(certs.strangerCert),
-      key: pem(certs.strangerKey),
-    });
-    expect(stranger).toBeInstanceOf(BusError);
-    const good = await tryClient(wss.address, 'wss.client', {
-      ca: pem(certs.ca),
-      cert: pem(certs.clientCert),
-      key: pem(certs.clientKey),
-    });
-    expect(good).toBe(true);
+    expect(await tryClient(l.address, `${id}.client`, as(certs.clientCert, certs.clientKey))).toBe(true);
+    expect(broker.clientList().map((c) => c.name)).not.toContain(`${id}.stranger`);
   });
 });
 

@@ -349,18 +349,24 @@ export class FrameWriter {
     this.unflushedBytes = 0;
     this.unflushedFrames = 0;
     this.writeCuts.push(this.out.cuts);
-    const sink = this.sink;
-    if (n === 1) {
-      sink.write(chunks[0], this.onAllWritten);
-    } else {
-      sink.cork();
-      for (let i = 0; i < n - 1; i++) sink.write(chunks[i]);
-      sink.write(chunks[n - 1], this.onAllWritten);
-      sink.uncork();
-    }
+    this.hand(n, this.onAllWritten);
     chunks.length = 0;
     this.chunkFrames.length = 0;
     this.chunkCuts.length = 0;
+  }
+
+  /** Hands the first `n` chunks to the stream as one write (a corked writev), `done` after the last. */
+  private hand(n: number, done: (err?: Error | null) => void): void {
+    const sink = this.sink;
+    const chunks = this.chunks;
+    if (n === 1) {
+      sink.write(chunks[0], done);
+      return;
+    }
+    sink.cork();
+    for (let i = 0; i < n - 1; i++) sink.write(chunks[i]);
+    sink.write(chunks[n - 1], done);
+    sink.uncork();
   }
 
   /** Stream writes complete in order: the slabs behind the oldest one may be reused. */
@@ -386,20 +392,12 @@ export class FrameWriter {
       frames += this.chunkFrames[n];
       n++;
     }
-    const sink = this.sink;
     this.writing = true;
     this.inflightFrames = frames;
     this.inflightCuts = this.chunkCuts[n - 1];
     this.unflushedFrames -= frames;
     this.unflushedBytes = Math.max(0, this.unflushedBytes - bytes);
-    if (n === 1) {
-      sink.write(chunks[0], this.onOneWritten);
-    } else {
-      sink.cork();
-      for (let i = 0; i < n - 1; i++) sink.write(chunks[i]);
-      sink.write(chunks[n - 1], this.onOneWritten);
-      sink.uncork();
-    }
+    this.hand(n, this.onOneWritten);
     if (n === total) {
       chunks.length = 0;
       this.chunkFrames.length = 0;
