@@ -4,3 +4,4 @@ export * from './server/index.js';
 export * from './client/index.js';
 export * from './rpc/index.js';
 export * from './broker/matching/index.js';
+export * from './monitor/index.js';

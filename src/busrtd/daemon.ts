@@ -1,5 +1,18 @@
 import { unlinkSync, writeFileSync } from 'node:fs';
-import { type AaaMap, Broker, BROKER_VERSION, initCoreRpc, type Listener, replaceAaaMap } from '#busrt/core';
+import {
+  type AaaMap,
+  Broker,
+  BrokerMeter,
+  BrokerMonitor,
+  BROKER_VERSION,
+  initCoreRpc,
+  isLoopback,
+  type Listener,
+  listenMonitor,
+  type MonitorServer,
+  parseHttpAddress,
+  replaceAaaMap,
+} from '#busrt/core';
 import { errorText, UsageError } from '../shared/values.js';
 import { loadAaa } from './aaa.js';
 import { makeDaemonLog, type DaemonLog, type LogSink } from './log.js';
@@ -9,6 +22,8 @@ import { parseBusrtdArgs, USAGE, type BusrtdOptions } from './options.js';
 export interface RunningBusrtd {
   readonly broker: Broker;
   readonly listeners: readonly Listener[];
+  /** The monitoring HTTP server (`--http`), or null. */
+  readonly http: MonitorServer | null;
   /** Reads the AAA map again from its source and applies it to new connections. */
   reloadAaa(): Promise<void>;
   /** Announces the shutdown, closes the listeners, removes the socket and pid files. */
@@ -25,7 +40,13 @@ export class StartError extends Error {}
  */
 export async function startBusrtd(opts: BusrtdOptions, log: DaemonLog): Promise<RunningBusrtd> {
   const aaaMap: AaaMap | null = opts.aaa === null ? null : await loadAaa(opts.aaa);
-  const broker = new Broker({ queueSize: opts.queueSize, forceRegister: opts.forceRegister, logger: log });
+  // The meter is made only with --http: without it the broker's hot path has no observer at all.
+  const broker = new Broker({
+    queueSize: opts.queueSize,
+    forceRegister: opts.forceRegister,
+    logger: log,
+    observer: opts.http === null ? null : new BrokerMeter(),
+  });
   initCoreRpc(broker);
   try {
     await broker.spawnServers(
@@ -50,10 +71,29 @@ export async function startBusrtd(opts: BusrtdOptions, log: DaemonLog): Promise<
     }
   }
   if (aaaMap !== null) log.notice(`AAA map loaded: ${aaaMap.size} client rule(s)`);
+  let http: MonitorServer | null = null;
+  let monitor: BrokerMonitor | null = null;
+  if (opts.http !== null) {
+    const { token, monitorName, address } = opts.http;
+    try {
+      monitor = new BrokerMonitor(broker, { token, name: monitorName, aaaMap });
+      await monitor.ready();
+      http = await listenMonitor(monitor, address);
+    } catch (e) {
+      monitor?.close();
+      await broker.close();
+      throw new StartError(`cannot start the monitoring endpoint on ${address}: ${errorText(e)}`);
+    }
+    if (!isLoopback(parseHttpAddress(address).host) && token === null) {
+      log.warn(`monitoring endpoint on ${http.address} is reachable from other hosts without a token (--http-token)`);
+    }
+    log.notice(`monitoring on http://${http.address}/`);
+  }
 
   return {
     broker,
     listeners: broker.listeners,
+    http,
     async reloadAaa(): Promise<void> {
       if (opts.aaa === null || aaaMap === null) {
         log.warn('SIGHUP: no AAA map is configured (--aaa or "aaa" in the config file); nothing to reload');
@@ -70,6 +110,8 @@ export async function startBusrtd(opts: BusrtdOptions, log: DaemonLog): Promise<
     async stop(): Promise<void> {
       // Announces the shutdown, writes out what is buffered, closes the listeners and removes
       // the socket files.
+      monitor?.close();
+      await http?.close();
       await broker.close({ announce: true });
       if (opts.pidFile !== null) {
         try {

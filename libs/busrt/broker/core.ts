@@ -5,6 +5,7 @@ import {
   BROKER_WARN_TOPIC,
   type BrokerInfo,
   type BrokerStats,
+  type ClientDetail,
   type ClientInfo,
   DEFAULT_QUEUE_SIZE,
   ErrorCode,
@@ -12,11 +13,13 @@ import {
   Op,
   type Payload,
   splitTopicList,
+  type SubscriptionInfo,
 } from '../protocol/index.js';
 import type { ClientAaa } from './aaa.js';
 import { LogLimiter } from './log-limiter.js';
 import { ClientEntry, type ClientSink } from './entry.js';
 import { AclMap, BroadcastIndex, TopicMap } from './matching/index.js';
+import type { BrokerObserver, DenialKind } from './observer.js';
 
 /** Where the broker reports what happens. Every method is optional. */
 export interface BrokerLogger {
@@ -47,7 +50,18 @@ export interface BrokerOptions {
   queueSize?: number;
   /** Receives registrations, drops, denials and errors. */
   logger?: BrokerLogger;
+  /** Watches frames, ACKs, registrations, denials and disconnects (monitoring); none by default. */
+  observer?: BrokerObserver | null;
 }
+
+/** How a denial reads in the log. */
+const DENIAL_WORDS: Record<DenialKind, string> = {
+  connect: 'connection as',
+  message: 'message to',
+  broadcast: 'broadcast to',
+  publish: 'publication to',
+  subscribe: 'subscription to',
+};
 
 /** Author and version this broker reports. */
 export const BROKER_AUTHOR = 'busrt for NestJS';
@@ -73,6 +87,8 @@ export class BrokerCore {
   readonly queueSize: number;
   /** Where the broker reports what happens. */
   readonly logger: BrokerLogger;
+  /** The monitoring observer, or null: then the hot path pays one null check per hook. */
+  readonly observer: BrokerObserver | null;
 
   private readonly clients = new Map<string, ClientEntry>();
   private readonly subs = new TopicMap<ClientEntry>();
@@ -92,6 +108,7 @@ export class BrokerCore {
       throw new RangeError(`queueSize must be a positive integer, got ${String(options.queueSize)}`);
     }
     this.logger = options.logger ?? {};
+    this.observer = options.observer ?? null;
   }
 
   // ---------------------------------------------------------------- registry
@@ -124,6 +141,7 @@ export class BrokerCore {
       this.unregister(existing, false, 'replaced by a new client of the same name');
     }
     entry.registered = true;
+    this.observer?.registered(entry);
     this.clients.set(entry.name, entry);
     this.names.add(entry.name, entry);
     entry.subscriptions.add(BROKER_WARN_TOPIC);
@@ -163,6 +181,7 @@ export class BrokerCore {
       entry.denials.flush((l) => warn.call(this.logger, l), `access denied: ${entry.described}: `);
     }
     if (reason !== undefined) {
+      this.observer?.disconnected(entry, reason);
       this.logger.info?.(`client ${entry.name} dropped: ${reason}`);
       entry.sink.terminate(reason);
     } else {
@@ -194,6 +213,41 @@ export class BrokerCore {
     };
   }
 
+  /** Every client (secondaries and internal ones included) with its subscriptions, for monitoring. */
+  clientDetails(): ClientDetail[] {
+    const out: ClientDetail[] = [];
+    for (const c of this.clients.values()) out.push({ ...this.describe(c), subscriptions: c.subscriptions.size });
+    return out;
+  }
+
+  /** A client's counters as `client.list` shows them (a secondary has no instances of its own). */
+  private describe(c: ClientEntry): ClientInfo {
+    return {
+      name: c.name,
+      kind: c.kind,
+      source: c.source,
+      port: c.port,
+      r_frames: c.rFrames,
+      r_bytes: c.rBytes,
+      w_frames: c.wFrames,
+      w_bytes: c.wBytes,
+      queue: c.sink.queued(),
+      instances: c.secondary ? 0 : 1 + c.secondaries.size,
+    };
+  }
+
+  /** The subscribed masks of every client, in registration order. */
+  subscriptionList(): SubscriptionInfo[] {
+    const out: SubscriptionInfo[] = [];
+    for (const c of this.clients.values()) out.push({ client: c.name, masks: [...c.subscriptions] });
+    return out;
+  }
+
+  /** A `.broker` core method was called (counted when an observer watches). */
+  noteCoreCall(method: string): void {
+    this.observer?.coreCall(method);
+  }
+
   info(): BrokerInfo {
     return { author: BROKER_AUTHOR, version: BROKER_VERSION };
   }
@@ -203,18 +257,7 @@ export class BrokerCore {
     const out: ClientInfo[] = [];
     for (const c of this.clients.values()) {
       if (c.secondary) continue;
-      out.push({
-        name: c.name,
-        kind: c.kind,
-        source: c.source,
-        port: c.port,
-        r_frames: c.rFrames,
-        r_bytes: c.rBytes,
-        w_frames: c.wFrames,
-        w_bytes: c.wBytes,
-        queue: c.sink.queued(),
-        instances: 1 + c.secondaries.size,
-      });
+      out.push(this.describe(c));
     }
     out.sort((a, b) => Buffer.compare(Buffer.from(a.name, 'utf8'), Buffer.from(b.name, 'utf8')));
     return out;
@@ -239,6 +282,8 @@ export class BrokerCore {
     const ack = (qos & 1) !== 0;
     const rt = (qos & 2) !== 0;
     const len = end - start;
+    const obs = this.observer;
+    if (obs !== null) obs.frameIn(sender, op, len);
     let code: number;
     switch (op) {
       case Op.Message:
@@ -297,6 +342,8 @@ export class BrokerCore {
   /** Queues an ACK to a client, counting it. */
   ack(to: ClientEntry, opId: number, code: number, realtime: boolean): void {
     this.countWrite(to, 6);
+    const obs = this.observer;
+    if (obs !== null) obs.ack(to, code);
     to.sink.pushAck(opId, code, realtime);
   }
 
@@ -328,7 +375,7 @@ export class BrokerCore {
     len: number,
   ): number {
     if (sender.aaa !== null && !sender.aaa.p2pAllowed(target)) {
-      this.deny(sender, 'message to', target);
+      this.deny(sender, 'message', target);
       return ErrorCode.Access;
     }
     this.countRead(sender, len);
@@ -339,6 +386,8 @@ export class BrokerCore {
       this.overflow(t, sender);
       return ErrorCode.NotDelivered;
     }
+    const obs = this.observer;
+    if (obs !== null) obs.frameOut(t, FrameKind.Message, 6 + sender.nameNul.length + d1.length + (d2?.length ?? 0));
     if (t.internal) this.checkInternalRoom(t, sender);
     return ErrorCode.Ok;
   }
@@ -346,10 +395,12 @@ export class BrokerCore {
   /** Sends to every client whose name matches the mask; returns the ACK code. */
   routeBroadcast(sender: ClientEntry, mask: string, data: Uint8Array, rt: boolean, len: number): number {
     if (sender.aaa !== null && !sender.aaa.broadcastAllowed(mask)) {
-      this.deny(sender, 'broadcast to', mask);
+      this.deny(sender, 'broadcast', mask);
       return ErrorCode.Access;
     }
     this.countRead(sender, len);
+    const obs = this.observer;
+    const wire = obs === null ? 0 : 6 + sender.nameNul.length + data.length;
     const out = this.names.collect(mask, this.bcastOut);
     for (let k = 0; k < out.length; k++) {
       const r = out[k];
@@ -357,7 +408,10 @@ export class BrokerCore {
       if (!r.registered) continue;
       this.countWrite(r, len);
       if (!r.sink.push(FrameKind.Broadcast, sender, null, null, data, null, rt)) this.overflow(r, sender);
-      else if (r.internal) this.checkInternalRoom(r, sender);
+      else {
+        if (obs !== null) obs.frameOut(r, FrameKind.Broadcast, wire);
+        if (r.internal) this.checkInternalRoom(r, sender);
+      }
     }
     out.length = 0;
     return ErrorCode.Ok;
@@ -377,10 +431,12 @@ export class BrokerCore {
     receiver: string | null,
   ): number {
     if (sender.aaa !== null && !sender.aaa.publishAllowed(topic)) {
-      this.deny(sender, 'publication to', topic);
+      this.deny(sender, 'publish', topic);
       return ErrorCode.Access;
     }
     this.countRead(sender, len);
+    const obs = this.observer;
+    const wire = obs === null ? 0 : 6 + sender.nameNul.length + topicNul.length + data.length;
     const subs = this.subs.match(topic);
     for (let k = 0; k < subs.length; k++) {
       const r = subs[k];
@@ -389,7 +445,10 @@ export class BrokerCore {
       if (r.exclusions !== null && r.exclusions.matches(topic)) continue;
       this.countWrite(r, len);
       if (!r.sink.push(FrameKind.Publish, sender, topic, topicNul, data, null, rt)) this.overflow(r, sender);
-      else if (r.internal) this.checkInternalRoom(r, sender);
+      else {
+        if (obs !== null) obs.frameOut(r, FrameKind.Publish, wire);
+        if (r.internal) this.checkInternalRoom(r, sender);
+      }
     }
     return ErrorCode.Ok;
   }
@@ -399,7 +458,7 @@ export class BrokerCore {
     const aaa: ClientAaa | null = sender.aaa;
     for (const t of topics) {
       if (aaa !== null && !aaa.subscribeAllowed(t)) {
-        this.deny(sender, 'subscription to', t);
+        this.deny(sender, 'subscribe', t);
         if (ackOpId >= 0) this.ack(sender, ackOpId, ErrorCode.Access, rt);
         continue;
       }
@@ -467,10 +526,12 @@ export class BrokerCore {
    * Logs a denial with the client's name and address (the listener for UNIX clients), at most ten
    * lines per client per second: a client hammering a forbidden topic must not flood the log.
    */
-  private deny(sender: ClientEntry, what: string, target: string): void {
+  private deny(sender: ClientEntry, kind: DenialKind, target: string): void {
+    this.observer?.denied(sender, kind, sender.port ?? 'internal');
     const warn = this.logger.warn;
     if (warn === undefined) return;
     const who = sender.described;
+    const what = DENIAL_WORDS[kind];
     (sender.denials ??= new LogLimiter('denial(s)')).line(
       (l) => warn.call(this.logger, l),
       `access denied: ${who} ${what} ${target}`,

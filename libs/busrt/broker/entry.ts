@@ -3,6 +3,7 @@ import { isSecondaryName, NameCache, primaryName } from '../protocol/index.js';
 import type { ClientAaa } from './aaa.js';
 import type { LogLimiter } from './log-limiter.js';
 import type { AclMap } from './matching/index.js';
+import type { ClientMeter } from './observer.js';
 
 /**
  * Where frames for a client go: a socket connection or an in-process queue. The broker calls
@@ -60,6 +61,8 @@ export class ClientEntry {
   denials: LogLimiter | null = null;
   /** Registered secondaries of a primary. */
   readonly secondaries = new Set<ClientEntry>();
+  /** Counters of the broker's observer (monitoring), set when the client registers under one. */
+  meter: ClientMeter | null = null;
 
   constructor(
     readonly name: string,

@@ -8,3 +8,4 @@ export * from './reports.js';
 export * from './payload.js';
 export * from './output.js';
 export * from './settle.js';
+export * from './monitor-reports.js';

@@ -1,0 +1,227 @@
+import type { Counter, Gauge, Registry } from 'prom-client';
+import { ErrorCode, FrameKind, Op } from '../protocol/index.js';
+import type { ClientEntry } from '../broker/index.js';
+import type { Broker } from '../server/index.js';
+import type { BrokerMeter, ListenerCounters, Meter } from './meter.js';
+
+/** Label values of the client ops, by op number. */
+const OPS: [number, string][] = [
+  [Op.Nop, 'nop'],
+  [Op.Publish, 'publish'],
+  [Op.Subscribe, 'subscribe'],
+  [Op.Unsubscribe, 'unsubscribe'],
+  [Op.Exclude, 'exclude'],
+  [Op.Unexclude, 'unexclude'],
+  [Op.PublishFor, 'publish_for'],
+  [Op.Message, 'message'],
+  [Op.Broadcast, 'broadcast'],
+];
+/** Label values of the frame kinds the broker sends (keep-alives are not counted). */
+const KINDS: [number, string][] = [
+  [FrameKind.Publish, 'publish'],
+  [FrameKind.Message, 'message'],
+  [FrameKind.Broadcast, 'broadcast'],
+  [FrameKind.Ack, 'ack'],
+];
+/** ACK codes as labels: `ok`, `not_registered`, `access`, ... */
+const CODES = new Map<number, string>(
+  Object.entries(ErrorCode).map(([k, v]) => [
+    v,
+    k.replace(/[A-Z]/g, (c, i: number) => (i > 0 ? '_' : '') + c.toLowerCase()),
+  ]),
+);
+
+/** The label of an ACK code; a code the table does not know is shown in hex. */
+function codeLabel(code: number): string {
+  return CODES.get(code) ?? `0x${code.toString(16).padStart(2, '0')}`;
+}
+
+/** Sets one series of a metric. */
+type SetSeries = (labels: Record<string, string>, v: number) => void;
+
+/**
+ * Builds the Prometheus registry over a broker and its meter. prom-client is loaded here, on
+ * first use, so a broker without monitoring never loads it. Every metric reads the meter's plain
+ * counters when scraped (`collect`), so the hot path never touches prom-client.
+ */
+export async function buildRegistry(broker: Broker, meter: BrokerMeter, topClients: number): Promise<Registry> {
+  const prom = await import('prom-client');
+  const registry = new prom.Registry();
+  const registers = [registry];
+  prom.collectDefaultMetrics({ register: registry, eventLoopMonitoringPrecision: 20 });
+
+  // Counters and gauges whose series are set from the meter at each scrape.
+  type Read = (set: SetSeries) => void;
+  const refill = (m: { reset(): void }, set: SetSeries, read: Read): void => {
+    m.reset();
+    read(set);
+  };
+  const counter = (name: string, help: string, labelNames: string[], read: Read): void => {
+    const m: Counter = new prom.Counter({
+      name,
+      help,
+      labelNames,
+      registers,
+      collect: () => refill(m, (l, v) => m.inc(l, v), read),
+    });
+  };
+  const gauge = (name: string, help: string, labelNames: string[], read: Read): void => {
+    const m: Gauge = new prom.Gauge({
+      name,
+      help,
+      labelNames,
+      registers,
+      collect: () => refill(m, (l, v) => m.set(l, v), read),
+    });
+  };
+  const each = meter.listeners;
+  // In-process clients never send frames over a socket: no all-zero series for them.
+  const sockets = (): ListenerCounters[] => [...each.values()].filter((c) => c.listener !== 'internal');
+  const all = (): ListenerCounters[] => [...each.values()];
+  /** One series per listener and label value, read from one of the listener's counter arrays. */
+  const table =
+    (
+      rows: () => ListenerCounters[],
+      labels: [number, string][],
+      label: string,
+      pick: (c: ListenerCounters) => Float64Array,
+    ) =>
+    (set: SetSeries): void => {
+      for (const c of rows()) for (const [i, name] of labels) set({ listener: c.listener, [label]: name }, pick(c)[i]);
+    };
+  const tableCounter = (
+    name: string,
+    help: string,
+    rows: () => ListenerCounters[],
+    labels: [number, string][],
+    label: string,
+    pick: (c: ListenerCounters) => Float64Array,
+  ): void => counter(name, help, ['listener', label], table(rows, labels, label, pick));
+  /** A per-listener sum over the registered clients (every listener that ever had one shows). */
+  const sumByListener =
+    (value: (e: ClientEntry) => number) =>
+    (set: SetSeries): void => {
+      const n = new Map<string, number>();
+      for (const c of each.keys()) n.set(c, 0);
+      for (const e of meter.clients) {
+        if (!e.registered || e.meter === null) continue;
+        n.set(e.meter.listener, (n.get(e.meter.listener) ?? 0) + value(e));
+      }
+      for (const [listener, v] of n) set({ listener }, v);
+    };
+
+  gauge('busrt_connections', 'Open client connections (handshake included), by listener.', ['listener'], (set) => {
+    for (const l of broker.listeners) set({ listener: l.bind }, l.connections.size);
+  });
+  gauge(
+    'busrt_clients',
+    'Registered clients (secondaries and in-process ones included), by listener.',
+    ['listener'],
+    sumByListener(() => 1),
+  );
+  counter('busrt_registrations_total', 'Clients registered, by listener.', ['listener'], (set) => {
+    for (const c of each.values()) set({ listener: c.listener }, c.registrations);
+  });
+  tableCounter(
+    'busrt_frames_received_total',
+    'Frames read from clients (pings excluded), by listener and op.',
+    sockets,
+    OPS,
+    'op',
+    (c) => c.framesIn,
+  );
+  tableCounter(
+    'busrt_frame_bytes_received_total',
+    'Bytes of the frames read from clients (9-byte header and payload), by listener and op.',
+    sockets,
+    OPS,
+    'op',
+    (c) => c.bytesIn,
+  );
+  tableCounter(
+    'busrt_frames_sent_total',
+    'Frames queued to clients (keep-alives excluded), by listener of the receiver and kind.',
+    all,
+    KINDS,
+    'kind',
+    (c) => c.framesOut,
+  );
+  tableCounter(
+    'busrt_frame_bytes_sent_total',
+    'Bytes of the frames queued to clients (6-byte header and body), by listener and kind.',
+    all,
+    KINDS,
+    'kind',
+    (c) => c.bytesOut,
+  );
+  counter('busrt_acks_sent_total', 'ACKs sent, by listener and result code.', ['listener', 'code'], (set) => {
+    for (const c of each.values()) {
+      for (let code = 0; code < 256; code++)
+        if (c.acks[code] > 0) set({ listener: c.listener, code: codeLabel(code) }, c.acks[code]);
+    }
+  });
+  gauge(
+    'busrt_queue_frames',
+    'Frames waiting to be written, summed over the clients of a listener.',
+    ['listener'],
+    sumByListener((e) => e.sink.queued()),
+  );
+  gauge('busrt_queue_hwm_frames', 'The most frames ever waiting for one client, by listener.', ['listener'], (set) => {
+    for (const c of each.values()) set({ listener: c.listener }, c.queueHwm);
+  });
+  counter('busrt_slow_consumers_dropped_total', 'Clients dropped because their queue stayed full.', [], (set) =>
+    set({}, meter.slowConsumersDropped),
+  );
+  counter(
+    'busrt_disconnects_total',
+    'Clients that went away, by listener and cause (closed, payload_limit, timeout, slow_consumer, ...).',
+    ['listener', 'reason'],
+    (set) => {
+      for (const c of each.values()) for (const [reason, v] of c.disconnects) set({ listener: c.listener, reason }, v);
+    },
+  );
+  counter(
+    'busrt_aaa_denials_total',
+    'Operations refused by the AAA rules, by listener and kind (connect, message, broadcast, publish, subscribe).',
+    ['listener', 'kind'],
+    (set) => {
+      for (const c of each.values()) for (const [kind, v] of c.denials) set({ listener: c.listener, kind }, v);
+    },
+  );
+  counter('busrt_core_rpc_calls_total', 'Calls of the .broker core methods, by method.', ['method'], (set) => {
+    for (const [method, v] of meter.coreCalls) set({ method }, v);
+  });
+  gauge('busrt_subscriptions', 'Subscribed masks over all clients.', [], (set) => {
+    let n = 0;
+    for (const e of meter.clients) if (e.registered) n += e.subscriptions.size;
+    set({}, n);
+  });
+  gauge('busrt_uptime_seconds', 'Seconds since the broker started.', [], (set) => set({}, broker.stats().uptime));
+
+  // Per-client series for the busiest clients only: 10,000 clients must not make 10,000 series.
+  const top = (read: (m: Meter) => number) => (set: SetSeries) => {
+    for (const e of meter.busiest(topClients)) {
+      const m = e.meter as Meter;
+      set({ client: e.name, listener: m.listener }, read(m));
+    }
+  };
+  gauge(
+    'busrt_top_client_frames_in_rate',
+    `Frames per second read from each of the ${topClients} busiest clients.`,
+    ['client', 'listener'],
+    top((m) => m.rateIn),
+  );
+  gauge(
+    'busrt_top_client_frames_out_rate',
+    `Frames per second sent to each of the ${topClients} busiest clients.`,
+    ['client', 'listener'],
+    top((m) => m.rateOut),
+  );
+  gauge(
+    'busrt_top_client_queue_hwm_frames',
+    `The most frames ever waiting for each of the ${topClients} busiest clients.`,
+    ['client', 'listener'],
+    top((m) => m.queueHwm),
+  );
+  return registry;
+}
