@@ -1,7 +1,7 @@
 import type { Registry } from 'prom-client';
 import type { AaaMap, ClientAaa, InternalClient } from '../broker/index.js';
 import { BusError, type Frame, type SubscriptionInfo } from '../protocol/index.js';
-import { unpackMsgpack } from '../rpc/index.js';
+import { decode } from '@msgpack/msgpack';
 import type { Broker } from '../server/index.js';
 import { BrokerMeter, type Meter } from './meter.js';
 import { buildRegistry } from './metrics.js';
@@ -128,7 +128,8 @@ export class TailSession {
     };
     if (!truncated && p.length > 0) {
       try {
-        ev.msgpack = jsonSafe(unpackMsgpack(p));
+        // One whole value only: text such as "hello" would otherwise read as the number 104.
+        ev.msgpack = jsonSafe(decode(p, { useBigInt64: true }));
       } catch {
         // Not MessagePack: the page shows it as text, JSON or hex.
       }

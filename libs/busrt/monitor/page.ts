@@ -120,14 +120,21 @@ button { cursor: pointer; } button.on { background: #1d2330; color: #fff; }
     g.clearRect(0, 0, w, h);
     var max = 1;
     for (var i = 0; i < a.length; i++) max = Math.max(max, a[i], b[i]);
-    var left = 44, top = 6, bottom = h - 18, span = 600000, now = t.length ? t[t.length - 1] : Date.now();
+    var left = 44, top = 6, bottom = h - 18, now = t.length ? t[t.length - 1] : Date.now();
+    // The span grows with the history, from one minute to all of it, in whole minutes.
+    var minutes = Math.min(10, Math.max(1, Math.ceil((now - (t.length ? t[0] : now)) / 60000)));
+    var span = minutes * 60000;
     g.strokeStyle = "#dfe3ea"; g.fillStyle = "#6b7385"; g.font = "11px system-ui, sans-serif"; g.lineWidth = 1;
     for (var k = 0; k <= 4; k++) {
       var y = bottom - ((bottom - top) * k) / 4;
       g.beginPath(); g.moveTo(left, y); g.lineTo(w, y); g.stroke();
       g.fillText(fmt((max * k) / 4), 2, y + 4);
     }
-    for (var m = 0; m <= 10; m += 2) g.fillText(m === 0 ? "now" : "-" + m + "m", w - ((w - left) * m) / 10 - (m === 0 ? 24 : 12), h - 4);
+    for (var q = 0; q <= 4; q++) {
+      var secs = (span / 1000) * q / 4;
+      var label = q === 0 ? "now" : secs < 120 ? "-" + secs + "s" : "-" + secs / 60 + "m";
+      g.fillText(label, w - ((w - left) * q) / 4 - (q === 0 ? 24 : 12), h - 4);
+    }
     [[a, "#2f6fde"], [b, "#d9822b"]].forEach(function (s) {
       g.strokeStyle = s[1]; g.lineWidth = 1.6; g.beginPath();
       for (var j = 0; j < t.length; j++) {
@@ -176,7 +183,7 @@ button { cursor: pointer; } button.on { background: #1d2330; color: #fff; }
   $("cfilter").addEventListener("input", refresh);
 
   // Topic tail.
-  var source = null, paused = false;
+  var source = null, paused = false, unseen = 0;
   function bytesOf(b64) {
     var s = atob(b64), u = new Uint8Array(s.length);
     for (var i = 0; i < s.length; i++) u[i] = s.charCodeAt(i);
@@ -186,7 +193,7 @@ button { cursor: pointer; } button.on { background: #1d2330; color: #fff; }
     var u = bytesOf(ev.data), text = null;
     try { text = new TextDecoder("utf-8", { fatal: true }).decode(u); } catch (e) { text = null; }
     var hex = function () { return Array.prototype.map.call(u, function (x) { return (x < 16 ? "0" : "") + x.toString(16); }).join(" "); };
-    var json = function () { try { return JSON.stringify(JSON.parse(text), null, 1); } catch (e) { return null; } };
+    var json = function () { try { return JSON.stringify(JSON.parse(text)); } catch (e) { return null; } };
     if (mode === "hex") return ["hex", hex()];
     if (mode === "msgpack") return ev.msgpack !== undefined ? ["msgpack", JSON.stringify(ev.msgpack)] : ["hex", hex()];
     if (mode === "text") return text !== null ? ["text", text] : ["hex", hex()];
@@ -196,7 +203,11 @@ button { cursor: pointer; } button.on { background: #1d2330; color: #fff; }
     return text !== null ? ["text", text] : ["hex", hex()];
   }
   function add(ev) {
-    if (paused) return;
+    if (paused) {
+      unseen++;
+      $("tailstate").textContent = "paused, " + unseen + " not shown";
+      return;
+    }
     var box = $("tail"), div = document.createElement("div"), meta = document.createElement("div");
     div.className = "ev"; div.dataset.topic = ev.topic;
     meta.className = "meta";
@@ -232,6 +243,7 @@ button { cursor: pointer; } button.on { background: #1d2330; color: #fff; }
   });
   $("pause").addEventListener("click", function () {
     paused = !paused;
+    unseen = 0;
     $("pause").textContent = paused ? "Resume" : "Pause"; $("pause").classList.toggle("on", paused);
     $("tailstate").textContent = paused ? "paused" : "watching " + $("mask").value;
   });
