@@ -7,15 +7,15 @@ import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { chromium, type BrowserContext, type Page } from 'playwright-core';
-import { connect, packMsgpack, QoS, type SocketClient } from '#busrt/core';
+import { packMsgpack, QoS, type SocketClient } from '#busrt/core';
 import { Daemon, REPO_ROOT } from './support/procs.js';
 import { tmpSocket } from './support/raw.js';
+import { busClients } from './support/bus-clients.js';
 
 const CHROMIUM = '/usr/bin/chromium';
 
 let browser: BrowserContext;
 let profile: string;
-const clients: SocketClient[] = [];
 
 beforeAll(async () => {
   if (!existsSync(CHROMIUM)) throw new Error(`${CHROMIUM} is missing: install Debian's chromium (.ci/run does)`);
@@ -43,16 +43,10 @@ afterAll(async () => {
   if (profile !== undefined) rmSync(profile, { recursive: true, force: true });
 });
 
+const client = busClients();
 afterEach(async () => {
-  for (const c of clients.splice(0)) await c.disconnect().catch(() => undefined);
   await Daemon.killAll();
 });
-
-async function client(path: string, name: string): Promise<SocketClient> {
-  const c = await connect({ path, name, timeoutMs: 2000 });
-  clients.push(c);
-  return c;
-}
 
 /** Waits until the tail's state line says `text`. */
 async function stateIs(page: Page, text: string): Promise<void> {
