@@ -10,3 +10,4 @@ export * from './server/codec.js';
 export * from './server/decorators.js';
 export * from './server/core.controller.js';
 export * from './client/busrt.client-proxy.js';
+export * from './monitor.js';
