@@ -13,7 +13,7 @@ export type { BrokerInfo, BrokerStats, ClientInfo, ClientKind } from './protocol
 // Monitoring: metrics, HTTP endpoints, the web monitor.
 export { BrokerMeter, BrokerMonitor, TailDenied, listenMonitor, monitorHandler } from './monitor/index.js';
 export type { MonitorClient, MonitorHandler, MonitorOptions, MonitorServer, TailEvent } from './monitor/index.js';
-export type { BrokerObserver, ClientMeter, DenialKind } from './broker/index.js';
+export type { BrokerObserver, DenialKind, FrameCounters } from './broker/index.js';
 export type { ClientDetail, SubscriptionInfo } from './protocol/index.js';
 
 // Clients and frames.

@@ -7,7 +7,7 @@ export interface BusrtMonitorOptions {
   /** Where the endpoints are mounted: `<path>/metrics`, `<path>/` for the page, ... Default `/busrt`. */
   path?: string;
   /** Required as `Authorization: Bearer <token>` (or `?token=`) by everything but `<path>/healthz`. */
-  token?: string;
+  token?: string | undefined;
   /** The identity whose AAA rules limit the topic tail. Default `busrt.monitor`. */
   name?: string;
   /**

@@ -1,30 +1,21 @@
-import type { BrokerObserver, ClientEntry, ClientMeter, DenialKind } from '../broker/index.js';
+import { type BrokerObserver, type ClientEntry, type DenialKind, FrameCounters } from '../broker/index.js';
 import { CORE_METHODS, MONITOR_METHODS } from '../rpc/index.js';
 
-/** Counters of one listener (or of the in-process clients, `internal`). */
+/** What a listener (or the in-process clients, `internal`) counts beside its frames. */
 export class ListenerCounters {
-  /** Frames read from clients, by op (`flags & 0x3f`), and their bytes on the wire (header included). */
-  readonly framesIn = new Float64Array(64);
-  readonly bytesIn = new Float64Array(64);
-  /** Frames queued to clients, by kind (`0x01`, `0x12`, `0x13`, `0xfe`), and their bytes on the wire. */
-  readonly framesOut = new Float64Array(256);
-  readonly bytesOut = new Float64Array(256);
-  /** ACKs sent, by result code. */
-  readonly acks = new Float64Array(256);
+  /** The frame counters its clients share; the core bumps them inline. */
+  readonly frames: FrameCounters;
   registrations = 0;
-  /** The most frames ever waiting for one client of this listener. */
-  queueHwm = 0;
   readonly denials = new Map<DenialKind, number>();
   readonly disconnects = new Map<DisconnectCause, number>();
 
-  constructor(readonly listener: string) {}
+  constructor(readonly listener: string) {
+    this.frames = new FrameCounters(listener);
+  }
 }
 
-/** Per-client counters and the rates of the last sample. */
-export class Meter implements ClientMeter {
-  /** The most frames ever waiting for this client. */
-  queueHwm = 0;
-  // The totals at the previous sample, and the rates (per second) between the two last samples.
+/** A client's rates between the two last samples (per second), and its totals at the last one. */
+export class Meter {
   prevRFrames = 0;
   prevWFrames = 0;
   prevRBytes = 0;
@@ -34,10 +25,7 @@ export class Meter implements ClientMeter {
   bytesRateIn = 0;
   bytesRateOut = 0;
 
-  constructor(
-    readonly listener: string,
-    readonly counters: ListenerCounters,
-  ) {}
+  constructor(readonly listener: string) {}
 }
 
 /** Why a client went away, as metrics label it. */
@@ -77,15 +65,16 @@ export function disconnectCause(reason: string): DisconnectCause {
 const KNOWN_METHODS = new Set<string>([...CORE_METHODS, ...MONITOR_METHODS]);
 
 /**
- * The broker observer behind the metrics: plain counters, bumped on the hot path with no
- * allocation and no label lookup; the Prometheus registry reads them when scraped. It also keeps
- * the clients it saw register, to sample their rates (see {@link BrokerMeter.sample}).
+ * The broker observer behind the metrics: hands each client its listener's frame counters (the
+ * core bumps them inline, with no allocation and no label lookup), counts the rare events, and
+ * keeps the registered clients to sample their rates once a second. The Prometheus registry
+ * reads all of it when scraped.
  */
 export class BrokerMeter implements BrokerObserver {
   readonly listeners = new Map<string, ListenerCounters>();
   readonly coreCalls = new Map<string, number>();
-  /** Registered clients (entries that left are pruned at the next sample). */
-  readonly clients = new Set<ClientEntry>();
+  /** Registered clients and their rates (entries that left are pruned at the next sample). */
+  readonly clients = new Map<ClientEntry, Meter>();
   slowConsumersDropped = 0;
 
   /** The counters of a listener, made on first use. */
@@ -102,38 +91,8 @@ export class BrokerMeter implements BrokerObserver {
     const listener = entry.port ?? 'internal';
     const counters = this.counters(listener);
     counters.registrations++;
-    entry.meter = new Meter(listener, counters);
-    this.clients.add(entry);
-  }
-
-  frameIn(sender: ClientEntry, op: number, len: number): void {
-    const m = sender.meter as Meter | null;
-    if (m === null) return;
-    const c = m.counters;
-    c.framesIn[op]++;
-    c.bytesIn[op] += 9 + len;
-  }
-
-  frameOut(receiver: ClientEntry, kind: number, bytes: number): void {
-    const m = receiver.meter as Meter | null;
-    if (m === null) return;
-    const c = m.counters;
-    c.framesOut[kind]++;
-    c.bytesOut[kind] += bytes;
-    const q = receiver.sink.queued();
-    if (q > m.queueHwm) {
-      m.queueHwm = q;
-      if (q > c.queueHwm) c.queueHwm = q;
-    }
-  }
-
-  ack(to: ClientEntry, code: number): void {
-    const m = to.meter as Meter | null;
-    if (m === null) return;
-    const c = m.counters;
-    c.framesOut[0xfe]++;
-    c.bytesOut[0xfe] += 6;
-    c.acks[code]++;
+    entry.counters = counters.frames;
+    this.clients.set(entry, new Meter(listener));
   }
 
   denied(_entry: ClientEntry | null, kind: DenialKind, listener: string): void {
@@ -159,13 +118,11 @@ export class BrokerMeter implements BrokerObserver {
    * page and the per-client metrics never walk them on their own.
    */
   sample(seconds: number): void {
-    for (const e of this.clients) {
+    for (const [e, m] of this.clients) {
       if (!e.registered) {
         this.clients.delete(e);
         continue;
       }
-      const m = e.meter as Meter | null;
-      if (m === null) continue;
       m.rateIn = (e.rFrames - m.prevRFrames) / seconds;
       m.rateOut = (e.wFrames - m.prevWFrames) / seconds;
       m.bytesRateIn = (e.rBytes - m.prevRBytes) / seconds;
@@ -177,15 +134,18 @@ export class BrokerMeter implements BrokerObserver {
     }
   }
 
+  /** The registered clients with their meters. */
+  *registeredClients(): IterableIterator<[ClientEntry, Meter]> {
+    for (const pair of this.clients) if (pair[0].registered) yield pair;
+  }
+
   /** The `n` busiest clients (frames in and out per second), then by name. */
-  busiest(n: number): ClientEntry[] {
-    const list: ClientEntry[] = [];
-    for (const e of this.clients) if (e.registered && e.meter !== null) list.push(e);
-    list.sort((a, b) => {
-      const ma = a.meter as Meter;
-      const mb = b.meter as Meter;
-      return mb.rateIn + mb.rateOut - (ma.rateIn + ma.rateOut) || (a.name < b.name ? -1 : a.name > b.name ? 1 : 0);
-    });
+  busiest(n: number): [ClientEntry, Meter][] {
+    const list = [...this.registeredClients()];
+    list.sort(
+      ([a, ma], [b, mb]) =>
+        mb.rateIn + mb.rateOut - (ma.rateIn + ma.rateOut) || (a.name < b.name ? -1 : a.name > b.name ? 1 : 0),
+    );
     if (list.length > n) list.length = n;
     return list;
   }

@@ -103,10 +103,7 @@ export async function buildRegistry(broker: Broker, meter: BrokerMeter, topClien
     (set: SetSeries): void => {
       const n = new Map<string, number>();
       for (const c of each.keys()) n.set(c, 0);
-      for (const e of meter.clients) {
-        if (!e.registered || e.meter === null) continue;
-        n.set(e.meter.listener, (n.get(e.meter.listener) ?? 0) + value(e));
-      }
+      for (const [e, m] of meter.registeredClients()) n.set(m.listener, (n.get(m.listener) ?? 0) + value(e));
       for (const [listener, v] of n) set({ listener }, v);
     };
 
@@ -128,7 +125,7 @@ export async function buildRegistry(broker: Broker, meter: BrokerMeter, topClien
     sockets,
     OPS,
     'op',
-    (c) => c.framesIn,
+    (c) => c.frames.framesIn,
   );
   tableCounter(
     'busrt_frame_bytes_received_total',
@@ -136,7 +133,7 @@ export async function buildRegistry(broker: Broker, meter: BrokerMeter, topClien
     sockets,
     OPS,
     'op',
-    (c) => c.bytesIn,
+    (c) => c.frames.bytesIn,
   );
   tableCounter(
     'busrt_frames_sent_total',
@@ -144,7 +141,7 @@ export async function buildRegistry(broker: Broker, meter: BrokerMeter, topClien
     all,
     KINDS,
     'kind',
-    (c) => c.framesOut,
+    (c) => c.frames.framesOut,
   );
   tableCounter(
     'busrt_frame_bytes_sent_total',
@@ -152,12 +149,12 @@ export async function buildRegistry(broker: Broker, meter: BrokerMeter, topClien
     all,
     KINDS,
     'kind',
-    (c) => c.bytesOut,
+    (c) => c.frames.bytesOut,
   );
   counter('busrt_acks_sent_total', 'ACKs sent, by listener and result code.', ['listener', 'code'], (set) => {
     for (const c of each.values()) {
       for (let code = 0; code < 256; code++)
-        if (c.acks[code] > 0) set({ listener: c.listener, code: codeLabel(code) }, c.acks[code]);
+        if (c.frames.acks[code] > 0) set({ listener: c.listener, code: codeLabel(code) }, c.frames.acks[code]);
     }
   });
   gauge(
@@ -167,7 +164,7 @@ export async function buildRegistry(broker: Broker, meter: BrokerMeter, topClien
     sumByListener((e) => e.sink.queued()),
   );
   gauge('busrt_queue_hwm_frames', 'The most frames ever waiting for one client, by listener.', ['listener'], (set) => {
-    for (const c of each.values()) set({ listener: c.listener }, c.queueHwm);
+    for (const c of each.values()) set({ listener: c.listener }, c.frames.queueHwm);
   });
   counter('busrt_slow_consumers_dropped_total', 'Clients dropped because their queue stayed full.', [], (set) =>
     set({}, meter.slowConsumersDropped),
@@ -193,35 +190,32 @@ export async function buildRegistry(broker: Broker, meter: BrokerMeter, topClien
   });
   gauge('busrt_subscriptions', 'Subscribed masks over all clients.', [], (set) => {
     let n = 0;
-    for (const e of meter.clients) if (e.registered) n += e.subscriptions.size;
+    for (const [e] of meter.registeredClients()) n += e.subscriptions.size;
     set({}, n);
   });
   gauge('busrt_uptime_seconds', 'Seconds since the broker started.', [], (set) => set({}, broker.stats().uptime));
 
   // Per-client series for the busiest clients only: 10,000 clients must not make 10,000 series.
-  const top = (read: (m: Meter) => number) => (set: SetSeries) => {
-    for (const e of meter.busiest(topClients)) {
-      const m = e.meter as Meter;
-      set({ client: e.name, listener: m.listener }, read(m));
-    }
+  const top = (read: (e: ClientEntry, m: Meter) => number) => (set: SetSeries) => {
+    for (const [e, m] of meter.busiest(topClients)) set({ client: e.name, listener: m.listener }, read(e, m));
   };
   gauge(
     'busrt_top_client_frames_in_rate',
     `Frames per second read from each of the ${topClients} busiest clients.`,
     ['client', 'listener'],
-    top((m) => m.rateIn),
+    top((_, m) => m.rateIn),
   );
   gauge(
     'busrt_top_client_frames_out_rate',
     `Frames per second sent to each of the ${topClients} busiest clients.`,
     ['client', 'listener'],
-    top((m) => m.rateOut),
+    top((_, m) => m.rateOut),
   );
   gauge(
     'busrt_top_client_queue_hwm_frames',
     `The most frames ever waiting for each of the ${topClients} busiest clients.`,
     ['client', 'listener'],
-    top((m) => m.queueHwm),
+    top((e) => e.queueHwm),
   );
   return registry;
 }

@@ -3,7 +3,7 @@ import type { AaaMap, ClientAaa, InternalClient } from '../broker/index.js';
 import { BusError, type Frame, type SubscriptionInfo } from '../protocol/index.js';
 import { decode } from '@msgpack/msgpack';
 import type { Broker } from '../server/index.js';
-import { BrokerMeter, type Meter } from './meter.js';
+import { BrokerMeter } from './meter.js';
 import { buildRegistry } from './metrics.js';
 
 /** Settings of a {@link BrokerMonitor}. */
@@ -12,7 +12,7 @@ export interface MonitorOptions {
    * Required as `Authorization: Bearer <token>` (or `?token=` for the page and its event stream)
    * by every endpoint but `/healthz`. Default: none.
    */
-  token?: string | null;
+  token?: string | null | undefined;
   /**
    * The identity of the topic tail: with an AAA map, the tail shows only publications whose topic
    * this client name may subscribe to, and nothing when the map has no rule for it. Default
@@ -226,9 +226,8 @@ export class BrokerMonitor {
   /** Registered clients, busiest first, at most `limit`; `total` counts them all. */
   clients(limit = 500): { total: number; clients: MonitorClient[] } {
     let total = 0;
-    for (const e of this.meter.clients) if (e.registered) total++;
-    const list = this.meter.busiest(limit).map((e): MonitorClient => {
-      const m = e.meter as Meter;
+    for (const _ of this.meter.registeredClients()) total++;
+    const list = this.meter.busiest(limit).map(([e, m]): MonitorClient => {
       return {
         name: e.name,
         kind: e.kind,
@@ -243,7 +242,7 @@ export class BrokerMonitor {
         bytes_in_rate: m.bytesRateIn,
         bytes_out_rate: m.bytesRateOut,
         queue: e.sink.queued(),
-        queue_hwm: m.queueHwm,
+        queue_hwm: e.queueHwm,
         subscriptions: e.subscriptions.size,
       };
     });
@@ -260,7 +259,7 @@ export class BrokerMonitor {
     let connections = 0;
     for (const l of this.broker.listeners) connections += l.connections.size;
     let subscriptions = 0;
-    for (const e of this.meter.clients) if (e.registered) subscriptions += e.subscriptions.size;
+    for (const [e] of this.meter.registeredClients()) subscriptions += e.subscriptions.size;
     return {
       ...this.broker.stats(),
       ...this.broker.info(),
