@@ -2,7 +2,9 @@
 // another (no screen control) and exits: the busiest clients first.
 import { afterEach, describe, expect, it } from '@jest/globals';
 import { QoS, unpackMsgpack, RpcClient } from '#busrt/core';
+import { spawn } from 'node:child_process';
 import { BUSRT_BIN, Daemon, runNode } from './support/procs.js';
+import { Waiters } from './support/waiters.js';
 import { tmpSocket } from './support/raw.js';
 import { busClients } from './support/bus-clients.js';
 
@@ -65,6 +67,34 @@ describe('busrt top', () => {
       expect(byName.has('.broker')).toBe(true);
     }
     expect(r.stdout).toMatch(/^busrt top - .* \d+ clients, \d+ subscriptions, in [\d_]+ frames\/s/m);
+  });
+
+  it('redraws in place on a terminal and quits on q', async () => {
+    const sock = tmpSocket();
+    await Daemon.start(['-B', sock]);
+    // script(1) gives top a pseudo-terminal, as a person at a terminal would.
+    const cmd = `'${process.execPath}' '${BUSRT_BIN}' -s '${sock}' top --interval 0.2`;
+    const child = spawn('script', ['-q', '-e', '-c', cmd, '/dev/null'], { stdio: ['pipe', 'pipe', 'pipe'] });
+    let out = '';
+    const waiters = new Waiters();
+    child.stdout.on('data', (d: Buffer) => {
+      out += d.toString('utf8');
+      waiters.wake();
+    });
+    const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+    try {
+      await waiters.wait(
+        () => (out.includes('q to quit') ? true : undefined),
+        5000,
+        () => `no view in: ${out}`,
+      );
+      child.stdin.write('q');
+      expect(await exited).toBe(0);
+    } finally {
+      if (child.exitCode === null) child.kill('SIGKILL');
+    }
+    expect(out).toContain('\u001b[H\u001b[2Jbusrt top - ');
+    expect(out).toContain('\u001b[?25h'); // the cursor is given back
   });
 
   it('refuses arguments and bad numbers', async () => {
