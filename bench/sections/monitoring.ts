@@ -107,7 +107,7 @@ function hotPath(ctx: Context): string[][] {
  */
 export async function monitoring(ctx: Context): Promise<void> {
   const q = ctx.quick;
-  const rounds = q ? 5 : 9;
+  const rounds = q ? 7 : 15;
   const off: Busrtd = await busrtd(ctx.socket('mon-off'));
   const on: Busrtd = await busrtd(ctx.socket('mon-on'), ['--http', '127.0.0.1:0']);
   const metricsUrl = `${/monitoring on (http:\/\/\S+)\//.exec(on.child.err)?.[1]}/metrics`;
