@@ -99,18 +99,34 @@ function hotPath(ctx: Context): string[][] {
   });
 }
 
+/** Every order of three, so that each broker runs first, second and third equally often. */
+const ORDERS = [
+  [0, 1, 2],
+  [1, 2, 0],
+  [2, 0, 1],
+  [0, 2, 1],
+  [2, 1, 0],
+  [1, 0, 2],
+] as const;
+
 /**
- * What monitoring costs: the same stages against two busrtd, one with `--http` (the observer
- * counting every frame, the sampler running, /metrics scraped every round) and one without, in
- * alternating rounds (the order flips every round), so that the load of a shared machine falls
- * on both alike; medians over the rounds.
+ * What monitoring costs: the same stages against three busrtd: one with `--http` (the counters
+ * on every frame, rates sampled every second, /metrics scraped every round), one without, and a
+ * second one without as a control, which shows how far two identical brokers drift apart on this
+ * machine. They take turns within each round, in every order in turn, so the load of a shared
+ * machine falls on all alike; the cost is the median over the rounds of "on" against the "off"
+ * run of the same round.
  */
 export async function monitoring(ctx: Context): Promise<void> {
   const q = ctx.quick;
-  const rounds = q ? 7 : 15;
-  const off: Busrtd = await busrtd(ctx.socket('mon-off'));
-  const on: Busrtd = await busrtd(ctx.socket('mon-on'), ['--http', '127.0.0.1:0']);
-  const metricsUrl = `${/monitoring on (http:\/\/\S+)\//.exec(on.child.err)?.[1]}/metrics`;
+  const rounds = q ? 6 : 18;
+  const brokers: Busrtd[] = [
+    await busrtd(ctx.socket('mon-off')),
+    await busrtd(ctx.socket('mon-on'), ['--http', '127.0.0.1:0']),
+    await busrtd(ctx.socket('mon-control')),
+  ];
+  const names = ['off', 'on', 'control'];
+  const metricsUrl = `${/monitoring on (http:\/\/\S+)\//.exec(brokers[1].child.err)?.[1]}/metrics`;
   const opts = {
     pairs: 4,
     payloadSize: 100,
@@ -118,21 +134,21 @@ export async function monitoring(ctx: Context): Promise<void> {
     stages: STAGES,
     iterations: (s: string) => (s === 'rpc.call' ? (q ? 60_000 : 150_000) : q ? 300_000 : 800_000),
   };
-  const rates = { on: STAGES.map((): number[] => []), off: STAGES.map((): number[] => []) };
-  const cpu = { on: STAGES.map((): number[] => []), off: STAGES.map((): number[] => []) };
+  // [broker][stage][round]
+  const rates = brokers.map(() => STAGES.map((): number[] => []));
+  const cpu = brokers.map(() => STAGES.map((): number[] => []));
   try {
     for (let r = 0; r < rounds; r++) {
-      const order = r % 2 === 0 ? (['off', 'on'] as const) : (['on', 'off'] as const);
-      for (const which of order) {
-        ctx.log(`monitoring: round ${r + 1}/${rounds}, ${which}`);
-        const b = which === 'on' ? on : off;
+      for (const k of ORDERS[r % ORDERS.length]) {
+        ctx.log(`monitoring: round ${r + 1}/${rounds}, ${names[k]}`);
+        const b = brokers[k];
         const runs = await runStages(ctx, b, b.unix, opts);
         runs.forEach((x, i) => {
-          rates[which][i].push(x.rate);
+          rates[k][i].push(x.rate);
           // Broker CPU per operation: steadier than throughput when the machine is shared.
-          cpu[which][i].push((x.cost.cpuMs * 1000) / opts.iterations(x.stage));
+          cpu[k][i].push((x.cost.cpuMs * 1000) / opts.iterations(x.stage));
         });
-        if (which === 'on') {
+        if (k === 1) {
           const res = await fetch(metricsUrl);
           if (!res.ok || !(await res.text()).includes('busrt_frames_received_total')) {
             throw new Error(`scraping ${metricsUrl} failed: HTTP ${res.status}`);
@@ -141,56 +157,54 @@ export async function monitoring(ctx: Context): Promise<void> {
       }
     }
   } finally {
-    await off.child.stop();
-    await on.child.stop();
+    for (const b of brokers) await b.child.stop();
   }
   const hot = hotPath(ctx);
-  // Per round, "on" against the "off" run next to it: the ratio cancels the machine's drift.
+  // Per round, a broker against the "off" run of the same round: the ratio cancels the drift.
   const pairCost = (xs: number[], ys: number[], lowerIsBetter: boolean): number =>
     median(xs.map((x, k) => (lowerIsBetter ? ys[k] / x - 1 : 1 - ys[k] / x))) * 100;
-  const rows = STAGES.map((s, i) => {
-    const rOff = median(rates.off[i]);
-    const rOn = median(rates.on[i]);
-    const cOff = median(cpu.off[i]);
-    const cOn = median(cpu.on[i]);
-    ctx.report.add('monitoring', {
-      stage: s,
-      rounds,
-      ratesOff: rates.off[i],
-      ratesOn: rates.on[i],
-      medianOff: rOff,
-      medianOn: rOn,
-      cpuUsPerOpOff: cOff,
-      cpuUsPerOpOn: cOn,
-      cpuUsPerOpOffRounds: cpu.off[i],
-      cpuUsPerOpOnRounds: cpu.on[i],
-    });
-    return [
-      `${s} (4 pairs, 16 outstanding)`,
-      groupDigits(Math.round(rOff)),
-      groupDigits(Math.round(rOn)),
-      `${(((rOff - rOn) / rOff) * 100).toFixed(1)}%`,
-      `${pairCost(rates.off[i], rates.on[i], false).toFixed(1)}%`,
-      `${cOff.toFixed(2)} / ${cOn.toFixed(2)} µs`,
-      `${pairCost(cpu.off[i], cpu.on[i], true).toFixed(1)}%`,
-    ];
+  const pct = (n: number): string => `${n >= 0 ? '+' : ''}${n.toFixed(1)}%`;
+  const rows: string[][] = [];
+  STAGES.forEach((s, i) => {
+    for (const k of [1, 2]) {
+      const thr = pairCost(rates[0][i], rates[k][i], false);
+      const c = pairCost(cpu[0][i], cpu[k][i], true);
+      ctx.report.add('monitoring', {
+        stage: s,
+        broker: names[k],
+        rounds,
+        ratesOff: rates[0][i],
+        rates: rates[k][i],
+        cpuUsPerOpOff: cpu[0][i],
+        cpuUsPerOp: cpu[k][i],
+        throughputCostPct: thr,
+        cpuCostPct: c,
+      });
+      rows.push([
+        `${s} (4 pairs, 16 outstanding)`,
+        k === 1 ? 'on (--http)' : 'control (off again)',
+        groupDigits(Math.round(median(rates[0][i]))),
+        groupDigits(Math.round(median(rates[k][i]))),
+        pct(thr),
+        `${median(cpu[0][i]).toFixed(2)} / ${median(cpu[k][i]).toFixed(2)} µs`,
+        pct(c),
+      ]);
+    }
   });
   ctx.report.table(
     'monitoring',
-    `Monitoring cost: busrtd without and with --http, ${rounds} alternating rounds, medians`,
+    `Monitoring cost: busrtd with --http against busrtd without, ${rounds} rounds, medians`,
     [
       'stage',
+      'against off',
       'off (ops/s)',
-      'on (ops/s)',
-      'cost (medians)',
-      'cost (median of pairs)',
-      'broker CPU per op off / on',
-      'CPU cost (median of pairs)',
+      'this (ops/s)',
+      'throughput lost (median of rounds)',
+      'broker CPU per op, off / this',
+      'broker CPU added (median of rounds)',
     ],
     rows,
-    [
-      '"On" is busrtd --http: the observer counts every frame, rates are sampled every second and /metrics is scraped once per round.',
-    ],
+    ['The control row is a second busrtd without --http: the drift between two identical brokers on this machine.'],
   );
   ctx.report.table(
     'monitoring',
