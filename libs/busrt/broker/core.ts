@@ -19,7 +19,7 @@ import type { ClientAaa } from './aaa.js';
 import { LogLimiter } from './log-limiter.js';
 import { ClientEntry, type ClientSink } from './entry.js';
 import { AclMap, BroadcastIndex, TopicMap } from './matching/index.js';
-import type { BrokerObserver, DenialKind, FrameCounters } from './observer.js';
+import { ACK_CODES, type BrokerObserver, type DenialKind, type FrameCounters } from './observer.js';
 
 /** Where the broker reports what happens. Every method is optional. */
 export interface BrokerLogger {
@@ -287,8 +287,9 @@ export class BrokerCore {
     const len = end - start;
     const fc = sender.counters;
     if (fc !== null) {
-      fc.framesIn[op]++;
-      fc.bytesIn[op] += 9 + len;
+      const c = fc.in;
+      c[op << 1]++;
+      c[(op << 1) | 1] += len;
     }
     let code: number;
     switch (op) {
@@ -350,7 +351,7 @@ export class BrokerCore {
     this.countWrite(to, 6);
     const fc = to.counters;
     if (fc !== null) {
-      fc.acks[code]++;
+      fc.out[ACK_CODES + code]++;
       this.countOut(to, fc, FrameKind.Ack, 6);
     }
     to.sink.pushAck(opId, code, realtime);
@@ -358,15 +359,19 @@ export class BrokerCore {
 
   /**
    * A frame queued for a receiver that is monitored: its kind and wire size for the receiver's
-   * listener, and the receiver's queue high-water mark.
+   * listener, and, every 16th frame of the receiver, its queue high-water mark (a queue grows
+   * frame by frame, so the mark is off by 15 frames at most, for a call less on most frames).
    */
   private countOut(receiver: ClientEntry, fc: FrameCounters, kind: number, bytes: number): void {
-    fc.framesOut[kind]++;
-    fc.bytesOut[kind] += bytes;
-    const q = receiver.sink.queued();
-    if (q > receiver.queueHwm) {
-      receiver.queueHwm = q;
-      if (q > fc.queueHwm) fc.queueHwm = q;
+    const c = fc.out;
+    c[kind << 1]++;
+    c[(kind << 1) | 1] += bytes;
+    if ((receiver.wFrames & 15) === 0) {
+      const q = receiver.sink.queued();
+      if (q > receiver.queueHwm) {
+        receiver.queueHwm = q;
+        if (q > fc.queueHwm) fc.queueHwm = q;
+      }
     }
   }
 

@@ -1,19 +1,25 @@
 import type { ClientEntry } from './entry.js';
 
+/** Where the ACK counts by result code start in {@link FrameCounters.out}. */
+export const ACK_CODES = 512;
+
 /**
  * Frame counters of one listener (or of the in-process clients, `internal`). The observer gives
  * each client the counters of its listener at registration (`ClientEntry.counters`) and the core
  * bumps them inline: a field read and a few array increments per frame, no call, no lookup.
  */
 export class FrameCounters {
-  /** Frames read from clients, by op (`flags & 0x3f`), and their bytes on the wire (header included). */
-  readonly framesIn = new Float64Array(64);
-  readonly bytesIn = new Float64Array(64);
-  /** Frames queued to clients, by kind (`0x01`, `0x12`, `0x13`, `0xfe`), and their bytes on the wire. */
-  readonly framesOut = new Float64Array(256);
-  readonly bytesOut = new Float64Array(256);
-  /** ACKs queued, by result code. */
-  readonly acks = new Float64Array(256);
+  /**
+   * Frames read from clients, by op (`flags & 0x3f`): `in[2 op]` counts frames, `in[2 op + 1]`
+   * their payload bytes. Pairs side by side: one array and one cache line per frame.
+   */
+  readonly in = new Float64Array(128);
+  /**
+   * Frames queued to clients, by kind (`0x01`, `0x12`, `0x13`, `0xfe`): `out[2 kind]` counts
+   * frames, `out[2 kind + 1]` their bytes on the wire (header included); ACKs by result code at
+   * `out[ACK_CODES + code]`.
+   */
+  readonly out = new Float64Array(ACK_CODES + 256);
   /** The most frames ever waiting for one client of this listener. */
   queueHwm = 0;
 

@@ -1,7 +1,7 @@
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import type { Counter, Gauge, Registry } from 'prom-client';
 import { ErrorCode, FrameKind, Op } from '../protocol/index.js';
-import type { ClientEntry } from '../broker/index.js';
+import { ACK_CODES, type ClientEntry } from '../broker/index.js';
 import type { Broker } from '../server/index.js';
 import type { BrokerMeter, ListenerCounters, Meter } from './meter.js';
 
@@ -122,10 +122,10 @@ export async function buildRegistry(broker: Broker, meter: BrokerMeter, topClien
       rows: () => ListenerCounters[],
       labels: [number, string][],
       label: string,
-      pick: (c: ListenerCounters) => Float64Array,
+      pick: (c: ListenerCounters, index: number) => number,
     ) =>
     (set: SetSeries): void => {
-      for (const c of rows()) for (const [i, name] of labels) set({ listener: c.listener, [label]: name }, pick(c)[i]);
+      for (const c of rows()) for (const [i, name] of labels) set({ listener: c.listener, [label]: name }, pick(c, i));
     };
   const tableCounter = (
     name: string,
@@ -133,7 +133,7 @@ export async function buildRegistry(broker: Broker, meter: BrokerMeter, topClien
     rows: () => ListenerCounters[],
     labels: [number, string][],
     label: string,
-    pick: (c: ListenerCounters) => Float64Array,
+    pick: (c: ListenerCounters, index: number) => number,
   ): void => counter(name, help, ['listener', label], table(rows, labels, label, pick));
   /** A per-listener sum over the registered clients (every listener that ever had one shows). */
   const sumByListener =
@@ -163,7 +163,7 @@ export async function buildRegistry(broker: Broker, meter: BrokerMeter, topClien
     sockets,
     OPS,
     'op',
-    (c) => c.frames.framesIn,
+    (c, op) => c.frames.in[op << 1],
   );
   tableCounter(
     'busrt_frame_bytes_received_total',
@@ -171,7 +171,7 @@ export async function buildRegistry(broker: Broker, meter: BrokerMeter, topClien
     sockets,
     OPS,
     'op',
-    (c) => c.frames.bytesIn,
+    (c, op) => c.frames.in[(op << 1) | 1] + 9 * c.frames.in[op << 1],
   );
   tableCounter(
     'busrt_frames_sent_total',
@@ -179,7 +179,7 @@ export async function buildRegistry(broker: Broker, meter: BrokerMeter, topClien
     all,
     KINDS,
     'kind',
-    (c) => c.frames.framesOut,
+    (c, kind) => c.frames.out[kind << 1],
   );
   tableCounter(
     'busrt_frame_bytes_sent_total',
@@ -187,12 +187,14 @@ export async function buildRegistry(broker: Broker, meter: BrokerMeter, topClien
     all,
     KINDS,
     'kind',
-    (c) => c.frames.bytesOut,
+    (c, kind) => c.frames.out[(kind << 1) | 1],
   );
   counter('busrt_acks_sent_total', 'ACKs sent, by listener and result code.', ['listener', 'code'], (set) => {
     for (const c of each.values()) {
-      for (let code = 0; code < 256; code++)
-        if (c.frames.acks[code] > 0) set({ listener: c.listener, code: codeLabel(code) }, c.frames.acks[code]);
+      for (let code = 0; code < 256; code++) {
+        const n = c.frames.out[ACK_CODES + code];
+        if (n > 0) set({ listener: c.listener, code: codeLabel(code) }, n);
+      }
     }
   });
   gauge(
