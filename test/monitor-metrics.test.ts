@@ -161,6 +161,11 @@ describe('busrtd --http /metrics', () => {
     expect(await (await fetch(`${base}/healthz`)).json()).toMatchObject({ status: 'ok' });
     expect((await fetch(`${base}/clients?limit=x`, auth)).status).toBe(400);
     expect((await fetch(`${base}/nothing`, auth)).status).toBe(404);
+    // Bad requests get a reason, and the broker goes on.
+    const noMask = await fetch(`${base}/tail`, auth);
+    expect(noMask.status).toBe(400);
+    expect(await noMask.json()).toEqual({ error: 'the tail needs a topic mask' });
+    expect((await fetch(`${base}/metrics`, { ...auth, method: 'POST' })).status).toBe(405);
 
     await register(sock, 'first');
     const few = await scrape(base, auth);
