@@ -50,7 +50,7 @@ export interface BrokerOptions {
   queueSize?: number;
   /** Receives registrations, drops, denials and errors. */
   logger?: BrokerLogger;
-  /** Watches frames, ACKs, registrations, denials and disconnects (monitoring); none by default. */
+  /** Monitoring: hands out the frame counters and hears of registrations, denials, disconnects. */
   observer?: BrokerObserver | null;
 }
 
