@@ -9,6 +9,7 @@ import { Report } from './lib/report.js';
 import { ceiling } from './sections/ceiling.js';
 import { fanout, idle, matching } from './sections/broker.js';
 import { latency } from './sections/latency.js';
+import { monitoring } from './sections/monitoring.js';
 import { nest } from './sections/nest.js';
 import { replicas } from './sections/replicas.js';
 import { stages } from './sections/stages.js';
@@ -30,6 +31,10 @@ const SECTIONS: Record<string, { about: string; run: (ctx: Context) => Promise<v
   idle: { about: 'throughput with 1000 idle clients; broker memory per idle client', run: idle },
   nest: { about: 'a Nest echo app through busrt and Nest TCP, Redis, NATS, MQTT', run: nest },
   replicas: { about: 'a Nest service with 1 instance and with a replica set of 3', run: replicas },
+  monitoring: {
+    about: 'send+recv and rpc.call through busrtd with --http and without, alternating rounds',
+    run: monitoring,
+  },
 };
 
 const USAGE = `Usage: npm run bench -- [options]

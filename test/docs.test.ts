@@ -66,7 +66,9 @@ const problemsOf = (file: string): DocProblem[] => result.problems.filter((p) =>
 describe('the TypeScript blocks of the documentation', () => {
   it('are found in README.md and docs/', () => {
     const files = new Set(result.blocks.filter((b) => real.has(b.file)).map((b) => b.file));
-    expect(files).toEqual(new Set(['README.md', 'docs/browser.md', 'docs/nestjs.md', 'docs/security.md']));
+    expect(files).toEqual(
+      new Set(['README.md', 'docs/browser.md', 'docs/monitoring.md', 'docs/nestjs.md', 'docs/security.md']),
+    );
   });
 
   it('type-check against the public API as a strict consumer compiles them', () => {

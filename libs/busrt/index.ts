@@ -20,6 +20,12 @@ export { AaaConfigError, ClientAaa, aaaMapFrom, parseAaaJson, replaceAaaMap, toA
 export type { AaaMap, AaaPermission, AaaRule, AaaRules } from './broker/index.js';
 export type { BrokerInfo, BrokerStats, ClientInfo, ClientKind } from './protocol/index.js';
 
+// Monitoring: metrics, HTTP endpoints, the web monitor.
+export { BrokerMeter, BrokerMonitor, TailDenied, listenMonitor, monitorHandler } from './monitor/index.js';
+export type { MonitorClient, MonitorHandler, MonitorOptions, MonitorServer, TailEvent } from './monitor/index.js';
+export type { BrokerObserver, DenialKind, FrameCounters } from './broker/index.js';
+export type { ClientDetail, SubscriptionInfo } from './protocol/index.js';
+
 // Clients and frames.
 export { SocketClient, connect } from './client/index.js';
 export type { ClientOptions, ClientStream, StreamClientOptions } from './client/index.js';

@@ -5,3 +5,4 @@ export * from './transport/index.js';
 export * from './client/index.js';
 export * from './rpc/index.js';
 export * from './broker/matching/index.js';
+export * from './monitor/index.js';

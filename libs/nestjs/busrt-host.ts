@@ -1,6 +1,16 @@
-import { Inject, Injectable, Logger, type OnApplicationBootstrap, type OnApplicationShutdown } from '@nestjs/common';
+import {
+  Inject,
+  Injectable,
+  Logger,
+  type OnApplicationBootstrap,
+  type OnApplicationShutdown,
+  type OnModuleInit,
+  Optional,
+} from '@nestjs/common';
+import { HttpAdapterHost } from '@nestjs/core';
 import {
   Broker,
+  BrokerMeter,
   type BrokerLogger,
   CoreRpcHandlers,
   initCoreRpc,
@@ -15,6 +25,7 @@ import { BUSRT_MODULE_OPTIONS } from './busrt.module-definition.js';
 import { DEFAULT_HOST } from './constants.js';
 import { type HostedBroker, registerHostedBroker, unregisterHostedBroker } from './hosted.js';
 import type { BusrtModuleOptions } from './options.js';
+import { HostedMonitor } from './monitor.js';
 
 /**
  * The broker's log lines through Nest's logger. Registrations and routine connections and
@@ -37,15 +48,20 @@ function nestBrokerLogger(): BrokerLogger {
  * the listeners and removes their socket files.
  */
 @Injectable()
-export class BusrtHost implements HostedBroker, OnApplicationBootstrap, OnApplicationShutdown {
+export class BusrtHost implements HostedBroker, OnModuleInit, OnApplicationBootstrap, OnApplicationShutdown {
   readonly broker: Broker;
   readonly coreRpc: boolean;
   private readonly core: CoreRpcHandlers;
   private readonly coreClient: RpcClient | null;
   private readonly hostName: string;
   private attached: RpcHandlers | null = null;
+  /** The monitoring endpoints (`monitor` option), or null. */
+  readonly monitor: HostedMonitor | null;
 
-  constructor(@Inject(BUSRT_MODULE_OPTIONS) private readonly options: BusrtModuleOptions) {
+  constructor(
+    @Inject(BUSRT_MODULE_OPTIONS) private readonly options: BusrtModuleOptions,
+    @Optional() private readonly adapterHost?: HttpAdapterHost,
+  ) {
     const logger =
       options.logger === false
         ? {}
@@ -58,12 +74,27 @@ export class BusrtHost implements HostedBroker, OnApplicationBootstrap, OnApplic
       logger,
       frameMemory: options.frameMemory,
       frameMemoryPerClient: options.frameMemoryPerClient,
+      observer: options.monitor === undefined ? null : new BrokerMeter(),
     });
     this.coreRpc = options.coreRpc ?? true;
     this.core = new CoreRpcHandlers(this.broker);
     this.coreClient = this.coreRpc ? initCoreRpc(this.broker) : null;
     this.hostName = options.hostName ?? DEFAULT_HOST;
     registerHostedBroker(this.hostName, this);
+    const maps = (options.listeners ?? []).map((l) => (l.aaa ? toAaaMap(l.aaa, `listener ${l.path}: aaa`) : null));
+    this.monitor = options.monitor === undefined ? null : new HostedMonitor(this.broker, options.monitor, maps);
+  }
+
+  /** Mounts the monitoring endpoints, before Nest adds its not-found handler. */
+  async onModuleInit(): Promise<void> {
+    try {
+      await this.monitor?.mount(this.adapterHost);
+    } catch (e) {
+      // The app does not start: nothing of this broker may stay behind in the process.
+      this.monitor?.close();
+      unregisterHostedBroker(this.hostName, this);
+      throw e;
+    }
   }
 
   /** Starts every listener; a bind that fails stops the app from starting, with the reason. */
@@ -85,6 +116,7 @@ export class BusrtHost implements HostedBroker, OnApplicationBootstrap, OnApplic
   /** Runs after the transports closed, so replies of in-flight calls are out before the broker goes. */
   async onApplicationShutdown(): Promise<void> {
     unregisterHostedBroker(this.hostName, this);
+    this.monitor?.close();
     await this.broker.close({ announce: this.options.announceShutdown ?? true });
   }
 

@@ -7,6 +7,7 @@ export { BusrtModule } from './busrt.module.js';
 export { BUSRT_MODULE_OPTIONS } from './busrt.module-definition.js';
 export type { BusrtModuleAsyncOptions } from './busrt.module-definition.js';
 export type { BusrtListenerOptions, BusrtModuleOptions } from './options.js';
+export type { BusrtMonitorOptions } from './monitor.js';
 export { BusrtHost } from './busrt-host.js';
 
 // Serving the bus.

@@ -12,3 +12,4 @@ export * from './server/core.controller.js';
 export * from './client/busrt.client-proxy.js';
 export * from './server/streams.js';
 export * from './reconnect.js';
+export * from './monitor.js';

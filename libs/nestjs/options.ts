@@ -1,4 +1,5 @@
 import type { AaaMap, AaaRules, BrokerLogger, ServerConfig } from '../busrt/internal.js';
+import type { BusrtMonitorOptions } from './monitor.js';
 
 /** One listener of the embedded broker: where it listens and its own settings. */
 export interface BusrtListenerOptions extends Omit<ServerConfig, 'aaaMap'> {
@@ -46,4 +47,10 @@ export interface BusrtModuleOptions {
    * leaving at debug level), false is silent, or your own.
    */
   logger?: boolean | BrokerLogger;
+  /**
+   * Serves `/metrics`, `/healthz`, JSON `/clients`, `/subscriptions`, `/stats` and the live web
+   * monitor from the app's own HTTP server (a hybrid app) under a path (default `/busrt`).
+   * Default: off, and the broker keeps no counters for it.
+   */
+  monitor?: BusrtMonitorOptions;
 }

@@ -5,9 +5,15 @@ import vm from 'node:vm';
 import {
   type AaaMap,
   Broker,
+  BrokerMeter,
+  BrokerMonitor,
   BROKER_VERSION,
   initCoreRpc,
+  isLoopback,
   Listener,
+  listenMonitor,
+  type MonitorServer,
+  parseHttpAddress,
   parseTokensJson,
   replaceAaaMap,
   replaceTokens,
@@ -23,6 +29,8 @@ export interface RunningBusrtd {
   readonly broker: Broker;
   /** Socket listeners and FIFO endpoints. */
   readonly listeners: Broker['listeners'];
+  /** The monitoring HTTP server (`--http`), or null. */
+  readonly http: MonitorServer | null;
   /** Reads the AAA map again from its source and applies it to new connections. */
   reloadAaa(): Promise<void>;
   /** Reads the TLS files and the WebSocket tokens again, for new connections. */
@@ -42,6 +50,7 @@ export class StartError extends Error {}
 export async function startBusrtd(opts: BusrtdOptions, log: DaemonLog): Promise<RunningBusrtd> {
   const aaaMap: AaaMap | null = opts.aaa === null ? null : await loadAaa(opts.aaa);
   const tokens: TokenMap | null = opts.tokens === null ? null : await loadTokens(opts.tokens);
+  // The meter is made only with --http: without it the broker's hot path has no observer at all.
   const broker = new Broker({
     queueSize: opts.queueSize,
     forceRegister: opts.forceRegister,
@@ -49,6 +58,7 @@ export async function startBusrtd(opts: BusrtdOptions, log: DaemonLog): Promise<
     frameMemory: opts.frameMemory,
     frameMemoryPerClient: opts.frameMemoryPerClient,
     collectGarbage: v8Collector(),
+    observer: opts.http === null ? null : new BrokerMeter(),
   });
   initCoreRpc(broker);
   try {
@@ -76,10 +86,29 @@ export async function startBusrtd(opts: BusrtdOptions, log: DaemonLog): Promise<
     }
   }
   if (aaaMap !== null) log.notice(`AAA map loaded: ${aaaMap.size} client rule(s)`);
+  let http: MonitorServer | null = null;
+  let monitor: BrokerMonitor | null = null;
+  if (opts.http !== null) {
+    const { token, monitorName, address } = opts.http;
+    try {
+      monitor = new BrokerMonitor(broker, { token, name: monitorName, aaaMap });
+      await monitor.ready();
+      http = await listenMonitor(monitor, address);
+    } catch (e) {
+      monitor?.close();
+      await broker.close();
+      throw new StartError(`cannot start the monitoring endpoint on ${address}: ${errorText(e)}`);
+    }
+    if (!isLoopback(parseHttpAddress(address).host) && token === null) {
+      log.warn(`monitoring endpoint on ${http.address} is reachable from other hosts without a token (--http-token)`);
+    }
+    log.notice(`monitoring on http://${http.address}/`);
+  }
 
   return {
     broker,
     listeners: broker.listeners,
+    http,
     async reloadAaa(): Promise<void> {
       if (opts.aaa === null || aaaMap === null) {
         if (opts.tls === null && opts.tokens === null) {
@@ -117,6 +146,8 @@ export async function startBusrtd(opts: BusrtdOptions, log: DaemonLog): Promise<
     async stop(): Promise<void> {
       // Announces the shutdown, writes out what is buffered, closes the listeners and removes
       // the socket files.
+      monitor?.close();
+      await http?.close();
       await broker.close({ announce: true });
       if (opts.pidFile !== null) {
         try {

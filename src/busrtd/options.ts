@@ -8,6 +8,7 @@ import {
   DEFAULT_QUEUE_SIZE,
   FIFO_PREFIX,
   parseBusAddress,
+  parseHttpAddress,
   SERVER_DEFAULT_BUF_SIZE,
   SERVER_DEFAULT_TIMEOUT_MS,
 } from '#busrt/core';
@@ -39,6 +40,14 @@ export type AaaSource =
   /** The `aaa` object inside the config file. */
   | { kind: 'config'; path: string };
 
+/** The monitoring endpoint: where it listens, its token, the identity of its topic tail. */
+export interface HttpOptions {
+  /** `host:port`; a port alone means 127.0.0.1. */
+  address: string;
+  token: string | null;
+  monitorName: string;
+}
+
 /** What busrtd runs with, after flags, environment, config file and defaults. */
 export interface BusrtdOptions {
   binds: BindOptions[];
@@ -54,6 +63,8 @@ export interface BusrtdOptions {
   tls: TlsFiles | null;
   /** The bearer-token file of the WebSocket binds (read again on SIGHUP). */
   tokens: string | null;
+  /** The monitoring HTTP endpoint (`--http`), or null when off. */
+  http: HttpOptions | null;
   configFile: string | null;
   /** Things to tell the operator at start-up (ignored options). */
   notes: string[];
@@ -91,15 +102,20 @@ Options:
       --tls-ca <file.pem>       require client certificates signed by this CA (mutual TLS)
       --ws-tokens <file.json>   WebSocket bearer tokens and the client names each admits;
                                 reloaded on SIGHUP
+      --http <[host:]port>      serve metrics, JSON endpoints and the web monitor over HTTP
+                                (off by default; a port alone listens on 127.0.0.1)
+      --http-token <token>      require "Authorization: Bearer <token>" (prefer BUSRT_HTTP_TOKEN)
+      --monitor-name <name>     the identity whose AAA rules limit the topic tail (busrt.monitor)
   -v, --verbose                 log every connection and registration
   -w, --workers <n>             accepted for compatibility and ignored (one event loop)
   -V, --version                 print the version
   -h, --help                    show this help
 
 Environment: BUSRT_CONFIG, BUSRT_BIND (comma-separated), BUSRT_PID_FILE, BUSRT_TIMEOUT,
-BUSRT_BUF_SIZE, BUSRT_BUF_TTL, BUSRT_QUEUE_SIZE, BUSRT_FRAME_MEMORY, BUSRT_FRAME_MEMORY_PER_CLIENT, BUSRT_PAYLOAD_SIZE_LIMIT, BUSRT_FORCE_REGISTER,
-BUSRT_VERBOSE, BUSRT_AAA, BUSRT_TLS_CERT, BUSRT_TLS_KEY, BUSRT_TLS_CA, BUSRT_WS_TOKENS. Flags win
-over the environment, the environment over the config file.
+BUSRT_BUF_SIZE, BUSRT_BUF_TTL, BUSRT_QUEUE_SIZE, BUSRT_FRAME_MEMORY, BUSRT_FRAME_MEMORY_PER_CLIENT,
+BUSRT_PAYLOAD_SIZE_LIMIT, BUSRT_FORCE_REGISTER, BUSRT_VERBOSE, BUSRT_AAA, BUSRT_TLS_CERT, BUSRT_TLS_KEY,
+BUSRT_TLS_CA, BUSRT_WS_TOKENS, BUSRT_HTTP, BUSRT_HTTP_TOKEN, BUSRT_MONITOR_NAME. Flags win over the
+environment, the environment over the config file.
 
 Signals: SIGINT/SIGTERM announce the shutdown and exit; SIGHUP reloads the AAA map, the TLS
 certificate and the WebSocket tokens.`;
@@ -132,6 +148,9 @@ const TOP_KEYS = new Set([
   'tls-key',
   'tls-ca',
   'ws-tokens',
+  'http',
+  'http-token',
+  'monitor-name',
   ...LISTENER_KEYS,
 ]);
 const BIND_KEYS = new Set(['path', 'aaa', ...LISTENER_KEYS]);
@@ -221,6 +240,9 @@ export function parseBusrtdArgs(argv: readonly string[], env: NodeJS.ProcessEnv 
         'tls-key': { type: 'string' },
         'tls-ca': { type: 'string' },
         'ws-tokens': { type: 'string' },
+        http: { type: 'string' },
+        'http-token': { type: 'string' },
+        'monitor-name': { type: 'string' },
         verbose: { type: 'boolean', short: 'v' },
         workers: { type: 'string', short: 'w' },
         daemonize: { type: 'boolean', short: 'D' },
@@ -357,10 +379,42 @@ export function parseBusrtdArgs(argv: readonly string[], env: NodeJS.ProcessEnv 
     aaa: aaaSource(pick('aaa'), configFile),
     tls,
     tokens,
+    http: httpOptions(pick('http'), pick('http-token'), pick('monitor-name')),
     configFile,
     notes,
     help,
     version,
+  };
+}
+
+function httpOptions(
+  address: Sourced | undefined,
+  token: Sourced | undefined,
+  name: Sourced | undefined,
+): HttpOptions | null {
+  const text = (s: Sourced, what: string): string => {
+    if (typeof s.value !== 'string' && typeof s.value !== 'number') {
+      throw new UsageError(`${s.from}: expected ${what}, got ${show(s.value)}`);
+    }
+    const v = String(s.value);
+    if (v === '') throw new UsageError(`${s.from}: expected ${what}, got an empty string`);
+    return v;
+  };
+  if (address === undefined) {
+    const stray = token ?? name;
+    if (stray !== undefined) throw new UsageError(`${stray.from} needs --http (the monitoring endpoint is off)`);
+    return null;
+  }
+  const a = text(address, 'a [host:]port');
+  try {
+    parseHttpAddress(a);
+  } catch (e) {
+    throw new UsageError(`${address.from}: ${errorText(e)}`);
+  }
+  return {
+    address: a,
+    token: token === undefined ? null : text(token, 'a token'),
+    monitorName: name === undefined ? 'busrt.monitor' : text(name, 'a client name'),
   };
 }
 

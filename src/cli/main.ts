@@ -24,6 +24,7 @@ import { errorText, parseNumber, UsageError } from '../shared/values.js';
 import { formatLabel, PAYLOAD_FORMATS, type PayloadFormat, showPayload, toJsonValue } from './format.js';
 import { callParams, jsonAsMsgpack, payloadArg, type PayloadSource } from './input.js';
 import { groupDigits, renderTable } from './table.js';
+import { runTop } from './top.js';
 
 /** Exit codes scripts can rely on. */
 export const EXIT = {
@@ -51,6 +52,8 @@ Commands:
   rpc notify TARGET [PAYLOAD]          RPC notification
   rpc listen [-t TOPIC]... [--echo]    serve calls (print them; reply empty or with the params)
   broker info | stats | clients [REGEX] | test
+  top [--interval S] [--iterations N] [--rows N]
+                                       clients sorted by rate, refreshed live (q to quit)
   benchmark [-w WORKERS] [-i ITERS] [--payload-size BYTES] [--depth N] [--stages LIST]
 
 PAYLOAD: text, - (stdin), @FILE (a file's bytes), @@text (text starting with @);
@@ -79,6 +82,9 @@ Options:
       --payload-size N    benchmark: payload bytes (default 100)
       --depth N           benchmark: operations outstanding per worker (default 1)
       --stages LIST       benchmark: comma-separated stages (default all)
+      --interval SECONDS  top: seconds between refreshes (default 1)
+      --iterations N      top: print N views one after another and exit (no screen control)
+      --rows N            top: most clients shown (default 30)
   -h, --help              this text
   -V, --version           the version
 
@@ -109,7 +115,7 @@ interface Ctx {
 
 type Values = ReturnType<typeof parse>['values'];
 
-const COMMANDS = new Set(['listen', 'send', 'publish', 'broadcast', 'rpc', 'broker', 'benchmark']);
+const COMMANDS = new Set(['listen', 'send', 'publish', 'broadcast', 'rpc', 'broker', 'benchmark', 'top']);
 
 function parse(argv: readonly string[]) {
   return parseArgs({
@@ -137,6 +143,9 @@ function parse(argv: readonly string[]) {
       'payload-size': { type: 'string' },
       depth: { type: 'string' },
       stages: { type: 'string' },
+      interval: { type: 'string' },
+      iterations: { type: 'string' },
+      rows: { type: 'string' },
       help: { type: 'boolean', short: 'h' },
       version: { type: 'boolean', short: 'V' },
     },
@@ -311,6 +320,9 @@ async function dispatch(ctx: Ctx, args: string[]): Promise<number> {
     case 'benchmark':
       if (rest.length > 0) throw new UsageError(`benchmark takes no arguments, got ${rest.join(' ')}`);
       return benchmark(ctx);
+    case 'top':
+      if (rest.length > 0) throw new UsageError(`top takes no arguments, got ${rest.join(' ')}`);
+      return top(ctx);
     default:
       throw new UsageError(`unknown command ${JSON.stringify(cmd)}`);
   }
@@ -518,6 +530,20 @@ async function broker(ctx: Ctx, rest: string[]): Promise<number> {
       const rows = Object.entries(v).map(([k, x]) => [k, typeof x === 'number' ? groupDigits(x) : String(x)]);
       ctx.io.out(`${renderTable([{ title: 'key' }, { title: 'value', right: sub === 'stats' }], rows)}\n`);
     }
+    return EXIT.ok;
+  });
+}
+
+async function top(ctx: Ctx): Promise<number> {
+  const v = ctx.values;
+  const intervalMs = Math.round(parseNumber('--interval', v.interval ?? '1', { aboveMin: true }) * 1000);
+  const iterations =
+    v.iterations === undefined ? null : parseNumber('--iterations', v.iterations, { integer: true, min: 1 });
+  const rows = parseNumber('--rows', v.rows ?? '30', { integer: true, min: 1 });
+  // Screen control only on a terminal at both ends; piped or counted, views follow one another.
+  const interactive = iterations === null && process.stdout.isTTY === true && process.stdin.isTTY === true;
+  return withRpc(ctx, async (r) => {
+    await runTop(r, { intervalMs, iterations, rows, interactive, out: ctx.io.out, path: ctx.path });
     return EXIT.ok;
   });
 }

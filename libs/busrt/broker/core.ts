@@ -5,6 +5,7 @@ import {
   BROKER_WARN_TOPIC,
   type BrokerInfo,
   type BrokerStats,
+  type ClientDetail,
   type ClientInfo,
   DEFAULT_QUEUE_SIZE,
   ErrorCode,
@@ -12,11 +13,13 @@ import {
   Op,
   type Payload,
   splitTopicList,
+  type SubscriptionInfo,
 } from '../protocol/index.js';
 import type { ClientAaa } from './aaa.js';
 import { LogLimiter } from './log-limiter.js';
 import { ClientEntry } from './entry.js';
 import { AclMap, BroadcastIndex, TopicMap } from './matching/index.js';
+import { ACK_CODES, type BrokerObserver, type DenialKind, type FrameCounters } from './observer.js';
 
 /** Where the broker reports what happens. Every method is optional. */
 export interface BrokerLogger {
@@ -60,6 +63,8 @@ export interface BrokerOptions {
    * on top (busrtd passes V8's own). None by default.
    */
   collectGarbage?: (() => void) | null;
+  /** Monitoring: hands out the frame counters and hears of registrations, denials, disconnects. */
+  observer?: BrokerObserver | null;
 }
 
 /** Default bound of the bytes of partly received frames, for the whole broker. */
@@ -119,6 +124,15 @@ export class FrameMemory {
   }
 }
 
+/** How a denial reads in the log. */
+const DENIAL_WORDS: Record<DenialKind, string> = {
+  connect: 'connection as',
+  message: 'message to',
+  broadcast: 'broadcast to',
+  publish: 'publication to',
+  subscribe: 'subscription to',
+};
+
 /** Author and version this broker reports. */
 export const BROKER_AUTHOR = 'busrt for NestJS';
 export const BROKER_VERSION = '0.1.0';
@@ -145,6 +159,11 @@ export class BrokerCore {
   readonly logger: BrokerLogger;
   /** The bytes of partly received frames, and their bounds. */
   readonly frameMemory: FrameMemory;
+  /**
+   * The monitoring observer, or null. It is told of rare events; frames are counted inline into
+   * the `counters` it gives each client, so without one the hot path pays a null check per frame.
+   */
+  readonly observer: BrokerObserver | null;
 
   private readonly clients = new Map<string, ClientEntry>();
   private readonly subs = new TopicMap<ClientEntry>();
@@ -169,6 +188,7 @@ export class BrokerCore {
       options.frameMemoryPerClient ?? DEFAULT_FRAME_MEMORY_PER_CLIENT,
       options.collectGarbage ?? null,
     );
+    this.observer = options.observer ?? null;
   }
 
   // ---------------------------------------------------------------- registry
@@ -201,6 +221,7 @@ export class BrokerCore {
       this.unregister(existing, false, 'replaced by a new client of the same name');
     }
     entry.registered = true;
+    this.observer?.registered(entry);
     this.clients.set(entry.name, entry);
     this.names.add(entry.name, entry);
     entry.subscriptions.add(BROKER_WARN_TOPIC);
@@ -240,6 +261,7 @@ export class BrokerCore {
       entry.denials.flush((l) => warn.call(this.logger, l), `access denied: ${entry.described}: `);
     }
     if (reason !== undefined) {
+      this.observer?.disconnected(entry, reason);
       this.logger.info?.(`client ${entry.name} dropped: ${reason}`);
       entry.sink.terminate(reason);
     } else {
@@ -271,6 +293,41 @@ export class BrokerCore {
     };
   }
 
+  /** Every client (secondaries and internal ones included) with its subscriptions, for monitoring. */
+  clientDetails(): ClientDetail[] {
+    const out: ClientDetail[] = [];
+    for (const c of this.clients.values()) out.push({ ...this.describe(c), subscriptions: c.subscriptions.size });
+    return out;
+  }
+
+  /** A client's counters as `client.list` shows them (a secondary has no instances of its own). */
+  private describe(c: ClientEntry): ClientInfo {
+    return {
+      name: c.name,
+      kind: c.kind,
+      source: c.source,
+      port: c.port,
+      r_frames: c.rFrames,
+      r_bytes: c.rBytes,
+      w_frames: c.wFrames,
+      w_bytes: c.wBytes,
+      queue: c.sink.queued(),
+      instances: c.secondary ? 0 : 1 + c.secondaries.size,
+    };
+  }
+
+  /** The subscribed masks of every client, in registration order. */
+  subscriptionList(): SubscriptionInfo[] {
+    const out: SubscriptionInfo[] = [];
+    for (const c of this.clients.values()) out.push({ client: c.name, masks: [...c.subscriptions] });
+    return out;
+  }
+
+  /** A `.broker` core method was called (counted when an observer watches). */
+  noteCoreCall(method: string): void {
+    this.observer?.coreCall(method);
+  }
+
   info(): BrokerInfo {
     return { author: BROKER_AUTHOR, version: BROKER_VERSION };
   }
@@ -280,18 +337,7 @@ export class BrokerCore {
     const out: ClientInfo[] = [];
     for (const c of this.clients.values()) {
       if (c.secondary) continue;
-      out.push({
-        name: c.name,
-        kind: c.kind,
-        source: c.source,
-        port: c.port,
-        r_frames: c.rFrames,
-        r_bytes: c.rBytes,
-        w_frames: c.wFrames,
-        w_bytes: c.wBytes,
-        queue: c.sink.queued(),
-        instances: 1 + c.secondaries.size,
-      });
+      out.push(this.describe(c));
     }
     out.sort((a, b) => Buffer.compare(Buffer.from(a.name, 'utf8'), Buffer.from(b.name, 'utf8')));
     return out;
@@ -316,6 +362,12 @@ export class BrokerCore {
     const ack = (qos & 1) !== 0;
     const rt = (qos & 2) !== 0;
     const len = end - start;
+    const fc = sender.counters;
+    if (fc !== null) {
+      const c = fc.in;
+      c[op << 1]++;
+      c[(op << 1) | 1] += len;
+    }
     let code: number;
     switch (op) {
       case Op.Message:
@@ -374,7 +426,30 @@ export class BrokerCore {
   /** Queues an ACK to a client, counting it. */
   ack(to: ClientEntry, opId: number, code: number, realtime: boolean): void {
     this.countWrite(to, 6);
+    const fc = to.counters;
+    if (fc !== null) {
+      fc.out[ACK_CODES + code]++;
+      this.countOut(to, fc, FrameKind.Ack, 6);
+    }
     to.sink.pushAck(opId, code, realtime);
+  }
+
+  /**
+   * A frame queued for a receiver that is monitored: its kind and wire size for the receiver's
+   * listener, and, every 16th frame of the receiver, its queue high-water mark (a queue grows
+   * frame by frame, so the mark is off by 15 frames at most, for a call less on most frames).
+   */
+  private countOut(receiver: ClientEntry, fc: FrameCounters, kind: number, bytes: number): void {
+    const c = fc.out;
+    c[kind << 1]++;
+    c[(kind << 1) | 1] += bytes;
+    if ((receiver.wFrames & 15) === 0) {
+      const q = receiver.sink.queued();
+      if (q > receiver.queueHwm) {
+        receiver.queueHwm = q;
+        if (q > fc.queueHwm) fc.queueHwm = q;
+      }
+    }
   }
 
   /** A frame read from a client: its `len` counts for the client and the broker. */
@@ -405,7 +480,7 @@ export class BrokerCore {
     len: number,
   ): number {
     if (sender.aaa !== null && !sender.aaa.p2pAllowed(target)) {
-      this.deny(sender, 'message to', target);
+      this.deny(sender, 'message', target);
       return ErrorCode.Access;
     }
     this.countRead(sender, len);
@@ -416,6 +491,8 @@ export class BrokerCore {
       this.overflow(t, sender);
       return ErrorCode.NotDelivered;
     }
+    const fc = t.counters;
+    if (fc !== null) this.countOut(t, fc, FrameKind.Message, 6 + sender.nameNul.length + d1.length + (d2?.length ?? 0));
     if (t.internal) this.checkInternalRoom(t, sender);
     return ErrorCode.Ok;
   }
@@ -423,10 +500,11 @@ export class BrokerCore {
   /** Sends to every client whose name matches the mask; returns the ACK code. */
   routeBroadcast(sender: ClientEntry, mask: string, data: Uint8Array, rt: boolean, len: number): number {
     if (sender.aaa !== null && !sender.aaa.broadcastAllowed(mask)) {
-      this.deny(sender, 'broadcast to', mask);
+      this.deny(sender, 'broadcast', mask);
       return ErrorCode.Access;
     }
     this.countRead(sender, len);
+    const wire = 6 + sender.nameNul.length + data.length;
     const out = this.names.collect(mask, this.bcastOut);
     for (let k = 0; k < out.length; k++) {
       const r = out[k];
@@ -434,7 +512,11 @@ export class BrokerCore {
       if (!r.registered) continue;
       this.countWrite(r, len);
       if (!r.sink.push(FrameKind.Broadcast, sender, null, null, data, null, rt)) this.overflow(r, sender);
-      else if (r.internal) this.checkInternalRoom(r, sender);
+      else {
+        const fc = r.counters;
+        if (fc !== null) this.countOut(r, fc, FrameKind.Broadcast, wire);
+        if (r.internal) this.checkInternalRoom(r, sender);
+      }
     }
     out.length = 0;
     return ErrorCode.Ok;
@@ -454,10 +536,11 @@ export class BrokerCore {
     receiver: string | null,
   ): number {
     if (sender.aaa !== null && !sender.aaa.publishAllowed(topic)) {
-      this.deny(sender, 'publication to', topic);
+      this.deny(sender, 'publish', topic);
       return ErrorCode.Access;
     }
     this.countRead(sender, len);
+    const wire = 6 + sender.nameNul.length + topicNul.length + data.length;
     const subs = this.subs.match(topic);
     for (let k = 0; k < subs.length; k++) {
       const r = subs[k];
@@ -466,7 +549,11 @@ export class BrokerCore {
       if (r.exclusions !== null && r.exclusions.matches(topic)) continue;
       this.countWrite(r, len);
       if (!r.sink.push(FrameKind.Publish, sender, topic, topicNul, data, null, rt)) this.overflow(r, sender);
-      else if (r.internal) this.checkInternalRoom(r, sender);
+      else {
+        const fc = r.counters;
+        if (fc !== null) this.countOut(r, fc, FrameKind.Publish, wire);
+        if (r.internal) this.checkInternalRoom(r, sender);
+      }
     }
     return ErrorCode.Ok;
   }
@@ -476,7 +563,7 @@ export class BrokerCore {
     const aaa: ClientAaa | null = sender.aaa;
     for (const t of topics) {
       if (aaa !== null && !aaa.subscribeAllowed(t)) {
-        this.deny(sender, 'subscription to', t);
+        this.deny(sender, 'subscribe', t);
         if (ackOpId >= 0) this.ack(sender, ackOpId, ErrorCode.Access, rt);
         continue;
       }
@@ -543,10 +630,12 @@ export class BrokerCore {
    * Logs a denial with the client's name and address (the listener for UNIX clients), at most ten
    * lines per client per second: a client hammering a forbidden topic must not flood the log.
    */
-  private deny(sender: ClientEntry, what: string, target: string): void {
+  private deny(sender: ClientEntry, kind: DenialKind, target: string): void {
+    this.observer?.denied(sender, kind, sender.port ?? 'internal');
     const warn = this.logger.warn;
     if (warn === undefined) return;
     const who = sender.described;
+    const what = DENIAL_WORDS[kind];
     (sender.denials ??= new LogLimiter('denial(s)')).line(
       (l) => warn.call(this.logger, l),
       `access denied: ${who} ${what} ${target}`,

@@ -3,6 +3,7 @@ import { isSecondaryName, NameCache, primaryName } from '../protocol/index.js';
 import type { ClientAaa } from './aaa.js';
 import type { LogLimiter } from './log-limiter.js';
 import type { AclMap } from './matching/index.js';
+import type { FrameCounters } from './observer.js';
 
 /**
  * Where frames for a client go: a socket connection or an in-process queue. The broker calls
@@ -77,6 +78,10 @@ export class ClientEntry {
   denials: LogLimiter | null = null;
   /** Registered secondaries of a primary. */
   readonly secondaries = new Set<ClientEntry>();
+  /** Its listener's frame counters when a monitoring observer watches the broker (see observer.ts). */
+  counters: FrameCounters | null = null;
+  /** The most frames ever queued for it (kept only while monitored). */
+  queueHwm = 0;
 
   constructor(
     readonly name: string,

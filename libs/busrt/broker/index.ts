@@ -5,3 +5,4 @@ export * from './internal-client.js';
 export { TopicMap, type Markable } from './matching/index.js';
 export * from './aaa-config.js';
 export * from './log-limiter.js';
+export * from './observer.js';

@@ -10,3 +10,4 @@ export * from './output.js';
 export * from './settle.js';
 export * from './address.js';
 export * from './handshake.js';
+export * from './monitor-reports.js';

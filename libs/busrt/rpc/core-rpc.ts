@@ -3,6 +3,7 @@ import { BROKER_NAME, type BrokerInfo, type BrokerStats, type BusClient, type Cl
 import { RpcError, RpcErrorCode } from './errors.js';
 import { RpcClient, type RpcEvent, type RpcHandlers, type RpcResult } from './rpc-client.js';
 import { unpackMsgpack } from './msgpack.js';
+import { isMonitorMethod, monitorCall, type MonitorRpcSource } from './monitor-methods.js';
 
 /** What the core methods read from the broker. */
 export interface CoreRpcSource {
@@ -10,6 +11,11 @@ export interface CoreRpcSource {
   stats(): BrokerStats;
   /** Primary clients, sorted by name in byte order. */
   clientList(): ClientInfo[];
+  /** Monitoring: a broker offering these also answers the `monitor.*` methods. */
+  clientDetails?: MonitorRpcSource['clientDetails'];
+  subscriptionList?: MonitorRpcSource['subscriptionList'];
+  /** Told of every core call, for the calls-by-method metric. */
+  noteCoreCall?(method: string): void;
 }
 
 /** A broker that can host the core client. */
@@ -33,11 +39,12 @@ export class CoreRpcHandlers implements RpcHandlers {
 
   /** True for the methods this class answers. */
   static handles(method: string): boolean {
-    return (CORE_METHODS as readonly string[]).includes(method);
+    return (CORE_METHODS as readonly string[]).includes(method) || isMonitorMethod(method);
   }
 
   handleCall(event: RpcEvent): RpcResult {
     const { method, payload } = event;
+    this.source.noteCoreCall?.(method);
     if (method === 'benchmark.test') return payload;
     switch (method) {
       case 'test':
@@ -61,6 +68,9 @@ export class CoreRpcHandlers implements RpcHandlers {
       case 'client.list':
         return encode({ clients: this.clientList(payload) });
       default:
+        if (isMonitorMethod(method) && this.source.clientDetails !== undefined) {
+          return monitorCall(this.source as CoreRpcSource & MonitorRpcSource, method, payload);
+        }
         throw new RpcError(RpcErrorCode.MethodNotFound);
     }
   }

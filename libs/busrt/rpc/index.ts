@@ -5,3 +5,4 @@ export * from './msgpack.js';
 export * from './fifo-line.js';
 export * from './cursors.js';
 export * from './replicas.js';
+export * from './monitor-methods.js';

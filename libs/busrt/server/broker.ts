@@ -3,7 +3,9 @@ import {
   type BrokerInfo,
   type BrokerStats,
   BusError,
+  type ClientDetail,
   type ClientInfo,
+  type SubscriptionInfo,
   ErrorCode,
   formatHostPort,
   parseBusAddress,
@@ -77,6 +79,21 @@ export class Broker {
   /** Primary clients, sorted by name in byte order, as `client.list` reports them. */
   clientList(): ClientInfo[] {
     return this.core.clientList();
+  }
+
+  /** Every client (secondaries and internal ones included) with its subscriptions, for monitoring. */
+  clientDetails(): ClientDetail[] {
+    return this.core.clientDetails();
+  }
+
+  /** The subscribed masks of every client. */
+  subscriptionList(): SubscriptionInfo[] {
+    return this.core.subscriptionList();
+  }
+
+  /** A `.broker` core method was called (counted when an observer watches). */
+  noteCoreCall(method: string): void {
+    this.core.noteCoreCall(method);
   }
 
   /** The registered client of that exact name (the broker's record of it). */

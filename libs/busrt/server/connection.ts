@@ -277,6 +277,7 @@ export class PeerConnection implements ClientSink, ClientFrameSink, RoomWaiter {
 
   private refuse(code: number, why: string): void {
     const { logger, refusals, bind } = this.settings;
+    if (code === ErrorCode.Access) this.core.observer?.denied(null, 'connect', bind);
     const warn = logger.warn;
     if (warn !== undefined) {
       refusals.line((l) => warn.call(logger, l), `connection ${this.described()}: ${why}`, `listener ${bind}: `);
@@ -405,6 +406,7 @@ export class PeerConnection implements ClientSink, ClientFrameSink, RoomWaiter {
     const wasFrames = this.state === State.Frames;
     this.state = State.Closed;
     this.release();
+    if (wasFrames) this.core.observer?.disconnected(this.entry as ClientEntry, reason);
     if (this.entry !== null && this.entry.registered) this.core.unregister(this.entry);
     if (wasFrames) this.settings.logger.info?.(`client ${this.entry?.name} disconnected: ${reason}`);
     this.endStream();

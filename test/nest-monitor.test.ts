@@ -1,0 +1,87 @@
+// BusrtModule's `monitor` option: the monitoring endpoints inside a hybrid app's own HTTP server,
+// beside the app's routes, with the token, and a `.broker` method of the monitor over the bus.
+import 'reflect-metadata';
+import { afterEach, describe, expect, it } from '@jest/globals';
+import { Controller, Get, type INestApplication } from '@nestjs/common';
+import { NestFactory } from '@nestjs/core';
+import type { MicroserviceOptions } from '@nestjs/microservices';
+import { QoS, RpcClient, unpackMsgpack } from '#busrt/core';
+import { BusrtModule, BusrtServer } from '#busrt/nestjs';
+import { busClients } from './support/bus-clients.js';
+import { tmpSocket } from './support/raw.js';
+
+@Controller('app')
+class AppController {
+  @Get('hello')
+  hello(): string {
+    return 'hello';
+  }
+}
+
+const client = busClients();
+const apps: INestApplication[] = [];
+afterEach(async () => {
+  for (const a of apps.splice(0)) await a.close();
+});
+
+describe('BusrtModule monitor option', () => {
+  it('mounts the endpoints under a path of the app, behind the token, beside its routes', async () => {
+    const sock = tmpSocket();
+    const app = await NestFactory.create(
+      {
+        module: class MonitoredApp {},
+        imports: [
+          BusrtModule.forRoot({
+            hostName: 'monitored',
+            listeners: [{ path: sock }],
+            logger: false,
+            monitor: { path: '/ops/bus', token: 'nest-token' },
+          }),
+        ],
+        controllers: [AppController],
+      },
+      { logger: false },
+    );
+    apps.push(app);
+    app.connectMicroservice<MicroserviceOptions>({
+      strategy: new BusrtServer({ name: 'svc.app', broker: 'monitored' }),
+    });
+    await app.startAllMicroservices();
+    await app.listen(0, '127.0.0.1');
+    const url = (await app.getUrl()).replace('[::1]', '127.0.0.1');
+    const auth = { headers: { authorization: 'Bearer nest-token' } };
+
+    expect(await (await fetch(`${url}/app/hello`)).text()).toBe('hello');
+    expect((await fetch(`${url}/nothing`)).status).toBe(404);
+    expect(await (await fetch(`${url}/ops/bus/healthz`)).json()).toMatchObject({ status: 'ok' });
+    expect((await fetch(`${url}/ops/bus/metrics`)).status).toBe(401);
+    const page = await fetch(`${url}/ops/bus/`, auth);
+    expect(page.headers.get('content-type')).toMatch(/^text\/html/);
+    expect(await page.text()).toContain('<title>busrt monitor</title>');
+    expect((await fetch(`${url}/ops/bus?token=nest-token`, { redirect: 'manual' })).headers.get('location')).toBe(
+      '/ops/bus/?token=nest-token',
+    );
+
+    // Traffic through the embedded broker shows in the counters and the client list.
+    const c = await client(sock, 'web.worker');
+    for (let i = 0; i < 7; i++) await c.publish('jobs/done', Buffer.from('1'), QoS.Processed);
+    const metrics = await (await fetch(`${url}/ops/bus/metrics`, auth)).text();
+    expect(metrics).toContain(`busrt_frames_received_total{listener="${sock}",op="publish"} 7`);
+    expect(metrics).toContain(`busrt_acks_sent_total{listener="${sock}",code="ok"} 7`);
+    const clients = (await (await fetch(`${url}/ops/bus/clients`, auth)).json()) as { clients: { name: string }[] };
+    expect(clients.clients.map((x) => x.name)).toEqual(expect.arrayContaining(['web.worker', 'svc.app', '.broker']));
+
+    // The monitoring methods answer over the bus too, through the app's .broker patterns.
+    const stats = unpackMsgpack(await new RpcClient(c, {}).call('.broker', 'monitor.stats')) as Record<string, number>;
+    expect(stats.clients).toBeGreaterThanOrEqual(3);
+  });
+
+  it('says why when the app has no HTTP server', async () => {
+    await expect(
+      NestFactory.createApplicationContext(
+        { module: class NoHttp {}, imports: [BusrtModule.forRoot({ logger: false, monitor: {} })] },
+        { logger: false, abortOnError: false },
+      ),
+    ).rejects.toThrow(/the monitor option needs an HTTP app/);
+  });
+});
