@@ -209,7 +209,7 @@ export async function listenUnix(
   const l = new Listener(set, 'unix', server, path, () => undefined, null);
   server.on('connection', (socket: net.Socket) => {
     if (l.isClosed) socket.destroy();
-    else set.accept(socket, { kind: 'local_ipc', source: null, address: null });
+    else set.accept(socket, { kind: 'local_ipc', source: null, address: null, plainSocket: true });
   });
   server.on('error', (err) => core.logger.error?.(`listener ${settings.bind}: ${err.message}`));
   return l;
@@ -228,13 +228,13 @@ export async function listenTcp(
   await listen(server, { host, port });
   const set = new ConnectionSet(core, settings, flusher);
   const l = new Listener(set, 'tcp', server, null, () => undefined, null);
-  server.on('connection', (socket: net.Socket) => acceptNetwork(l, set, socket, 'tcp'));
+  server.on('connection', (socket: net.Socket) => acceptNetwork(l, set, socket, 'tcp', true));
   server.on('error', (err) => core.logger.error?.(`listener ${settings.bind}: ${err.message}`));
   return l;
 }
 
 /** Hands an accepted TCP or TLS socket to the set, with TCP_NODELAY (dropped if that fails, as upstream). */
-function acceptNetwork(l: Listener, set: ConnectionSet, socket: net.Socket, kind: ClientKind): void {
+function acceptNetwork(l: Listener, set: ConnectionSet, socket: net.Socket, kind: ClientKind, plain: boolean): void {
   if (l.isClosed) {
     socket.destroy();
     return;
@@ -247,7 +247,7 @@ function acceptNetwork(l: Listener, set: ConnectionSet, socket: net.Socket, kind
   }
   const peer = networkPeer(socket, kind);
   if (peer === null) socket.destroy();
-  else set.accept(socket, peer);
+  else set.accept(socket, { ...peer, plainSocket: plain });
 }
 
 /** Starts a TLS listener on `host:port` (bind `tls://host:port`); needs `config.tls`. */
@@ -267,7 +267,7 @@ export async function listenTls(
   await listen(server, { host, port });
   const set = new ConnectionSet(core, settings, flusher);
   const l = new Listener(set, 'tls', server, null, () => undefined, load);
-  server.on('secureConnection', (socket: tls.TLSSocket) => acceptNetwork(l, set, socket, 'tcp'));
+  server.on('secureConnection', (socket: tls.TLSSocket) => acceptNetwork(l, set, socket, 'tcp', false));
   server.on('tlsClientError', (err, socket) =>
     refused(settings, socket.remoteAddress ?? '?', `TLS handshake failed: ${err.message}`),
   );
