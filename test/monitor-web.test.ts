@@ -67,8 +67,10 @@ async function open(url: string): Promise<{ page: Page; errors: string[] }> {
 
 describe('the web monitor in Chromium', () => {
   it('shows new clients live and tails only what the monitor identity may subscribe to', async () => {
-    const sock = tmpSocket();
-    const aaa = join(dirname(sock), 'aaa.json');
+    const scratch = tmpSocket();
+    // The screenshots in docs/ show the listener's path: a plain one, not this run's scratch folder.
+    const sock = process.env.BUSRT_SCREENSHOTS === undefined ? scratch : '/tmp/busrt-demo.sock';
+    const aaa = join(dirname(scratch), 'aaa.json');
     // The monitor may subscribe to plant/# only; the apps may do anything.
     writeFileSync(
       aaa,
