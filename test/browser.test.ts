@@ -3,22 +3,18 @@
 // headless, and the test checks from the bus's side and from the page's what the page did.
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import { type ClientInfo, connect, packMsgpack, RpcClient, type SocketClient, unpackMsgpack } from '#busrt/core';
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { readFile } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
-import { type BrowserContext, chromium, type Page } from 'playwright-core';
+import type { Page } from 'playwright-core';
+import { type Chromium, launchChromium } from './support/chromium.js';
 import { Running } from './support/procs.js';
 
-/** Debian's chromium package (`.ci/run` installs it); the test fails without it, never skips. */
-const CHROMIUM = '/usr/bin/chromium';
 const WAIT_MS = 15000;
 
 const server = fileURLToPath(new URL('../sample/browser/main.js', import.meta.url));
 
 let sample: Running;
-let profile = '';
-let context: BrowserContext;
+let browser: Chromium | undefined;
 let page: Page;
 let bus = '';
 const consoleErrors: string[] = [];
@@ -32,22 +28,8 @@ beforeAll(async () => {
   bus = m[1] as string;
   const url = m[2] as string;
 
-  // A fresh profile each run, removed afterwards; nothing reaches beyond loopback.
-  profile = await mkdtemp(join(tmpdir(), 'busrt-chromium-'));
-  context = await chromium.launchPersistentContext(profile, {
-    executablePath: CHROMIUM,
-    headless: true,
-    timeout: WAIT_MS,
-    args: [
-      '--no-sandbox',
-      '--disable-gpu',
-      '--disable-quic',
-      '--no-first-run',
-      '--disable-background-networking',
-      '--disable-component-update',
-      '--disable-sync',
-    ],
-  });
+  browser = await launchChromium({ timeoutMs: WAIT_MS });
+  const context = browser.context;
   page = context.pages()[0] ?? (await context.newPage());
   page.on('console', (msg) => {
     if (msg.type() === 'error') consoleErrors.push(msg.text());
@@ -58,8 +40,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   for (const c of clients) await c.disconnect();
-  await context?.close();
-  if (profile !== '') await rm(profile, { recursive: true, force: true });
+  await browser?.close();
   if (sample !== undefined) {
     sample.signal('SIGTERM');
     await sample.ended(10000).catch(() => sample.signal('SIGKILL'));

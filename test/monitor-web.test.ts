@@ -3,44 +3,23 @@
 // monitoring identity may see and nothing else. With BUSRT_SCREENSHOTS=<dir> it also drives some
 // traffic and saves screenshots there (docs/images is where the docs expect them).
 import { afterAll, afterEach, beforeAll, describe, expect, it } from '@jest/globals';
-import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
-import { chromium, type BrowserContext, type Page } from 'playwright-core';
+import type { Page } from 'playwright-core';
+import { type Chromium, launchChromium } from './support/chromium.js';
 import { packMsgpack, QoS, type SocketClient } from '#busrt/core';
 import { Daemon, REPO_ROOT } from './support/procs.js';
 import { tmpSocket } from './support/raw.js';
 import { busClients } from './support/bus-clients.js';
 
-const CHROMIUM = '/usr/bin/chromium';
-
-let browser: BrowserContext;
-let profile: string;
+let browser: Chromium;
 
 beforeAll(async () => {
-  if (!existsSync(CHROMIUM)) throw new Error(`${CHROMIUM} is missing: install Debian's chromium (.ci/run does)`);
-  profile = mkdtempSync(join(tmpdir(), 'busrt-chromium-'));
-  // A persistent context is how Playwright takes a user data dir: a fresh one per run.
-  browser = await chromium.launchPersistentContext(profile, {
-    executablePath: CHROMIUM,
-    headless: true,
-    viewport: { width: 1280, height: 900 },
-    args: [
-      '--headless',
-      '--no-sandbox',
-      '--disable-gpu',
-      '--disable-quic',
-      '--no-first-run',
-      '--disable-background-networking',
-      '--disable-component-update',
-      '--disable-sync',
-    ],
-  });
+  browser = await launchChromium({ viewport: { width: 1280, height: 900 } });
 }, 30000);
 
 afterAll(async () => {
   await browser?.close();
-  if (profile !== undefined) rmSync(profile, { recursive: true, force: true });
 });
 
 const client = busClients();
@@ -55,7 +34,7 @@ async function stateIs(page: Page, text: string): Promise<void> {
 
 /** Opens the page and collects its console errors and uncaught exceptions. */
 async function open(url: string): Promise<{ page: Page; errors: string[] }> {
-  const page = await browser.newPage();
+  const page = await browser.context.newPage();
   const errors: string[] = [];
   page.on('console', (m) => {
     if (m.type() === 'error') errors.push(m.text());
