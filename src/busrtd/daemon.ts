@@ -126,10 +126,9 @@ export async function startBusrtd(opts: BusrtdOptions, log: DaemonLog): Promise<
     },
     async reloadTransport(): Promise<void> {
       for (const l of broker.listeners) {
-        if (!(l instanceof Listener) || (l.transport !== 'tls' && !l.address.startsWith('wss:'))) continue;
+        if (!(l instanceof Listener)) continue;
         try {
-          await l.reloadTls();
-          log.notice(`TLS certificate of ${l.bind} reloaded; new connections get it`);
+          if (await l.reloadTls()) log.notice(`TLS certificate of ${l.bind} reloaded; new connections get it`);
         } catch (e) {
           log.error(`TLS certificate of ${l.bind} not reloaded, the previous one stays: ${errorText(e)}`);
         }

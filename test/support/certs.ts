@@ -110,9 +110,8 @@ let made: TestCerts | null = null;
 export function testCerts(): TestCerts {
   if (made !== null) return made;
   const dir = mkdtempSync(join(tmpdir(), 'busrt-certs-'));
-  authority(dir, 'ca');
+  makeCertificates(dir);
   authority(dir, 'other-ca');
-  issue(dir, 'ca', 'server', 'localhost', SERVER_NAMES);
   issue(dir, 'ca', 'server2', 'localhost', SERVER_NAMES);
   issue(dir, 'ca', 'client', 'test-client', null);
   issue(dir, 'other-ca', 'stranger', 'stranger', null);

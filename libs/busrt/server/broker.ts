@@ -144,7 +144,7 @@ export class Broker {
    * `ws://host:port`, `wss://host:port` or `memory:NAME`; `fifo:PATH` starts a FIFO endpoint
    * instead (`config` does not apply to it).
    */
-  spawnServer(bind: string, config: ServerConfig = {}): Promise<Listener | FifoEndpoint> {
+  async spawnServer(bind: string, config: ServerConfig = {}): Promise<Listener | FifoEndpoint> {
     const a = parseBusAddress(bind);
     switch (a.kind) {
       case 'unix':
@@ -152,13 +152,20 @@ export class Broker {
       case 'tcp':
         return this.spawnTcpServer(bind.startsWith('tcp://') ? bind.slice(6) : bind, config);
       case 'tls':
-        return this.add2(listenTls(this.core, this.flusher(config), formatHostPort(a.host, a.port), config, bind));
+        return this.add(await listenTls(this.core, this.flusher(config), formatHostPort(a.host, a.port), config, bind));
       case 'websocket':
-        return this.add2(
-          listenWebSocket(this.core, this.flusher(config), formatHostPort(a.host, a.port), a.secure, config, bind),
+        return this.add(
+          await listenWebSocket(
+            this.core,
+            this.flusher(config),
+            formatHostPort(a.host, a.port),
+            a.secure,
+            config,
+            bind,
+          ),
         );
       case 'memory':
-        return Promise.resolve(this.spawnMemoryServer(a.name, config));
+        return this.spawnMemoryServer(a.name, config);
       case 'fifo':
         return this.spawnFifo(a.path);
     }
@@ -281,9 +288,5 @@ export class Broker {
     this.listenerList.push(l);
     this.logger.info?.(`listening on ${l.address} (${l.transport})`);
     return l;
-  }
-
-  private async add2(l: Promise<Listener>): Promise<Listener> {
-    return this.add(await l);
   }
 }

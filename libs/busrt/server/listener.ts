@@ -70,10 +70,11 @@ export class Listener {
     return hp;
   }
 
-  /** Reads the TLS files again; new connections get the new certificate. */
-  async reloadTls(): Promise<void> {
-    if (this.secure === null || this.server === null) return;
+  /** Reads the TLS files again; new connections get the new certificate. False when it has no TLS. */
+  async reloadTls(): Promise<boolean> {
+    if (this.secure === null || this.server === null) return false;
     (this.server as tls.Server).setSecureContext(await this.secure());
+    return true;
   }
 
   /** Stops accepting, closes every connection (writing out what is buffered) and removes the socket file. */
