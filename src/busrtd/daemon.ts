@@ -57,7 +57,7 @@ export async function startBusrtd(opts: BusrtdOptions, log: DaemonLog): Promise<
     logger: log,
     frameMemory: opts.frameMemory,
     frameMemoryPerClient: opts.frameMemoryPerClient,
-    collectGarbage: v8Collector(),
+    collectGarbage: v8Collector,
     observer: opts.http === null ? null : new BrokerMeter(),
   });
   initCoreRpc(broker);
@@ -269,11 +269,17 @@ async function loadTokens(path: string): Promise<TokenMap> {
   }
 }
 
+let gc: (() => void) | null = null;
+
 /**
- * V8's full collection, for the broker to run after cutting a client that held too much memory.
- * The flag exposes `gc` to contexts made from now on; one such context hands it over.
+ * Runs V8's full collection, for the broker after it cut a client that held too much memory. The
+ * flag exposes `gc` to contexts made from then on, and one such context hands it over: made on
+ * the first cut, so start-up pays nothing for it.
  */
-function v8Collector(): () => void {
-  v8.setFlagsFromString('--expose-gc');
-  return vm.runInNewContext('gc') as () => void;
+function v8Collector(): void {
+  if (gc === null) {
+    v8.setFlagsFromString('--expose-gc');
+    gc = vm.runInNewContext('gc') as () => void;
+  }
+  gc();
 }
