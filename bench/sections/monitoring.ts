@@ -50,7 +50,8 @@ function core(observer: BrokerObserver | null): { broker: BrokerCore; a: ClientE
  * The hot path alone, in this process: MESSAGE frames (QoS processed: routed, ACKed) and
  * publications to one subscriber fed to the routing core, with and without the observer, in
  * alternating rounds; nanoseconds per frame, medians. Sockets and the other processes of a shared
- * machine stay out of it, so it shows what the observer itself adds to each frame.
+ * machine stay out of it, so it shows what the observer itself adds to each frame: the core
+ * counts frames either way, so the difference is expected to be noise.
  */
 function hotPath(ctx: Context): string[][] {
   const frames = 100_000;

@@ -50,7 +50,7 @@ export interface BusrtModuleOptions {
   /**
    * Serves `/metrics`, `/healthz`, JSON `/clients`, `/subscriptions`, `/stats` and the live web
    * monitor from the app's own HTTP server (a hybrid app) under a path (default `/busrt`).
-   * Default: off, and the broker keeps no counters for it.
+   * Default: off (the broker's frame counters are kept either way; off, nothing serves them).
    */
   monitor?: BusrtMonitorOptions;
 }

@@ -19,7 +19,7 @@ import type { ClientAaa } from './aaa.js';
 import { LogLimiter } from './log-limiter.js';
 import { ClientEntry } from './entry.js';
 import { AclMap, BroadcastIndex, TopicMap } from './matching/index.js';
-import { ACK_CODES, type BrokerObserver, type DenialKind, type FrameCounters } from './observer.js';
+import { ACK_CODES, type BrokerObserver, type DenialKind, FrameCounters } from './observer.js';
 
 /** Where the broker reports what happens. Every method is optional. */
 export interface BrokerLogger {
@@ -159,11 +159,15 @@ export class BrokerCore {
   readonly logger: BrokerLogger;
   /** The bytes of partly received frames, and their bounds. */
   readonly frameMemory: FrameMemory;
-  /**
-   * The monitoring observer, or null. It is told of rare events; frames are counted inline into
-   * the `counters` it gives each client, so without one the hot path pays a null check per frame.
-   */
+  /** The monitoring observer, or null. It is told of rare events, never of single frames. */
   readonly observer: BrokerObserver | null;
+  /**
+   * Frame counters by listener (`internal` for in-process clients). Always kept: a client's
+   * frames are counted into its listener's arrays in the same places as its own totals, so
+   * turning monitoring on changes nothing on the hot path, and the broker-wide frame totals of
+   * `stats` are sums over these instead of counters of their own.
+   */
+  readonly frameCounters = new Map<string, FrameCounters>();
 
   private readonly clients = new Map<string, ClientEntry>();
   private readonly subs = new TopicMap<ClientEntry>();
@@ -171,9 +175,7 @@ export class BrokerCore {
   private readonly bcastOut: ClientEntry[] = [];
   private readonly started = performance.now();
 
-  rFrames = 0;
-  rBytes = 0;
-  wFrames = 0;
+  /** Bytes routed to clients, as `stats` counts them (the sender's frame body per receiver). */
   wBytes = 0;
 
   constructor(options: BrokerOptions = {}) {
@@ -192,6 +194,16 @@ export class BrokerCore {
   }
 
   // ---------------------------------------------------------------- registry
+
+  /** The frame counters of a listener (its bind string, or `internal`), made on first use. */
+  framesOf(listener: string): FrameCounters {
+    let c = this.frameCounters.get(listener);
+    if (c === undefined) {
+      c = new FrameCounters(listener);
+      this.frameCounters.set(listener, c);
+    }
+    return c;
+  }
 
   /** The registered client of that exact name. */
   getClient(name: string): ClientEntry | undefined {
@@ -221,6 +233,7 @@ export class BrokerCore {
       this.unregister(existing, false, 'replaced by a new client of the same name');
     }
     entry.registered = true;
+    entry.counters = this.framesOf(entry.port ?? 'internal');
     this.observer?.registered(entry);
     this.clients.set(entry.name, entry);
     this.names.add(entry.name, entry);
@@ -293,6 +306,27 @@ export class BrokerCore {
     };
   }
 
+  /** Frames read from clients (pings excluded), over every listener. */
+  get rFrames(): number {
+    let n = 0;
+    for (const c of this.frameCounters.values()) n += c.framesIn();
+    return n;
+  }
+
+  /** Body bytes of the frames read from clients, over every listener. */
+  get rBytes(): number {
+    let n = 0;
+    for (const c of this.frameCounters.values()) n += c.bytesIn();
+    return n;
+  }
+
+  /** Frames routed to clients (ACKs included), over every listener. */
+  get wFrames(): number {
+    let n = 0;
+    for (const c of this.frameCounters.values()) n += c.framesOut();
+    return n;
+  }
+
   /** Every client (secondaries and internal ones included) with its subscriptions, for monitoring. */
   clientDetails(): ClientDetail[] {
     const out: ClientDetail[] = [];
@@ -362,12 +396,6 @@ export class BrokerCore {
     const ack = (qos & 1) !== 0;
     const rt = (qos & 2) !== 0;
     const len = end - start;
-    const fc = sender.counters;
-    if (fc !== null) {
-      const c = fc.in;
-      c[op << 1]++;
-      c[(op << 1) | 1] += len;
-    }
     let code: number;
     switch (op) {
       case Op.Message:
@@ -402,7 +430,7 @@ export class BrokerCore {
       case Op.Unsubscribe:
       case Op.Exclude:
       case Op.Unexclude: {
-        this.countRead(sender, len);
+        this.countRead(sender, op, len);
         const topics = splitTopicList(buf.subarray(start, end));
         if (topics === null) return false;
         if (op === Op.Subscribe) this.subscribe(sender, topics, ack ? opId : -1, rt);
@@ -425,47 +453,47 @@ export class BrokerCore {
 
   /** Queues an ACK to a client, counting it. */
   ack(to: ClientEntry, opId: number, code: number, realtime: boolean): void {
-    this.countWrite(to, 6);
-    const fc = to.counters;
-    if (fc !== null) {
-      fc.out[ACK_CODES + code]++;
-      this.countOut(to, fc, FrameKind.Ack, 6);
-    }
+    this.countWrite(to, FrameKind.Ack, 6, 6);
+    to.counters.out[ACK_CODES + code]++;
     to.sink.pushAck(opId, code, realtime);
   }
 
   /**
-   * A frame queued for a receiver that is monitored: its kind and wire size for the receiver's
-   * listener, and, every 16th frame of the receiver, its queue high-water mark (a queue grows
-   * frame by frame, so the mark is off by 15 frames at most, for a call less on most frames).
+   * A frame read from a client, counted for the client and, by op, for its listener (the
+   * broker-wide totals are sums over the listeners).
    */
-  private countOut(receiver: ClientEntry, fc: FrameCounters, kind: number, bytes: number): void {
-    const c = fc.out;
-    c[kind << 1]++;
-    c[(kind << 1) | 1] += bytes;
-    if ((receiver.wFrames & 15) === 0) {
-      const q = receiver.sink.queued();
-      if (q > receiver.queueHwm) {
-        receiver.queueHwm = q;
-        if (q > fc.queueHwm) fc.queueHwm = q;
-      }
-    }
-  }
-
-  /** A frame read from a client: its `len` counts for the client and the broker. */
-  private countRead(sender: ClientEntry, len: number): void {
+  countRead(sender: ClientEntry, op: number, len: number): void {
     sender.rFrames++;
     sender.rBytes += len;
-    this.rFrames++;
-    this.rBytes += len;
+    const c = sender.counters.in;
+    c[op << 1]++;
+    c[(op << 1) | 1] += len;
   }
 
-  /** A frame for a receiver, counted when it is selected (before any queue check). */
-  private countWrite(receiver: ClientEntry, len: number): void {
+  /**
+   * A frame for a receiver, counted when it is selected (before any queue check): `len` as the
+   * statistics count it (the sender's frame body), `wire` as it is written (header included),
+   * by kind for the receiver's listener. Every 16th frame of a client also samples its queue
+   * for the high-water mark (a queue grows frame by frame, so the mark is off by 16 at most,
+   * for a call less on most frames).
+   */
+  private countWrite(receiver: ClientEntry, kind: number, len: number, wire: number): void {
     receiver.wFrames++;
     receiver.wBytes += len;
-    this.wFrames++;
     this.wBytes += len;
+    const fc = receiver.counters;
+    const c = fc.out;
+    c[kind << 1]++;
+    c[(kind << 1) | 1] += wire;
+    if ((receiver.wFrames & 15) === 0) this.sampleQueue(receiver, fc);
+  }
+
+  private sampleQueue(receiver: ClientEntry, fc: FrameCounters): void {
+    const q = receiver.sink.queued();
+    if (q > receiver.queueHwm) {
+      receiver.queueHwm = q;
+      if (q > fc.queueHwm) fc.queueHwm = q;
+    }
   }
 
   // ---------------------------------------------------------------- routing
@@ -480,19 +508,18 @@ export class BrokerCore {
     len: number,
   ): number {
     if (sender.aaa !== null && !sender.aaa.p2pAllowed(target)) {
+      this.countRead(sender, Op.Message, len);
       this.deny(sender, 'message', target);
       return ErrorCode.Access;
     }
-    this.countRead(sender, len);
+    this.countRead(sender, Op.Message, len);
     const t = this.clients.get(target);
     if (t === undefined) return ErrorCode.NotRegistered;
-    this.countWrite(t, len);
+    this.countWrite(t, FrameKind.Message, len, 6 + sender.nameNul.length + d1.length + (d2?.length ?? 0));
     if (!t.sink.push(FrameKind.Message, sender, null, null, d1, d2, rt)) {
       this.overflow(t, sender);
       return ErrorCode.NotDelivered;
     }
-    const fc = t.counters;
-    if (fc !== null) this.countOut(t, fc, FrameKind.Message, 6 + sender.nameNul.length + d1.length + (d2?.length ?? 0));
     if (t.internal) this.checkInternalRoom(t, sender);
     return ErrorCode.Ok;
   }
@@ -500,23 +527,20 @@ export class BrokerCore {
   /** Sends to every client whose name matches the mask; returns the ACK code. */
   routeBroadcast(sender: ClientEntry, mask: string, data: Uint8Array, rt: boolean, len: number): number {
     if (sender.aaa !== null && !sender.aaa.broadcastAllowed(mask)) {
+      this.countRead(sender, Op.Broadcast, len);
       this.deny(sender, 'broadcast', mask);
       return ErrorCode.Access;
     }
-    this.countRead(sender, len);
+    this.countRead(sender, Op.Broadcast, len);
     const wire = 6 + sender.nameNul.length + data.length;
     const out = this.names.collect(mask, this.bcastOut);
     for (let k = 0; k < out.length; k++) {
       const r = out[k];
       out[k] = undefined as unknown as ClientEntry;
       if (!r.registered) continue;
-      this.countWrite(r, len);
+      this.countWrite(r, FrameKind.Broadcast, len, wire);
       if (!r.sink.push(FrameKind.Broadcast, sender, null, null, data, null, rt)) this.overflow(r, sender);
-      else {
-        const fc = r.counters;
-        if (fc !== null) this.countOut(r, fc, FrameKind.Broadcast, wire);
-        if (r.internal) this.checkInternalRoom(r, sender);
-      }
+      else if (r.internal) this.checkInternalRoom(r, sender);
     }
     out.length = 0;
     return ErrorCode.Ok;
@@ -535,11 +559,13 @@ export class BrokerCore {
     len: number,
     receiver: string | null,
   ): number {
+    const op = receiver === null ? Op.Publish : Op.PublishFor;
     if (sender.aaa !== null && !sender.aaa.publishAllowed(topic)) {
+      this.countRead(sender, op, len);
       this.deny(sender, 'publish', topic);
       return ErrorCode.Access;
     }
-    this.countRead(sender, len);
+    this.countRead(sender, op, len);
     const wire = 6 + sender.nameNul.length + topicNul.length + data.length;
     const subs = this.subs.match(topic);
     for (let k = 0; k < subs.length; k++) {
@@ -547,13 +573,9 @@ export class BrokerCore {
       if (!r.registered) continue;
       if (receiver !== null && r.primary !== receiver) continue;
       if (r.exclusions !== null && r.exclusions.matches(topic)) continue;
-      this.countWrite(r, len);
+      this.countWrite(r, FrameKind.Publish, len, wire);
       if (!r.sink.push(FrameKind.Publish, sender, topic, topicNul, data, null, rt)) this.overflow(r, sender);
-      else {
-        const fc = r.counters;
-        if (fc !== null) this.countOut(r, fc, FrameKind.Publish, wire);
-        if (r.internal) this.checkInternalRoom(r, sender);
-      }
+      else if (r.internal) this.checkInternalRoom(r, sender);
     }
     return ErrorCode.Ok;
   }

@@ -3,7 +3,10 @@ import { isSecondaryName, NameCache, primaryName } from '../protocol/index.js';
 import type { ClientAaa } from './aaa.js';
 import type { LogLimiter } from './log-limiter.js';
 import type { AclMap } from './matching/index.js';
-import type { FrameCounters } from './observer.js';
+import { FrameCounters } from './observer.js';
+
+/** The counters of a client that never registered: it routes nothing, so nobody reads them. */
+const UNATTACHED = new FrameCounters('unattached');
 
 /**
  * Where frames for a client go: a socket connection or an in-process queue. The broker calls
@@ -78,9 +81,9 @@ export class ClientEntry {
   denials: LogLimiter | null = null;
   /** Registered secondaries of a primary. */
   readonly secondaries = new Set<ClientEntry>();
-  /** Its listener's frame counters when a monitoring observer watches the broker (see observer.ts). */
-  counters: FrameCounters | null = null;
-  /** The most frames ever queued for it (kept only while monitored). */
+  /** Its listener's frame counters, set when it registers (see observer.ts). */
+  counters: FrameCounters = UNATTACHED;
+  /** The most frames ever queued for it (sampled every 16th frame, see BrokerCore). */
   queueHwm = 0;
 
   constructor(

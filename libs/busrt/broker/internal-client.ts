@@ -8,6 +8,7 @@ import {
   Frame,
   type FrameHandler,
   FrameQueue,
+  Op,
   type Payload,
   payloadBytes,
   QoS,
@@ -111,7 +112,7 @@ export class InternalClient implements BusClient, ClientSink {
 
   subscribeBulk(topics: readonly string[], qos: QoS = QoS.Processed): Promise<void> {
     if (!this.isConnected) return this.notConnected();
-    this.countListOp(topics);
+    this.countListOp(Op.Subscribe, topics);
     // In-process clients have no AAA rules, so nothing can be denied here.
     this.core.subscribe(this.entry, topics, -1, (qos & 2) !== 0);
     return RESOLVED;
@@ -123,7 +124,7 @@ export class InternalClient implements BusClient, ClientSink {
 
   unsubscribeBulk(topics: readonly string[], _qos: QoS = QoS.Processed): Promise<void> {
     if (!this.isConnected) return this.notConnected();
-    this.countListOp(topics);
+    this.countListOp(Op.Unsubscribe, topics);
     this.core.unsubscribe(this.entry, topics);
     return RESOLVED;
   }
@@ -134,7 +135,7 @@ export class InternalClient implements BusClient, ClientSink {
 
   excludeBulk(topics: readonly string[], _qos: QoS = QoS.Processed): Promise<void> {
     if (!this.isConnected) return this.notConnected();
-    this.countListOp(topics);
+    this.countListOp(Op.Exclude, topics);
     this.core.exclude(this.entry, topics);
     return RESOLVED;
   }
@@ -145,7 +146,7 @@ export class InternalClient implements BusClient, ClientSink {
 
   unexcludeBulk(topics: readonly string[], _qos: QoS = QoS.Processed): Promise<void> {
     if (!this.isConnected) return this.notConnected();
-    this.countListOp(topics);
+    this.countListOp(Op.Unexclude, topics);
     this.core.unexclude(this.entry, topics);
     return RESOLVED;
   }
@@ -271,13 +272,10 @@ export class InternalClient implements BusClient, ClientSink {
     for (const h of this.disconnectHandlers.splice(0)) h(error);
   }
 
-  private countListOp(topics: readonly string[]): void {
+  private countListOp(op: number, topics: readonly string[]): void {
     let len = Math.max(0, topics.length - 1);
     for (const t of topics) len += Buffer.byteLength(t);
-    this.entry.rFrames++;
-    this.entry.rBytes += len;
-    this.core.rFrames++;
-    this.core.rBytes += len;
+    this.core.countRead(this.entry, op, len);
   }
 
   private result(qos: QoS, code: number, ack?: AckHandler): Promise<void> {

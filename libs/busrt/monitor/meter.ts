@@ -1,17 +1,16 @@
-import { type BrokerObserver, type ClientEntry, type DenialKind, FrameCounters } from '../broker/index.js';
+import type { BrokerObserver, ClientEntry, DenialKind } from '../broker/index.js';
 import { CORE_METHODS, MONITOR_METHODS } from '../rpc/index.js';
 
-/** What a listener (or the in-process clients, `internal`) counts beside its frames. */
+/**
+ * What a listener (or the in-process clients, `internal`) counts beside its frames (those the
+ * core counts itself, `BrokerCore.frameCounters`).
+ */
 export class ListenerCounters {
-  /** The frame counters its clients share; the core bumps them inline. */
-  readonly frames: FrameCounters;
   registrations = 0;
   readonly denials = new Map<DenialKind, number>();
   readonly disconnects = new Map<DisconnectCause, number>();
 
-  constructor(readonly listener: string) {
-    this.frames = new FrameCounters(listener);
-  }
+  constructor(readonly listener: string) {}
 }
 
 /** A client's rates between the two last samples (per second), and its totals at the last one. */
@@ -65,9 +64,9 @@ export function disconnectCause(reason: string): DisconnectCause {
 const KNOWN_METHODS = new Set<string>([...CORE_METHODS, ...MONITOR_METHODS]);
 
 /**
- * The broker observer behind the metrics: hands each client its listener's frame counters (the
- * core bumps them inline, with no allocation and no label lookup), counts the rare events, and
- * keeps the registered clients to sample their rates once a second. The Prometheus registry
+ * The broker observer behind the metrics: counts the rare events (registrations, denials,
+ * disconnects, core calls) and keeps the registered clients to sample their rates once a
+ * second; frames are the core's own counters. The Prometheus registry
  * reads all of it when scraped.
  */
 export class BrokerMeter implements BrokerObserver {
@@ -95,7 +94,6 @@ export class BrokerMeter implements BrokerObserver {
     const listener = entry.port ?? 'internal';
     const counters = this.counters(listener);
     counters.registrations++;
-    entry.counters = counters.frames;
     this.clients.set(entry, new Meter(listener));
   }
 

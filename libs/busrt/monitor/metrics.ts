@@ -1,13 +1,12 @@
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import type { Counter, Gauge, Registry } from 'prom-client';
 import { ErrorCode, FrameKind, Op } from '../protocol/index.js';
-import { ACK_CODES, type ClientEntry } from '../broker/index.js';
+import { ACK_CODES, type ClientEntry, type FrameCounters } from '../broker/index.js';
 import type { Broker } from '../server/index.js';
-import type { BrokerMeter, ListenerCounters, Meter } from './meter.js';
+import type { BrokerMeter, Meter } from './meter.js';
 
 /** Label values of the client ops, by op number. */
 const OPS: [number, string][] = [
-  [Op.Nop, 'nop'],
   [Op.Publish, 'publish'],
   [Op.Subscribe, 'subscribe'],
   [Op.Unsubscribe, 'unsubscribe'],
@@ -113,16 +112,17 @@ export async function buildRegistry(broker: Broker, meter: BrokerMeter, topClien
     });
   };
   const each = meter.listeners;
+  const frames = broker.core.frameCounters;
   // In-process clients never send frames over a socket: no all-zero series for them.
-  const sockets = (): ListenerCounters[] => [...each.values()].filter((c) => c.listener !== 'internal');
-  const all = (): ListenerCounters[] => [...each.values()];
+  const sockets = (): FrameCounters[] => [...frames.values()].filter((c) => c.listener !== 'internal');
+  const all = (): FrameCounters[] => [...frames.values()];
   /** One series per listener and label value, read from one of the listener's counter arrays. */
   const table =
     (
-      rows: () => ListenerCounters[],
+      rows: () => FrameCounters[],
       labels: [number, string][],
       label: string,
-      pick: (c: ListenerCounters, index: number) => number,
+      pick: (c: FrameCounters, index: number) => number,
     ) =>
     (set: SetSeries): void => {
       for (const c of rows()) for (const [i, name] of labels) set({ listener: c.listener, [label]: name }, pick(c, i));
@@ -130,10 +130,10 @@ export async function buildRegistry(broker: Broker, meter: BrokerMeter, topClien
   const tableCounter = (
     name: string,
     help: string,
-    rows: () => ListenerCounters[],
+    rows: () => FrameCounters[],
     labels: [number, string][],
     label: string,
-    pick: (c: ListenerCounters, index: number) => number,
+    pick: (c: FrameCounters, index: number) => number,
   ): void => counter(name, help, ['listener', label], table(rows, labels, label, pick));
   /** A per-listener sum over the registered clients (every listener that ever had one shows). */
   const sumByListener =
@@ -163,7 +163,7 @@ export async function buildRegistry(broker: Broker, meter: BrokerMeter, topClien
     sockets,
     OPS,
     'op',
-    (c, op) => c.frames.in[op << 1],
+    (c, op) => c.in[op << 1],
   );
   tableCounter(
     'busrt_frame_bytes_received_total',
@@ -171,7 +171,7 @@ export async function buildRegistry(broker: Broker, meter: BrokerMeter, topClien
     sockets,
     OPS,
     'op',
-    (c, op) => c.frames.in[(op << 1) | 1] + 9 * c.frames.in[op << 1],
+    (c, op) => c.in[(op << 1) | 1] + 9 * c.in[op << 1],
   );
   tableCounter(
     'busrt_frames_sent_total',
@@ -179,7 +179,7 @@ export async function buildRegistry(broker: Broker, meter: BrokerMeter, topClien
     all,
     KINDS,
     'kind',
-    (c, kind) => c.frames.out[kind << 1],
+    (c, kind) => c.out[kind << 1],
   );
   tableCounter(
     'busrt_frame_bytes_sent_total',
@@ -187,12 +187,12 @@ export async function buildRegistry(broker: Broker, meter: BrokerMeter, topClien
     all,
     KINDS,
     'kind',
-    (c, kind) => c.frames.out[(kind << 1) | 1],
+    (c, kind) => c.out[(kind << 1) | 1],
   );
   counter('busrt_acks_sent_total', 'ACKs sent, by listener and result code.', ['listener', 'code'], (set) => {
-    for (const c of each.values()) {
+    for (const c of frames.values()) {
       for (let code = 0; code < 256; code++) {
-        const n = c.frames.out[ACK_CODES + code];
+        const n = c.out[ACK_CODES + code];
         if (n > 0) set({ listener: c.listener, code: codeLabel(code) }, n);
       }
     }
@@ -204,7 +204,7 @@ export async function buildRegistry(broker: Broker, meter: BrokerMeter, topClien
     sumByListener((e) => e.sink.queued()),
   );
   gauge('busrt_queue_hwm_frames', 'The most frames ever waiting for one client, by listener.', ['listener'], (set) => {
-    for (const c of each.values()) set({ listener: c.listener }, c.frames.queueHwm);
+    for (const c of frames.values()) set({ listener: c.listener }, c.queueHwm);
   });
   counter('busrt_slow_consumers_dropped_total', 'Clients dropped because their queue stayed full.', [], (set) =>
     set({}, meter.slowConsumersDropped),
