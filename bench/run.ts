@@ -11,6 +11,7 @@ import { fanout, idle, matching } from './sections/broker.js';
 import { latency } from './sections/latency.js';
 import { monitoring } from './sections/monitoring.js';
 import { nest } from './sections/nest.js';
+import { reference } from './sections/reference.js';
 import { replicas } from './sections/replicas.js';
 import { stages } from './sections/stages.js';
 import { transports } from './sections/transports.js';
@@ -34,6 +35,10 @@ const SECTIONS: Record<string, { about: string; run: (ctx: Context) => Promise<v
   monitoring: {
     about: 'send+recv and rpc.call through busrtd with --http and without, alternating rounds',
     run: monitoring,
+  },
+  reference: {
+    about: 'beside the reference broker (REF_BUSRTD, REF_BUSRT): its benchmark, start-up, memory',
+    run: reference,
   },
 };
 
