@@ -1,4 +1,4 @@
-import { BrokerCore, BrokerMeter, ClientEntry, type ClientSink, type BrokerObserver } from '#busrt/core';
+import { BrokerCore, BrokerMeter, ClientEntry, type ClientSink, type BrokerObserver, Push } from '#busrt/core';
 import type { Context } from '../lib/context.js';
 import { busrtd, type Busrtd } from '../lib/proc.js';
 import { groupDigits } from '../lib/report.js';
@@ -17,9 +17,9 @@ class NullSink implements ClientSink {
   queued(): number {
     return 0;
   }
-  push(): boolean {
+  push(): Push {
     this.frames++;
-    return true;
+    return Push.Ok;
   }
   waitRoom(): boolean {
     return false;

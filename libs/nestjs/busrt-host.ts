@@ -71,6 +71,7 @@ export class BusrtHost implements HostedBroker, OnModuleInit, OnApplicationBoots
     this.broker = new Broker({
       queueSize: options.queueSize,
       forceRegister: options.forceRegister,
+      flowControl: options.flowControl,
       logger,
       frameMemory: options.frameMemory,
       frameMemoryPerClient: options.frameMemoryPerClient,

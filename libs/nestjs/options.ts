@@ -21,8 +21,16 @@ export interface BusrtListenerOptions extends Omit<ServerConfig, 'aaaMap'> {
 export interface BusrtModuleOptions {
   /** Where the broker listens. Default: none (in-process clients only). */
   listeners?: BusrtListenerOptions[];
-  /** Frames queued per client before it is dropped as too slow. Default 8192. */
+  /**
+   * Frames queued per client (default 8192). A client whose queue is full slows its senders
+   * down; with `flowControl: false` it is dropped instead.
+   */
   queueSize?: number;
+  /**
+   * True (default): a full queue pauses the clients sending to it, and only a client that makes
+   * no progress for the timeout is dropped. False: upstream's rule, dropped as soon as it is full.
+   */
+  flowControl?: boolean;
   /** Bytes of partly received frames held for all clients together (default 512 MiB). */
   frameMemory?: number;
   /** Bytes of a partly received frame one client may hold (default 256 MiB). */

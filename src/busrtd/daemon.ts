@@ -54,6 +54,7 @@ export async function startBusrtd(opts: BusrtdOptions, log: DaemonLog): Promise<
   const broker = new Broker({
     queueSize: opts.queueSize,
     forceRegister: opts.forceRegister,
+    flowControl: opts.flowControl,
     logger: log,
     frameMemory: opts.frameMemory,
     frameMemoryPerClient: opts.frameMemoryPerClient,

@@ -57,6 +57,8 @@ export interface BusrtdOptions {
   frameMemory: number;
   frameMemoryPerClient: number;
   forceRegister: boolean;
+  /** False with --no-flow-control: a client with a full queue is dropped at once. */
+  flowControl: boolean;
   verbose: boolean;
   aaa: AaaSource | null;
   /** Certificate, key and client CA of the TLS binds. */
@@ -89,7 +91,9 @@ Options:
   -t, --timeout <seconds>       client timeout, fractions allowed (default ${SERVER_DEFAULT_TIMEOUT_MS / 1000})
       --buf-size <bytes>        output batch size (default ${SERVER_DEFAULT_BUF_SIZE})
       --buf-ttl <microseconds>  output batch delay (default ${DEFAULT_BUF_TTL_US})
-      --queue-size <frames>     per-client outgoing queue (default ${DEFAULT_QUEUE_SIZE})
+      --queue-size <frames>     per-client outgoing queue (default ${DEFAULT_QUEUE_SIZE}); a full one
+                                pauses the clients sending to it
+      --no-flow-control         drop a client as soon as its queue is full instead
       --frame-memory <bytes>    bytes of partly received frames held for all clients
                                 (default ${DEFAULT_FRAME_MEMORY}); a client going over is closed
       --frame-memory-per-client <bytes>
@@ -141,6 +145,7 @@ const TOP_KEYS = new Set([
   'frame-memory',
   'frame-memory-per-client',
   'force-register',
+  'no-flow-control',
   'verbose',
   'aaa',
   'workers',
@@ -235,6 +240,7 @@ export function parseBusrtdArgs(argv: readonly string[], env: NodeJS.ProcessEnv 
         'frame-memory-per-client': { type: 'string' },
         'payload-size-limit': { type: 'string' },
         'force-register': { type: 'boolean' },
+        'no-flow-control': { type: 'boolean' },
         aaa: { type: 'string' },
         'tls-cert': { type: 'string' },
         'tls-key': { type: 'string' },
@@ -341,6 +347,7 @@ export function parseBusrtdArgs(argv: readonly string[], env: NodeJS.ProcessEnv 
     throw new UsageError(`${pidFile.from}: expected a file path, got ${show(pidFile.value)}`);
   }
   const force = pick('force-register');
+  const noFlow = pick('no-flow-control');
   const verbose = pick('verbose');
   const file = (key: string): string | null => {
     const v = pick(key);
@@ -375,6 +382,7 @@ export function parseBusrtdArgs(argv: readonly string[], env: NodeJS.ProcessEnv 
       DEFAULT_FRAME_MEMORY_PER_CLIENT,
     ),
     forceRegister: force === undefined ? false : parseFlag(force.from, force.value),
+    flowControl: noFlow === undefined ? true : !parseFlag(noFlow.from, noFlow.value),
     verbose: verbose === undefined ? false : parseFlag(verbose.from, verbose.value),
     aaa: aaaSource(pick('aaa'), configFile),
     tls,

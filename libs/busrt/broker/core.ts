@@ -17,7 +17,7 @@ import {
 } from '../protocol/index.js';
 import type { ClientAaa } from './aaa.js';
 import { LogLimiter } from './log-limiter.js';
-import { ClientEntry } from './entry.js';
+import { ClientEntry, Push } from './entry.js';
 import { AclMap, BroadcastIndex, TopicMap } from './matching/index.js';
 import { ACK_CODES, type BrokerObserver, type DenialKind, FrameCounters } from './observer.js';
 
@@ -42,12 +42,24 @@ export function isRoutineBrokerLog(message: string): boolean {
   );
 }
 
+/** The hard limit of a client's queue, in multiples of the queue size (see `queueLimit`). */
+export const QUEUE_LIMIT_FACTOR = 4;
+
 /** Broker-wide settings. */
 export interface BrokerOptions {
   /** A new primary client with a taken name replaces the old one instead of being refused. */
   forceRegister?: boolean;
-  /** Outgoing frame queue of each client, in frames (default 8192). */
+  /**
+   * Outgoing frame queue of each client, in frames (default 8192). With flow control, a full
+   * queue pauses the senders; without, it drops the client.
+   */
   queueSize?: number;
+  /**
+   * True (default): a client whose queue is full slows its senders down (a socket sender stops
+   * being read until there is room) and is dropped only if it makes no progress for the
+   * timeout. False: upstream's rule, the client is dropped as soon as its queue is full.
+   */
+  flowControl?: boolean;
   /** Receives registrations, drops, denials and errors. */
   logger?: BrokerLogger;
   /**
@@ -155,6 +167,13 @@ function nowNanos(): bigint {
 export class BrokerCore {
   readonly forceRegister: boolean;
   readonly queueSize: number;
+  /**
+   * The hard limit of a client's queue: frames from senders that cannot be paused (in-process
+   * ones) may go past `queueSize`, up to this; a receiver that reaches it is dropped.
+   */
+  readonly queueLimit: number;
+  /** Whether full queues pause their senders (see {@link BrokerOptions.flowControl}). */
+  readonly flowControl: boolean;
   /** Where the broker reports what happens. */
   readonly logger: BrokerLogger;
   /** The bytes of partly received frames, and their bounds. */
@@ -177,6 +196,8 @@ export class BrokerCore {
 
   /** Bytes routed to clients, as `stats` counts them (the sender's frame body per receiver). */
   wBytes = 0;
+  /** Times a sender was paused because a receiver's queue was full (flow control). */
+  senderPauses = 0;
 
   constructor(options: BrokerOptions = {}) {
     this.forceRegister = options.forceRegister ?? false;
@@ -184,6 +205,8 @@ export class BrokerCore {
     if (!Number.isInteger(this.queueSize) || this.queueSize < 1) {
       throw new RangeError(`queueSize must be a positive integer, got ${String(options.queueSize)}`);
     }
+    this.flowControl = options.flowControl ?? true;
+    this.queueLimit = this.flowControl ? this.queueSize * QUEUE_LIMIT_FACTOR : this.queueSize;
     this.logger = options.logger ?? {};
     this.frameMemory = new FrameMemory(
       options.frameMemory ?? DEFAULT_FRAME_MEMORY,
@@ -516,11 +539,14 @@ export class BrokerCore {
     const t = this.clients.get(target);
     if (t === undefined) return ErrorCode.NotRegistered;
     this.countWrite(t, FrameKind.Message, len, 6 + sender.nameNul.length + d1.length + (d2?.length ?? 0));
-    if (!t.sink.push(FrameKind.Message, sender, null, null, d1, d2, rt)) {
-      this.overflow(t, sender);
-      return ErrorCode.NotDelivered;
+    const pushed = t.sink.push(FrameKind.Message, sender, null, null, d1, d2, rt);
+    if (pushed !== Push.Ok) {
+      if (pushed === Push.Full) this.pause(sender, t);
+      else {
+        this.overflow(t, sender);
+        return ErrorCode.NotDelivered;
+      }
     }
-    if (t.internal) this.checkInternalRoom(t, sender);
     return ErrorCode.Ok;
   }
 
@@ -539,8 +565,8 @@ export class BrokerCore {
       out[k] = undefined as unknown as ClientEntry;
       if (!r.registered) continue;
       this.countWrite(r, FrameKind.Broadcast, len, wire);
-      if (!r.sink.push(FrameKind.Broadcast, sender, null, null, data, null, rt)) this.overflow(r, sender);
-      else if (r.internal) this.checkInternalRoom(r, sender);
+      const pushed = r.sink.push(FrameKind.Broadcast, sender, null, null, data, null, rt);
+      if (pushed !== Push.Ok) this.full(r, sender, pushed);
     }
     out.length = 0;
     return ErrorCode.Ok;
@@ -574,8 +600,8 @@ export class BrokerCore {
       if (receiver !== null && r.primary !== receiver) continue;
       if (r.exclusions !== null && r.exclusions.matches(topic)) continue;
       this.countWrite(r, FrameKind.Publish, len, wire);
-      if (!r.sink.push(FrameKind.Publish, sender, topic, topicNul, data, null, rt)) this.overflow(r, sender);
-      else if (r.internal) this.checkInternalRoom(r, sender);
+      const pushed = r.sink.push(FrameKind.Publish, sender, topic, topicNul, data, null, rt);
+      if (pushed !== Push.Ok) this.full(r, sender, pushed);
     }
     return ErrorCode.Ok;
   }
@@ -632,20 +658,28 @@ export class BrokerCore {
   // ---------------------------------------------------------------- overflow and back-pressure
 
   /** An external receiver whose queue is full is dropped; it never stalls anyone else. */
-  private overflow(receiver: ClientEntry, sender: ClientEntry): void {
-    if (receiver.internal) return;
-    this.logger.warn?.(`client ${receiver.name}: queue overflow (${this.queueSize} frames), dropped`);
-    this.unregister(receiver, true, `queue overflow while receiving from ${sender.name}`);
+  /**
+   * A receiver's queue is at its size: the sender waits for room (a socket sender stops being
+   * read; an in-process one cannot wait), or, past the hard limit, the overflow rules apply.
+   */
+  private full(receiver: ClientEntry, sender: ClientEntry, pushed: Push): void {
+    if (pushed === Push.Full) this.pause(sender, receiver);
+    else this.overflow(receiver, sender);
+  }
+
+  private pause(sender: ClientEntry, receiver: ClientEntry): void {
+    this.senderPauses++;
+    sender.sink.waitForRoom(receiver.sink);
   }
 
   /**
-   * An in-process receiver over its queue size slows the sender down instead of losing frames:
-   * a socket sender stops being read until there is room (and is dropped if that takes longer
-   * than its timeout).
+   * A receiver refused a frame: it is over its hard limit, which only senders that cannot be
+   * paused (in-process ones) can push it to. It is dropped as a slow consumer.
    */
-  private checkInternalRoom(receiver: ClientEntry, sender: ClientEntry): void {
-    if (receiver.sink.queued() < this.queueSize) return;
-    sender.sink.waitForRoom(receiver.sink);
+  private overflow(receiver: ClientEntry, sender: ClientEntry): void {
+    if (receiver.internal) return;
+    this.logger.warn?.(`client ${receiver.name}: queue overflow (${this.queueLimit} frames), dropped`);
+    this.unregister(receiver, true, `queue overflow while receiving from ${sender.name}`);
   }
 
   /**

@@ -18,9 +18,11 @@ export interface ClientSink {
   /** Frames waiting to be written or consumed (`queue` in client.list). */
   queued(): number;
   /**
-   * Queues a data frame whose body is `sender NUL [topicNul] d1 [d2]`. Returns false when the
-   * queue is full (the broker then applies the overflow rules). A writer `d2` must be written (or
-   * turned into bytes) before this returns.
+   * Queues a data frame whose body is `sender NUL [topicNul] d1 [d2]`. Returns {@link Push.Ok},
+   * {@link Push.Full} when the frame was queued but the queue is now at its size (the broker
+   * then pauses the sender until there is room), or {@link Push.Refused} when the frame was not
+   * queued (the broker then applies the overflow rules). A writer `d2` must be written (or turned
+   * into bytes) before this returns.
    */
   push(
     kind: DataFrameKind,
@@ -30,14 +32,14 @@ export interface ClientSink {
     d1: Uint8Array,
     d2: Payload | null,
     realtime: boolean,
-  ): boolean;
+  ): Push;
   /** Queues an ACK (never refused: it is the client's own answer). */
   pushAck(opId: number, code: number, realtime: boolean): void;
   /** The broker dropped the client (evicted, force-disconnected, primary gone): end the connection. */
   terminate(reason: string): void;
   /**
-   * As a receiver whose queue is full: calls `waiter.onRoom()` once there is room again and
-   * returns true, or returns false when it never will (a socket receiver is dropped when full).
+   * As a receiver whose queue is full: calls `waiter.onRoom()` once there is room again (or once
+   * the receiver is gone) and returns true, or returns false when it never will.
    */
   waitRoom(waiter: RoomWaiter): boolean;
   /** Forgets a waiter of {@link waitRoom} (its connection closed). */
@@ -48,6 +50,18 @@ export interface ClientSink {
    */
   waitForRoom(receiver: ClientSink): void;
 }
+
+/** What {@link ClientSink.push} did with a frame. */
+export const Push = {
+  /** Queued. */
+  Ok: 0,
+  /** Queued, and the queue is at its size now: the sender should wait for room. */
+  Full: 1,
+  /** Not queued: the receiver is over its hard limit. */
+  Refused: 2,
+} as const;
+/** What {@link ClientSink.push} did with a frame. */
+export type Push = (typeof Push)[keyof typeof Push];
 
 /** Something waiting for a receiver's queue to have room again. */
 export interface RoomWaiter {

@@ -15,7 +15,7 @@ import {
 } from '../protocol/index.js';
 import { settleOp } from '../protocol/index.js';
 import type { BrokerCore } from './core.js';
-import { ClientEntry, type ClientSink, type RoomWaiter } from './entry.js';
+import { ClientEntry, type ClientSink, Push, type RoomWaiter } from './entry.js';
 
 const RESOLVED: Promise<void> = Promise.resolve();
 
@@ -194,7 +194,7 @@ export class InternalClient implements BusClient, ClientSink {
     d1: Uint8Array,
     d2: Payload | null,
     realtime: boolean,
-  ): boolean {
+  ): Push {
     // The frame outlives this call, so two parts (or a writer) become one buffer of its own.
     let payload: Buffer;
     if (d2 === null) payload = payloadBytes(d1);
@@ -207,7 +207,9 @@ export class InternalClient implements BusClient, ClientSink {
     const frame = new Frame(kind, sender.name, topic, payload, realtime);
     this.queue.offer(frame, this.handler === null);
     if (this.handler !== null) this.scheduleDrain();
-    return true;
+    // Never refused (an in-process client is never dropped as slow); a full queue slows the
+    // sender down instead.
+    return this.queue.size >= this.core.queueSize ? Push.Full : Push.Ok;
   }
 
   pushAck(): void {

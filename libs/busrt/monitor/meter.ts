@@ -49,7 +49,9 @@ export type DisconnectCause =
 export function disconnectCause(reason: string): DisconnectCause {
   if (reason === 'connection closed by the client') return 'closed';
   if (reason.startsWith('payload over the limit')) return 'payload_limit';
-  if (reason.includes('queue overflow')) return 'slow_consumer';
+  // A client that stopped reading: its queue overflowed, or (with flow control) no write to it
+  // completed for the timeout.
+  if (reason.includes('queue overflow') || reason.startsWith('write timeout')) return 'slow_consumer';
   if (reason.includes('timeout')) return 'timeout';
   if (reason === 'unknown operation' || reason === 'broken frame') return 'protocol_error';
   if (reason.startsWith('socket error')) return 'socket_error';

@@ -210,6 +210,12 @@ export async function buildRegistry(broker: Broker, meter: BrokerMeter, topClien
     set({}, meter.slowConsumersDropped),
   );
   counter(
+    'busrt_flow_control_pauses_total',
+    'Times a sender stopped being read because a receiver queue was full (flow control).',
+    [],
+    (set) => set({}, broker.core.senderPauses),
+  );
+  counter(
     'busrt_disconnects_total',
     'Clients that went away, by listener and cause (closed, payload_limit, timeout, slow_consumer, ...).',
     ['listener', 'reason'],

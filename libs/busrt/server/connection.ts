@@ -1,6 +1,6 @@
 import type { Duplex } from 'node:stream';
 import { isUtf8 } from 'node:buffer';
-import { type BrokerCore, ClientEntry, type ClientSink, type RoomWaiter } from '../broker/index.js';
+import { type BrokerCore, ClientEntry, type ClientSink, Push, type RoomWaiter } from '../broker/index.js';
 import {
   ClientFrameReader,
   type ClientFrameSink,
@@ -115,6 +115,8 @@ export class PeerConnection implements ClientSink, ClientFrameSink, RoomWaiter {
   private lastWritesDone = 0;
   private throttledBy: ClientSink | null = null;
   private throttleTicks = 0;
+  /** Senders paused until this client's queue has room again (made on first use). */
+  private roomWaiters: Set<RoomWaiter> | null = null;
   private readSinceYield = 0;
   private readonly plainSocket: boolean;
   private yielding = false;
@@ -310,11 +312,18 @@ export class PeerConnection implements ClientSink, ClientFrameSink, RoomWaiter {
     d1: Uint8Array,
     d2: Payload | null,
     realtime: boolean,
-  ): boolean {
-    if (this.state === State.Closed) return true;
-    if (this.writer.queued() >= this.core.queueSize) return false;
+  ): Push {
+    if (this.state === State.Closed) return Push.Ok;
+    const q = this.writer.queued();
+    if (q >= this.core.queueSize) {
+      // Past its size only frames a paused sender had read already, or from in-process
+      // senders, which cannot be paused, get in; up to the hard limit.
+      if (q >= this.core.queueLimit) return Push.Refused;
+      this.writer.dataFrame(kind, sender.nameNul, topicNul, d1, d2, realtime);
+      return Push.Full;
+    }
     this.writer.dataFrame(kind, sender.nameNul, topicNul, d1, d2, realtime);
-    return true;
+    return q + 1 >= this.core.queueSize && this.core.flowControl ? Push.Full : Push.Ok;
   }
 
   pushAck(opId: number, code: number, realtime: boolean): void {
@@ -325,17 +334,36 @@ export class PeerConnection implements ClientSink, ClientFrameSink, RoomWaiter {
   private readonly onWritten = (err?: Error | null): void => {
     if (err) return;
     if (this.ending) this.finishEnd();
-    else if (this.state !== State.Closed) this.writer.flush();
+    else if (this.state !== State.Closed) {
+      this.writer.flush();
+      if (this.roomWaiters !== null && this.writer.queued() < this.core.queueSize) this.wakeWaiters();
+    }
   };
 
-  // ------------------------------------------------------------ back-pressure from in-process receivers
-
-  /** Socket receivers are dropped when full, so no sender waits for them. */
-  waitRoom(): boolean {
-    return false;
+  /** Resumes the senders paused for this client (it has room again, or it is gone). */
+  private wakeWaiters(): void {
+    const waiters = this.roomWaiters;
+    if (waiters === null) return;
+    this.roomWaiters = null;
+    for (const w of waiters) w.onRoom();
   }
 
-  cancelRoom(): void {}
+  // ------------------------------------------------------------ back-pressure
+
+  /**
+   * A sender waits for this client's queue to have room: woken when a write completes with the
+   * queue under its size, or when this client goes (a client that stops reading is dropped
+   * after the write timeout, so no sender waits on it for longer).
+   */
+  waitRoom(waiter: RoomWaiter): boolean {
+    if (this.state === State.Closed) return false;
+    (this.roomWaiters ??= new Set()).add(waiter);
+    return true;
+  }
+
+  cancelRoom(waiter: RoomWaiter): void {
+    this.roomWaiters?.delete(waiter);
+  }
 
   /** Stops reading this client until `receiver` has room again (if it will say so). */
   waitForRoom(receiver: ClientSink): void {
@@ -368,14 +396,20 @@ export class PeerConnection implements ClientSink, ClientFrameSink, RoomWaiter {
     this.ticks++;
     const writer = this.writer;
     if ((this.ticks & 1) === 0) {
-      if (writer.queued() >= this.core.queueSize) {
+      // Without flow control a full queue at a keep-alive means the client fell behind.
+      if (!this.core.flowControl && writer.queued() >= this.core.queueSize) {
         this.close('client queue overflow');
         return;
       }
       writer.nop();
     }
     if (this.throttledBy !== null) {
-      if (++this.throttleTicks >= 4) this.close('timeout: an in-process receiver stayed full');
+      // Paused for a socket receiver, it waits as long as that one makes progress (one that
+      // does not is dropped by its own write timeout); an in-process receiver has no such
+      // timeout, so the sender gives up after T.
+      if (this.throttledBy.internal && ++this.throttleTicks >= 4) {
+        this.close('timeout: an in-process receiver stayed full');
+      }
       return;
     }
     const reader = this.reader as ClientFrameReader;
@@ -477,6 +511,7 @@ export class PeerConnection implements ClientSink, ClientFrameSink, RoomWaiter {
       this.throttledBy.cancelRoom(this);
       this.throttledBy = null;
     }
+    this.wakeWaiters();
     this.set.forget(this);
   }
 
