@@ -510,9 +510,10 @@ export class Federation implements BrokerLink {
     const p = this.pending.get(id);
     if (p === undefined) return;
     this.pending.delete(id);
-    // No broker listens on the owner's subject any more (NATS's "no responders" status).
+    // NATS's "no responders": the owner is not on NATS now (gone, or between two servers); the
+    // name may still be registered there, so the frame is only known to be undelivered.
     const code =
-      msg.data.length === 1 ? msg.data[0] : msg.headers?.code === 503 ? ErrorCode.NotRegistered : ErrorCode.Other;
+      msg.data.length === 1 ? msg.data[0] : msg.headers?.code === 503 ? ErrorCode.NotDelivered : ErrorCode.Other;
     this.settle(p, code);
   }
 
