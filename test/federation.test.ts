@@ -89,7 +89,8 @@ describe('federation of three brokers over a NATS cluster (processes)', () => {
     };
     const file = join(dir, `${n}.federation.json`);
     writeFileSync(file, JSON.stringify(config));
-    const d = await Daemon.start(['-B', sock(n), '-t', '5', '--federation', file]);
+    const http = n === 'a' ? ['--http', '127.0.0.1:0'] : [];
+    const d = await Daemon.start(['-B', sock(n), '-t', '5', '--federation', file, ...http]);
     daemons.set(n, d);
     await d.logged(/federation: node \w connected to NATS/, 10_000);
     return d;
@@ -149,6 +150,12 @@ describe('federation of three brokers over a NATS cluster (processes)', () => {
       // Publications from another broker carry the publisher's name.
       expect(s.frames.find((f) => f.payload.toString() === 'b:0')?.sender).toBe('pub.b');
     }
+    // The link's counters, as A's monitoring endpoint shows them.
+    const at = /monitoring on (http:\/\/\S+)\//.exec((daemons.get('a') as Daemon).stderr) as RegExpExecArray;
+    const metrics = await (await fetch(`${at[1]}/metrics`)).text();
+    expect(metrics).toMatch(/^busrt_federation_nodes 2$/m);
+    expect(metrics).toMatch(/^busrt_federation_connected 1$/m);
+    expect(Number(/^busrt_federation_sent_total (\d+)$/m.exec(metrics)?.[1])).toBeGreaterThanOrEqual(N + 1);
   }, 30_000);
 
   it('lets a wire-level client on A call a @MessagePattern handler of a Nest service on C', async () => {

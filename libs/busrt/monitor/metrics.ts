@@ -3,6 +3,7 @@ import type { Counter, Gauge, Registry } from 'prom-client';
 import { ErrorCode, FrameKind, Op } from '../protocol/index.js';
 import { ACK_CODES, type ClientEntry } from '../broker/index.js';
 import type { Broker } from '../server/index.js';
+import type { FederationStats } from '../federation/index.js';
 import type { BrokerMeter, ListenerCounters, Meter } from './meter.js';
 
 /** Label values of the client ops, by op number. */
@@ -39,6 +40,74 @@ function codeLabel(code: number): string {
 
 /** Defines a metric whose series `read` sets at each scrape. */
 type Define = (name: string, help: string, labelNames: string[], read: (set: SetSeries) => void) => void;
+
+/** The federation link's state and counters; series without values while the broker has none. */
+function federationMetrics(broker: Broker, counter: Define, gauge: Define): void {
+  const stat = (read: (s: FederationStats) => number) => (set: SetSeries) => {
+    const s = broker.federation?.stats();
+    if (s !== undefined) set({}, read(s));
+  };
+  gauge(
+    'busrt_federation_connected',
+    '1 while the federation link has a NATS server.',
+    [],
+    stat((s) => +s.connected),
+  );
+  gauge(
+    'busrt_federation_nodes',
+    'Other brokers of the federation heard of within T.',
+    [],
+    stat((s) => s.nodes),
+  );
+  gauge(
+    'busrt_federation_remote_names',
+    "Other brokers' names visible here.",
+    [],
+    stat((s) => s.remoteNames),
+  );
+  gauge(
+    'busrt_federation_buffered_frames',
+    'Frames waiting in the outbound buffer.',
+    [],
+    stat((s) => s.bufferedFrames),
+  );
+  counter(
+    'busrt_federation_sent_total',
+    'Frames sent to other brokers.',
+    [],
+    stat((s) => s.sent),
+  );
+  counter(
+    'busrt_federation_received_total',
+    'Frames taken from other brokers.',
+    [],
+    stat((s) => s.received),
+  );
+  counter(
+    'busrt_federation_dropped_total',
+    'Frames with QoS none lost to a full outbound buffer.',
+    [],
+    stat((s) => s.dropped),
+  );
+  counter(
+    'busrt_federation_refused_total',
+    'Messages with an ACK refused (0x77) by a full outbound buffer.',
+    [],
+    stat((s) => s.refused),
+  );
+  counter(
+    'busrt_federation_timeouts_total',
+    'Messages with an ACK the far broker did not answer in time (0x78).',
+    [],
+    stat((s) => s.timeouts),
+  );
+  counter(
+    'busrt_federation_rejected_total',
+    'Frames from other brokers refused by the import masks or the AAA rule.',
+    [],
+    stat((s) => s.rejected),
+  );
+}
 
 /**
  * The process's event-loop delay, memory and CPU, read at scrape time. Not prom-client's default
@@ -234,6 +303,7 @@ export async function buildRegistry(broker: Broker, meter: BrokerMeter, topClien
     set({}, n);
   });
   gauge('busrt_uptime_seconds', 'Seconds since the broker started.', [], (set) => set({}, broker.stats().uptime));
+  federationMetrics(broker, counter, gauge);
   processMetrics(counter, gauge);
 
   // Per-client series for the busiest clients only: 10,000 clients must not make 10,000 series.
