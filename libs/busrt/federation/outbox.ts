@@ -7,6 +7,8 @@ export interface NatsPublisher {
 
 /** Bytes handed to the NATS client and not yet confirmed by a PONG, at most. */
 const WINDOW = 1 << 20;
+/** Bytes sent after which the server is asked to confirm them. */
+const CONFIRM_EVERY = WINDOW >> 3;
 
 /**
  * The link's bounded outbound buffer. A message goes to the NATS client at once while the
@@ -93,7 +95,9 @@ export class Outbox {
     }
     this.sent++;
     this.inflight += data.length;
-    if (!this.flushing) this.confirm(nc);
+    // One PING per eighth of the window: a PING per message would double the traffic of a
+    // quiet link, and the window only matters under load.
+    if (!this.flushing && this.inflight >= CONFIRM_EVERY) this.confirm(nc);
   }
 
   /** Asks the server to confirm what was sent; the window opens by that much when it does. */
@@ -106,7 +110,7 @@ export class Outbox {
         this.flushing = false;
         this.inflight -= mark;
         this.drain();
-        if (this.inflight > 0 && !this.flushing) this.confirm(nc);
+        if (this.inflight >= CONFIRM_EVERY && !this.flushing) this.confirm(nc);
       },
       () => {
         // The connection broke: detach() follows from the status events.
