@@ -2,7 +2,10 @@
 // loopback ports): publications fan out, names cross hosts, a client on broker A calls a Nest
 // service on broker C, broadcasts reach all three, and the link survives a NATS server killed
 // under load, a broker killed, and the whole NATS cluster down and back.
+import 'reflect-metadata';
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
+import { Module } from '@nestjs/common';
+import { NestFactory } from '@nestjs/core';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -17,8 +20,9 @@ import {
   type SocketClient,
   unpackMsgpack,
 } from '#busrt/core';
+import { BusrtHost, BusrtModule } from '#busrt/nestjs';
 import { NatsCluster } from './support/nats.js';
-import { Daemon, Running } from './support/procs.js';
+import { BUSRTD_BIN, Daemon, Running, runNode } from './support/procs.js';
 import { clientFrame, RawPeer } from './support/raw.js';
 import { until } from './support/until.js';
 
@@ -236,6 +240,43 @@ describe('federation of three brokers over a NATS cluster (processes)', () => {
     expect(await codeOf(q.client.send('hidden.c', Buffer.from('x'), QoS.Processed))).toBe(0x71);
     expect((await callClientList('a')).some((c) => c.name === 'hidden.c')).toBe(false);
     expect(watchA.info).not.toContain('reg hidden.c');
+    // Over the NATS server's max_payload (1 MiB): the link does not take it, and says so.
+    expect(await codeOf(q.client.send('other.c', Buffer.alloc(2 << 20), QoS.Processed))).toBe(0x77);
+  }, 30_000);
+
+  it('joins from a Nest app (BusrtModule federation option), calls across, and leaves cleanly', async () => {
+    @Module({
+      imports: [
+        BusrtModule.forRoot({
+          hostName: 'federated-nest',
+          logger: false,
+          federation: {
+            servers: nats.urls,
+            node: 'nest',
+            cluster: 'fedtest',
+            ttlMs: TTL_MS,
+            names: { export: ['nest.*'], import: ['svc.*'] },
+          },
+        }),
+      ],
+    })
+    class FederatedModule {}
+    const app = await NestFactory.createApplicationContext(FederatedModule, { logger: false });
+    await app.init();
+    const broker = app.get(BusrtHost).broker;
+    await (broker.federation as NonNullable<typeof broker.federation>).connected();
+    await until(() => broker.clientList().some((c) => c.name === 'svc.calc' && c.kind === 'remote'), 5000, 'svc.calc');
+    // Only what the import masks name: C's other clients stay out.
+    expect(broker.clientList().some((c) => c.name === 'sink.c' || c.name === 'other.c')).toBe(false);
+    // An in-process client: its call's ACK comes from C's broker, later, through the link.
+    const rpc = new RpcClient(broker.registerClient('nest.caller'));
+    await until(() => watchC.info.includes('reg nest.caller'), 5000, 'nest.caller on C');
+    const r = await rpc.call('svc.calc', 'add', packMsgpack({ a: 1, b: 2 }));
+    expect(unpackMsgpack(r)).toEqual({ sum: 3, by: 'svc.calc' });
+    await app.close();
+    // It said goodbye: its names go at once, not after T.
+    await until(() => watchC.info.includes('unreg nest.caller'), 5000, 'unreg nest.caller on C');
+    await (daemons.get('c') as Daemon).logged(/federation: broker nest left the federation/, 1000);
   }, 30_000);
 
   it('keeps every acknowledged message when a NATS server is killed under load', async () => {
@@ -334,4 +375,26 @@ describe('federation of three brokers over a NATS cluster (processes)', () => {
     await until(() => watchA.info.slice(mark).includes('reg sink.c'), 5000, 'sink.c back on A');
     expect(await codeOf(locSend.client.send('sink.c', Buffer.from('after'), QoS.Processed))).toBe(1);
   }, 40_000);
+});
+
+describe('busrtd --federation settings', () => {
+  it.each([
+    [{ servers: 'nats://127.0.0.1:4222' }, '"node" must be a name of letters, digits'],
+    [{ servers: [], node: 'a' }, '"servers" must be a NATS URL or a list of them'],
+    [{ servers: 'nats://127.0.0.1:4222', node: 'a', names: { export: 'svc.*' } }, '"names.export" must be a list'],
+    [{ servers: 'nats://127.0.0.1:4222', node: 'a', ttl: 5 }, 'unknown key "ttl"'],
+    [{ servers: 'nats://127.0.0.1:4222', node: 'a', aaa: { p2p: 'x' } }, '"p2p" must be true, false or a list'],
+  ])('refuses %j with a usage error that says why', async (config, why) => {
+    const dir = mkdtempSync(join(tmpdir(), 'busrt-fedcfg-'));
+    try {
+      const file = join(dir, 'federation.json');
+      writeFileSync(file, JSON.stringify(config));
+      const r = await runNode(BUSRTD_BIN, ['-B', join(dir, 'b.sock'), '--federation', file]);
+      expect(r.code).toBe(2);
+      expect(r.stderr).toContain(why);
+      expect(r.stderr).toContain(`federation file ${file}`);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
 });

@@ -3,6 +3,8 @@ export interface NatsPublisher {
   publish(subject: string, data: Uint8Array, options?: { reply?: string }): void;
   /** Resolves once the server has processed everything published before (a PING's PONG). */
   flush(): Promise<void>;
+  /** What the server said when the connection opened: its largest payload. */
+  readonly info?: { max_payload: number };
 }
 
 /** Bytes handed to the NATS client and not yet confirmed by a PONG, at most. */
@@ -35,6 +37,8 @@ export class Outbox {
   lastError: Error | null = null;
   /** Messages the NATS client refused. */
   refused = 0;
+  /** The largest payload of the server last connected to (1 MiB by default; known once connected). */
+  private maxPayload = Infinity;
 
   constructor(
     private readonly maxFrames: number,
@@ -46,8 +50,12 @@ export class Outbox {
     return this.subjects.length - this.head;
   }
 
-  /** Sends or queues a message; false when the buffer is full and it was not taken. */
+  /**
+   * Sends or queues a message; false when the buffer is full, or the message is larger than the
+   * server takes, and it was not taken.
+   */
   push(subject: string, data: Uint8Array, reply: string | null): boolean {
+    if (data.length > this.maxPayload) return false;
     if (this.nc !== null && this.head === this.subjects.length && this.inflight < WINDOW) {
       this.send(this.nc, subject, data, reply);
       return true;
@@ -63,6 +71,8 @@ export class Outbox {
   /** The connection is up: sends what waits, as the window allows. */
   attach(nc: NatsPublisher): void {
     this.nc = nc;
+    // Subject and headers count too, but a message of the link carries no headers.
+    this.maxPayload = nc.info?.max_payload ?? Infinity;
     this.inflight = 0;
     this.flushing = false;
     this.drain();
