@@ -40,6 +40,16 @@ export function encodePublication(
   return out;
 }
 
+/** Writes `kind flags sender NUL name NUL`; returns where the rest goes. */
+function begin(out: Buffer, kind: number, realtime: boolean, senderNul: Buffer, name: string): number {
+  out[0] = kind;
+  out[1] = realtime ? REALTIME : 0;
+  let p = HEAD + senderNul.copy(out, HEAD);
+  p += out.write(name, p, 'utf8');
+  out[p++] = 0;
+  return p;
+}
+
 /** `kind flags sender NUL target NUL d1 [d2]`. */
 export function encodeMessage(
   senderNul: Buffer,
@@ -50,12 +60,7 @@ export function encodeMessage(
 ): Buffer {
   const tLen = Buffer.byteLength(target);
   const out = Buffer.allocUnsafe(HEAD + senderNul.length + tLen + 1 + d1.length + (d2?.length ?? 0));
-  out[0] = Kind.Message;
-  out[1] = realtime ? REALTIME : 0;
-  let p = HEAD;
-  p += senderNul.copy(out, p);
-  p += out.write(target, p, 'utf8');
-  out[p++] = 0;
+  let p = begin(out, Kind.Message, realtime, senderNul, target);
   out.set(d1, p);
   p += d1.length;
   if (d2 !== null) {
@@ -76,12 +81,7 @@ export function encodeBroadcast(
   let len = HEAD + senderNul.length + Buffer.byteLength(mask) + 2 + data.length;
   for (const n of names) len += Buffer.byteLength(n) + 1;
   const out = Buffer.allocUnsafe(len);
-  out[0] = Kind.Broadcast;
-  out[1] = realtime ? REALTIME : 0;
-  let p = HEAD;
-  p += senderNul.copy(out, p);
-  p += out.write(mask, p, 'utf8');
-  out[p++] = 0;
+  let p = begin(out, Kind.Broadcast, realtime, senderNul, mask);
   for (const n of names) {
     p += out.write(n, p, 'utf8');
     out[p++] = 0;

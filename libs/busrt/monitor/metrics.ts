@@ -41,72 +41,28 @@ function codeLabel(code: number): string {
 /** Defines a metric whose series `read` sets at each scrape. */
 type Define = (name: string, help: string, labelNames: string[], read: (set: SetSeries) => void) => void;
 
+/** The federation link's metrics: name, help, counter (or gauge), and its value in the link's stats. */
+const FEDERATION: [string, string, boolean, (s: FederationStats) => number][] = [
+  ['connected', '1 while the federation link has a NATS server.', false, (s) => +s.connected],
+  ['nodes', 'Other brokers of the federation heard of within T.', false, (s) => s.nodes],
+  ['remote_names', "Other brokers' names visible here.", false, (s) => s.remoteNames],
+  ['buffered_frames', 'Frames waiting in the outbound buffer.', false, (s) => s.bufferedFrames],
+  ['sent_total', 'Frames sent to other brokers.', true, (s) => s.sent],
+  ['received_total', 'Frames taken from other brokers.', true, (s) => s.received],
+  ['dropped_total', 'Frames with QoS none lost to a full outbound buffer.', true, (s) => s.dropped],
+  ['refused_total', 'Messages with an ACK refused (0x77) by a full outbound buffer.', true, (s) => s.refused],
+  ['timeouts_total', 'Messages with an ACK the far broker did not answer in time (0x78).', true, (s) => s.timeouts],
+  ['rejected_total', 'Frames from other brokers refused by the import masks or the AAA rule.', true, (s) => s.rejected],
+];
+
 /** The federation link's state and counters; series without values while the broker has none. */
 function federationMetrics(broker: Broker, counter: Define, gauge: Define): void {
-  const stat = (read: (s: FederationStats) => number) => (set: SetSeries) => {
-    const s = broker.federation?.stats();
-    if (s !== undefined) set({}, read(s));
-  };
-  gauge(
-    'busrt_federation_connected',
-    '1 while the federation link has a NATS server.',
-    [],
-    stat((s) => +s.connected),
-  );
-  gauge(
-    'busrt_federation_nodes',
-    'Other brokers of the federation heard of within T.',
-    [],
-    stat((s) => s.nodes),
-  );
-  gauge(
-    'busrt_federation_remote_names',
-    "Other brokers' names visible here.",
-    [],
-    stat((s) => s.remoteNames),
-  );
-  gauge(
-    'busrt_federation_buffered_frames',
-    'Frames waiting in the outbound buffer.',
-    [],
-    stat((s) => s.bufferedFrames),
-  );
-  counter(
-    'busrt_federation_sent_total',
-    'Frames sent to other brokers.',
-    [],
-    stat((s) => s.sent),
-  );
-  counter(
-    'busrt_federation_received_total',
-    'Frames taken from other brokers.',
-    [],
-    stat((s) => s.received),
-  );
-  counter(
-    'busrt_federation_dropped_total',
-    'Frames with QoS none lost to a full outbound buffer.',
-    [],
-    stat((s) => s.dropped),
-  );
-  counter(
-    'busrt_federation_refused_total',
-    'Messages with an ACK refused (0x77) by a full outbound buffer.',
-    [],
-    stat((s) => s.refused),
-  );
-  counter(
-    'busrt_federation_timeouts_total',
-    'Messages with an ACK the far broker did not answer in time (0x78).',
-    [],
-    stat((s) => s.timeouts),
-  );
-  counter(
-    'busrt_federation_rejected_total',
-    'Frames from other brokers refused by the import masks or the AAA rule.',
-    [],
-    stat((s) => s.rejected),
-  );
+  for (const [name, help, isCounter, read] of FEDERATION) {
+    (isCounter ? counter : gauge)(`busrt_federation_${name}`, help, [], (set) => {
+      const s = broker.federation?.stats();
+      if (s !== undefined) set({}, read(s));
+    });
+  }
 }
 
 /**
