@@ -6,7 +6,7 @@ import 'reflect-metadata';
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import { Module } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { cpSync, mkdirSync, mkdtempSync, readdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -22,7 +22,7 @@ import {
 } from '#busrt/core';
 import { BusrtHost, BusrtModule } from '#busrt/nestjs';
 import { NatsCluster } from './support/nats.js';
-import { BUSRTD_BIN, Daemon, Running, runNode } from './support/procs.js';
+import { BUSRTD_BIN, Daemon, REPO_ROOT, Running, runNode } from './support/procs.js';
 import { clientFrame, RawPeer } from './support/raw.js';
 import { until } from './support/until.js';
 
@@ -393,6 +393,28 @@ describe('busrtd --federation settings', () => {
       expect(r.code).toBe(2);
       expect(r.stderr).toContain(why);
       expect(r.stderr).toContain(`federation file ${file}`);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('says which package to install when the NATS client is missing', async () => {
+    // An installation of the package without the optional peer: the built files and every
+    // dependency but @nats-io.
+    const dir = mkdtempSync(join(tmpdir(), 'busrt-nonats-'));
+    try {
+      for (const d of ['dist/libs', 'dist/src', 'bin']) cpSync(join(REPO_ROOT, d), join(dir, d), { recursive: true });
+      cpSync(join(REPO_ROOT, 'package.json'), join(dir, 'package.json'));
+      mkdirSync(join(dir, 'node_modules'));
+      for (const m of readdirSync(join(REPO_ROOT, 'node_modules'))) {
+        if (m !== '@nats-io') symlinkSync(join(REPO_ROOT, 'node_modules', m), join(dir, 'node_modules', m));
+      }
+      const file = join(dir, 'federation.json');
+      writeFileSync(file, JSON.stringify({ servers: 'nats://127.0.0.1:4222', node: 'a' }));
+      const r = await runNode(join(dir, 'bin', 'busrtd.js'), ['-B', join(dir, 'b.sock'), '--federation', file]);
+      expect(r.code).toBe(1);
+      expect(r.stderr).toContain('cannot start the federation: federation needs the NATS client package');
+      expect(r.stderr).toContain('npm install @nats-io/transport-node');
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
