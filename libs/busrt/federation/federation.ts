@@ -798,7 +798,16 @@ export class Federation implements BrokerLink {
       this.subs.push(
         nc.subscribe(subject, {
           callback: (err, m) => {
-            if (err === null) handle(m);
+            if (err !== null) return;
+            try {
+              handle(m);
+            } catch (e) {
+              // A payload this code did not foresee must not end the subscription or the broker.
+              this.warnOnce(
+                `throw:${subject}`,
+                `federation: a message on ${subject} failed: ${(e as Error).stack ?? String(e)}`,
+              );
+            }
           },
         }),
       );
