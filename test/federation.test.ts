@@ -11,6 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import {
+  Broker,
   BusError,
   connect,
   type Frame,
@@ -24,6 +25,7 @@ import { BusrtHost, BusrtModule } from '#busrt/nestjs';
 import { connect as natsConnect } from '@nats-io/transport-node';
 import { NatsCluster } from './support/nats.js';
 import { BUSRTD_BIN, Daemon, REPO_ROOT, Running, runNode } from './support/procs.js';
+import { testCertificates } from './support/certs.js';
 import { clientFrame, RawPeer } from './support/raw.js';
 import { until } from './support/until.js';
 
@@ -509,4 +511,36 @@ describe('busrtd --federation settings', () => {
       rmSync(dir, { recursive: true, force: true });
     }
   });
+});
+
+describe('the link to NATS over TLS with a password', () => {
+  it('joins with the right password and a trusted CA; a wrong password is refused and logged', async () => {
+    const certs = testCertificates();
+    const tls = ['--tls', '--tlscert', certs.certFile, '--tlskey', certs.keyFile];
+    const server = await NatsCluster.start(1, [...tls, '--user', 'fed', '--pass', 's3cret']);
+    const url = `tls://127.0.0.1:${server.nodes[0].port}`;
+    const warnings: string[] = [];
+    const brokers = [new Broker(), new Broker(), new Broker({ logger: { warn: (m) => warnings.push(m) } })];
+    try {
+      const names = { export: ['*'], import: ['*'] };
+      const common = { servers: url, cluster: 'tlstest', user: 'fed', tls: { caFile: certs.caFile }, names };
+      const one = await brokers[0].federate({ ...common, node: 'one', pass: 's3cret' });
+      const two = await brokers[1].federate({ ...common, node: 'two', pass: 's3cret' });
+      await Promise.all([one.connected(), two.connected()]);
+      // A name crosses the encrypted link.
+      const c = brokers[0].registerClient('tls.client');
+      await until(
+        () => brokers[1].clientList().some((x) => x.name === 'tls.client' && x.kind === 'remote'),
+        5000,
+        'name',
+      );
+      await c.disconnect();
+      const wrong = await brokers[2].federate({ ...common, node: 'three', pass: 'wrong', reconnectWaitMs: 50 });
+      await until(() => warnings.some((w) => /cannot reach NATS .*authorization/i.test(w)), 5000, 'the refusal');
+      expect(wrong.stats().connected).toBe(false);
+    } finally {
+      for (const b of brokers) await b.close();
+      await server.stop();
+    }
+  }, 30_000);
 });

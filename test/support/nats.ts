@@ -86,8 +86,7 @@ export class NatsCluster {
       'busrt-test',
       '--cluster',
       `nats://127.0.0.1:${node.routePort}`,
-      '--routes',
-      routes.join(','),
+      ...(routes.length > 0 ? ['--routes', routes.join(',')] : []),
       ...this.extra,
     ]);
   }
