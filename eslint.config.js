@@ -23,7 +23,7 @@ export default tseslint.config(
         {
           patterns: [
             {
-              regex: '^(\\.\\./)+(protocol|broker|server|client|rpc|transport|monitor)/(?!index\\.js$)',
+              regex: '^(\\.\\./)+(protocol|broker|server|client|rpc|transport|monitor|federation)/(?!index\\.js$)',
               message: 'Import another folder of the core through its index.js.',
             },
             { regex: '^(@nestjs/|rxjs|reflect-metadata)', message: 'The core never needs Nest.' },

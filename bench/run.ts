@@ -8,6 +8,7 @@ import { BUSRTD_FLAGS, flagList, nodeFlags, profileBrokers, ROOT, stopAll } from
 import { Report } from './lib/report.js';
 import { ceiling } from './sections/ceiling.js';
 import { fanout, idle, matching } from './sections/broker.js';
+import { federation } from './sections/federation.js';
 import { latency } from './sections/latency.js';
 import { monitoring } from './sections/monitoring.js';
 import { nest } from './sections/nest.js';
@@ -39,6 +40,10 @@ const SECTIONS: Record<string, { about: string; run: (ctx: Context) => Promise<v
   reference: {
     about: 'beside the reference broker (REF_BUSRTD, REF_BUSRT): its benchmark, start-up, memory',
     run: reference,
+  },
+  federation: {
+    about: 'two busrtd federated over NATS against NATS directly: publications, RPC p50/p99',
+    run: federation,
   },
 };
 

@@ -3,8 +3,8 @@
 // Run by `npm run build` after tsc. One file instead of some sixty modules is what makes busrtd
 // start in about a hundred milliseconds and idle under 50 MiB: Node resolves, reads and compiles
 // each module of an import graph on its own, and keeps the bookkeeping. What busrtd loads only
-// when asked (ws for WebSocket listeners, prom-client for --http) stays outside, so a plain
-// broker never pays for it.
+// when asked (ws for WebSocket listeners, prom-client for --http, the NATS client for
+// --federation) stays outside, so a plain broker never pays for it.
 import { build } from 'esbuild';
 import { statSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
@@ -21,7 +21,7 @@ await build({
   target: 'node20',
   // Not minified: a stack trace names the real functions, and minifying saved no time or memory.
   minify: false,
-  external: ['ws', 'prom-client'],
+  external: ['ws', 'prom-client', '@nats-io/*'],
   logLevel: 'warning',
 });
 console.log(`build-daemon: dist/busrtd/busrtd.js, ${statSync(outfile).size} bytes`);

@@ -140,6 +140,7 @@ describe('the packed tarball', () => {
     expect(pkg['version']).toBe(BROKER_VERSION);
     const peers = pkg['peerDependencies'] as Record<string, string>;
     expect(Object.keys(peers).sort()).toEqual([
+      '@nats-io/transport-node',
       '@nestjs/common',
       '@nestjs/core',
       '@nestjs/microservices',
@@ -150,6 +151,8 @@ describe('the packed tarball', () => {
     // Terminus is wanted only by the health entry point, so it is an optional peer.
     const meta = pkg['peerDependenciesMeta'] as Record<string, { optional?: boolean }>;
     expect(meta['@nestjs/terminus']).toEqual({ optional: true });
+    // The NATS client is wanted only by a federation, which loads it when it starts.
+    expect(meta['@nats-io/transport-node']).toEqual({ optional: true });
     const deps = Object.keys(pkg['dependencies'] as Record<string, string>);
     expect(deps.filter((d) => d.startsWith('@nestjs/') || d === 'rxjs' || d === 'reflect-metadata')).toEqual([]);
     // Declaration files name only each other and the packages a consumer has: no path into sources.

@@ -1,36 +1,15 @@
-import { BrokerCore, BrokerMeter, ClientEntry, type ClientSink, type BrokerObserver, Push } from '#busrt/core';
+import { BrokerCore, BrokerMeter, ClientEntry, type BrokerObserver } from '#busrt/core';
 import type { Context } from '../lib/context.js';
 import { busrtd, type Busrtd } from '../lib/proc.js';
 import { groupDigits } from '../lib/report.js';
 import { percentiles } from '../lib/stats.js';
 import { runStages } from './stages.js';
+import { NullSink } from '../lib/null-sink.js';
 
 const STAGES = ['send+recv.qos.no', 'rpc.call'] as const;
 
 /** The median of a list. */
 const median = (xs: number[]): number => percentiles(xs, [50])[0];
-
-/** A client that takes every frame and keeps nothing: the routing core alone is measured. */
-class NullSink implements ClientSink {
-  readonly internal = false;
-  frames = 0;
-  queued(): number {
-    return 0;
-  }
-  push(): Push {
-    this.frames++;
-    return Push.Ok;
-  }
-  waitRoom(): boolean {
-    return false;
-  }
-  cancelRoom(): void {}
-  waitForRoom(): void {}
-  pushAck(): void {
-    this.frames++;
-  }
-  terminate(): void {}
-}
 
 /** A broker core with two socket-like clients, with or without the monitoring observer. */
 function core(observer: BrokerObserver | null): { broker: BrokerCore; a: ClientEntry; b: ClientEntry } {

@@ -26,6 +26,10 @@ export type { MonitorClient, MonitorHandler, MonitorOptions, MonitorServer, Tail
 export type { BrokerObserver, DenialKind, FrameCounters } from './broker/index.js';
 export type { ClientDetail, SubscriptionInfo } from './protocol/index.js';
 
+// Federation of brokers over a NATS cluster (needs the optional package @nats-io/transport-node).
+export { FEDERATION_IDENTITY, Federation, FederationConfigError, parseFederationJson } from './federation/index.js';
+export type { FederationMasks, FederationOptions, FederationStats, FederationTlsOptions } from './federation/index.js';
+
 // Clients and frames.
 export { SocketClient, connect } from './client/index.js';
 export type { ClientOptions, ClientStream, StreamClientOptions } from './client/index.js';

@@ -6,3 +6,4 @@ export * from './client/index.js';
 export * from './rpc/index.js';
 export * from './broker/matching/index.js';
 export * from './monitor/index.js';
+export * from './federation/index.js';

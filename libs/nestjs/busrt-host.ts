@@ -13,6 +13,7 @@ import {
   BrokerMeter,
   type BrokerLogger,
   CoreRpcHandlers,
+  type FederationOptions,
   initCoreRpc,
   isRoutineBrokerLog,
   SERVER_DEFAULT_TIMEOUT_MS,
@@ -108,9 +109,20 @@ export class BusrtHost implements HostedBroker, OnModuleInit, OnApplicationBoots
     }));
     try {
       await this.broker.spawnServers(binds);
+      if (this.options.federation !== undefined) await this.federate(this.options.federation);
     } catch (e) {
       unregisterHostedBroker(this.hostName, this);
       throw new Error(`busrt: ${e instanceof Error ? e.message : String(e)}`, { cause: e });
+    }
+  }
+
+  /** Joins the federation; the broker closes again when that fails (bad options, no NATS client). */
+  private async federate(options: FederationOptions): Promise<void> {
+    try {
+      await this.broker.federate(options);
+    } catch (e) {
+      await this.broker.close();
+      throw e;
     }
   }
 

@@ -1,4 +1,4 @@
-import type { AaaMap, AaaRules, BrokerLogger, ServerConfig } from '../busrt/internal.js';
+import type { AaaMap, AaaRules, BrokerLogger, FederationOptions, ServerConfig } from '../busrt/internal.js';
 import type { BusrtMonitorOptions } from './monitor.js';
 
 /** One listener of the embedded broker: where it listens and its own settings. */
@@ -61,4 +61,9 @@ export interface BusrtModuleOptions {
    * Default: off (the broker's frame counters are kept either way; off, nothing serves them).
    */
   monitor?: BusrtMonitorOptions;
+  /**
+   * Federates the broker with brokers of other hosts over a NATS cluster (docs/federation.md),
+   * once the listeners are up. Needs the package `@nats-io/transport-node`. Default: off.
+   */
+  federation?: FederationOptions;
 }

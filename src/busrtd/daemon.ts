@@ -21,6 +21,7 @@ import {
 } from '#busrt/core';
 import { errorText, UsageError } from '../shared/values.js';
 import { loadAaa } from './aaa.js';
+import { loadFederation } from './federation.js';
 import { makeDaemonLog, type DaemonLog, type LogSink } from './log.js';
 import { parseBusrtdArgs, USAGE, type BusrtdOptions } from './options.js';
 
@@ -50,6 +51,7 @@ export class StartError extends Error {}
 export async function startBusrtd(opts: BusrtdOptions, log: DaemonLog): Promise<RunningBusrtd> {
   const aaaMap: AaaMap | null = opts.aaa === null ? null : await loadAaa(opts.aaa);
   const tokens: TokenMap | null = opts.tokens === null ? null : await loadTokens(opts.tokens);
+  const federation = opts.federation === null ? null : await loadFederation(opts.federation, aaaMap);
   // The meter is made only with --http: without it the broker's hot path has no observer at all.
   const broker = new Broker({
     queueSize: opts.queueSize,
@@ -77,6 +79,15 @@ export async function startBusrtd(opts: BusrtdOptions, log: DaemonLog): Promise<
     );
   } catch (e) {
     throw new StartError(errorText(e));
+  }
+  if (federation !== null) {
+    if (federation.note !== null) log.notice(federation.note);
+    try {
+      await broker.federate(federation.options, federation.aaa);
+    } catch (e) {
+      await broker.close();
+      throw new StartError(`cannot start the federation: ${errorText(e)}`);
+    }
   }
   if (opts.pidFile !== null) {
     try {

@@ -40,6 +40,13 @@ export type AaaSource =
   /** The `aaa` object inside the config file. */
   | { kind: 'config'; path: string };
 
+/** Where the federation settings come from. */
+export type FederationSource =
+  /** A JSON file of its own (`--federation`, `BUSRT_FEDERATION`, or a file name as the config's `federation`). */
+  | { kind: 'file'; path: string }
+  /** The `federation` object inside the config file. */
+  | { kind: 'config'; path: string };
+
 /** The monitoring endpoint: where it listens, its token, the identity of its topic tail. */
 export interface HttpOptions {
   /** `host:port`; a port alone means 127.0.0.1. */
@@ -67,6 +74,8 @@ export interface BusrtdOptions {
   tokens: string | null;
   /** The monitoring HTTP endpoint (`--http`), or null when off. */
   http: HttpOptions | null;
+  /** The federation over NATS (`--federation`), or null when off. */
+  federation: FederationSource | null;
   configFile: string | null;
   /** Things to tell the operator at start-up (ignored options). */
   notes: string[];
@@ -110,6 +119,8 @@ Options:
                                 (off by default; a port alone listens on 127.0.0.1)
       --http-token <token>      require "Authorization: Bearer <token>" (prefer BUSRT_HTTP_TOKEN)
       --monitor-name <name>     the identity whose AAA rules limit the topic tail (busrt.monitor)
+      --federation <file.json>  federate with the brokers of other hosts over a NATS cluster
+                                (see docs/federation.md)
   -v, --verbose                 log every connection and registration
   -w, --workers <n>             accepted for compatibility and ignored (one event loop)
   -V, --version                 print the version
@@ -118,7 +129,7 @@ Options:
 Environment: BUSRT_CONFIG, BUSRT_BIND (comma-separated), BUSRT_PID_FILE, BUSRT_TIMEOUT,
 BUSRT_BUF_SIZE, BUSRT_BUF_TTL, BUSRT_QUEUE_SIZE, BUSRT_FRAME_MEMORY, BUSRT_FRAME_MEMORY_PER_CLIENT,
 BUSRT_PAYLOAD_SIZE_LIMIT, BUSRT_FORCE_REGISTER, BUSRT_VERBOSE, BUSRT_AAA, BUSRT_TLS_CERT, BUSRT_TLS_KEY,
-BUSRT_TLS_CA, BUSRT_WS_TOKENS, BUSRT_HTTP, BUSRT_HTTP_TOKEN, BUSRT_MONITOR_NAME. Flags win over the
+BUSRT_TLS_CA, BUSRT_WS_TOKENS, BUSRT_HTTP, BUSRT_HTTP_TOKEN, BUSRT_MONITOR_NAME, BUSRT_FEDERATION. Flags win over the
 environment, the environment over the config file.
 
 Signals: SIGINT/SIGTERM announce the shutdown and exit; SIGHUP reloads the AAA map, the TLS
@@ -156,6 +167,7 @@ const TOP_KEYS = new Set([
   'http',
   'http-token',
   'monitor-name',
+  'federation',
   ...LISTENER_KEYS,
 ]);
 const BIND_KEYS = new Set(['path', 'aaa', ...LISTENER_KEYS]);
@@ -200,6 +212,11 @@ function readConfig(path: string): Config {
 /** Reads the config file and returns its `aaa` value (for a SIGHUP reload). */
 export function readConfigAaa(path: string): unknown {
   return readConfig(path).aaa;
+}
+
+/** Reads the config file and returns its `federation` object. */
+export function readConfigFederation(path: string): unknown {
+  return readConfig(path).federation;
 }
 
 function checkBind(path: string, from: string): string {
@@ -249,6 +266,7 @@ export function parseBusrtdArgs(argv: readonly string[], env: NodeJS.ProcessEnv 
         http: { type: 'string' },
         'http-token': { type: 'string' },
         'monitor-name': { type: 'string' },
+        federation: { type: 'string' },
         verbose: { type: 'boolean', short: 'v' },
         workers: { type: 'string', short: 'w' },
         daemonize: { type: 'boolean', short: 'D' },
@@ -388,6 +406,7 @@ export function parseBusrtdArgs(argv: readonly string[], env: NodeJS.ProcessEnv 
     tls,
     tokens,
     http: httpOptions(pick('http'), pick('http-token'), pick('monitor-name')),
+    federation: fileOrObject(pick('federation'), configFile, 'a federation object or a file name'),
     configFile,
     notes,
     help,
@@ -449,6 +468,15 @@ function configBinds(value: unknown, from: string): { raw: Config; where: string
 }
 
 function aaaSource(s: Sourced | undefined, configFile: string | null): AaaSource | null {
+  return fileOrObject(s, configFile, 'an AAA map object or a file name');
+}
+
+/** A setting given as a file name, or as an object inside the config file. */
+function fileOrObject(
+  s: Sourced | undefined,
+  configFile: string | null,
+  expected: string,
+): { kind: 'file' | 'config'; path: string } | null {
   if (s === undefined) return null;
   if (typeof s.value === 'string') {
     // A file named inside the config file is relative to that file, as operators expect.
@@ -458,5 +486,5 @@ function aaaSource(s: Sourced | undefined, configFile: string | null): AaaSource
   if (typeof s.value === 'object' && s.value !== null && !Array.isArray(s.value) && configFile !== null) {
     return { kind: 'config', path: configFile };
   }
-  throw new UsageError(`${s.from}: expected an AAA map object or a file name`);
+  throw new UsageError(`${s.from}: expected ${expected}`);
 }

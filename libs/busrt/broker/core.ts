@@ -20,6 +20,7 @@ import { LogLimiter } from './log-limiter.js';
 import { ClientEntry, Push } from './entry.js';
 import { AclMap, BroadcastIndex, TopicMap } from './matching/index.js';
 import { ACK_CODES, type BrokerObserver, type DenialKind, FrameCounters } from './observer.js';
+import { ACK_LATER, type BrokerLink } from './link.js';
 
 /** Where the broker reports what happens. Every method is optional. */
 export interface BrokerLogger {
@@ -199,6 +200,12 @@ export class BrokerCore {
   /** Times a sender was paused because a receiver's queue was full (flow control). */
   senderPauses = 0;
 
+  // ---- federation hook: the link to other brokers (federation/), or null. Called off the local
+  // paths only: for names not registered here, once per broadcast and publication, and at
+  // registration and departure.
+  link: BrokerLink | null = null;
+  // ---- end of federation hook
+
   constructor(options: BrokerOptions = {}) {
     this.forceRegister = options.forceRegister ?? false;
     this.queueSize = options.queueSize ?? DEFAULT_QUEUE_SIZE;
@@ -268,6 +275,7 @@ export class BrokerCore {
       this.announce('reg', entry.name);
     }
     this.logger.debug?.(`client registered: ${entry.name} (${entry.kind}${entry.source ? ' ' + entry.source : ''})`);
+    this.link?.registered(entry); // federation hook
     return ErrorCode.Ok;
   }
 
@@ -303,6 +311,7 @@ export class BrokerCore {
     } else {
       this.logger.debug?.(`client unregistered: ${entry.name}`);
     }
+    this.link?.unregistered(entry); // federation hook
   }
 
   /**
@@ -373,6 +382,11 @@ export class BrokerCore {
     };
   }
 
+  /** Every registered client's record (primaries, secondaries, internal ones). */
+  entries(): IterableIterator<ClientEntry> {
+    return this.clients.values();
+  }
+
   /** The subscribed masks of every client, in registration order. */
   subscriptionList(): SubscriptionInfo[] {
     const out: SubscriptionInfo[] = [];
@@ -429,7 +443,7 @@ export class BrokerCore {
         const data = buf.subarray(names.end + 1, end);
         code =
           op === Op.Message
-            ? this.routeMessage(sender, target, data, null, rt, len)
+            ? this.routeMessage(sender, target, data, null, rt, len, ack ? opId : -1)
             : this.routeBroadcast(sender, target, data, rt, len);
         break;
       }
@@ -470,7 +484,8 @@ export class BrokerCore {
       default:
         return false;
     }
-    if (ack) this.ack(sender, opId, code, rt);
+    // ACK_LATER: a federation link acknowledges once the far side answered.
+    if (ack && code !== ACK_LATER) this.ack(sender, opId, code, rt);
     return true;
   }
 
@@ -521,7 +536,11 @@ export class BrokerCore {
 
   // ---------------------------------------------------------------- routing
 
-  /** Sends a one-to-one message; returns the ACK code. `len` is what the statistics count. */
+  /**
+   * Sends a one-to-one message; returns the ACK code. `len` is what the statistics count.
+   * `ackOpId` (>= 0 when the sender wants an ACK) lets a federation link answer later: the
+   * result is then {@link ACK_LATER}.
+   */
   routeMessage(
     sender: ClientEntry,
     target: string,
@@ -529,6 +548,7 @@ export class BrokerCore {
     d2: Payload | null,
     rt: boolean,
     len: number,
+    ackOpId = -1,
   ): number {
     if (sender.aaa !== null && !sender.aaa.p2pAllowed(target)) {
       this.countRead(sender, Op.Message, len);
@@ -537,7 +557,10 @@ export class BrokerCore {
     }
     this.countRead(sender, Op.Message, len);
     const t = this.clients.get(target);
-    if (t === undefined) return ErrorCode.NotRegistered;
+    if (t === undefined) {
+      // federation hook: a name of another broker.
+      return this.link === null ? ErrorCode.NotRegistered : this.link.message(sender, target, d1, d2, rt, ackOpId);
+    }
     this.countWrite(t, FrameKind.Message, len, 6 + sender.nameNul.length + d1.length + (d2?.length ?? 0));
     const pushed = t.sink.push(FrameKind.Message, sender, null, null, d1, d2, rt);
     if (pushed !== Push.Ok) {
@@ -563,13 +586,49 @@ export class BrokerCore {
     for (let k = 0; k < out.length; k++) {
       const r = out[k];
       out[k] = undefined as unknown as ClientEntry;
-      if (!r.registered) continue;
-      this.countWrite(r, FrameKind.Broadcast, len, wire);
-      const pushed = r.sink.push(FrameKind.Broadcast, sender, null, null, data, null, rt);
-      if (pushed !== Push.Ok) this.full(r, sender, pushed);
+      this.pushBroadcast(sender, r, data, rt, len, wire);
     }
     out.length = 0;
+    if (this.link !== null) this.link.broadcast(sender, mask, data, rt); // federation hook
     return ErrorCode.Ok;
+  }
+
+  /**
+   * Sends a broadcast to the given receivers only: one that came over a federation link, whose
+   * origin chose the receivers by the mask. The sender's AAA rules are checked with the mask.
+   */
+  routeBroadcastTo(
+    sender: ClientEntry,
+    mask: string,
+    receivers: readonly ClientEntry[],
+    data: Uint8Array,
+    rt: boolean,
+    len: number,
+  ): number {
+    if (sender.aaa !== null && !sender.aaa.broadcastAllowed(mask)) {
+      this.countRead(sender, Op.Broadcast, len);
+      this.deny(sender, 'broadcast', mask);
+      return ErrorCode.Access;
+    }
+    this.countRead(sender, Op.Broadcast, len);
+    const wire = 6 + sender.nameNul.length + data.length;
+    for (const r of receivers) this.pushBroadcast(sender, r, data, rt, len, wire);
+    return ErrorCode.Ok;
+  }
+
+  /** Queues one broadcast frame to one receiver, counting it. */
+  private pushBroadcast(
+    sender: ClientEntry,
+    r: ClientEntry,
+    data: Uint8Array,
+    rt: boolean,
+    len: number,
+    wire: number,
+  ): void {
+    if (!r.registered) return;
+    this.countWrite(r, FrameKind.Broadcast, len, wire);
+    const pushed = r.sink.push(FrameKind.Broadcast, sender, null, null, data, null, rt);
+    if (pushed !== Push.Ok) this.full(r, sender, pushed);
   }
 
   /**
@@ -603,6 +662,7 @@ export class BrokerCore {
       const pushed = r.sink.push(FrameKind.Publish, sender, topic, topicNul, data, null, rt);
       if (pushed !== Push.Ok) this.full(r, sender, pushed);
     }
+    if (this.link !== null) this.link.publish(sender, topic, topicNul, data, rt, receiver); // federation hook
     return ErrorCode.Ok;
   }
 

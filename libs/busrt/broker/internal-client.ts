@@ -1,4 +1,5 @@
 import {
+  ACK_HANDLED,
   type AckHandler,
   BusError,
   type BusClient,
@@ -16,6 +17,7 @@ import {
 import { settleOp } from '../protocol/index.js';
 import type { BrokerCore } from './core.js';
 import { ClientEntry, type ClientSink, Push, type RoomWaiter } from './entry.js';
+import { ACK_LATER } from './link.js';
 
 const RESOLVED: Promise<void> = Promise.resolve();
 
@@ -36,6 +38,9 @@ export class InternalClient implements BusClient, ClientSink {
   private readonly roomWaiters = new Set<RoomWaiter>();
   private secondaryCounter = 0;
   private isConnected = true;
+  /** Messages to names of other brokers whose ACK comes later, by op id (see `BrokerLink`). */
+  private readonly later = new Map<number, AckHandler>();
+  private opId = 0;
 
   /** Use `Broker.registerClient()`; throws a BusError when the name is refused. */
   constructor(
@@ -68,7 +73,13 @@ export class InternalClient implements BusClient, ClientSink {
 
   send(target: string, payload: Uint8Array, qos: QoS = QoS.Processed): Promise<void> {
     if (!this.isConnected) return this.notConnected();
-    return this.result(qos, this.core.routeMessage(this.entry, target, payload, null, (qos & 2) !== 0, payload.length));
+    const op = this.ackOp(qos);
+    return this.result(
+      qos,
+      this.core.routeMessage(this.entry, target, payload, null, (qos & 2) !== 0, payload.length, op),
+      undefined,
+      op,
+    );
   }
 
   zcSend(
@@ -80,7 +91,13 @@ export class InternalClient implements BusClient, ClientSink {
   ): Promise<void> {
     if (!this.isConnected) return this.notConnected(ack);
     const len = header.length + payload.length;
-    return this.result(qos, this.core.routeMessage(this.entry, target, header, payload, (qos & 2) !== 0, len), ack);
+    const op = this.ackOp(qos);
+    return this.result(
+      qos,
+      this.core.routeMessage(this.entry, target, header, payload, (qos & 2) !== 0, len, op),
+      ack,
+      op,
+    );
   }
 
   sendBroadcast(mask: string, payload: Uint8Array, qos: QoS = QoS.Processed): Promise<void> {
@@ -212,8 +229,13 @@ export class InternalClient implements BusClient, ClientSink {
     return this.queue.size >= this.core.queueSize ? Push.Full : Push.Ok;
   }
 
-  pushAck(): void {
-    // Operations of in-process clients settle synchronously; there is nothing to acknowledge.
+  /** Operations settle as they are routed, except messages a federation link ACKs later. */
+  pushAck(opId: number, code: number): void {
+    const h = this.later.get(opId);
+    if (h === undefined) return;
+    this.later.delete(opId);
+    if (code === ErrorCode.Ok) h.acked();
+    else h.failed(BusError.ack(code));
   }
 
   terminate(reason: string): void {
@@ -271,6 +293,8 @@ export class InternalClient implements BusClient, ClientSink {
     this.isConnected = false;
     this.queue.end();
     this.notifyRoom();
+    for (const h of this.later.values()) h.failed(BusError.notRegistered(`client ${this.entry.name} is not connected`));
+    this.later.clear();
     for (const h of this.disconnectHandlers.splice(0)) h(error);
   }
 
@@ -280,7 +304,21 @@ export class InternalClient implements BusClient, ClientSink {
     this.core.countRead(this.entry, op, len);
   }
 
-  private result(qos: QoS, code: number, ack?: AckHandler): Promise<void> {
+  /** An op id for a message that wants an ACK (a federation link may give it later), else -1. */
+  private ackOp(qos: QoS): number {
+    if ((qos & 1) === 0) return -1;
+    this.opId = (this.opId + 1) & 0x7fffffff;
+    return this.opId;
+  }
+
+  private result(qos: QoS, code: number, ack?: AckHandler, opId = -1): Promise<void> {
+    if (code === ACK_LATER) {
+      if (ack !== undefined) {
+        this.later.set(opId, ack);
+        return ACK_HANDLED;
+      }
+      return new Promise((resolve, reject) => this.later.set(opId, { acked: resolve, failed: reject }));
+    }
     return settleOp((qos & 1) !== 0 && code !== ErrorCode.Ok ? BusError.ack(code) : null, ack);
   }
 

@@ -3,6 +3,7 @@ import type { Counter, Gauge, Registry } from 'prom-client';
 import { ErrorCode, FrameKind, Op } from '../protocol/index.js';
 import { ACK_CODES, type ClientEntry, type FrameCounters } from '../broker/index.js';
 import type { Broker } from '../server/index.js';
+import type { FederationStats } from '../federation/index.js';
 import type { BrokerMeter, Meter } from './meter.js';
 
 /** Label values of the client ops, by op number. */
@@ -38,6 +39,30 @@ function codeLabel(code: number): string {
 
 /** Defines a metric whose series `read` sets at each scrape. */
 type Define = (name: string, help: string, labelNames: string[], read: (set: SetSeries) => void) => void;
+
+/** The federation link's metrics: name, help, counter (or gauge), and its value in the link's stats. */
+const FEDERATION: [string, string, boolean, (s: FederationStats) => number][] = [
+  ['connected', '1 while the federation link has a NATS server.', false, (s) => +s.connected],
+  ['nodes', 'Other brokers of the federation heard of within T.', false, (s) => s.nodes],
+  ['remote_names', "Other brokers' names visible here.", false, (s) => s.remoteNames],
+  ['buffered_frames', 'Frames waiting in the outbound buffer.', false, (s) => s.bufferedFrames],
+  ['sent_total', 'Frames sent to other brokers.', true, (s) => s.sent],
+  ['received_total', 'Frames taken from other brokers.', true, (s) => s.received],
+  ['dropped_total', 'Frames with QoS none lost to a full outbound buffer.', true, (s) => s.dropped],
+  ['refused_total', 'Messages with an ACK refused (0x77) by a full outbound buffer.', true, (s) => s.refused],
+  ['timeouts_total', 'Messages with an ACK the far broker did not answer in time (0x78).', true, (s) => s.timeouts],
+  ['rejected_total', 'Frames from other brokers refused by the import masks or the AAA rule.', true, (s) => s.rejected],
+];
+
+/** The federation link's state and counters; series without values while the broker has none. */
+function federationMetrics(broker: Broker, counter: Define, gauge: Define): void {
+  for (const [name, help, isCounter, read] of FEDERATION) {
+    (isCounter ? counter : gauge)(`busrt_federation_${name}`, help, [], (set) => {
+      const s = broker.federation?.stats();
+      if (s !== undefined) set({}, read(s));
+    });
+  }
+}
 
 /**
  * The process's event-loop delay, memory and CPU, read at scrape time. Not prom-client's default
@@ -240,6 +265,7 @@ export async function buildRegistry(broker: Broker, meter: BrokerMeter, topClien
     set({}, n);
   });
   gauge('busrt_uptime_seconds', 'Seconds since the broker started.', [], (set) => set({}, broker.stats().uptime));
+  federationMetrics(broker, counter, gauge);
   processMetrics(counter, gauge);
 
   // Per-client series for the busiest clients only: 10,000 clients must not make 10,000 series.

@@ -1,8 +1,8 @@
 // The shapes of the `.broker` core RPC's answers (PROTOCOL.md, core RPC): the broker produces
 // them and the RPC layer serves them, so they live below both.
 
-/** How a client is attached, as `client.list` reports it. */
-export type ClientKind = 'internal' | 'local_ipc' | 'tcp' | 'websocket';
+/** How a client is attached, as `client.list` reports it (`remote`: on another broker of a federation). */
+export type ClientKind = 'internal' | 'local_ipc' | 'tcp' | 'websocket' | 'remote';
 
 /** Broker-wide counters (`stats`). */
 export interface BrokerStats {

@@ -14,9 +14,11 @@ import {
   BrokerCore,
   type BrokerLogger,
   type BrokerOptions,
+  type ClientAaa,
   type ClientEntry,
   InternalClient,
 } from '../broker/index.js';
+import { Federation, type FederationOptions } from '../federation/index.js';
 import { Flusher } from '../transport/index.js';
 import { ConnectionSet, type PeerConnection } from './connection.js';
 import { FifoEndpoint } from './fifo.js';
@@ -51,6 +53,7 @@ export class Broker {
   private readonly flushers = new Map<number, Flusher>();
   private readonly adopted = new Set<ConnectionSet>();
   private closing: Promise<void> | null = null;
+  private fed: Federation | null = null;
 
   constructor(options: BrokerOptions = {}) {
     this.core = new BrokerCore(options);
@@ -76,9 +79,37 @@ export class Broker {
     return this.core.info();
   }
 
-  /** Primary clients, sorted by name in byte order, as `client.list` reports them. */
+  /**
+   * Primary clients, sorted by name in byte order, as `client.list` reports them; with a
+   * federation, the other brokers' names visible here too (kind `remote`).
+   */
   clientList(): ClientInfo[] {
-    return this.core.clientList();
+    const list = this.core.clientList();
+    if (this.fed === null) return list;
+    list.push(...this.fed.clientInfos());
+    return list.sort((a, b) => Buffer.compare(Buffer.from(a.name, 'utf8'), Buffer.from(b.name, 'utf8')));
+  }
+
+  /** The federation link started by {@link federate}, or null. */
+  get federation(): Federation | null {
+    return this.fed;
+  }
+
+  /**
+   * Joins this broker to a federation of brokers over a NATS cluster (see docs/federation.md):
+   * loads the NATS client (the optional package `@nats-io/transport-node`) and connects in the
+   * background. `aaa` is the rule remote senders are checked against, in place of `options.aaa`.
+   * Throws on bad options or when the NATS client is not installed.
+   */
+  async federate(options: FederationOptions, aaa?: ClientAaa | null): Promise<Federation> {
+    if (this.closing !== null) throw BusError.notSupported('the broker is closed');
+    if (this.fed !== null) throw BusError.notSupported('the broker is federated already');
+    const f = await Federation.start(this.core, options, aaa);
+    this.fed = f;
+    this.logger.info?.(
+      `federation: node ${f.options.node}, cluster ${f.options.cluster}, NATS ${f.options.servers.join(', ')}`,
+    );
+    return f;
   }
 
   /** Every client (secondaries and internal ones included) with its subscriptions, for monitoring. */
@@ -261,11 +292,13 @@ export class Broker {
    */
   close(options: { announce?: boolean } = {}): Promise<void> {
     if (this.closing === null) {
+      // First the link: the other brokers drop this broker's names before its clients go.
+      const fed = this.fed?.close() ?? Promise.resolve();
       if (options.announce ?? false) this.announceShutdown();
       for (const f of this.flushers.values()) f.run();
       for (const set of this.adopted) set.close('the broker is shutting down');
       this.adopted.clear();
-      this.closing = Promise.all(this.listenerList.map((l) => l.close())).then(() => undefined);
+      this.closing = Promise.all([fed, ...this.listenerList.map((l) => l.close())]).then(() => undefined);
     }
     return this.closing;
   }

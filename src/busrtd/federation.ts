@@ -1,0 +1,69 @@
+import { readFile } from 'node:fs/promises';
+import { dirname, resolve } from 'node:path';
+import {
+  type AaaMap,
+  ClientAaa,
+  FEDERATION_IDENTITY,
+  FederationConfigError,
+  type FederationOptions,
+  parseFederationJson,
+  resolveFederation,
+} from '#busrt/core';
+import { errorText, UsageError } from '../shared/values.js';
+import { readConfigFederation, type FederationSource } from './options.js';
+
+/** The federation settings busrtd starts with, and the rule remote senders are checked against. */
+export interface DaemonFederation {
+  options: FederationOptions;
+  /** The rule of remote senders; undefined: the file's own `aaa` (or none). */
+  aaa: ClientAaa | null | undefined;
+  /** What to tell the operator about that rule. */
+  note: string | null;
+}
+
+/**
+ * Reads the federation settings from a JSON file or the config file's `federation` object. File
+ * names in it (`credsFile`, the TLS files) are relative to the file they are written in. Without
+ * an `aaa` rule of its own, remote senders follow the busrtd AAA map's rule of
+ * `busrt.federation`, and may do nothing when the map has none.
+ */
+export async function loadFederation(source: FederationSource, aaaMap: AaaMap | null): Promise<DaemonFederation> {
+  const where = source.kind === 'config' ? `config file ${source.path}: federation` : `federation file ${source.path}`;
+  let options: FederationOptions;
+  try {
+    if (source.kind === 'config') {
+      const raw = readConfigFederation(source.path);
+      resolveFederation(raw, where);
+      options = raw as FederationOptions;
+    } else {
+      let text: string;
+      try {
+        text = await readFile(source.path, 'utf8');
+      } catch (e) {
+        throw new UsageError(`cannot read the federation file: ${errorText(e)}`);
+      }
+      options = parseFederationJson(text, where);
+    }
+  } catch (e) {
+    if (e instanceof FederationConfigError) throw new UsageError(e.message);
+    throw e;
+  }
+  const base = dirname(source.path);
+  const at = (f: string | undefined): string | undefined => (f === undefined ? undefined : resolve(base, f));
+  options = { ...options, credsFile: at(options.credsFile) };
+  if (typeof options.tls === 'object' && options.tls !== null) {
+    const t = options.tls;
+    options.tls = { ...t, caFile: at(t.caFile), certFile: at(t.certFile), keyFile: at(t.keyFile) };
+  }
+  if ((options.aaa !== undefined && options.aaa !== null) || aaaMap === null)
+    return { options, aaa: undefined, note: null };
+  const rule = aaaMap.get(FEDERATION_IDENTITY);
+  if (rule !== undefined) {
+    return { options, aaa: rule, note: `federation: remote senders follow the AAA rule of ${FEDERATION_IDENTITY}` };
+  }
+  return {
+    options,
+    aaa: new ClientAaa().denyP2p().denyPublish().denyBroadcast(),
+    note: `federation: the AAA map has no rule for ${FEDERATION_IDENTITY}: remote senders may not reach any client here`,
+  };
+}
