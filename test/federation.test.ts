@@ -495,7 +495,8 @@ describe('busrtd --federation settings', () => {
     // dependency but @nats-io.
     const dir = mkdtempSync(join(tmpdir(), 'busrt-nonats-'));
     try {
-      for (const d of ['dist/libs', 'dist/src', 'dist/busrtd', 'bin']) cpSync(join(REPO_ROOT, d), join(dir, d), { recursive: true });
+      for (const d of ['dist/libs', 'dist/src', 'dist/busrtd', 'bin'])
+        cpSync(join(REPO_ROOT, d), join(dir, d), { recursive: true });
       cpSync(join(REPO_ROOT, 'package.json'), join(dir, 'package.json'));
       mkdirSync(join(dir, 'node_modules'));
       for (const m of readdirSync(join(REPO_ROOT, 'node_modules'))) {

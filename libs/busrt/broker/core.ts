@@ -550,12 +550,12 @@ export class BrokerCore {
     len: number,
     ackOpId = -1,
   ): number {
+    // A refused frame was read all the same: it counts as read, and as a denial.
+    this.countRead(sender, Op.Message, len);
     if (sender.aaa !== null && !sender.aaa.p2pAllowed(target)) {
-      this.countRead(sender, Op.Message, len);
       this.deny(sender, 'message', target);
       return ErrorCode.Access;
     }
-    this.countRead(sender, Op.Message, len);
     const t = this.clients.get(target);
     if (t === undefined) {
       // federation hook: a name of another broker.
@@ -575,12 +575,12 @@ export class BrokerCore {
 
   /** Sends to every client whose name matches the mask; returns the ACK code. */
   routeBroadcast(sender: ClientEntry, mask: string, data: Uint8Array, rt: boolean, len: number): number {
+    // A refused frame was read all the same: it counts as read, and as a denial.
+    this.countRead(sender, Op.Broadcast, len);
     if (sender.aaa !== null && !sender.aaa.broadcastAllowed(mask)) {
-      this.countRead(sender, Op.Broadcast, len);
       this.deny(sender, 'broadcast', mask);
       return ErrorCode.Access;
     }
-    this.countRead(sender, Op.Broadcast, len);
     const wire = 6 + sender.nameNul.length + data.length;
     const out = this.names.collect(mask, this.bcastOut);
     for (let k = 0; k < out.length; k++) {
@@ -605,12 +605,12 @@ export class BrokerCore {
     rt: boolean,
     len: number,
   ): number {
+    // A refused frame was read all the same: it counts as read, and as a denial.
+    this.countRead(sender, Op.Broadcast, len);
     if (sender.aaa !== null && !sender.aaa.broadcastAllowed(mask)) {
-      this.countRead(sender, Op.Broadcast, len);
       this.deny(sender, 'broadcast', mask);
       return ErrorCode.Access;
     }
-    this.countRead(sender, Op.Broadcast, len);
     const wire = 6 + sender.nameNul.length + data.length;
     for (const r of receivers) this.pushBroadcast(sender, r, data, rt, len, wire);
     return ErrorCode.Ok;
@@ -645,12 +645,12 @@ export class BrokerCore {
     receiver: string | null,
   ): number {
     const op = receiver === null ? Op.Publish : Op.PublishFor;
+    // A refused frame was read all the same: it counts as read, and as a denial.
+    this.countRead(sender, op, len);
     if (sender.aaa !== null && !sender.aaa.publishAllowed(topic)) {
-      this.countRead(sender, op, len);
       this.deny(sender, 'publish', topic);
       return ErrorCode.Access;
     }
-    this.countRead(sender, op, len);
     const wire = 6 + sender.nameNul.length + topicNul.length + data.length;
     const subs = this.subs.match(topic);
     for (let k = 0; k < subs.length; k++) {
