@@ -1,14 +1,18 @@
 import {
   ACK_HANDLED,
   type AckHandler,
+  BROKER_INFO_TOPIC,
+  BROKER_NAME,
   BusError,
   type BusClient,
   decodeUtf8,
   type Frame,
   type Payload,
   QoS,
+  SECONDARY_SEP,
 } from '../protocol/index.js';
-import { NotConnectedError, RpcError, RpcErrorCode, TimedOutError, toRpcError } from './errors.js';
+import { InstanceLostError, NotConnectedError, RpcError, RpcErrorCode, TimedOutError, toRpcError } from './errors.js';
+import { readAnnouncement } from './msgpack.js';
 
 /** RPC payload type bytes. */
 export const RpcType = { Notification: 0x00, Request: 0x01, Reply: 0x11, Error: 0x12 } as const;
@@ -58,6 +62,16 @@ export interface RpcOptions {
   defaultQos?: QoS;
   /** Told about RPC frames that are dropped (invalid, orphaned replies) and handler failures. */
   onWarning?: (message: string) => void;
+  /**
+   * Fail a waiting call at once with {@link InstanceLostError} (-32002) when its target leaves the
+   * bus, as the broker announces on `.broker/info` (default true). The client subscribes to
+   * `.broker/info` at its first call to a target other than `.broker`, and stays subscribed: the
+   * broker keeps no count of subscriptions, so taking it back could end another's. `handleFrame`
+   * sees the announcements too. A secondary target (`svc%%1`) fails when its primary leaves (the
+   * broker drops secondaries with their primary); a secondary that leaves on its own is not
+   * announced by BUS/RT, so such a call ends only by its time limit.
+   */
+  failFast?: boolean;
 }
 
 /** Per-call options. */
@@ -84,8 +98,16 @@ export interface CallSink {
  * fails the call without a promise of its own.
  */
 class PendingCall implements AckHandler {
+  /**
+   * The broker has routed the request (its ACK arrived, or it was sent without one). An `unreg`
+   * of the target seen before that is not this call's loss: the ACK then tells (not registered,
+   * or delivered to a new holder of the name), as ACKs and announcements arrive in order.
+   */
+  routed = false;
+
   constructor(
     readonly id: number,
+    readonly target: string,
     readonly sink: CallSink,
     readonly deadline: number,
     private readonly calls: Map<number, PendingCall>,
@@ -93,6 +115,7 @@ class PendingCall implements AckHandler {
 
   acked(): void {
     // The reply settles the call.
+    this.routed = true;
   }
 
   failed(e: Error): void {
@@ -143,6 +166,8 @@ export class RpcClient {
   private lastHead: Buffer = Buffer.alloc(0);
   /** `11 id`, rewritten for every reply (see requestHeader). */
   private readonly replyHead: Buffer = Buffer.from([RpcType.Reply, 0, 0, 0, 0]);
+  /** Following `.broker/info` for {@link RpcOptions.failFast}: not yet, asked for, or not at all. */
+  private watch: 'no' | 'yes' | 'off';
 
   constructor(
     readonly client: BusClient,
@@ -152,6 +177,7 @@ export class RpcClient {
     this.handlers = handlers;
     this.defaultTimeoutMs = options.defaultTimeoutMs ?? 5000;
     this.defaultQos = options.defaultQos ?? QoS.Processed;
+    this.watch = options.failFast === false ? 'off' : 'no';
     client.onFrame(this.onFrame);
     client.onDisconnect((e) => this.failAll(e ?? new NotConnectedError(null, 'disconnected from the bus')));
   }
@@ -198,7 +224,8 @@ export class RpcClient {
     const head = this.requestHeader(id, method);
     const timeoutMs = options.timeoutMs ?? this.defaultTimeoutMs;
     if (options.track !== undefined) options.track.id = id;
-    const call = new PendingCall(id, sink, timeoutMs > 0 ? Date.now() + timeoutMs : Infinity, this.pending);
+    if (this.watch === 'no' && target !== BROKER_NAME) this.watchTargets();
+    const call = new PendingCall(id, target, sink, timeoutMs > 0 ? Date.now() + timeoutMs : Infinity, this.pending);
     this.pending.set(id, call);
     if (timeoutMs > 0) this.startTimer();
     if (signal !== undefined) signal.addEventListener('abort', () => this.abandon(id), { once: true });
@@ -245,6 +272,8 @@ export class RpcClient {
         if (this.options.blockingFrames) this.frameChain = this.frameChain.then(() => this.runFrame(h, frame));
         else void this.runFrame(h, frame);
       }
+      // After the handler: a replica directory among them fails its calls with their method named.
+      if (frame.topic === BROKER_INFO_TOPIC && this.pending.size > 0) this.onInfo(frame);
       return;
     }
     const d = frame.payload;
@@ -408,6 +437,33 @@ export class RpcClient {
       this.timer = null;
     }
   };
+
+  /**
+   * Subscribes to `.broker/info` before the first call goes out: the broker handles one
+   * connection's frames in order, so every `unreg` after the call is routed reaches this client.
+   */
+  private watchTargets(): void {
+    this.watch = 'yes';
+    this.client.subscribe(BROKER_INFO_TOPIC).catch((e: unknown) => {
+      this.watch = 'off';
+      // Denied by the broker's rules (or the link is gone): calls end by their time limit only.
+      if (this.client.connected) this.warn(`no fail-fast calls: ${BROKER_INFO_TOPIC}: ${(e as Error).message}`);
+    });
+  }
+
+  /** An announcement: fails the routed calls to a client that left (and to its secondaries). */
+  private onInfo(frame: Frame): void {
+    const a = readAnnouncement(frame);
+    if (a === null || a.subject !== 'unreg') return;
+    const gone = a.name;
+    for (const [id, p] of this.pending) {
+      const t = p.target;
+      if (!p.routed || !t.startsWith(gone)) continue;
+      if (t.length !== gone.length && !t.startsWith(SECONDARY_SEP, gone.length)) continue;
+      this.pending.delete(id);
+      p.sink.reject(new InstanceLostError(null, `${t} left the bus before answering`));
+    }
+  }
 
   private failAll(e: Error): void {
     const err = toRpcError(e);
