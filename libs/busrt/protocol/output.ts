@@ -46,6 +46,11 @@ export class OutputSlabs {
     this.from = 0;
   }
 
+  /** Bytes written since the last cut (not yet handed to `onChunk`). */
+  get uncut(): number {
+    return this.pos - this.from;
+  }
+
   /** Hands what was written since the last cut to `onChunk`. */
   cut(): void {
     if (this.pos > this.from) {

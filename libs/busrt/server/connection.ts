@@ -1,6 +1,6 @@
 import type { Duplex } from 'node:stream';
 import { isUtf8 } from 'node:buffer';
-import { type BrokerCore, ClientEntry, type ClientSink, type RoomWaiter } from '../broker/index.js';
+import { type BrokerCore, ClientEntry, type ClientSink, type MemoryHolder, type RoomWaiter } from '../broker/index.js';
 import {
   ClientFrameReader,
   type ClientFrameSink,
@@ -93,7 +93,7 @@ export class ConnectionSet {
  * One client connection over any duplex stream: the handshake, the frame reader feeding the
  * broker, the batched writer, keep-alives and timeouts. It is the client's {@link ClientSink}.
  */
-export class PeerConnection implements ClientSink, ClientFrameSink, RoomWaiter {
+export class PeerConnection implements ClientSink, ClientFrameSink, RoomWaiter, MemoryHolder {
   readonly internal = false;
   entry: ClientEntry | null = null;
 
@@ -102,8 +102,10 @@ export class PeerConnection implements ClientSink, ClientFrameSink, RoomWaiter {
   private reader: ClientFrameReader | null = null;
   private readonly writer: FrameWriter;
   private ending = false;
-  /** Bytes of a partly received frame, as counted in the broker's frame memory. */
-  private held = 0;
+  /** Bytes held only for this client (see MemoryHolder), as the broker's frame memory counts them. */
+  own = 0;
+  /** Every byte of frames held for this client: its partly received frame and its queue. */
+  share = 0;
 
   // Timers, counted in ticks of a quarter of the timeout.
   private ticks = 0;
@@ -153,22 +155,10 @@ export class PeerConnection implements ClientSink, ClientFrameSink, RoomWaiter {
         this.readFailed(r);
         return;
       }
-      // What a partly received frame holds is counted against the broker's frame memory.
-      const held = reader.held;
-      if (held !== this.held) {
-        const over = this.core.frameMemory.change(this.held, held);
-        this.held = held;
-        if (over !== null) {
-          this.core.frameMemory.refusals++;
-          this.settings.logger.warn?.(`client ${this.entry?.name} closed: ${over}`);
-          this.close(`memory budget: ${over}`);
-          // Reading on while the stream ends gracefully would take in more of what the client
-          // keeps sending: the bound is kept only if nothing more is read.
-          this.writer.closed = true;
-          this.stream.destroy();
-          this.core.frameMemory.collectSoon();
-          return;
-        }
+      // A client streaming a huge frame is cut before anything more of it is read.
+      if (this.countMemory() && this.state === State.Frames) {
+        this.core.frameMemory.evictNow(this);
+        return;
       }
       if (!this.plainSocket && (this.readSinceYield += chunk.length) >= READ_YIELD_BYTES) this.yieldTurn();
     } else if (this.hs !== null) {
@@ -277,6 +267,8 @@ export class PeerConnection implements ClientSink, ClientFrameSink, RoomWaiter {
     this.entry = entry;
     this.reader = new ClientFrameReader(this, this.settings.payloadSizeLimit ?? 0xffffffff);
     this.state = State.Frames;
+    this.core.frameMemory.attach(this);
+    this.writer.shared = this.core.frameMemory;
     this.ticks = 0;
     this.stream.write(ANSWER_OK);
     this.settings.logger.info?.(`client connected: ${name} (${this.described()})`);
@@ -314,7 +306,33 @@ export class PeerConnection implements ClientSink, ClientFrameSink, RoomWaiter {
     if (this.state === State.Closed) return true;
     if (this.writer.queued() >= this.core.queueSize) return false;
     this.writer.dataFrame(kind, sender.nameNul, topicNul, d1, d2, realtime);
+    this.countMemory();
     return true;
+  }
+
+  /**
+   * Tells the broker's frame memory what this client holds now; true when that is over its share.
+   * A client over it is closed once the current read is handled (never inside the routing loop).
+   */
+  private countMemory(): boolean {
+    if (this.state !== State.Frames) return false;
+    const w = this.writer;
+    const share = (this.reader?.held ?? 0) + w.heldBytes;
+    if (share === this.share) return false;
+    return this.core.frameMemory.update(this, share - w.sharedBytes, share);
+  }
+
+  /** Closes the client for holding too much (MemoryHolder): nothing more is read or written. */
+  evict(reason: string): void {
+    if (this.state === State.Closed) return;
+    const why = `memory budget: ${reason}`;
+    this.settings.logger.warn?.(`client ${this.entry?.name} closed: ${why}`);
+    const entry = this.entry;
+    if (entry !== null && entry.registered) this.core.unregister(entry, true, why);
+    else this.close(why);
+    // Reading on while the stream ends gracefully would take in more of what the client keeps
+    // sending, and its queue is what went over: the bound holds only if both stop now.
+    this.cutOff();
   }
 
   pushAck(opId: number, code: number, realtime: boolean): void {
@@ -323,6 +341,7 @@ export class PeerConnection implements ClientSink, ClientFrameSink, RoomWaiter {
 
   /** The writer finished a write: go on with the next batch, or end the stream. */
   private readonly onWritten = (err?: Error | null): void => {
+    this.countMemory();
     if (err) return;
     if (this.ending) this.finishEnd();
     else if (this.state !== State.Closed) this.writer.flush();
@@ -425,14 +444,16 @@ export class PeerConnection implements ClientSink, ClientFrameSink, RoomWaiter {
     if (this.state === State.Closed) return;
     this.state = State.Closed;
     this.release();
-    if (reason.startsWith('queue overflow')) {
-      // It does not read; nothing buffered would get through anyway.
-      this.writer.closed = true;
-      this.writer.discard();
-      this.stream.destroy();
-    } else {
-      this.endStream();
-    }
+    // It does not read, or holds too much: nothing buffered would get through anyway.
+    if (reason.startsWith('queue overflow') || reason.startsWith('memory budget')) this.cutOff();
+    else this.endStream();
+  }
+
+  /** Drops the output and destroys the stream. */
+  private cutOff(): void {
+    this.writer.closed = true;
+    this.writer.discardAll();
+    this.stream.destroy();
   }
 
   /** Writes out what is queued (after any write in flight), then ends the stream. */
@@ -465,10 +486,7 @@ export class PeerConnection implements ClientSink, ClientFrameSink, RoomWaiter {
   }
 
   private release(): void {
-    if (this.held !== 0) {
-      this.core.frameMemory.change(this.held, 0);
-      this.held = 0;
-    }
+    this.core.frameMemory.detach(this);
     // The stream may live on for up to T (a graceful end, then destroyLater) and keeps this
     // connection reachable: a partly received frame must not live on with it.
     this.reader = null;
