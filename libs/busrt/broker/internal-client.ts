@@ -79,7 +79,14 @@ export class InternalClient implements BusClient, ClientSink {
   ): Promise<void> {
     if (!this.isConnected) return this.notConnected(ack);
     const len = header.length + payload.length;
-    return this.result(qos, this.core.routeMessage(this.entry, target, header, payload, (qos & 2) !== 0, len), ack);
+    let code: number;
+    try {
+      code = this.core.routeMessage(this.entry, target, header, payload, (qos & 2) !== 0, len);
+    } catch (e) {
+      // A payload writer failed: the receiver's queue took nothing of the frame.
+      return settleOp(e instanceof Error ? e : new Error(String(e)), ack);
+    }
+    return this.result(qos, code, ack);
   }
 
   sendBroadcast(mask: string, payload: Uint8Array, qos: QoS = QoS.Processed): Promise<void> {

@@ -384,7 +384,12 @@ export class SocketClient implements BusClient, BrokerFrameSink {
   ): Promise<void> {
     if (!this.isConnected) return this.notConnected(ack);
     const id = this.nextOpId();
-    this.writer.clientFrame(id, op | (qos << 6), this.nameBytes(target), receiver, header, payload, (qos & 2) !== 0);
+    try {
+      this.writer.clientFrame(id, op | (qos << 6), this.nameBytes(target), receiver, header, payload, (qos & 2) !== 0);
+    } catch (e) {
+      // A payload writer failed: the writer queued nothing of the frame, the stream is intact.
+      return settleOp(e instanceof Error ? e : new Error(String(e)), ack);
+    }
     return this.after(qos, id, ack);
   }
 

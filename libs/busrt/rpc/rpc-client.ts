@@ -124,8 +124,31 @@ class PendingCall implements AckHandler {
 }
 
 const NOOP = (): void => undefined;
-/** Replies are not waited on: the caller may be gone by now, which is not this side's error. */
-const IGNORED: AckHandler = { acked: NOOP, failed: NOOP };
+
+/**
+ * The ACK handler of every reply. Refusals are not waited on (the caller may be gone by now,
+ * which is not this side's error); a failure reported while the reply is being sent is a payload
+ * writer that threw, which the caller must hear of: `zcSend` reports it before returning, so one
+ * handler serves every reply, read right after each send.
+ */
+class ReplyAck implements AckHandler {
+  /** Set around each send. */
+  sending = false;
+  private error: Error | null = null;
+
+  acked(): void {}
+
+  failed(e: Error): void {
+    if (this.sending) this.error = e;
+  }
+
+  /** What failed during the last send (once). */
+  take(): Error | null {
+    const e = this.error;
+    this.error = null;
+    return e;
+  }
+}
 const EMPTY = Buffer.alloc(0);
 
 class Event implements RpcEvent {
@@ -164,6 +187,7 @@ export class RpcClient {
   private frameChain: Promise<void> = Promise.resolve();
   private lastMethod: string | null = null;
   private lastHead: Buffer = Buffer.alloc(0);
+  private readonly replyAck = new ReplyAck();
   /** `11 id`, rewritten for every reply (see requestHeader). */
   private readonly replyHead: Buffer = Buffer.from([RpcType.Reply, 0, 0, 0, 0]);
   /** Following `.broker/info` for {@link RpcOptions.failFast}: not yet, asked for, or not at all. */
@@ -374,7 +398,7 @@ export class RpcClient {
   private reply(frame: Frame, id: number, result: Payload): void {
     const head = this.replyHead;
     head.writeUInt32LE(id, 1);
-    this.sendReply(frame, head, result);
+    this.sendReply(frame, head, result, id);
   }
 
   private replyError(frame: Frame, id: number, e: RpcError): void {
@@ -382,13 +406,26 @@ export class RpcClient {
     head[0] = RpcType.Error;
     head.writeUInt32LE(id, 1);
     head.writeInt16LE(e.code, 5);
-    this.sendReply(frame, head, e.data ?? EMPTY);
+    this.sendReply(frame, head, e.data ?? EMPTY, 0);
   }
 
-  private sendReply(frame: Frame, head: Buffer, payload: Payload): void {
+  private sendReply(frame: Frame, head: Buffer, payload: Payload, id: number): void {
     const qos = frame.realtime ? QoS.RealtimeProcessed : QoS.Processed;
-    const sent = this.client.zcSend(frame.sender, head, payload, qos, IGNORED);
+    const ack = this.replyAck;
+    ack.sending = true;
+    let sent: Promise<void>;
+    try {
+      sent = this.client.zcSend(frame.sender, head, payload, qos, ack);
+    } finally {
+      ack.sending = false;
+    }
     if (sent !== ACK_HANDLED) sent.then(NOOP, NOOP);
+    const e = ack.take();
+    // Not a refusal of the bus (not connected: nobody to tell) but the result's writer: the
+    // caller gets an error reply instead of waiting for an answer that was never sent.
+    if (e !== null && !(e instanceof BusError) && id !== 0) {
+      this.replyError(frame, id, new RpcError(RpcErrorCode.Internal, `the reply could not be written: ${e.message}`));
+    }
   }
 
   // ------------------------------------------------------------ bookkeeping

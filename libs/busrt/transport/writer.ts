@@ -194,6 +194,10 @@ export class FrameWriter {
     const bodyLen = nameNul.length + tLen + dLen;
     const big = d2 === null || d2 instanceof Uint8Array ? (d2 ?? d1).length >= ZERO_COPY_MIN : d2.length > SLAB_SIZE;
     const copied = !big ? dLen : d2 === null ? 0 : d1.length;
+    // A frame is queued whole or not at all: a writer's bytes are made before anything of it is
+    // queued, and the slab's position moves only once the frame is complete, so a writer that
+    // throws leaves no half frame for the next one to follow (upstream's "frame guard").
+    const ref = big ? payloadBytes(d2 ?? d1) : null;
     const out = this.out;
     out.ensure(BROKER_HEADER_SIZE + nameNul.length + tLen + copied);
     const s = out.slab;
@@ -209,7 +213,7 @@ export class FrameWriter {
       }
       out.pos = p;
       out.cut();
-      this.queueChunk(payloadBytes(d2 ?? d1), 1, true);
+      this.queueChunk(ref as Buffer, 1, true);
     } else {
       s.set(d1, p);
       p += d1.length;
@@ -262,8 +266,12 @@ export class FrameWriter {
     const pLen = payload.length;
     const len = tLen + 1 + rLen + hLen + pLen;
     const big = payload instanceof Uint8Array ? pLen >= ZERO_COPY_MIN : pLen > SLAB_SIZE;
-    const p0 = this.reserve(CLIENT_HEADER_SIZE + tLen + 1 + rLen + hLen + (big ? 0 : pLen));
-    const s = this.out.slab;
+    // Whole or not at all, as in dataFrame: a payload writer that throws queues nothing.
+    const ref = big ? payloadBytes(payload) : null;
+    const out = this.out;
+    out.ensure(CLIENT_HEADER_SIZE + tLen + 1 + rLen + hLen + (big ? 0 : pLen));
+    const s = out.slab;
+    const p0 = out.pos;
     writeClientHeader(s, p0, opId, flags, len);
     let p = p0 + CLIENT_HEADER_SIZE;
     // Short names are copied byte by byte: cheaper than a copy call for a few bytes.
@@ -280,11 +288,13 @@ export class FrameWriter {
       p += hLen;
     }
     if (big) {
-      this.out.cut();
-      this.queueChunk(payloadBytes(payload), 1);
+      out.pos = p;
+      out.cut();
+      this.queueChunk(ref as Buffer, 1);
     } else {
       if (payload instanceof Uint8Array) s.set(payload, p);
       else payload.writeTo(s, p);
+      out.pos = p + pLen;
       this.slabFrames++;
     }
     this.queuedFrame(CLIENT_HEADER_SIZE + len, realtime);
