@@ -118,6 +118,8 @@ export class PeerConnection implements ClientSink, ClientFrameSink, RoomWaiter, 
   private throttledBy: ClientSink | null = null;
   private throttleTicks = 0;
   private readSinceYield = 0;
+  private destroyTimer: NodeJS.Timeout | null = null;
+  private streamClosed = false;
   private readonly plainSocket: boolean;
   private yielding = false;
 
@@ -474,9 +476,21 @@ export class PeerConnection implements ClientSink, ClientFrameSink, RoomWaiter, 
     this.destroyLater();
   }
 
+  /**
+   * Destroys the stream after T unless it closes by itself first. The timer holds the connection
+   * (its slab, its socket) until it fires: a stream that closed must not keep it for T, or a
+   * broker with connections coming and going at a high rate holds T seconds' worth of them.
+   */
   private destroyLater(): void {
-    setTimeout(() => this.stream.destroy(), this.settings.timeoutMs).unref();
+    if (this.destroyTimer !== null || this.streamClosed) return;
+    this.destroyTimer = setTimeout(this.destroyNow, this.settings.timeoutMs);
+    this.destroyTimer.unref();
   }
+
+  private readonly destroyNow = (): void => {
+    this.destroyTimer = null;
+    this.stream.destroy();
+  };
 
   private destroy(): void {
     this.state = State.Closed;
@@ -503,6 +517,11 @@ export class PeerConnection implements ClientSink, ClientFrameSink, RoomWaiter, 
   };
 
   private readonly onStreamClose = (): void => {
+    this.streamClosed = true;
+    if (this.destroyTimer !== null) {
+      clearTimeout(this.destroyTimer);
+      this.destroyTimer = null;
+    }
     if (this.state !== State.Closed) this.close('connection closed by the client');
     else this.set.forget(this);
   };
