@@ -94,13 +94,16 @@ function handshake(stream: ClientStream, name: string, timeoutMs: number): Promi
     return Promise.reject(e as Error);
   }
   return new Promise((resolve, reject) => {
+    let over = false;
     const fail = (e: Error): void => {
+      if (over) return;
       cleanup();
       stream.destroy();
       reject(e);
     };
+    // Decided after the poll phase, as every deadline of the client: the answer may be waiting.
     const timer = setTimeout(
-      () => fail(BusError.timeout(`handshake with the broker timed out after ${timeoutMs} ms`)),
+      () => setImmediate(() => fail(BusError.timeout(`handshake with the broker timed out after ${timeoutMs} ms`))),
       timeoutMs,
     );
     const onData = (chunk: Buffer): void => {
@@ -123,6 +126,7 @@ function handshake(stream: ClientStream, name: string, timeoutMs: number): Promi
       );
     const onError = (e: Error): void => fail(BusError.io(`cannot connect to the broker: ${e.message}`));
     const cleanup = (): void => {
+      over = true;
       clearTimeout(timer);
       stream.off('data', onData);
       stream.off('close', onClose);
@@ -188,9 +192,14 @@ export class SocketClient implements BusClient, BrokerFrameSink {
     }
     const dead = setInterval(
       () => {
-        if (Date.now() - this.lastData > options.deadAfterMs) {
-          this.lost(BusError.timeout(`no data from the broker for ${options.deadAfterMs} ms`));
-        }
+        // Seen from a timer: after a stall of this process's event loop, timers run before the
+        // socket is read, so keep-alives that arrived meanwhile are still waiting. Decide after the
+        // poll phase; a client that stopped reading (nobody takes its frames) is not waiting for data.
+        if (!this.silentTooLong()) return;
+        setImmediate(() => {
+          if (this.silentTooLong())
+            this.lost(BusError.timeout(`no data from the broker for ${options.deadAfterMs} ms`));
+        });
       },
       Math.max(100, options.deadAfterMs / 4),
     );
@@ -476,6 +485,12 @@ export class SocketClient implements BusClient, BrokerFrameSink {
       this.paused = true;
       this.socket.pause();
     }
+  }
+
+  /** Nothing came from the broker for longer than deadAfterMs while this client was reading. */
+  private silentTooLong(): boolean {
+    if (this.paused) this.lastData = Date.now();
+    return Date.now() - this.lastData > this.options.deadAfterMs;
   }
 
   private take(): Frame {

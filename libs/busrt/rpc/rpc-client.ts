@@ -180,6 +180,7 @@ export class RpcClient {
   private callId = 0;
   private readonly pending = new Map<number, PendingCall>();
   private timer: NodeJS.Timeout | null = null;
+  private expiring = false;
   private readonly defaultTimeoutMs: number;
   private readonly defaultQos: QoS;
   private callChain: Promise<void> = Promise.resolve();
@@ -462,16 +463,33 @@ export class RpcClient {
   }
 
   private readonly expire = (): void => {
+    if (this.pending.size === 0) {
+      if (this.timer !== null) clearInterval(this.timer);
+      this.timer = null;
+      return;
+    }
+    const now = Date.now();
+    for (const p of this.pending.values()) {
+      if (p.deadline <= now) {
+        // After a stall of the event loop, timers run before the socket is read: replies that
+        // arrived meanwhile are still waiting. Calls time out after the poll phase.
+        if (!this.expiring) {
+          this.expiring = true;
+          setImmediate(this.expireDue);
+        }
+        return;
+      }
+    }
+  };
+
+  private readonly expireDue = (): void => {
+    this.expiring = false;
     const now = Date.now();
     for (const [id, p] of this.pending) {
       if (p.deadline <= now) {
         this.pending.delete(id);
         p.sink.reject(new TimedOutError(null, 'RPC call timed out'));
       }
-    }
-    if (this.pending.size === 0 && this.timer !== null) {
-      clearInterval(this.timer);
-      this.timer = null;
     }
   };
 

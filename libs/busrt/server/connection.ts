@@ -23,6 +23,15 @@ const enum State {
 }
 
 const ANSWER_OK = Buffer.from([ErrorCode.Ok]);
+
+/** A deadline the timer found passed, decided once the socket had a chance to be read. */
+const enum Overdue {
+  None,
+  Handshake,
+  Payload,
+  Read,
+  Write,
+}
 /** Bytes a connection reads before it lets the event loop turn (see `yieldTurn`). */
 const READ_YIELD_BYTES = 128 * 1024;
 const ANSWER: Record<number, Buffer> = {};
@@ -119,6 +128,7 @@ export class PeerConnection implements ClientSink, ClientFrameSink, RoomWaiter, 
   private throttleTicks = 0;
   private readSinceYield = 0;
   private destroyTimer: NodeJS.Timeout | null = null;
+  private overdue = Overdue.None;
   private streamClosed = false;
   private readonly plainSocket: boolean;
   private yielding = false;
@@ -380,10 +390,7 @@ export class PeerConnection implements ClientSink, ClientFrameSink, RoomWaiter, 
     if (st === State.Closed) return;
     if (st !== State.Frames) {
       // Each handshake step must complete within the timeout.
-      if (++this.ticks >= 4) {
-        this.settings.logger.warn?.(`connection ${this.described()}: handshake timeout`);
-        this.destroy();
-      }
+      if (++this.ticks >= 4) this.timedOut(Overdue.Handshake);
       return;
     }
     this.ticks++;
@@ -412,20 +419,55 @@ export class PeerConnection implements ClientSink, ClientFrameSink, RoomWaiter, 
         this.lastHeaders = reader.headersSeen;
         this.payloadTicks = 1;
       } else if (++this.payloadTicks > 4) {
-        this.close('timeout reading a frame payload');
+        this.timedOut(Overdue.Payload);
         return;
       }
     } else if (this.idleTicks > 5) {
-      this.close('read timeout: no frame from the client');
+      this.timedOut(Overdue.Read);
       return;
     }
     if (writer.writing && writer.writesDone === this.lastWritesDone) {
-      if (++this.stallTicks > 4) this.close('write timeout: the client does not read');
+      if (++this.stallTicks > 4) this.timedOut(Overdue.Write);
     } else {
       this.stallTicks = 0;
       this.lastWritesDone = writer.writesDone;
     }
   }
+
+  /**
+   * A deadline passed as the timer counts. The timer runs before the poll phase of its turn of
+   * the event loop, so after a stall (a burst of work, a busy host) what the client sent meanwhile
+   * is still unread: decide after the poll phase (setImmediate), on the same counters.
+   */
+  private timedOut(what: Overdue): void {
+    if (this.overdue !== Overdue.None) return;
+    this.overdue = what;
+    setImmediate(this.decide);
+  }
+
+  private readonly decide = (): void => {
+    const what = this.overdue;
+    this.overdue = Overdue.None;
+    if (this.state === State.Closed) return;
+    if (what === Overdue.Handshake) {
+      if (this.state === State.Frames || this.ticks < 4) return;
+      this.settings.logger.warn?.(`connection ${this.described()}: handshake timeout`);
+      this.destroy();
+      return;
+    }
+    const reader = this.reader as ClientFrameReader;
+    if (what === Overdue.Payload) {
+      if (reader.awaitingPayload && reader.headersSeen === this.lastHeaders) {
+        this.close('timeout reading a frame payload');
+      }
+    } else if (what === Overdue.Read) {
+      if (!reader.awaitingPayload && reader.framesDone === this.lastFrames) {
+        this.close('read timeout: no frame from the client');
+      }
+    } else if (this.writer.writing && this.writer.writesDone === this.lastWritesDone) {
+      this.close('write timeout: the client does not read');
+    }
+  };
 
   // ------------------------------------------------------------ closing
 
