@@ -92,4 +92,34 @@ describe('calls fail fast when their target leaves', () => {
     c.signal('SIGKILL');
     expect(await held).toBeInstanceOf(InstanceLostError);
   });
+
+  it("the client's own subscription to the announcements does not reach the frame handler", async () => {
+    const c = await connect({ path, name: 'ff.watcher', timeoutMs: 2000 });
+    const topics: string[] = [];
+    let seen: () => void = () => undefined;
+    const rpcw = new RpcClient(c, {
+      handleFrame: (f) => {
+        topics.push(f.topic ?? '');
+        if (f.topic?.startsWith('ff/marker')) seen();
+      },
+    });
+    const echo = broker.registerClient('ff.echo');
+    new RpcClient(echo, { handleCall: (ev) => ev.payload });
+    await c.subscribe('ff/#');
+    // The first call subscribes to .broker/info for the client; announcements follow.
+    expect((await rpcw.call('ff.echo', 'x', Buffer.from('hi'))).toString()).toBe('hi');
+    const marker = async (topic: string): Promise<void> => {
+      const arrived = new Promise<void>((r) => (seen = r));
+      broker.registerClient(`ff.newcomer.${topic.slice(3)}`);
+      await echo.publish(topic, Buffer.from('m'));
+      await arrived;
+    };
+    await marker('ff/marker1');
+    expect(topics).toEqual(['ff/marker1']);
+    // Once the application subscribes to them itself, it sees them.
+    await c.subscribe('.broker/#');
+    await marker('ff/marker2');
+    expect(topics).toEqual(['ff/marker1', '.broker/info', 'ff/marker2']);
+    await c.disconnect();
+  });
 });

@@ -12,7 +12,7 @@ import {
   payloadBytes,
   QoS,
 } from '../protocol/index.js';
-import { settleOp } from '../protocol/index.js';
+import { settleOp, SubscriptionCounts } from '../protocol/index.js';
 import type { BrokerCore } from './core.js';
 import { ClientEntry, type ClientSink, type RoomWaiter } from './entry.js';
 
@@ -34,6 +34,7 @@ export class InternalClient implements BusClient, ClientSink {
   private readonly disconnectHandlers: DisconnectHandler[] = [];
   private readonly roomWaiters = new Set<RoomWaiter>();
   private secondaryCounter = 0;
+  private readonly subs = new SubscriptionCounts();
   private isConnected = true;
 
   /** Use `Broker.registerClient()`; throws a BusError when the name is refused. */
@@ -55,6 +56,11 @@ export class InternalClient implements BusClient, ClientSink {
 
   get connected(): boolean {
     return this.isConnected;
+  }
+
+  /** The masks subscribed through this client, with their subscribe counts (see {@link BusClient.subscriptions}). */
+  get subscriptions(): ReadonlyMap<string, number> {
+    return this.subs;
   }
 
   /** Registers a secondary client `<name>%%<n>` of this one. */
@@ -119,6 +125,7 @@ export class InternalClient implements BusClient, ClientSink {
   subscribeBulk(topics: readonly string[], qos: QoS = QoS.Processed): Promise<void> {
     if (!this.isConnected) return this.notConnected();
     this.countListOp(topics);
+    this.subs.subscribed(topics);
     // In-process clients have no AAA rules, so nothing can be denied here.
     this.core.subscribe(this.entry, topics, -1, (qos & 2) !== 0);
     return RESOLVED;
@@ -131,6 +138,7 @@ export class InternalClient implements BusClient, ClientSink {
   unsubscribeBulk(topics: readonly string[], _qos: QoS = QoS.Processed): Promise<void> {
     if (!this.isConnected) return this.notConnected();
     this.countListOp(topics);
+    this.subs.unsubscribed(topics);
     this.core.unsubscribe(this.entry, topics);
     return RESOLVED;
   }

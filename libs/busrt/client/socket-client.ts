@@ -19,6 +19,7 @@ import {
   ReadError,
   SECONDARY_SEP,
   settleOp,
+  SubscriptionCounts,
 } from '../protocol/index.js';
 import { type ByteSink, type ClientTlsOptions, FrameWriter, openStream, TURN_FLUSHER } from '../transport/index.js';
 
@@ -160,6 +161,7 @@ export class SocketClient implements BusClient, BrokerFrameSink {
   private readonly timers: NodeJS.Timeout[] = [];
   private drainWait: Promise<void> | null = null;
   private secondaryCounter = 0;
+  private readonly subs = new SubscriptionCounts();
 
   private readonly writer: FrameWriter;
   private readonly names = new Map<string, Buffer>();
@@ -246,6 +248,11 @@ export class SocketClient implements BusClient, BrokerFrameSink {
     return this.isConnected;
   }
 
+  /** The masks subscribed through this client, with their subscribe counts (see {@link BusClient.subscriptions}). */
+  get subscriptions(): ReadonlyMap<string, number> {
+    return this.subs;
+  }
+
   /** The broker address this client is connected to. */
   get path(): string {
     return this.options.path;
@@ -294,15 +301,17 @@ export class SocketClient implements BusClient, BrokerFrameSink {
   }
 
   subscribe(topic: string, qos: QoS = QoS.Processed): Promise<void> {
-    return this.listOp(Op.Subscribe, [topic], qos);
+    return this.subscribeBulk([topic], qos);
   }
   subscribeBulk(topics: readonly string[], qos: QoS = QoS.Processed): Promise<void> {
+    if (this.isConnected) this.subs.subscribed(topics);
     return this.listOp(Op.Subscribe, topics, qos);
   }
   unsubscribe(topic: string, qos: QoS = QoS.Processed): Promise<void> {
-    return this.listOp(Op.Unsubscribe, [topic], qos);
+    return this.unsubscribeBulk([topic], qos);
   }
   unsubscribeBulk(topics: readonly string[], qos: QoS = QoS.Processed): Promise<void> {
+    this.subs.unsubscribed(topics);
     return this.listOp(Op.Unsubscribe, topics, qos);
   }
   exclude(topic: string, qos: QoS = QoS.Processed): Promise<void> {

@@ -67,7 +67,8 @@ export interface RpcOptions {
    * bus, as the broker announces on `.broker/info` (default true). The client subscribes to
    * `.broker/info` at its first call to a target other than `.broker`, and stays subscribed: the
    * broker keeps no count of subscriptions, so taking it back could end another's. `handleFrame`
-   * sees the announcements too. A secondary target (`svc%%1`) fails when its primary leaves (the
+   * sees the announcements only when the application subscribed to them too (over a client that
+   * lists its {@link BusClient.subscriptions}; over one that does not, always). A secondary target (`svc%%1`) fails when its primary leaves (the
    * broker drops secondaries with their primary); a secondary that leaves on its own is not
    * announced by BUS/RT, so such a call ends only by its time limit.
    */
@@ -193,6 +194,8 @@ export class RpcClient {
   private readonly replyHead: Buffer = Buffer.from([RpcType.Reply, 0, 0, 0, 0]);
   /** Following `.broker/info` for {@link RpcOptions.failFast}: not yet, asked for, or not at all. */
   private watch: 'no' | 'yes' | 'off';
+  /** One of the client's subscriptions to `.broker/info` is this RPC client's own. */
+  private ownInfo = false;
 
   constructor(
     readonly client: BusClient,
@@ -249,7 +252,7 @@ export class RpcClient {
     const head = this.requestHeader(id, method);
     const timeoutMs = options.timeoutMs ?? this.defaultTimeoutMs;
     if (options.track !== undefined) options.track.id = id;
-    if (this.watch === 'no' && target !== BROKER_NAME) this.watchTargets();
+    if (this.watch !== 'off' && target !== BROKER_NAME && !this.watching()) this.watchTargets();
     const call = new PendingCall(id, target, sink, timeoutMs > 0 ? Date.now() + timeoutMs : Infinity, this.pending);
     this.pending.set(id, call);
     if (timeoutMs > 0) this.startTimer();
@@ -293,7 +296,7 @@ export class RpcClient {
   private readonly onFrame = (frame: Frame): void => {
     if (!frame.isMessage) {
       const h = this.handlers.handleFrame;
-      if (h !== undefined) {
+      if (h !== undefined && (frame.topic !== BROKER_INFO_TOPIC || this.announcementsWanted())) {
         if (this.options.blockingFrames) this.frameChain = this.frameChain.then(() => this.runFrame(h, frame));
         else void this.runFrame(h, frame);
       }
@@ -499,11 +502,31 @@ export class RpcClient {
    */
   private watchTargets(): void {
     this.watch = 'yes';
+    // Without a record of the client's subscriptions, this one cannot be told from the application's.
+    this.ownInfo = this.client.subscriptions !== undefined;
     this.client.subscribe(BROKER_INFO_TOPIC).catch((e: unknown) => {
       this.watch = 'off';
       // Denied by the broker's rules (or the link is gone): calls end by their time limit only.
       if (this.client.connected) this.warn(`no fail-fast calls: ${BROKER_INFO_TOPIC}: ${(e as Error).message}`);
     });
+  }
+
+  /** Subscribed to `.broker/info` (the application may have unsubscribed it since). */
+  private watching(): boolean {
+    return this.watch === 'yes' && (this.client.subscriptions?.has(BROKER_INFO_TOPIC) ?? true);
+  }
+
+  /**
+   * Whether a publication on `.broker/info` is the application's: its own subscriptions take it,
+   * not only the one this RPC client made.
+   */
+  private announcementsWanted(): boolean {
+    const subs = this.client.subscriptions;
+    if (!this.ownInfo || subs === undefined) return true;
+    for (const [mask, n] of subs) {
+      if (mask === BROKER_INFO_TOPIC ? n > 1 : matchesInfoTopic(mask)) return true;
+    }
+    return false;
   }
 
   /** An announcement: fails the routed calls to a client that left (and to its secondaries). */
@@ -532,3 +555,15 @@ export class RpcClient {
 }
 
 const NOTIFICATION_HEADER = Buffer.from([RpcType.Notification]);
+const INFO_SEGMENTS = BROKER_INFO_TOPIC.split('/');
+
+/** Whether a subscription mask takes `.broker/info` (PROTOCOL.md 6.6: `+` one segment, `#` the rest). */
+function matchesInfoTopic(mask: string): boolean {
+  const m = mask.split('/');
+  const t = INFO_SEGMENTS;
+  for (let i = 0; i < m.length; i++) {
+    if (m[i] === '#') return t.length > i;
+    if (i >= t.length || (m[i] !== '+' && m[i] !== t[i])) return false;
+  }
+  return m.length === t.length;
+}
