@@ -1,19 +1,26 @@
-// Property tests (fast-check): the frame reader, the handshake, the topic and name matchers and
-// the AAA ACLs against small reference models written from PROTOCOL.md, on generated input.
+// Property tests (fast-check): the frame reader, the frame writer, the handshake, the topic and
+// name matchers and the AAA ACLs against small reference models written from PROTOCOL.md, on
+// generated input.
 // Bounded for CI by FUZZ_RUNS (default 300 per property); `npm run fuzz` runs them much longer.
 import { describe, expect, it } from '@jest/globals';
 import fc from 'fast-check';
 import {
   aaaMapFrom,
+  BrokerFrameReader,
   BroadcastIndex,
   ClientFrameReader,
   type ClientFrameSink,
   CLIENT_HEADER_SIZE,
   encodeClientFrame,
+  Flusher,
+  FrameKind,
+  FrameWriter,
   GREETING_BYTES,
+  memoryPair,
   type Markable,
   NAME_SYMBOLS,
   Op,
+  type PayloadWriter,
   ReadError,
   ServerHandshake,
   ServerStep,
@@ -137,6 +144,103 @@ describe('property: the frame reader', () => {
         }
       }),
       params,
+    );
+  });
+});
+
+/** Payload sizes around the writer's thresholds: a slab piece, a chunk of its own, a writer's own buffer. */
+const payloadSize = fc.oneof(
+  fc.nat(200),
+  fc.integer({ min: 4090, max: 4100 }),
+  fc.integer({ min: 65530, max: 65540 }),
+  fc.integer({ min: 65541, max: 140_000 }),
+);
+
+/** A frame to write: its payload as bytes or as a writer, which may throw after writing part. */
+const writeArb = fc.record({
+  size: payloadSize,
+  byte: fc.integer({ min: 1, max: 255 }),
+  asWriter: fc.boolean(),
+  throwsAt: fc.option(fc.double({ min: 0, max: 1, noNaN: true }), { nil: null }),
+  realtime: fc.boolean(),
+});
+
+/** The payload of a generated frame: a writer that throws when asked to, or plain bytes. */
+function payloadOf(w: {
+  size: number;
+  byte: number;
+  asWriter: boolean;
+  throwsAt: number | null;
+}): PayloadWriter | Buffer {
+  if (!w.asWriter) return Buffer.alloc(w.size, w.byte);
+  return {
+    length: w.size,
+    writeTo(buf: Buffer, offset: number): void {
+      const part = w.throwsAt === null ? w.size : Math.floor(w.size * w.throwsAt);
+      buf.fill(w.byte, offset, offset + part);
+      if (w.throwsAt !== null) throw new Error('writer failed');
+    },
+  };
+}
+
+describe('property: the frame writer', () => {
+  // One side of an in-memory stream pair: what the writer hands over, read back by the other side.
+  it('writes every frame whole or not at all, in order, whatever its payload writer does', async () => {
+    await fc.assert(
+      fc.asyncProperty(fc.array(writeArb, { maxLength: 10 }), fc.boolean(), async (writes, brokerSide) => {
+        const [a, b] = memoryPair();
+        const writer = new FrameWriter(a, {
+          oneInFlight: brokerSide,
+          bufSize: 8192,
+          flusher: new Flusher(0),
+          realtimeNow: !brokerSide,
+        });
+        if (brokerSide) writer.onWriteDone = () => writer.flush();
+        const got: Buffer[] = [];
+        const client = new ClientFrameReader({
+          onFrame: (_id, _flags, buf, start, end) => got.push(Buffer.from(buf.subarray(start, end))) > 0,
+        });
+        const broker = new BrokerFrameReader({
+          onAck: () => undefined,
+          onData: (_kind, _rt, body) => void got.push(Buffer.from(body)),
+        });
+        const expected: Buffer[] = [];
+        const sender = Buffer.from('s.x\0');
+        const topic = Buffer.from('t/y\0');
+        const head = Buffer.from('h:');
+        for (const w of writes) {
+          const p = payloadOf(w);
+          let threw = false;
+          try {
+            if (brokerSide) writer.dataFrame(FrameKind.Publish, sender, topic, head, p, w.realtime);
+            else writer.clientFrame(1, Op.Message, Buffer.from('t.z'), null, head, p, w.realtime);
+          } catch {
+            threw = true;
+          }
+          expect(threw).toBe(w.asWriter && w.throwsAt !== null);
+          const data = Buffer.alloc(w.size, w.byte);
+          if (!threw)
+            expected.push(Buffer.concat(brokerSide ? [sender, topic, head, data] : [Buffer.from('t.z\0'), head, data]));
+        }
+        // A marker frame last: once it arrives, everything before it has.
+        const marker = Buffer.from('marker');
+        if (brokerSide) writer.dataFrame(FrameKind.Message, sender, null, marker, null, false);
+        else writer.clientFrame(2, Op.Message, Buffer.from('m'), null, null, marker, false);
+        writer.flush();
+        await new Promise<void>((resolve, reject) => {
+          b.on('data', (chunk: Buffer) => {
+            const r = brokerSide ? broker.push(chunk) : client.push(chunk);
+            if (r !== ReadError.None) reject(new Error(`the stream broke: ${r}`));
+            else if (got.length === expected.length + 1) resolve();
+          });
+        });
+        expect(got.length).toBe(expected.length + 1);
+        got.slice(0, -1).forEach((g, i) => expect(g.equals(expected[i])).toBe(true));
+        expect(writer.heldBytes).toBe(0);
+        a.destroy();
+        b.destroy();
+      }),
+      { numRuns: Math.max(20, Math.round(RUNS / 3)) },
     );
   });
 });

@@ -5,33 +5,13 @@ import { writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { Daemon } from './support/procs.js';
 import { clientFrame, RawPeer, tmpSocket } from './support/raw.js';
+import { httpOf, scrape } from './support/scrape.js';
 
 const peers: RawPeer[] = [];
 afterEach(async () => {
   for (const p of peers.splice(0)) p.close();
   await Daemon.killAll();
 });
-
-/** The monitoring address busrtd logged. */
-function httpOf(d: Daemon): string {
-  const m = /monitoring on (http:\/\/\S+)\//.exec(d.stderr);
-  if (m === null) throw new Error(`no monitoring line in:\n${d.stderr}`);
-  return m[1];
-}
-
-/** Scrapes /metrics into a map of `name{labels}` -> value (comment lines left out). */
-async function scrape(base: string, init: RequestInit = {}): Promise<Map<string, number>> {
-  const r = await fetch(`${base}/metrics`, init);
-  expect(r.status).toBe(200);
-  expect(r.headers.get('content-type')).toMatch(/^text\/plain/);
-  const out = new Map<string, number>();
-  for (const line of (await r.text()).split('\n')) {
-    if (line === '' || line.startsWith('#')) continue;
-    const cut = line.lastIndexOf(' ');
-    out.set(line.slice(0, cut), Number(line.slice(cut + 1)));
-  }
-  return out;
-}
 
 async function register(path: string, name: string): Promise<RawPeer> {
   const p = await RawPeer.register(path, name);

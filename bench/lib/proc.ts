@@ -153,10 +153,17 @@ export class Child {
 /** Children still running, ended on the way out. */
 const running = new Set<Child>();
 
-/** Runs a node script as a child with an IPC channel. */
-export function node(script: string, args: string[] = [], nodeFlags: string[] = []): Child {
+/**
+ * Runs a node script as a child with an IPC channel; with `nofile`, under that limit of open
+ * files (set by the shell that then becomes node: a process may raise it up to its hard limit).
+ */
+export function node(script: string, args: string[] = [], nodeFlags: string[] = [], nofile?: number): Child {
+  const argv = [...nodeFlags, script, ...args];
+  const stdio: ('ignore' | 'pipe' | 'ipc')[] = ['ignore', 'pipe', 'pipe', 'ipc'];
   const child = new Child(
-    spawn(process.execPath, [...nodeFlags, script, ...args], { stdio: ['ignore', 'pipe', 'pipe', 'ipc'] }),
+    nofile === undefined
+      ? spawn(process.execPath, argv, { stdio })
+      : spawn('sh', ['-c', `ulimit -n ${nofile} && exec "$0" "$@"`, process.execPath, ...argv], { stdio }),
   );
   running.add(child);
   child.proc.once('exit', () => running.delete(child));
@@ -164,8 +171,8 @@ export function node(script: string, args: string[] = [], nodeFlags: string[] = 
 }
 
 /** Runs a bench worker (`bench/workers/<name>`) with a JSON config as its argument. */
-export function worker(name: string, config: object): Child {
-  return node(workerScript(name), [JSON.stringify(config)], extraFlags);
+export function worker(name: string, config: object, nofile?: number): Child {
+  return node(workerScript(name), [JSON.stringify(config)], extraFlags, nofile);
 }
 
 /** Ends every child this process started (by pid). */
@@ -206,11 +213,11 @@ export function nodeFlags(flags: string[]): void {
   extraFlags = flags;
 }
 
-/** Starts busrtd on a UNIX socket and a TCP port of loopback. */
-export async function busrtd(unix: string, extra: string[] = []): Promise<Busrtd> {
+/** Starts busrtd on a UNIX socket and a TCP port of loopback (`-t 30` unless `extra` says). */
+export async function busrtd(unix: string, extra: string[] = [], nofile?: number): Promise<Busrtd> {
   const flags = [...BUSRTD_FLAGS, ...extraFlags];
   if (profileDir !== null) flags.push('--cpu-prof', '--cpu-prof-dir', profileDir);
-  const child = node(BUSRTD, ['-B', unix, '-B', '127.0.0.1:0', '-t', '30', ...extra], [...new Set(flags)]);
+  const child = node(BUSRTD, ['-B', unix, '-B', '127.0.0.1:0', '-t', '30', ...extra], [...new Set(flags)], nofile);
   await child.ready(/ started, pid /);
   const m = /listening on (\S+) \(tcp\)/.exec(child.err) as RegExpExecArray;
   const listening = [...child.err.matchAll(/listening on (\S+) \((\w+)\)/g)].map((x) => x[1] as string);

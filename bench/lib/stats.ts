@@ -46,3 +46,70 @@ export function kib(n: number): string {
 export function times(n: number): string {
   return Number.isFinite(n) ? `${n.toFixed(2)}x` : '-';
 }
+
+/**
+ * Latency samples (µs) counted in log-linear buckets: 32 per power of two, so a percentile is
+ * within about 3% of the sample. Counts of several processes add up (`merge`), and a snapshot
+ * travels over IPC as a plain object of the buckets in use.
+ */
+export class Histogram {
+  private counts = new Map<number, number>();
+  count = 0;
+  max = 0;
+
+  add(us: number): void {
+    const b = bucketOf(us);
+    this.counts.set(b, (this.counts.get(b) ?? 0) + 1);
+    this.count++;
+    if (us > this.max) this.max = us;
+  }
+
+  /** The buckets in use, for IPC. */
+  toJSON(): { buckets: [number, number][]; max: number } {
+    return { buckets: [...this.counts], max: this.max };
+  }
+
+  /** Adds the counts of another histogram (or its JSON). */
+  merge(o: Histogram | { buckets: [number, number][]; max: number }): void {
+    const buckets = o instanceof Histogram ? [...o.counts] : o.buckets;
+    for (const [b, n] of buckets) {
+      this.counts.set(b, (this.counts.get(b) ?? 0) + n);
+      this.count += n;
+    }
+    if (o.max > this.max) this.max = o.max;
+  }
+
+  /** The given percentiles (0-100): the upper edge of the bucket holding that rank. */
+  percentiles(ps: readonly number[]): number[] {
+    const sorted = [...this.counts].sort((a, b) => a[0] - b[0]);
+    return ps.map((p) => {
+      if (this.count === 0) return NaN;
+      if (p >= 100) return this.max;
+      const rank = Math.max(1, Math.ceil((p / 100) * this.count));
+      let seen = 0;
+      for (const [b, n] of sorted) {
+        seen += n;
+        if (seen >= rank) return Math.min(upperOf(b), this.max);
+      }
+      return this.max;
+    });
+  }
+}
+
+const SUB = 32;
+
+/** The bucket of a value: values below SUB have their own; above, SUB per power of two. */
+function bucketOf(v: number): number {
+  const x = Math.max(0, Math.floor(v));
+  if (x < SUB) return x;
+  const e = Math.floor(Math.log2(x)) - 5; // 2^(e+5) <= x < 2^(e+6): SUB buckets of 2^e each
+  return SUB * e + Math.floor(x / 2 ** e);
+}
+
+/** The upper edge of a bucket. */
+function upperOf(b: number): number {
+  if (b < SUB) return b + 1;
+  const e = Math.floor(b / SUB) - 1;
+  const m = b - SUB * e;
+  return (m + 1) * 2 ** e;
+}

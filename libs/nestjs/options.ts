@@ -31,9 +31,12 @@ export interface BusrtModuleOptions {
    * no progress for the timeout is dropped. False: upstream's rule, dropped as soon as it is full.
    */
   flowControl?: boolean;
-  /** Bytes of partly received frames held for all clients together (default 512 MiB). */
+  /**
+   * Bytes of frames held for all clients together, partly received and queued to be written
+   * (default 512 MiB); while it is exceeded, the client holding the most is closed.
+   */
   frameMemory?: number;
-  /** Bytes of a partly received frame one client may hold (default 256 MiB). */
+  /** Bytes of frames one client may hold, its partly received frame and its queue (default 256 MiB). */
   frameMemoryPerClient?: number;
   /** A client registering a taken name replaces the old one instead of being refused. Default false. */
   forceRegister?: boolean;

@@ -60,7 +60,7 @@ export interface BusrtdOptions {
   binds: BindOptions[];
   pidFile: string | null;
   queueSize: number;
-  /** Bytes of partly received frames for all clients, and per client. */
+  /** Bytes of frames held (partly received and queued) for all clients, and per client. */
   frameMemory: number;
   frameMemoryPerClient: number;
   forceRegister: boolean;
@@ -103,8 +103,9 @@ Options:
       --queue-size <frames>     per-client outgoing queue (default ${DEFAULT_QUEUE_SIZE}); a full one
                                 pauses the clients sending to it
       --no-flow-control         drop a client as soon as its queue is full instead
-      --frame-memory <bytes>    bytes of partly received frames held for all clients
-                                (default ${DEFAULT_FRAME_MEMORY}); a client going over is closed
+      --frame-memory <bytes>    bytes of frames held for all clients, partly received or
+                                queued (default ${DEFAULT_FRAME_MEMORY}); when it is exceeded,
+                                the client holding the most is closed
       --frame-memory-per-client <bytes>
                                 the same for one client (default ${DEFAULT_FRAME_MEMORY_PER_CLIENT})
       --payload-size-limit <n>  close connections sending a larger frame payload (default: none)

@@ -64,11 +64,16 @@ export interface BrokerOptions {
   /** Receives registrations, drops, denials and errors. */
   logger?: BrokerLogger;
   /**
-   * Bytes of partly received frames the broker holds for all connections together (default
-   * 512 MiB): a connection whose next chunk would go over it is closed. Upstream has no bound.
+   * Bytes of frames the broker holds for all connections together (default 512 MiB): partly
+   * received frames and frames queued to be written (a payload queued for several clients counts
+   * once). When it is exceeded, the connection holding the most is closed. Upstream has no bound.
    */
   frameMemory?: number;
-  /** Bytes of a partly received frame one connection may hold (default 256 MiB). */
+  /**
+   * Bytes of frames one connection may hold (default 256 MiB): its partly received frame and
+   * the frames queued for it. A connection over it is closed: a frame larger than this cannot be
+   * received, and a client that does not read cannot make the broker keep more for it.
+   */
   frameMemoryPerClient?: number;
   /**
    * Runs a full garbage collection, after a client was cut for holding too much: its frame's
@@ -80,14 +85,30 @@ export interface BrokerOptions {
   observer?: BrokerObserver | null;
 }
 
-/** Default bound of the bytes of partly received frames, for the whole broker. */
+/** Default bound of the bytes of frames the broker holds, for the whole broker. */
 export const DEFAULT_FRAME_MEMORY = 512 * 1024 * 1024;
-/** Default bound of the bytes of a partly received frame, per connection. */
+/** Default bound of the bytes of frames the broker holds for one connection. */
 export const DEFAULT_FRAME_MEMORY_PER_CLIENT = 256 * 1024 * 1024;
 
+/** A connection whose frames count against the {@link FrameMemory} budget. */
+export interface MemoryHolder {
+  /** Bytes only it holds: its partly received frame and the output copied for it. */
+  own: number;
+  /** Every byte it holds, payloads it shares with other queues included: its share. */
+  share: number;
+  /** Closes it for going over a bound (`reason` says which). */
+  evict(reason: string): void;
+}
+
 /**
- * The bytes held in partly received frames, over every connection, and their bounds. A frame's
- * buffer grows with the data that arrived, so this counts memory actually held, not announced.
+ * The bytes of frames the broker holds over every connection (partly received, and queued to be
+ * written), and their bounds. A frame's buffer grows with the data that arrived, so this counts
+ * memory actually held, not announced. A payload queued by reference for several clients
+ * counts in each one's share but once for the broker, by the size of the buffer it pins.
+ *
+ * Connections report what they hold as it changes; the bounds are enforced once the current
+ * read is handled (a microtask later), so a sink never closes a client inside the routing loop:
+ * a client over its share is closed, and while the whole is over, the client holding the most.
  */
 export class FrameMemory {
   /** Bytes held now. */
@@ -96,6 +117,10 @@ export class FrameMemory {
   refusals = 0;
 
   private collecting = false;
+  private enforcing = false;
+  private readonly holders = new Set<MemoryHolder>();
+  /** Buffers queued by reference, by the memory they pin, with the number of queues holding them. */
+  private readonly pinned = new Map<ArrayBufferLike, number>();
 
   constructor(
     readonly total: number,
@@ -111,6 +136,61 @@ export class FrameMemory {
     }
   }
 
+  /** A connection starts to count. */
+  attach(h: MemoryHolder): void {
+    this.holders.add(h);
+  }
+
+  /** A connection is gone: what it held on its own no longer counts. */
+  detach(h: MemoryHolder): void {
+    if (!this.holders.delete(h)) return;
+    this.used -= h.own;
+    h.own = 0;
+    h.share = 0;
+  }
+
+  /**
+   * A connection now holds `own` bytes of its own and `share` in all. Returns true when that is
+   * over its share (it will be closed once the current read is handled).
+   */
+  update(h: MemoryHolder, own: number, share: number): boolean {
+    this.used += own - h.own;
+    h.own = own;
+    h.share = share;
+    if (share > this.perClient) {
+      this.enforceSoon();
+      return true;
+    }
+    if (this.used > this.total) this.enforceSoon();
+    return false;
+  }
+
+  /** A queue holds `chunk` by reference: the buffer behind it counts once, however many hold it. */
+  hold(chunk: Buffer): void {
+    const ab = chunk.buffer;
+    const n = this.pinned.get(ab);
+    if (n !== undefined) {
+      this.pinned.set(ab, n + 1);
+      return;
+    }
+    this.pinned.set(ab, 1);
+    this.used += ab.byteLength;
+    if (this.used > this.total) this.enforceSoon();
+  }
+
+  /** A queue is done with `chunk`. */
+  release(chunk: Buffer): void {
+    const ab = chunk.buffer;
+    const n = this.pinned.get(ab);
+    if (n === undefined) return;
+    if (n > 1) {
+      this.pinned.set(ab, n - 1);
+      return;
+    }
+    this.pinned.delete(ab);
+    this.used -= ab.byteLength;
+  }
+
   /** Collects garbage once this turn is over (a burst of cuts collects once). */
   collectSoon(): void {
     const collect = this.collect;
@@ -122,18 +202,40 @@ export class FrameMemory {
     });
   }
 
-  /**
-   * A connection's holding changed from `before` to `after` bytes: accounts for it and returns
-   * why it must be closed, or null when it stays within the bounds.
-   */
-  change(before: number, after: number): string | null {
-    this.used += after - before;
-    if (after <= before) return null;
-    if (after > this.perClient) return `a partly received frame over ${this.perClient} bytes (frameMemoryPerClient)`;
-    if (this.used > this.total) {
-      return `partly received frames of all clients over ${this.total} bytes (frameMemory)`;
+  /** Closes `h` at once, for holding more than its share. */
+  evictNow(h: MemoryHolder): void {
+    this.evict(h, this.perClientReason(h));
+  }
+
+  private perClientReason(h: MemoryHolder): string {
+    return `holds ${h.share} bytes of frames, over ${this.perClient} (frameMemoryPerClient)`;
+  }
+
+  private enforceSoon(): void {
+    if (this.enforcing) return;
+    this.enforcing = true;
+    queueMicrotask(this.enforce);
+  }
+
+  private readonly enforce = (): void => {
+    this.enforcing = false;
+    for (const h of this.holders) if (h.share > this.perClient) this.evict(h, this.perClientReason(h));
+    while (this.used > this.total) {
+      let most: MemoryHolder | null = null;
+      for (const h of this.holders) if (most === null || h.share > most.share) most = h;
+      if (most === null || most.share === 0) break;
+      this.evict(
+        most,
+        `the broker holds ${this.used} bytes of frames, over ${this.total} (frameMemory), this client the most (${most.share})`,
+      );
     }
-    return null;
+  };
+
+  private evict(h: MemoryHolder, reason: string): void {
+    this.refusals++;
+    this.detach(h);
+    h.evict(reason);
+    this.collectSoon();
   }
 }
 

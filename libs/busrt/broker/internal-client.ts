@@ -14,7 +14,7 @@ import {
   payloadBytes,
   QoS,
 } from '../protocol/index.js';
-import { settleOp } from '../protocol/index.js';
+import { settleOp, SubscriptionCounts } from '../protocol/index.js';
 import type { BrokerCore } from './core.js';
 import { ClientEntry, type ClientSink, Push, type RoomWaiter } from './entry.js';
 import { ACK_LATER } from './link.js';
@@ -37,6 +37,7 @@ export class InternalClient implements BusClient, ClientSink {
   private readonly disconnectHandlers: DisconnectHandler[] = [];
   private readonly roomWaiters = new Set<RoomWaiter>();
   private secondaryCounter = 0;
+  private readonly subs = new SubscriptionCounts();
   private isConnected = true;
   /** Messages to names of other brokers whose ACK comes later, by op id (see `BrokerLink`). */
   private readonly later = new Map<number, AckHandler>();
@@ -61,6 +62,11 @@ export class InternalClient implements BusClient, ClientSink {
 
   get connected(): boolean {
     return this.isConnected;
+  }
+
+  /** The masks subscribed through this client, with their subscribe counts (see {@link BusClient.subscriptions}). */
+  get subscriptions(): ReadonlyMap<string, number> {
+    return this.subs;
   }
 
   /** Registers a secondary client `<name>%%<n>` of this one. */
@@ -92,12 +98,14 @@ export class InternalClient implements BusClient, ClientSink {
     if (!this.isConnected) return this.notConnected(ack);
     const len = header.length + payload.length;
     const op = this.ackOp(qos);
-    return this.result(
-      qos,
-      this.core.routeMessage(this.entry, target, header, payload, (qos & 2) !== 0, len, op),
-      ack,
-      op,
-    );
+    let code: number;
+    try {
+      code = this.core.routeMessage(this.entry, target, header, payload, (qos & 2) !== 0, len, op);
+    } catch (e) {
+      // A payload writer failed: the receiver's queue took nothing of the frame.
+      return settleOp(e instanceof Error ? e : new Error(String(e)), ack);
+    }
+    return this.result(qos, code, ack, op);
   }
 
   sendBroadcast(mask: string, payload: Uint8Array, qos: QoS = QoS.Processed): Promise<void> {
@@ -130,6 +138,7 @@ export class InternalClient implements BusClient, ClientSink {
   subscribeBulk(topics: readonly string[], qos: QoS = QoS.Processed): Promise<void> {
     if (!this.isConnected) return this.notConnected();
     this.countListOp(Op.Subscribe, topics);
+    this.subs.subscribed(topics);
     // In-process clients have no AAA rules, so nothing can be denied here.
     this.core.subscribe(this.entry, topics, -1, (qos & 2) !== 0);
     return RESOLVED;
@@ -142,6 +151,7 @@ export class InternalClient implements BusClient, ClientSink {
   unsubscribeBulk(topics: readonly string[], _qos: QoS = QoS.Processed): Promise<void> {
     if (!this.isConnected) return this.notConnected();
     this.countListOp(Op.Unsubscribe, topics);
+    this.subs.unsubscribed(topics);
     this.core.unsubscribe(this.entry, topics);
     return RESOLVED;
   }

@@ -19,6 +19,7 @@ import {
   ReadError,
   SECONDARY_SEP,
   settleOp,
+  SubscriptionCounts,
 } from '../protocol/index.js';
 import { type ByteSink, type ClientTlsOptions, FrameWriter, openStream, TURN_FLUSHER } from '../transport/index.js';
 
@@ -94,13 +95,16 @@ function handshake(stream: ClientStream, name: string, timeoutMs: number): Promi
     return Promise.reject(e as Error);
   }
   return new Promise((resolve, reject) => {
+    let over = false;
     const fail = (e: Error): void => {
+      if (over) return;
       cleanup();
       stream.destroy();
       reject(e);
     };
+    // Decided after the poll phase, as every deadline of the client: the answer may be waiting.
     const timer = setTimeout(
-      () => fail(BusError.timeout(`handshake with the broker timed out after ${timeoutMs} ms`)),
+      () => setImmediate(() => fail(BusError.timeout(`handshake with the broker timed out after ${timeoutMs} ms`))),
       timeoutMs,
     );
     const onData = (chunk: Buffer): void => {
@@ -123,6 +127,7 @@ function handshake(stream: ClientStream, name: string, timeoutMs: number): Promi
       );
     const onError = (e: Error): void => fail(BusError.io(`cannot connect to the broker: ${e.message}`));
     const cleanup = (): void => {
+      over = true;
       clearTimeout(timer);
       stream.off('data', onData);
       stream.off('close', onClose);
@@ -156,6 +161,7 @@ export class SocketClient implements BusClient, BrokerFrameSink {
   private readonly timers: NodeJS.Timeout[] = [];
   private drainWait: Promise<void> | null = null;
   private secondaryCounter = 0;
+  private readonly subs = new SubscriptionCounts();
 
   private readonly writer: FrameWriter;
   private readonly names = new Map<string, Buffer>();
@@ -188,9 +194,14 @@ export class SocketClient implements BusClient, BrokerFrameSink {
     }
     const dead = setInterval(
       () => {
-        if (Date.now() - this.lastData > options.deadAfterMs) {
-          this.lost(BusError.timeout(`no data from the broker for ${options.deadAfterMs} ms`));
-        }
+        // Seen from a timer: after a stall of this process's event loop, timers run before the
+        // socket is read, so keep-alives that arrived meanwhile are still waiting. Decide after the
+        // poll phase; a client that stopped reading (nobody takes its frames) is not waiting for data.
+        if (!this.silentTooLong()) return;
+        setImmediate(() => {
+          if (this.silentTooLong())
+            this.lost(BusError.timeout(`no data from the broker for ${options.deadAfterMs} ms`));
+        });
       },
       Math.max(100, options.deadAfterMs / 4),
     );
@@ -235,6 +246,11 @@ export class SocketClient implements BusClient, BrokerFrameSink {
 
   get connected(): boolean {
     return this.isConnected;
+  }
+
+  /** The masks subscribed through this client, with their subscribe counts (see {@link BusClient.subscriptions}). */
+  get subscriptions(): ReadonlyMap<string, number> {
+    return this.subs;
   }
 
   /** The broker address this client is connected to. */
@@ -285,15 +301,17 @@ export class SocketClient implements BusClient, BrokerFrameSink {
   }
 
   subscribe(topic: string, qos: QoS = QoS.Processed): Promise<void> {
-    return this.listOp(Op.Subscribe, [topic], qos);
+    return this.subscribeBulk([topic], qos);
   }
   subscribeBulk(topics: readonly string[], qos: QoS = QoS.Processed): Promise<void> {
+    if (this.isConnected) this.subs.subscribed(topics);
     return this.listOp(Op.Subscribe, topics, qos);
   }
   unsubscribe(topic: string, qos: QoS = QoS.Processed): Promise<void> {
-    return this.listOp(Op.Unsubscribe, [topic], qos);
+    return this.unsubscribeBulk([topic], qos);
   }
   unsubscribeBulk(topics: readonly string[], qos: QoS = QoS.Processed): Promise<void> {
+    this.subs.unsubscribed(topics);
     return this.listOp(Op.Unsubscribe, topics, qos);
   }
   exclude(topic: string, qos: QoS = QoS.Processed): Promise<void> {
@@ -384,7 +402,12 @@ export class SocketClient implements BusClient, BrokerFrameSink {
   ): Promise<void> {
     if (!this.isConnected) return this.notConnected(ack);
     const id = this.nextOpId();
-    this.writer.clientFrame(id, op | (qos << 6), this.nameBytes(target), receiver, header, payload, (qos & 2) !== 0);
+    try {
+      this.writer.clientFrame(id, op | (qos << 6), this.nameBytes(target), receiver, header, payload, (qos & 2) !== 0);
+    } catch (e) {
+      // A payload writer failed: the writer queued nothing of the frame, the stream is intact.
+      return settleOp(e instanceof Error ? e : new Error(String(e)), ack);
+    }
     return this.after(qos, id, ack);
   }
 
@@ -471,6 +494,12 @@ export class SocketClient implements BusClient, BrokerFrameSink {
       this.paused = true;
       this.socket.pause();
     }
+  }
+
+  /** Nothing came from the broker for longer than deadAfterMs while this client was reading. */
+  private silentTooLong(): boolean {
+    if (this.paused) this.lastData = Date.now();
+    return Date.now() - this.lastData > this.options.deadAfterMs;
   }
 
   private take(): Frame {

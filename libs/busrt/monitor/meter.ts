@@ -39,6 +39,7 @@ export type DisconnectCause =
   | 'forced'
   | 'replaced'
   | 'primary_left'
+  | 'memory_budget'
   | 'other';
 
 /**
@@ -59,6 +60,7 @@ export function disconnectCause(reason: string): DisconnectCause {
   if (reason === 'force-disconnected') return 'forced';
   if (reason.startsWith('replaced by')) return 'replaced';
   if (reason === 'its primary client left') return 'primary_left';
+  if (reason.startsWith('memory budget')) return 'memory_budget';
   return 'other';
 }
 

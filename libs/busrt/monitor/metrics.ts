@@ -234,6 +234,21 @@ export async function buildRegistry(broker: Broker, meter: BrokerMeter, topClien
   counter('busrt_slow_consumers_dropped_total', 'Clients dropped because their queue stayed full.', [], (set) =>
     set({}, meter.slowConsumersDropped),
   );
+  gauge(
+    'busrt_frame_memory_bytes',
+    'Bytes of frames the broker holds: partly received, and queued to clients (a payload queued for several counts once).',
+    [],
+    (set) => set({}, broker.core.frameMemory.used),
+  );
+  gauge('busrt_frame_memory_limit_bytes', 'The bound of busrt_frame_memory_bytes (frameMemory).', [], (set) =>
+    set({}, broker.core.frameMemory.total),
+  );
+  counter(
+    'busrt_memory_budget_closed_total',
+    'Connections closed for holding more frame bytes than their share, or the most while the whole was over.',
+    [],
+    (set) => set({}, broker.core.frameMemory.refusals),
+  );
   counter(
     'busrt_flow_control_pauses_total',
     'Times a sender stopped being read because a receiver queue was full (flow control).',
@@ -242,7 +257,7 @@ export async function buildRegistry(broker: Broker, meter: BrokerMeter, topClien
   );
   counter(
     'busrt_disconnects_total',
-    'Clients that went away, by listener and cause (closed, payload_limit, timeout, slow_consumer, ...).',
+    'Clients that went away, by listener and cause (closed, payload_limit, timeout, slow_consumer, memory_budget, ...).',
     ['listener', 'reason'],
     (set) => {
       for (const c of each.values()) for (const [reason, v] of c.disconnects) set({ listener: c.listener, reason }, v);

@@ -34,6 +34,24 @@ export class Frame {
   }
 }
 
+/**
+ * The topic masks a client subscribed through its own calls, each with the number of `subscribe`
+ * calls since it was last unsubscribed (the broker keeps one subscription per mask: one
+ * `unsubscribe` ends it whatever the count). `.broker/warn`, which the broker subscribes every
+ * client to, is not listed.
+ */
+export class SubscriptionCounts extends Map<string, number> {
+  /** Counts a subscribe of `topics`. */
+  subscribed(topics: readonly string[]): void {
+    for (const t of topics) this.set(t, (this.get(t) ?? 0) + 1);
+  }
+
+  /** Forgets `topics` (an unsubscribe). */
+  unsubscribed(topics: readonly string[]): void {
+    for (const t of topics) this.delete(t);
+  }
+}
+
 /** Receives a client's incoming frames. */
 export type FrameHandler = (frame: Frame) => void;
 /** Told once when a client's connection ends; `error` is set when it did not end on request. */
@@ -70,6 +88,11 @@ export interface BusClient {
   readonly timeoutMs: number;
   /** True until the connection ends. */
   readonly connected: boolean;
+  /**
+   * The masks subscribed through this client, with the number of `subscribe` calls since each
+   * was last unsubscribed (see {@link SubscriptionCounts}); optional for other implementations.
+   */
+  readonly subscriptions?: ReadonlyMap<string, number>;
 
   /** One-to-one message. */
   send(target: string, payload: Uint8Array, qos?: QoS): Promise<void>;

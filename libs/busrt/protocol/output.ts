@@ -2,6 +2,13 @@
 export const SLAB_SIZE = 65536;
 /** Written-out slabs kept for reuse by one connection. */
 const SPARES = 4;
+/**
+ * The first slab of a connection: small, from Node's shared buffer pool. Most connections that
+ * come and go write a few ACKs and keep-alives; a 64 KiB slab each would be memory outside the
+ * heap that only a full collection gives back, so churn would grow the process between
+ * collections. A connection that writes more moves on to full slabs at its first larger write.
+ */
+const FIRST_SLAB_SIZE = 2048;
 
 /**
  * The output memory of one connection. Frames are written into a slab; what was written since the
@@ -14,7 +21,7 @@ const SPARES = 4;
  */
 export class OutputSlabs {
   /** The slab being written into, from {@link pos}. */
-  slab: Buffer = Buffer.allocUnsafe(SLAB_SIZE);
+  slab: Buffer = Buffer.allocUnsafe(FIRST_SLAB_SIZE);
   pos = 0;
   /** Chunks cut so far. */
   cuts = 0;
@@ -44,6 +51,11 @@ export class OutputSlabs {
     this.slab = next ?? Buffer.allocUnsafe(Math.max(SLAB_SIZE, n));
     this.pos = 0;
     this.from = 0;
+  }
+
+  /** Bytes written since the last cut (not yet handed to `onChunk`). */
+  get uncut(): number {
+    return this.pos - this.from;
   }
 
   /** Hands what was written since the last cut to `onChunk`. */

@@ -12,7 +12,7 @@ export const RpcErrorCode = {
   Internal: -32603,
   /** An unknown or expired cursor (upstream's `RpcError::not_found`). */
   NotFound: -32001,
-  /** The replica that held the call left the bus before answering. */
+  /** The target (a replica, any client) left the bus before answering; the call may have run. */
   InstanceLost: -32002,
   /** The base of bus codes: a bus code c is `-32000 - c`. */
   BusBase: -32000,
@@ -124,8 +124,8 @@ export class MethodNotFoundError extends condition(RpcErrorCode.MethodNotFound, 
 export class InvalidParamsError extends condition(RpcErrorCode.InvalidParams, 'invalid method params') {}
 /** -32001: the cursor is unknown, finished and cleaned, or expired. */
 export class CursorNotFoundError extends condition(RpcErrorCode.NotFound, 'cursor not found') {}
-/** -32002: the replica that held the call left the bus before it answered (the call may have run). */
-export class InstanceLostError extends condition(RpcErrorCode.InstanceLost, 'the service instance left the bus') {}
+/** -32002: the target (a replica, any client) left the bus before it answered (the call may have run). */
+export class InstanceLostError extends condition(RpcErrorCode.InstanceLost, 'the target left the bus') {}
 /** -32113: the target is not registered on the bus. */
 export class NotRegisteredError extends condition(RpcErrorCode.NotRegistered, 'target not registered') {}
 /** -32115: not connected to the bus (never connected, lost, or closed). Every client reports this class. */

@@ -1,6 +1,6 @@
 import { isAscii } from 'node:buffer';
 import { Decoder, decodeMulti, Encoder } from '@msgpack/msgpack';
-import { payloadBytes, type PayloadWriter } from '../protocol/index.js';
+import { BROKER_INFO_TOPIC, BROKER_NAME, type Frame, payloadBytes, type PayloadWriter } from '../protocol/index.js';
 
 // One encoder and decoder for the process: building one per value costs more than the work.
 const encoder = new Encoder({ useBigInt64: true });
@@ -187,4 +187,27 @@ export function unpackMsgpack<T = unknown>(buf: Uint8Array): T {
     for (const v of decodeMulti(buf, { useBigInt64: false })) return v as T;
     throw e;
   }
+}
+
+/** A client's registration or unregistration, as the broker announces it on `.broker/info`. */
+export interface Announcement {
+  readonly subject: 'reg' | 'unreg';
+  /** The primary client name. */
+  readonly name: string;
+}
+
+/**
+ * The announcement a frame carries: a publication on `.broker/info` from `.broker` whose payload
+ * is `{ s: 'reg' | 'unreg', d: name }`; null for any other frame (anyone may publish there).
+ */
+export function readAnnouncement(frame: Frame): Announcement | null {
+  if (frame.topic !== BROKER_INFO_TOPIC || frame.sender !== BROKER_NAME) return null;
+  let a: { s?: unknown; d?: unknown };
+  try {
+    a = unpackMsgpack(frame.payload);
+  } catch {
+    return null;
+  }
+  if (typeof a !== 'object' || a === null || typeof a.d !== 'string') return null;
+  return a.s === 'reg' || a.s === 'unreg' ? { subject: a.s, name: a.d } : null;
 }

@@ -1,6 +1,6 @@
 import { BROKER_INFO_TOPIC, BROKER_NAME, type Frame, type Payload, payloadBytes } from '../protocol/index.js';
 import { InstanceLostError, NotRegisteredError } from './errors.js';
-import { packMsgpack, unpackMsgpack } from './msgpack.js';
+import { packMsgpack, readAnnouncement, unpackMsgpack } from './msgpack.js';
 import type { CallOptions, CallSink, RpcClient } from './rpc-client.js';
 
 /**
@@ -203,7 +203,7 @@ export class ReplicaDirectory {
       ...handlers,
       handleFrame: (f) => {
         // The announcements stay visible to the client's own handler too.
-        if (f.topic === BROKER_INFO_TOPIC && f.sender === BROKER_NAME) this.onInfo(f);
+        this.onInfo(f);
         return own?.call(handlers, f);
       },
     });
@@ -251,19 +251,14 @@ export class ReplicaDirectory {
   }
 
   private onInfo(f: Frame): void {
-    let a: { s?: unknown; d?: unknown };
-    try {
-      a = unpackMsgpack(f.payload);
-    } catch {
-      return;
-    }
-    if (typeof a !== 'object' || a === null || typeof a.d !== 'string') return;
-    const service = serviceOfReplica(a.d);
+    const a = readAnnouncement(f);
+    if (a === null) return;
+    const service = serviceOfReplica(a.name);
     if (service === null) return;
     const set = this.sets.get(service);
     if (set === undefined) return;
-    if (a.s === 'reg') set.add(a.d);
-    else if (a.s === 'unreg') set.remove(a.d);
+    if (a.subject === 'reg') set.add(a.name);
+    else set.remove(a.name);
   }
 }
 

@@ -1,14 +1,18 @@
 import {
   ACK_HANDLED,
   type AckHandler,
+  BROKER_INFO_TOPIC,
+  BROKER_NAME,
   BusError,
   type BusClient,
   decodeUtf8,
   type Frame,
   type Payload,
   QoS,
+  SECONDARY_SEP,
 } from '../protocol/index.js';
-import { NotConnectedError, RpcError, RpcErrorCode, TimedOutError, toRpcError } from './errors.js';
+import { InstanceLostError, NotConnectedError, RpcError, RpcErrorCode, TimedOutError, toRpcError } from './errors.js';
+import { readAnnouncement } from './msgpack.js';
 
 /** RPC payload type bytes. */
 export const RpcType = { Notification: 0x00, Request: 0x01, Reply: 0x11, Error: 0x12 } as const;
@@ -58,6 +62,17 @@ export interface RpcOptions {
   defaultQos?: QoS;
   /** Told about RPC frames that are dropped (invalid, orphaned replies) and handler failures. */
   onWarning?: (message: string) => void;
+  /**
+   * Fail a waiting call at once with {@link InstanceLostError} (-32002) when its target leaves the
+   * bus, as the broker announces on `.broker/info` (default true). The client subscribes to
+   * `.broker/info` at its first call to a target other than `.broker`, and stays subscribed: the
+   * broker keeps no count of subscriptions, so taking it back could end another's. `handleFrame`
+   * sees the announcements only when the application subscribed to them too (over a client that
+   * lists its {@link BusClient.subscriptions}; over one that does not, always). A secondary target (`svc%%1`) fails when its primary leaves (the
+   * broker drops secondaries with their primary); a secondary that leaves on its own is not
+   * announced by BUS/RT, so such a call ends only by its time limit.
+   */
+  failFast?: boolean;
 }
 
 /** Per-call options. */
@@ -84,8 +99,16 @@ export interface CallSink {
  * fails the call without a promise of its own.
  */
 class PendingCall implements AckHandler {
+  /**
+   * The broker has routed the request (its ACK arrived, or it was sent without one). An `unreg`
+   * of the target seen before that is not this call's loss: the ACK then tells (not registered,
+   * or delivered to a new holder of the name), as ACKs and announcements arrive in order.
+   */
+  routed = false;
+
   constructor(
     readonly id: number,
+    readonly target: string,
     readonly sink: CallSink,
     readonly deadline: number,
     private readonly calls: Map<number, PendingCall>,
@@ -93,6 +116,7 @@ class PendingCall implements AckHandler {
 
   acked(): void {
     // The reply settles the call.
+    this.routed = true;
   }
 
   failed(e: Error): void {
@@ -101,8 +125,31 @@ class PendingCall implements AckHandler {
 }
 
 const NOOP = (): void => undefined;
-/** Replies are not waited on: the caller may be gone by now, which is not this side's error. */
-const IGNORED: AckHandler = { acked: NOOP, failed: NOOP };
+
+/**
+ * The ACK handler of every reply. Refusals are not waited on (the caller may be gone by now,
+ * which is not this side's error); a failure reported while the reply is being sent is a payload
+ * writer that threw, which the caller must hear of: `zcSend` reports it before returning, so one
+ * handler serves every reply, read right after each send.
+ */
+class ReplyAck implements AckHandler {
+  /** Set around each send. */
+  sending = false;
+  private error: Error | null = null;
+
+  acked(): void {}
+
+  failed(e: Error): void {
+    if (this.sending) this.error = e;
+  }
+
+  /** What failed during the last send (once). */
+  take(): Error | null {
+    const e = this.error;
+    this.error = null;
+    return e;
+  }
+}
 const EMPTY = Buffer.alloc(0);
 
 class Event implements RpcEvent {
@@ -134,6 +181,7 @@ export class RpcClient {
   private callId = 0;
   private readonly pending = new Map<number, PendingCall>();
   private timer: NodeJS.Timeout | null = null;
+  private expiring = false;
   private readonly defaultTimeoutMs: number;
   private readonly defaultQos: QoS;
   private callChain: Promise<void> = Promise.resolve();
@@ -141,8 +189,13 @@ export class RpcClient {
   private frameChain: Promise<void> = Promise.resolve();
   private lastMethod: string | null = null;
   private lastHead: Buffer = Buffer.alloc(0);
+  private readonly replyAck = new ReplyAck();
   /** `11 id`, rewritten for every reply (see requestHeader). */
   private readonly replyHead: Buffer = Buffer.from([RpcType.Reply, 0, 0, 0, 0]);
+  /** Following `.broker/info` for {@link RpcOptions.failFast}: not yet, asked for, or not at all. */
+  private watch: 'no' | 'yes' | 'off';
+  /** One of the client's subscriptions to `.broker/info` is this RPC client's own. */
+  private ownInfo = false;
 
   constructor(
     readonly client: BusClient,
@@ -152,6 +205,7 @@ export class RpcClient {
     this.handlers = handlers;
     this.defaultTimeoutMs = options.defaultTimeoutMs ?? 5000;
     this.defaultQos = options.defaultQos ?? QoS.Processed;
+    this.watch = options.failFast === false ? 'off' : 'no';
     client.onFrame(this.onFrame);
     client.onDisconnect((e) => this.failAll(e ?? new NotConnectedError(null, 'disconnected from the bus')));
   }
@@ -198,7 +252,8 @@ export class RpcClient {
     const head = this.requestHeader(id, method);
     const timeoutMs = options.timeoutMs ?? this.defaultTimeoutMs;
     if (options.track !== undefined) options.track.id = id;
-    const call = new PendingCall(id, sink, timeoutMs > 0 ? Date.now() + timeoutMs : Infinity, this.pending);
+    if (this.watch !== 'off' && target !== BROKER_NAME && !this.watching()) this.watchTargets();
+    const call = new PendingCall(id, target, sink, timeoutMs > 0 ? Date.now() + timeoutMs : Infinity, this.pending);
     this.pending.set(id, call);
     if (timeoutMs > 0) this.startTimer();
     if (signal !== undefined) signal.addEventListener('abort', () => this.abandon(id), { once: true });
@@ -241,10 +296,12 @@ export class RpcClient {
   private readonly onFrame = (frame: Frame): void => {
     if (!frame.isMessage) {
       const h = this.handlers.handleFrame;
-      if (h !== undefined) {
+      if (h !== undefined && (frame.topic !== BROKER_INFO_TOPIC || this.announcementsWanted())) {
         if (this.options.blockingFrames) this.frameChain = this.frameChain.then(() => this.runFrame(h, frame));
         else void this.runFrame(h, frame);
       }
+      // After the handler: a replica directory among them fails its calls with their method named.
+      if (frame.topic === BROKER_INFO_TOPIC && this.pending.size > 0) this.onInfo(frame);
       return;
     }
     const d = frame.payload;
@@ -345,7 +402,7 @@ export class RpcClient {
   private reply(frame: Frame, id: number, result: Payload): void {
     const head = this.replyHead;
     head.writeUInt32LE(id, 1);
-    this.sendReply(frame, head, result);
+    this.sendReply(frame, head, result, id);
   }
 
   private replyError(frame: Frame, id: number, e: RpcError): void {
@@ -353,13 +410,26 @@ export class RpcClient {
     head[0] = RpcType.Error;
     head.writeUInt32LE(id, 1);
     head.writeInt16LE(e.code, 5);
-    this.sendReply(frame, head, e.data ?? EMPTY);
+    this.sendReply(frame, head, e.data ?? EMPTY, 0);
   }
 
-  private sendReply(frame: Frame, head: Buffer, payload: Payload): void {
+  private sendReply(frame: Frame, head: Buffer, payload: Payload, id: number): void {
     const qos = frame.realtime ? QoS.RealtimeProcessed : QoS.Processed;
-    const sent = this.client.zcSend(frame.sender, head, payload, qos, IGNORED);
+    const ack = this.replyAck;
+    ack.sending = true;
+    let sent: Promise<void>;
+    try {
+      sent = this.client.zcSend(frame.sender, head, payload, qos, ack);
+    } finally {
+      ack.sending = false;
+    }
     if (sent !== ACK_HANDLED) sent.then(NOOP, NOOP);
+    const e = ack.take();
+    // Not a refusal of the bus (not connected: nobody to tell) but the result's writer: the
+    // caller gets an error reply instead of waiting for an answer that was never sent.
+    if (e !== null && !(e instanceof BusError) && id !== 0) {
+      this.replyError(frame, id, new RpcError(RpcErrorCode.Internal, `the reply could not be written: ${e.message}`));
+    }
   }
 
   // ------------------------------------------------------------ bookkeeping
@@ -396,6 +466,27 @@ export class RpcClient {
   }
 
   private readonly expire = (): void => {
+    if (this.pending.size === 0) {
+      if (this.timer !== null) clearInterval(this.timer);
+      this.timer = null;
+      return;
+    }
+    const now = Date.now();
+    for (const p of this.pending.values()) {
+      if (p.deadline <= now) {
+        // After a stall of the event loop, timers run before the socket is read: replies that
+        // arrived meanwhile are still waiting. Calls time out after the poll phase.
+        if (!this.expiring) {
+          this.expiring = true;
+          setImmediate(this.expireDue);
+        }
+        return;
+      }
+    }
+  };
+
+  private readonly expireDue = (): void => {
+    this.expiring = false;
     const now = Date.now();
     for (const [id, p] of this.pending) {
       if (p.deadline <= now) {
@@ -403,11 +494,54 @@ export class RpcClient {
         p.sink.reject(new TimedOutError(null, 'RPC call timed out'));
       }
     }
-    if (this.pending.size === 0 && this.timer !== null) {
-      clearInterval(this.timer);
-      this.timer = null;
-    }
   };
+
+  /**
+   * Subscribes to `.broker/info` before the first call goes out: the broker handles one
+   * connection's frames in order, so every `unreg` after the call is routed reaches this client.
+   */
+  private watchTargets(): void {
+    this.watch = 'yes';
+    // Without a record of the client's subscriptions, this one cannot be told from the application's.
+    this.ownInfo = this.client.subscriptions !== undefined;
+    this.client.subscribe(BROKER_INFO_TOPIC).catch((e: unknown) => {
+      this.watch = 'off';
+      // Denied by the broker's rules (or the link is gone): calls end by their time limit only.
+      if (this.client.connected) this.warn(`no fail-fast calls: ${BROKER_INFO_TOPIC}: ${(e as Error).message}`);
+    });
+  }
+
+  /** Subscribed to `.broker/info` (the application may have unsubscribed it since). */
+  private watching(): boolean {
+    return this.watch === 'yes' && (this.client.subscriptions?.has(BROKER_INFO_TOPIC) ?? true);
+  }
+
+  /**
+   * Whether a publication on `.broker/info` is the application's: its own subscriptions take it,
+   * not only the one this RPC client made.
+   */
+  private announcementsWanted(): boolean {
+    const subs = this.client.subscriptions;
+    if (!this.ownInfo || subs === undefined) return true;
+    for (const [mask, n] of subs) {
+      if (mask === BROKER_INFO_TOPIC ? n > 1 : matchesInfoTopic(mask)) return true;
+    }
+    return false;
+  }
+
+  /** An announcement: fails the routed calls to a client that left (and to its secondaries). */
+  private onInfo(frame: Frame): void {
+    const a = readAnnouncement(frame);
+    if (a === null || a.subject !== 'unreg') return;
+    const gone = a.name;
+    for (const [id, p] of this.pending) {
+      const t = p.target;
+      if (!p.routed || !t.startsWith(gone)) continue;
+      if (t.length !== gone.length && !t.startsWith(SECONDARY_SEP, gone.length)) continue;
+      this.pending.delete(id);
+      p.sink.reject(new InstanceLostError(null, `${t} left the bus before answering`));
+    }
+  }
 
   private failAll(e: Error): void {
     const err = toRpcError(e);
@@ -421,3 +555,15 @@ export class RpcClient {
 }
 
 const NOTIFICATION_HEADER = Buffer.from([RpcType.Notification]);
+const INFO_SEGMENTS = BROKER_INFO_TOPIC.split('/');
+
+/** Whether a subscription mask takes `.broker/info` (PROTOCOL.md 6.6: `+` one segment, `#` the rest). */
+function matchesInfoTopic(mask: string): boolean {
+  const m = mask.split('/');
+  const t = INFO_SEGMENTS;
+  for (let i = 0; i < m.length; i++) {
+    if (m[i] === '#') return t.length > i;
+    if (i >= t.length || (m[i] !== '+' && m[i] !== t[i])) return false;
+  }
+  return m.length === t.length;
+}

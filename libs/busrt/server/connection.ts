@@ -1,6 +1,13 @@
 import type { Duplex } from 'node:stream';
 import { isUtf8 } from 'node:buffer';
-import { type BrokerCore, ClientEntry, type ClientSink, Push, type RoomWaiter } from '../broker/index.js';
+import {
+  type BrokerCore,
+  ClientEntry,
+  type ClientSink,
+  type MemoryHolder,
+  Push,
+  type RoomWaiter,
+} from '../broker/index.js';
 import {
   ClientFrameReader,
   type ClientFrameSink,
@@ -23,6 +30,15 @@ const enum State {
 }
 
 const ANSWER_OK = Buffer.from([ErrorCode.Ok]);
+
+/** A deadline the timer found passed, decided once the socket had a chance to be read. */
+const enum Overdue {
+  None,
+  Handshake,
+  Payload,
+  Read,
+  Write,
+}
 /** Bytes a connection reads before it lets the event loop turn (see `yieldTurn`). */
 const READ_YIELD_BYTES = 128 * 1024;
 const ANSWER: Record<number, Buffer> = {};
@@ -93,7 +109,7 @@ export class ConnectionSet {
  * One client connection over any duplex stream: the handshake, the frame reader feeding the
  * broker, the batched writer, keep-alives and timeouts. It is the client's {@link ClientSink}.
  */
-export class PeerConnection implements ClientSink, ClientFrameSink, RoomWaiter {
+export class PeerConnection implements ClientSink, ClientFrameSink, RoomWaiter, MemoryHolder {
   readonly internal = false;
   entry: ClientEntry | null = null;
 
@@ -102,8 +118,10 @@ export class PeerConnection implements ClientSink, ClientFrameSink, RoomWaiter {
   private reader: ClientFrameReader | null = null;
   private readonly writer: FrameWriter;
   private ending = false;
-  /** Bytes of a partly received frame, as counted in the broker's frame memory. */
-  private held = 0;
+  /** Bytes held only for this client (see MemoryHolder), as the broker's frame memory counts them. */
+  own = 0;
+  /** Every byte of frames held for this client: its partly received frame and its queue. */
+  share = 0;
 
   // Timers, counted in ticks of a quarter of the timeout.
   private ticks = 0;
@@ -118,6 +136,9 @@ export class PeerConnection implements ClientSink, ClientFrameSink, RoomWaiter {
   /** Senders paused until this client's queue has room again (made on first use). */
   private roomWaiters: Set<RoomWaiter> | null = null;
   private readSinceYield = 0;
+  private destroyTimer: NodeJS.Timeout | null = null;
+  private overdue = Overdue.None;
+  private streamClosed = false;
   private readonly plainSocket: boolean;
   private yielding = false;
 
@@ -155,22 +176,10 @@ export class PeerConnection implements ClientSink, ClientFrameSink, RoomWaiter {
         this.readFailed(r);
         return;
       }
-      // What a partly received frame holds is counted against the broker's frame memory.
-      const held = reader.held;
-      if (held !== this.held) {
-        const over = this.core.frameMemory.change(this.held, held);
-        this.held = held;
-        if (over !== null) {
-          this.core.frameMemory.refusals++;
-          this.settings.logger.warn?.(`client ${this.entry?.name} closed: ${over}`);
-          this.close(`memory budget: ${over}`);
-          // Reading on while the stream ends gracefully would take in more of what the client
-          // keeps sending: the bound is kept only if nothing more is read.
-          this.writer.closed = true;
-          this.stream.destroy();
-          this.core.frameMemory.collectSoon();
-          return;
-        }
+      // A client streaming a huge frame is cut before anything more of it is read.
+      if (this.countMemory() && this.state === State.Frames) {
+        this.core.frameMemory.evictNow(this);
+        return;
       }
       if (!this.plainSocket && (this.readSinceYield += chunk.length) >= READ_YIELD_BYTES) this.yieldTurn();
     } else if (this.hs !== null) {
@@ -279,6 +288,8 @@ export class PeerConnection implements ClientSink, ClientFrameSink, RoomWaiter {
     this.entry = entry;
     this.reader = new ClientFrameReader(this, this.settings.payloadSizeLimit ?? 0xffffffff);
     this.state = State.Frames;
+    this.core.frameMemory.attach(this);
+    this.writer.shared = this.core.frameMemory;
     this.ticks = 0;
     this.stream.write(ANSWER_OK);
     this.settings.logger.info?.(`client connected: ${name} (${this.described()})`);
@@ -315,15 +326,37 @@ export class PeerConnection implements ClientSink, ClientFrameSink, RoomWaiter {
   ): Push {
     if (this.state === State.Closed) return Push.Ok;
     const q = this.writer.queued();
-    if (q >= this.core.queueSize) {
-      // Past its size only frames a paused sender had read already, or from in-process
-      // senders, which cannot be paused, get in; up to the hard limit.
-      if (q >= this.core.queueLimit) return Push.Refused;
-      this.writer.dataFrame(kind, sender.nameNul, topicNul, d1, d2, realtime);
-      return Push.Full;
-    }
+    // Past its size only frames a paused sender had read already, or from in-process senders,
+    // which cannot be paused, get in; up to the hard limit (the size itself without flow control).
+    if (q >= this.core.queueLimit) return Push.Refused;
     this.writer.dataFrame(kind, sender.nameNul, topicNul, d1, d2, realtime);
+    this.countMemory();
     return q + 1 >= this.core.queueSize && this.core.flowControl ? Push.Full : Push.Ok;
+  }
+
+  /**
+   * Tells the broker's frame memory what this client holds now; true when that is over its share.
+   * A client over it is closed once the current read is handled (never inside the routing loop).
+   */
+  private countMemory(): boolean {
+    if (this.state !== State.Frames) return false;
+    const w = this.writer;
+    const share = (this.reader?.held ?? 0) + w.heldBytes;
+    if (share === this.share) return false;
+    return this.core.frameMemory.update(this, share - w.sharedBytes, share);
+  }
+
+  /** Closes the client for holding too much (MemoryHolder): nothing more is read or written. */
+  evict(reason: string): void {
+    if (this.state === State.Closed) return;
+    const why = `memory budget: ${reason}`;
+    this.settings.logger.warn?.(`client ${this.entry?.name} closed: ${why}`);
+    const entry = this.entry;
+    if (entry !== null && entry.registered) this.core.unregister(entry, true, why);
+    else this.close(why);
+    // Reading on while the stream ends gracefully would take in more of what the client keeps
+    // sending, and its queue is what went over: the bound holds only if both stop now.
+    this.cutOff();
   }
 
   pushAck(opId: number, code: number, realtime: boolean): void {
@@ -332,6 +365,7 @@ export class PeerConnection implements ClientSink, ClientFrameSink, RoomWaiter {
 
   /** The writer finished a write: go on with the next batch, or end the stream. */
   private readonly onWritten = (err?: Error | null): void => {
+    this.countMemory();
     if (err) return;
     if (this.ending) this.finishEnd();
     else if (this.state !== State.Closed) {
@@ -387,10 +421,7 @@ export class PeerConnection implements ClientSink, ClientFrameSink, RoomWaiter {
     if (st === State.Closed) return;
     if (st !== State.Frames) {
       // Each handshake step must complete within the timeout.
-      if (++this.ticks >= 4) {
-        this.settings.logger.warn?.(`connection ${this.described()}: handshake timeout`);
-        this.destroy();
-      }
+      if (++this.ticks >= 4) this.timedOut(Overdue.Handshake);
       return;
     }
     this.ticks++;
@@ -425,20 +456,55 @@ export class PeerConnection implements ClientSink, ClientFrameSink, RoomWaiter {
         this.lastHeaders = reader.headersSeen;
         this.payloadTicks = 1;
       } else if (++this.payloadTicks > 4) {
-        this.close('timeout reading a frame payload');
+        this.timedOut(Overdue.Payload);
         return;
       }
     } else if (this.idleTicks > 5) {
-      this.close('read timeout: no frame from the client');
+      this.timedOut(Overdue.Read);
       return;
     }
     if (writer.writing && writer.writesDone === this.lastWritesDone) {
-      if (++this.stallTicks > 4) this.close('write timeout: the client does not read');
+      if (++this.stallTicks > 4) this.timedOut(Overdue.Write);
     } else {
       this.stallTicks = 0;
       this.lastWritesDone = writer.writesDone;
     }
   }
+
+  /**
+   * A deadline passed as the timer counts. The timer runs before the poll phase of its turn of
+   * the event loop, so after a stall (a burst of work, a busy host) what the client sent meanwhile
+   * is still unread: decide after the poll phase (setImmediate), on the same counters.
+   */
+  private timedOut(what: Overdue): void {
+    if (this.overdue !== Overdue.None) return;
+    this.overdue = what;
+    setImmediate(this.decide);
+  }
+
+  private readonly decide = (): void => {
+    const what = this.overdue;
+    this.overdue = Overdue.None;
+    if (this.state === State.Closed) return;
+    if (what === Overdue.Handshake) {
+      if (this.state === State.Frames || this.ticks < 4) return;
+      this.settings.logger.warn?.(`connection ${this.described()}: handshake timeout`);
+      this.destroy();
+      return;
+    }
+    const reader = this.reader as ClientFrameReader;
+    if (what === Overdue.Payload) {
+      if (reader.awaitingPayload && reader.headersSeen === this.lastHeaders) {
+        this.close('timeout reading a frame payload');
+      }
+    } else if (what === Overdue.Read) {
+      if (!reader.awaitingPayload && reader.framesDone === this.lastFrames) {
+        this.close('read timeout: no frame from the client');
+      }
+    } else if (this.writer.writing && this.writer.writesDone === this.lastWritesDone) {
+      this.close('write timeout: the client does not read');
+    }
+  };
 
   // ------------------------------------------------------------ closing
 
@@ -459,14 +525,16 @@ export class PeerConnection implements ClientSink, ClientFrameSink, RoomWaiter {
     if (this.state === State.Closed) return;
     this.state = State.Closed;
     this.release();
-    if (reason.startsWith('queue overflow')) {
-      // It does not read; nothing buffered would get through anyway.
-      this.writer.closed = true;
-      this.writer.discard();
-      this.stream.destroy();
-    } else {
-      this.endStream();
-    }
+    // It does not read, or holds too much: nothing buffered would get through anyway.
+    if (reason.startsWith('queue overflow') || reason.startsWith('memory budget')) this.cutOff();
+    else this.endStream();
+  }
+
+  /** Drops the output and destroys the stream. */
+  private cutOff(): void {
+    this.writer.closed = true;
+    this.writer.discardAll();
+    this.stream.destroy();
   }
 
   /** Writes out what is queued (after any write in flight), then ends the stream. */
@@ -487,9 +555,21 @@ export class PeerConnection implements ClientSink, ClientFrameSink, RoomWaiter {
     this.destroyLater();
   }
 
+  /**
+   * Destroys the stream after T unless it closes by itself first. The timer holds the connection
+   * (its slab, its socket) until it fires: a stream that closed must not keep it for T, or a
+   * broker with connections coming and going at a high rate holds T seconds' worth of them.
+   */
   private destroyLater(): void {
-    setTimeout(() => this.stream.destroy(), this.settings.timeoutMs).unref();
+    if (this.destroyTimer !== null || this.streamClosed) return;
+    this.destroyTimer = setTimeout(this.destroyNow, this.settings.timeoutMs);
+    this.destroyTimer.unref();
   }
+
+  private readonly destroyNow = (): void => {
+    this.destroyTimer = null;
+    this.stream.destroy();
+  };
 
   private destroy(): void {
     this.state = State.Closed;
@@ -499,10 +579,7 @@ export class PeerConnection implements ClientSink, ClientFrameSink, RoomWaiter {
   }
 
   private release(): void {
-    if (this.held !== 0) {
-      this.core.frameMemory.change(this.held, 0);
-      this.held = 0;
-    }
+    this.core.frameMemory.detach(this);
     // The stream may live on for up to T (a graceful end, then destroyLater) and keeps this
     // connection reachable: a partly received frame must not live on with it.
     this.reader = null;
@@ -520,6 +597,11 @@ export class PeerConnection implements ClientSink, ClientFrameSink, RoomWaiter {
   };
 
   private readonly onStreamClose = (): void => {
+    this.streamClosed = true;
+    if (this.destroyTimer !== null) {
+      clearTimeout(this.destroyTimer);
+      this.destroyTimer = null;
+    }
     if (this.state !== State.Closed) this.close('connection closed by the client');
     else this.set.forget(this);
   };

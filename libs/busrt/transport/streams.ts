@@ -220,7 +220,10 @@ function opened(
   abort: () => void,
 ): Promise<void> {
   return new Promise((resolve, reject) => {
+    let settled = false;
     const done = (e?: Error): void => {
+      if (settled) return;
+      settled = true;
       clearTimeout(timer);
       emitter.off(event, onOk);
       emitter.off('error', onErr);
@@ -232,8 +235,13 @@ function opened(
     };
     const onOk = (): void => done();
     const onErr = (e: Error): void => done(BusError.io(`cannot connect to the broker: ${e.message}`));
+    // Decided after the poll phase (setImmediate): after a stall of this process's event loop the
+    // timer runs before the connection's own event, which may be waiting to be read.
     const timer = setTimeout(
-      () => done(BusError.timeout(`cannot connect to the broker at ${what}: no connection within ${timeoutMs} ms`)),
+      () =>
+        setImmediate(() =>
+          done(BusError.timeout(`cannot connect to the broker at ${what}: no connection within ${timeoutMs} ms`)),
+        ),
       timeoutMs,
     );
     emitter.once(event, onOk);

@@ -22,6 +22,17 @@ export const ZERO_COPY_MIN = 4096;
 /** Most bytes handed to the stream in one write when one write at a time is in flight. */
 const WRITE_MAX = 65536;
 
+/**
+ * Told of the chunks a writer sends by reference (payloads of ZERO_COPY_MIN bytes and more): the
+ * same buffer may sit in the queues of many writers, so a memory budget counts it once.
+ */
+export interface SharedChunks {
+  /** A writer queued `chunk`. */
+  hold(chunk: Buffer): void;
+  /** A writer is done with `chunk` (written, or dropped with the connection). */
+  release(chunk: Buffer): void;
+}
+
 /** Something with output to write out later. */
 interface Flushable {
   flush(): void;
@@ -116,12 +127,23 @@ export class FrameWriter {
   closed = false;
   /** Called when a write completes (one-in-flight mode) after the next one was started. */
   onWriteDone: ((err?: Error | null) => void) | null = null;
+  /** Told of the data frames' payloads queued by reference (the broker's memory budget). */
+  shared: SharedChunks | null = null;
 
   private readonly chunks: Buffer[] = [];
   /** For each chunk, how many frames end in it. */
   private readonly chunkFrames: number[] = [];
   /** For each chunk, the count of the last slab chunk cut by then (see OutputSlabs.written). */
   private readonly chunkCuts: number[] = [];
+  /** For each chunk, whether it is a payload sent by reference that {@link shared} holds. */
+  private readonly chunkShared: boolean[] = [];
+  /** Bytes of {@link chunks}, and of those sent by reference. */
+  private chunkBytes = 0;
+  private chunkSharedBytes = 0;
+  /** The write in flight (one-in-flight mode): its bytes, and its chunks sent by reference. */
+  private inflightBytes = 0;
+  private inflightSharedBytes = 0;
+  private readonly inflightShared: Buffer[] = [];
   private readonly out = new OutputSlabs((c) => this.queueChunk(c, this.slabFrames));
   private slabFrames = 0;
   private unflushedBytes = 0;
@@ -139,6 +161,16 @@ export class FrameWriter {
   /** Frames queued or in flight (the client's `queue` in client.list on the broker side). */
   queued(): number {
     return this.unflushedFrames + this.inflightFrames;
+  }
+
+  /** Bytes of the frames queued or in flight (every-flush mode: not yet handed to the stream). */
+  get heldBytes(): number {
+    return this.chunkBytes + this.inflightBytes + this.out.uncut;
+  }
+
+  /** Of {@link heldBytes}, those of payloads sent by reference (see {@link shared}). */
+  get sharedBytes(): number {
+    return this.chunkSharedBytes + this.inflightSharedBytes;
   }
 
   // ------------------------------------------------------------ broker → client frames
@@ -162,6 +194,10 @@ export class FrameWriter {
     const bodyLen = nameNul.length + tLen + dLen;
     const big = d2 === null || d2 instanceof Uint8Array ? (d2 ?? d1).length >= ZERO_COPY_MIN : d2.length > SLAB_SIZE;
     const copied = !big ? dLen : d2 === null ? 0 : d1.length;
+    // A frame is queued whole or not at all: a writer's bytes are made before anything of it is
+    // queued, and the slab's position moves only once the frame is complete, so a writer that
+    // throws leaves no half frame for the next one to follow (upstream's "frame guard").
+    const ref = big ? payloadBytes(d2 ?? d1) : null;
     const out = this.out;
     out.ensure(BROKER_HEADER_SIZE + nameNul.length + tLen + copied);
     const s = out.slab;
@@ -177,7 +213,7 @@ export class FrameWriter {
       }
       out.pos = p;
       out.cut();
-      this.queueChunk(payloadBytes(d2 ?? d1), 1);
+      this.queueChunk(ref as Buffer, 1, true);
     } else {
       s.set(d1, p);
       p += d1.length;
@@ -230,8 +266,12 @@ export class FrameWriter {
     const pLen = payload.length;
     const len = tLen + 1 + rLen + hLen + pLen;
     const big = payload instanceof Uint8Array ? pLen >= ZERO_COPY_MIN : pLen > SLAB_SIZE;
-    const p0 = this.reserve(CLIENT_HEADER_SIZE + tLen + 1 + rLen + hLen + (big ? 0 : pLen));
-    const s = this.out.slab;
+    // Whole or not at all, as in dataFrame: a payload writer that throws queues nothing.
+    const ref = big ? payloadBytes(payload) : null;
+    const out = this.out;
+    out.ensure(CLIENT_HEADER_SIZE + tLen + 1 + rLen + hLen + (big ? 0 : pLen));
+    const s = out.slab;
+    const p0 = out.pos;
     writeClientHeader(s, p0, opId, flags, len);
     let p = p0 + CLIENT_HEADER_SIZE;
     // Short names are copied byte by byte: cheaper than a copy call for a few bytes.
@@ -248,11 +288,13 @@ export class FrameWriter {
       p += hLen;
     }
     if (big) {
-      this.out.cut();
-      this.queueChunk(payloadBytes(payload), 1);
+      out.pos = p;
+      out.cut();
+      this.queueChunk(ref as Buffer, 1);
     } else {
       if (payload instanceof Uint8Array) s.set(payload, p);
       else payload.writeTo(s, p);
+      out.pos = p + pLen;
       this.slabFrames++;
     }
     this.queuedFrame(CLIENT_HEADER_SIZE + len, realtime);
@@ -286,12 +328,63 @@ export class FrameWriter {
     return p;
   }
 
-  /** Queues a chunk in which `frames` frames end (a slab chunk's are those written since the last cut). */
-  private queueChunk(chunk: Buffer, frames: number): void {
+  /**
+   * Queues a chunk in which `frames` frames end (a slab chunk's are those written since the last
+   * cut); `shared`: a data frame's payload sent by reference, told to {@link shared}.
+   */
+  private queueChunk(chunk: Buffer, frames: number, shared = false): void {
     this.chunks.push(chunk);
     this.chunkFrames.push(frames);
     this.chunkCuts.push(this.out.cuts);
+    this.chunkShared.push(shared);
+    this.chunkBytes += chunk.length;
+    if (shared) {
+      this.chunkSharedBytes += chunk.length;
+      this.shared?.hold(chunk);
+    }
     this.slabFrames = 0;
+  }
+
+  /** Forgets the first `n` chunks; their shared ones go to `keep` when given, else are released. */
+  private dropChunks(n: number, keep: Buffer[] | null): void {
+    const chunks = this.chunks;
+    const flags = this.chunkShared;
+    let bytes = 0;
+    let sharedBytes = 0;
+    for (let i = 0; i < n; i++) {
+      const c = chunks[i];
+      bytes += c.length;
+      if (!flags[i]) continue;
+      sharedBytes += c.length;
+      if (keep !== null) keep.push(c);
+      else this.shared?.release(c);
+    }
+    this.chunkBytes -= bytes;
+    this.chunkSharedBytes -= sharedBytes;
+    if (keep !== null) {
+      this.inflightBytes = bytes;
+      this.inflightSharedBytes = sharedBytes;
+    }
+    if (n === chunks.length) {
+      chunks.length = 0;
+      this.chunkFrames.length = 0;
+      this.chunkCuts.length = 0;
+      flags.length = 0;
+    } else {
+      chunks.splice(0, n);
+      this.chunkFrames.splice(0, n);
+      this.chunkCuts.splice(0, n);
+      flags.splice(0, n);
+    }
+  }
+
+  /** The write in flight is over (written, failed, or given up with the connection). */
+  private releaseInflight(): void {
+    const list = this.inflightShared;
+    for (let i = 0; i < list.length; i++) this.shared?.release(list[i]);
+    list.length = 0;
+    this.inflightBytes = 0;
+    this.inflightSharedBytes = 0;
   }
 
   private queuedFrame(bytes: number, realtime: boolean): void {
@@ -327,11 +420,18 @@ export class FrameWriter {
   /** Drops what is queued (the connection is gone). */
   discard(): void {
     this.out.cut();
-    this.chunks.length = 0;
-    this.chunkFrames.length = 0;
-    this.chunkCuts.length = 0;
+    this.dropChunks(this.chunks.length, null);
     this.unflushedFrames = 0;
     this.unflushedBytes = 0;
+  }
+
+  /**
+   * Drops what is queued and stops counting the write in flight: the connection is gone, and
+   * what its stream still holds is bounded by the stream's own end.
+   */
+  discardAll(): void {
+    this.discard();
+    this.releaseInflight();
   }
 
   /** Hands everything queued to the stream without bounds (the last output before it ends). */
@@ -350,9 +450,8 @@ export class FrameWriter {
     this.unflushedFrames = 0;
     this.writeCuts.push(this.out.cuts);
     this.hand(n, this.onAllWritten);
-    chunks.length = 0;
-    this.chunkFrames.length = 0;
-    this.chunkCuts.length = 0;
+    // The stream holds them from here on.
+    this.dropChunks(n, null);
   }
 
   /** Hands the first `n` chunks to the stream as one write (a corked writev), `done` after the last. */
@@ -398,20 +497,13 @@ export class FrameWriter {
     this.unflushedFrames -= frames;
     this.unflushedBytes = Math.max(0, this.unflushedBytes - bytes);
     this.hand(n, this.onOneWritten);
-    if (n === total) {
-      chunks.length = 0;
-      this.chunkFrames.length = 0;
-      this.chunkCuts.length = 0;
-    } else {
-      chunks.splice(0, n);
-      this.chunkFrames.splice(0, n);
-      this.chunkCuts.splice(0, n);
-    }
+    this.dropChunks(n, this.inflightShared);
   }
 
   private readonly onOneWritten = (err?: Error | null): void => {
     this.writing = false;
     this.inflightFrames = 0;
+    this.releaseInflight();
     this.writesDone++;
     if (!err) this.out.written(this.inflightCuts);
     if (this.onWriteDone !== null) this.onWriteDone(err);

@@ -4,7 +4,6 @@ import { isObservable, type Observable } from 'rxjs';
 import { randomBytes } from 'node:crypto';
 import {
   BROKER_INFO_TOPIC,
-  BROKER_NAME,
   Broker,
   type BusClient,
   connect,
@@ -25,8 +24,8 @@ import {
   type RpcEvent,
   type RpcHandlers,
   type RpcResult,
+  readAnnouncement,
   TopicMap,
-  unpackMsgpack,
   withContext,
 } from '../../busrt/internal.js';
 import { BUSRT_EXTRAS, BUSRT_TRANSPORT, DEFAULT_HOST, RPC_NOTIFICATION, RPC_BROADCAST } from '../constants.js';
@@ -500,9 +499,7 @@ export class BusrtServer extends Server<BusrtServerEvents, BusrtStatus> implemen
   }
 
   private dispatchFrame(frame: Frame, wait: boolean, topics: TopicMap<Route>): Promise<void> | undefined {
-    if (frame.topic === BROKER_INFO_TOPIC && frame.sender === BROKER_NAME && this.anchor !== null) {
-      this.anchor.onInfo(frame);
-    }
+    if (frame.topic === BROKER_INFO_TOPIC && this.anchor !== null) this.anchor.onInfo(frame);
     if (frame.topic === null) {
       const route = this.broadcastRoute;
       if (route === null) return undefined;
@@ -676,13 +673,8 @@ class Anchor {
   /** A `.broker/info` announcement: the holder of the name left, so try to take it. */
   onInfo(frame: Frame): void {
     if (this.rpc !== null || this.stopped) return;
-    let a: { s?: unknown; d?: unknown };
-    try {
-      a = unpackMsgpack(frame.payload);
-    } catch {
-      return;
-    }
-    if (typeof a === 'object' && a !== null && a.s === 'unreg' && a.d === this.name) void this.take();
+    const a = readAnnouncement(frame);
+    if (a !== null && a.subject === 'unreg' && a.name === this.name) void this.take();
   }
 
   /** Sends a queue-group event to instance `to` from the service name; undefined when not holding it. */
