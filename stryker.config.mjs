@@ -65,6 +65,7 @@ export default {
       reporters: [],
       // An absolute path: Stryker's wrapper loads the environment from its own folder.
       testEnvironment: fileURLToPath(new URL('./scripts/mutate-environment.cjs', import.meta.url)),
+      testSequencer: fileURLToPath(new URL('./scripts/mutate-sequencer.cjs', import.meta.url)),
       // A mutant that makes a test wait for what never comes fails that test here, well before
       // Stryker's own timeout, which would restart the test runner.
       testTimeout: 5000,
@@ -85,7 +86,8 @@ export default {
   dryRunTimeoutMinutes: 20,
   incremental: true,
   incrementalFile: `reports/mutation/${slug}.incremental.json`,
-  reporters: ['clear-text', 'progress', 'json', 'html'],
+  appendPlugins: [fileURLToPath(new URL('./scripts/mutate-reporter.mjs', import.meta.url))],
+  reporters: ['clear-text', 'progress', 'json', 'html', 'partial'],
   jsonReporter: { fileName: `reports/mutation/${slug}.json` },
   htmlReporter: { fileName: `reports/mutation/${slug}.html` },
   clearTextReporter: { allowColor: false, logTests: false, reportMutants: false, reportScoreTable: true },

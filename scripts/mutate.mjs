@@ -4,7 +4,7 @@
 // mutants whose code or covering tests changed; `--force` tests them all again. The mutants
 // listed as equivalent in scripts/mutation-equivalent.json count apart (docs/mutation.md).
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -12,8 +12,11 @@ import { fileURLToPath } from 'node:url';
 const root = fileURLToPath(new URL('..', import.meta.url));
 const args = process.argv.slice(2);
 const summaryOnly = args.includes('--summary-only');
-const folders = args.filter((a) => !a.startsWith('-')).map((a) => relative(root, resolve(a)).replace(/\/$/, ''));
-const passThrough = args.filter((a) => a.startsWith('-') && a !== '--summary-only');
+// Folders are the arguments under libs/; everything else (`--force`, `--concurrency 1`) is
+// passed on to Stryker.
+const isFolder = (a) => /^(\.\/)?libs(\/|$)/.test(a);
+const folders = args.filter(isFolder).map((a) => relative(root, resolve(a)).replace(/\/$/, ''));
+const passThrough = args.filter((a) => !isFolder(a) && a !== '--summary-only');
 for (const f of folders) {
   if (!f.startsWith('libs') || !existsSync(join(root, f))) {
     console.error(`mutate: ${f} is not a folder of libs/`);
@@ -54,7 +57,25 @@ const isEquivalent = (file, m) =>
       (e.replacement === undefined || e.replacement === m.replacement),
   );
 
-const result = JSON.parse(readFileSync(report, 'utf8'));
+/**
+ * The run's report, or, for a run stopped before its end, the mutants tested so far as the
+ * partial reporter wrote them down (scripts/mutate-reporter.mjs).
+ */
+function readResult() {
+  const partial = join(out, `${slug}.partial.jsonl`);
+  if (existsSync(report) && !(existsSync(partial) && statSync(partial).mtimeMs > statSync(report).mtimeMs + 60_000)) {
+    return { complete: true, files: JSON.parse(readFileSync(report, 'utf8')).files };
+  }
+  const files = {};
+  for (const line of readFileSync(partial, 'utf8').split('\n')) {
+    if (line === '') continue;
+    const m = JSON.parse(line);
+    (files[m.fileName] ??= { mutants: [] }).mutants.push(m);
+  }
+  return { complete: false, files };
+}
+const result = readResult();
+if (!result.complete) console.log('The run did not finish: the figures are of the mutants tested so far.');
 const rows = new Map();
 const row = (name) => {
   let r = rows.get(name);
