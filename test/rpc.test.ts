@@ -176,7 +176,8 @@ describe('RPC between clients', () => {
         return new Promise<Buffer>((r) => (release = () => r(Buffer.from('late'))));
       },
     });
-    const caller = new RpcClient(await socket('caller'));
+    const warnings: string[] = [];
+    const caller = new RpcClient(await socket('caller'), {}, { onWarning: (m) => warnings.push(m) });
     let now = Date.now();
     const clock = jest.spyOn(Date, 'now').mockImplementation(() => now);
     try {
@@ -198,6 +199,7 @@ describe('RPC between clients', () => {
     expect((await caller.call('svc', 'echo', Buffer.from('next'))).toString()).toBe('next');
     expect(handled).toEqual(['late', 'echo', 'echo']);
     expect(caller.pendingCalls).toBe(0);
+    expect(warnings).toEqual([expect.stringMatching(/^orphaned RPC reply \d+ from svc$/)]);
   });
 
   it('thousands of concurrent calls are matched to the right replies', async () => {
