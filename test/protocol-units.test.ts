@@ -1,0 +1,204 @@
+// The small pieces of the protocol layer on their own: addresses, names of codes, the errors of
+// refused operations, the client side of the handshake, and the helpers of frames.
+import { describe, expect, it } from '@jest/globals';
+import {
+  BrokerFrameReader,
+  BusError,
+  ClientHandshake,
+  codeName,
+  type DataFrameKind,
+  decodeUtf8,
+  ErrorCode,
+  formatHostPort,
+  Frame,
+  FrameKind,
+  indexOfNul,
+  isOk,
+  isUnixPath,
+  isValidUtf8,
+  joinTopicList,
+  parseBusAddress,
+  parseHostPort,
+} from '#busrt/core';
+
+describe('bus addresses', () => {
+  it('tell UNIX socket paths from TCP addresses as the official tools do', () => {
+    for (const p of ['/tmp/b', 'b.sock', 'b.socket', 'b.ipc', 'rel/dir/b.sock'])
+      expect([p, isUnixPath(p)]).toEqual([p, true]);
+    for (const p of ['host:7777', 'b.sockx', 'sock.b', 'socket:1', 'ipc.x:2', 'x.so']) {
+      expect([p, isUnixPath(p)]).toEqual([p, false]);
+    }
+  });
+
+  it('split host and port, IPv6 in brackets, an empty host being every IPv4 interface', () => {
+    expect(parseHostPort('127.0.0.1:7777')).toEqual({ host: '127.0.0.1', port: 7777 });
+    expect(parseHostPort('[::1]:80')).toEqual({ host: '::1', port: 80 });
+    expect(parseHostPort(':9')).toEqual({ host: '0.0.0.0', port: 9 });
+    expect(parseHostPort('h', 80)).toEqual({ host: 'h', port: 80 });
+    expect(parseHostPort('[::1]', 443)).toEqual({ host: '::1', port: 443 });
+    expect(parseHostPort('h:65535')).toEqual({ host: 'h', port: 65535 });
+    expect(() => parseHostPort('h:65536')).toThrow('invalid TCP port in "h:65536"');
+    expect(() => parseHostPort('h')).toThrow('invalid TCP address "h": expected host:port or [ipv6]:port');
+    expect(() => parseHostPort('a:b:c')).toThrow('invalid TCP address "a:b:c"');
+    expect(formatHostPort('::1', 5)).toBe('[::1]:5');
+    expect(formatHostPort('h', 5)).toBe('h:5');
+  });
+
+  it('parse every form, and name the address that is none of them', () => {
+    expect(parseBusAddress('ws://h:1/p/q')).toEqual({
+      kind: 'websocket',
+      secure: false,
+      host: 'h',
+      port: 1,
+      path: '/p/q',
+    });
+    expect(parseBusAddress('ws://h')).toEqual({ kind: 'websocket', secure: false, host: 'h', port: 80, path: '/' });
+    expect(parseBusAddress('wss://h')).toEqual({ kind: 'websocket', secure: true, host: 'h', port: 443, path: '/' });
+    expect(parseBusAddress('tls://h:2')).toEqual({ kind: 'tls', host: 'h', port: 2 });
+    expect(parseBusAddress('tcp://h:3')).toEqual({ kind: 'tcp', host: 'h', port: 3 });
+    expect(parseBusAddress('fifo:/tmp/f')).toEqual({ kind: 'fifo', path: '/tmp/f' });
+    expect(parseBusAddress('memory:m')).toEqual({ kind: 'memory', name: 'm' });
+    expect(parseBusAddress('/tmp/b.sock')).toEqual({ kind: 'unix', path: '/tmp/b.sock' });
+    expect(parseBusAddress('h:4')).toEqual({ kind: 'tcp', host: 'h', port: 4 });
+    expect(() => parseBusAddress('')).toThrow('empty bus address');
+    expect(() => parseBusAddress('ftp://h:1')).toThrow(
+      'unknown scheme in bus address "ftp://h:1" (ws://, wss://, tls://, or none)',
+    );
+    expect(() => parseBusAddress('fifo:')).toThrow('empty FIFO path in "fifo:"');
+    expect(() => parseBusAddress('tls://h')).toThrow('invalid TCP address "h"');
+    expect(() => parseBusAddress('tcp://h')).toThrow('invalid TCP address "h"');
+  });
+});
+
+describe('codes and errors', () => {
+  it('name the codes, unknown ones by their value', () => {
+    expect(codeName(ErrorCode.NotRegistered)).toBe('client not registered');
+    expect(codeName(0x0a)).toBe('unknown code 0x0a');
+    expect(codeName(0xab)).toBe('unknown code 0xab');
+    expect(isOk(ErrorCode.Ok)).toBe(true);
+    expect(isOk(ErrorCode.Access)).toBe(false);
+  });
+
+  it('the error of a refused operation has no stack trace and leaves the stack limit as it was', () => {
+    const limit = Error.stackTraceLimit;
+    const e = BusError.ack(ErrorCode.NotRegistered);
+    expect(Error.stackTraceLimit).toBe(limit);
+    expect([e.code, e.message, e.name]).toEqual([ErrorCode.NotRegistered, 'client not registered', 'BusError']);
+    expect(e.stack?.split('\n')).toHaveLength(1);
+    expect(new BusError(ErrorCode.Busy).stack?.split('\n').length).toBeGreaterThan(1);
+    expect(BusError.busy('taken')).toMatchObject({ code: ErrorCode.Busy, message: 'taken' });
+    expect(BusError.busy().rpcCode).toBe(-32000 - ErrorCode.Busy);
+  });
+});
+
+describe('frame helpers', () => {
+  it('tell the kind of a frame', () => {
+    const f = (k: FrameKind): Frame => new Frame(k as DataFrameKind, 's', null, Buffer.alloc(0), false);
+    expect(
+      [FrameKind.Message, FrameKind.Broadcast, FrameKind.Publish].map((k) => [
+        f(k).isMessage,
+        f(k).isBroadcast,
+        f(k).isPublish,
+      ]),
+    ).toEqual([
+      [true, false, false],
+      [false, true, false],
+      [false, false, true],
+    ]);
+  });
+
+  it('find NULs, check and decode UTF-8, join topic lists', () => {
+    const b = Buffer.from('ab\0cd\0');
+    expect([indexOfNul(b), indexOfNul(b, 3), indexOfNul(b, 6), indexOfNul(Buffer.from('x'))]).toEqual([2, 5, -1, -1]);
+    expect(isValidUtf8(Buffer.from('é'))).toBe(true);
+    expect(isValidUtf8(Buffer.from([0xc3]))).toBe(false);
+    expect(decodeUtf8(Buffer.from('xéy'), 0, 4)).toBe('xéy');
+    expect(decodeUtf8(Buffer.from([0x61, 0xff]), 0, 2)).toBeNull();
+    expect(joinTopicList(['a/b', 'c', 'é']).toString('utf8')).toBe('a/b\0c\0é');
+    expect(joinTopicList([]).length).toBe(0);
+  });
+
+  it('the broker frame reader says when it holds part of a frame', () => {
+    const bodies: string[] = [];
+    const r = new BrokerFrameReader({
+      onAck: () => undefined,
+      onData: (_k, _rt, body) => void bodies.push(body.toString('latin1')),
+      onNop: () => undefined,
+    });
+    expect(r.midFrame).toBe(false);
+    r.push(Buffer.from([0x12, 5, 0]));
+    expect(r.midFrame).toBe(true);
+    r.push(Buffer.from([0, 0, 0, 0x61, 0, 0x62]));
+    expect(r.midFrame).toBe(true);
+    r.push(Buffer.from([0x63, 0x64]));
+    expect(r.midFrame).toBe(false);
+    expect(bodies).toEqual(['a\0bcd']);
+  });
+});
+
+describe('the client side of the handshake', () => {
+  const greeting = Buffer.from([0xeb, 1, 0]);
+
+  it('echoes the greeting, sends the name, and keeps what follows the answer', () => {
+    const h = new ClientHandshake('né');
+    expect(h.nameSent).toBe(false);
+    // A byte at a time: nothing to write until the greeting is whole.
+    expect(h.feed(greeting.subarray(0, 1))).toEqual({ write: null, done: false });
+    expect(h.feed(greeting.subarray(1, 2))).toEqual({ write: null, done: false });
+    const s1 = h.feed(greeting.subarray(2));
+    expect([s1.write?.toString('hex'), s1.done]).toEqual(['eb0100', false]);
+    const s2 = h.feed(Buffer.from([0x01]));
+    expect([s2.write?.toString('hex'), s2.done]).toEqual([
+      Buffer.from([3, 0, 0x6e, 0xc3, 0xa9]).toString('hex'),
+      false,
+    ]);
+    expect(h.nameSent).toBe(true);
+    const s3 = h.feed(Buffer.from([0x01, 0xaa, 0xbb]));
+    expect([s3.write, s3.done, h.rest.toString('hex')]).toEqual([null, true, 'aabb']);
+    expect(h.nameSent).toBe(false);
+  });
+
+  it('answers a greeting and its OK in one chunk with one write of the echo and the name', () => {
+    const h = new ClientHandshake('a');
+    const s = h.feed(Buffer.concat([greeting, Buffer.from([0x01])]));
+    expect([s.write?.toString('hex'), s.done]).toEqual(['eb0100' + '010061', false]);
+  });
+
+  it('refuses a peer that is not a BUS/RT broker, and reports the refusals of the broker', () => {
+    const notBus = (): unknown => {
+      try {
+        new ClientHandshake('a').feed(Buffer.from('HTTP'));
+      } catch (e) {
+        return e;
+      }
+      return null;
+    };
+    expect(notBus()).toMatchObject({
+      code: ErrorCode.NotSupported,
+      message: 'the peer is not a BUS/RT broker (greeting 485454)',
+    });
+    expect(() => new ClientHandshake('a').feed(Buffer.from([0xeb, 2, 0]))).toThrow(/not a BUS\/RT broker/);
+    const greetingRefused = new ClientHandshake('a');
+    expect(() => greetingRefused.feed(Buffer.concat([greeting, Buffer.from([ErrorCode.NotSupported])]))).toThrow(
+      'the broker refused the greeting: ' + codeName(ErrorCode.NotSupported),
+    );
+    const nameRefused = new ClientHandshake('taken');
+    nameRefused.feed(Buffer.concat([greeting, Buffer.from([0x01])]));
+    let e: unknown = null;
+    try {
+      nameRefused.feed(Buffer.from([ErrorCode.Busy]));
+    } catch (x) {
+      e = x;
+    }
+    expect(e).toMatchObject({
+      code: ErrorCode.Busy,
+      message: `the broker refused the client taken: ${codeName(ErrorCode.Busy)}`,
+    });
+  });
+
+  it('refuses a name that cannot be sent', () => {
+    expect(() => new ClientHandshake('')).toThrow('invalid client name length 0');
+    expect(() => new ClientHandshake('x'.repeat(0x10000))).toThrow('invalid client name length 65536');
+    expect(new ClientHandshake('x'.repeat(0xffff)).name).toHaveLength(0xffff);
+  });
+});
