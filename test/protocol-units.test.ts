@@ -11,12 +11,14 @@ import {
   ErrorCode,
   formatHostPort,
   Frame,
+  FrameQueue,
   FrameKind,
   indexOfNul,
   isOk,
   isUnixPath,
   isValidUtf8,
   joinTopicList,
+  NameCache,
   parseBusAddress,
   parseHostPort,
 } from '#busrt/core';
@@ -116,6 +118,34 @@ describe('frame helpers', () => {
     expect(decodeUtf8(Buffer.from([0x61, 0xff]), 0, 2)).toBeNull();
     expect(joinTopicList(['a/b', 'c', 'é']).toString('utf8')).toBe('a/b\0c\0é');
     expect(joinTopicList([]).length).toBe(0);
+  });
+
+  it('a long name is not copied into the name cache: the name with its NUL is a view of the frame', () => {
+    const c = new NameCache();
+    const long = Buffer.from('n'.repeat(1024) + '\0data');
+    expect(c.read(long, 0, long.length)).toBe('n'.repeat(1024));
+    const view = c.withNul();
+    expect(view.length).toBe(1025);
+    long[0] = 0x6d;
+    expect(view[0]).toBe(0x6d);
+    // A short one is: it outlives the frame's bytes.
+    const short = Buffer.from('svc\0data');
+    c.read(short, 0, short.length);
+    const kept = c.withNul();
+    short[0] = 0x78;
+    expect(kept.toString('latin1')).toBe('svc\0');
+  });
+
+  it("a frame queue's iterator ends on return()", async () => {
+    const q = new FrameQueue();
+    const it = q.iterator(
+      () => q.size > 0,
+      () => q.take(),
+      () => true,
+    );
+    q.offer(new Frame(FrameKind.Message, 's', null, Buffer.from('1'), false), false);
+    expect(((await it.next()).value as Frame).payload.toString()).toBe('1');
+    expect(await it.return?.()).toEqual({ value: undefined, done: true });
   });
 
   it('the broker frame reader says when it holds part of a frame', () => {
