@@ -136,6 +136,15 @@ describe('frame helpers', () => {
     expect(kept.toString('latin1')).toBe('svc\0');
   });
 
+  it('the name cache compares every byte of a name of the same length as the cached one', () => {
+    const c = new NameCache();
+    expect(c.read(Buffer.from('abc\0'), 0, 4)).toBe('abc');
+    // 'axy' has the length of 'abc' and its first byte; the bytes before it read backwards would
+    // spell 'abc' again.
+    expect(c.read(Buffer.from('cbaxy\0'), 2, 6)).toBe('axy');
+    expect(c.read(Buffer.from('zzabc\0'), 2, 6)).toBe('abc');
+  });
+
   it("a frame queue's iterator ends on return()", async () => {
     const q = new FrameQueue();
     const it = q.iterator(
