@@ -19,8 +19,10 @@ import {
   isValidUtf8,
   joinTopicList,
   NameCache,
+  OutputSlabs,
   parseBusAddress,
   parseHostPort,
+  SLAB_SIZE,
 } from '#busrt/core';
 
 describe('bus addresses', () => {
@@ -239,5 +241,75 @@ describe('the client side of the handshake', () => {
     expect(() => new ClientHandshake('')).toThrow('invalid client name length 0');
     expect(() => new ClientHandshake('x'.repeat(0x10000))).toThrow('invalid client name length 65536');
     expect(new ClientHandshake('x'.repeat(0xffff)).name).toHaveLength(0xffff);
+  });
+});
+
+describe('the output slabs of a connection', () => {
+  /** Fills the current slab and asks for `n` more bytes: the slab is cut and another taken. */
+  const next = (o: OutputSlabs, n = 10): Buffer => {
+    o.pos = o.slab.length;
+    o.ensure(n);
+    return o.slab;
+  };
+
+  it('reuse a slab only once the socket wrote every chunk cut from it', () => {
+    const chunks: Buffer[] = [];
+    const o = new OutputSlabs((c) => chunks.push(c));
+    const a = o.slab;
+    expect(a.length).toBe(SLAB_SIZE);
+    const b = next(o);
+    expect(chunks.map((c) => [c.buffer === a.buffer, c.length])).toEqual([[true, SLAB_SIZE]]);
+    expect([b === a, b.length]).toEqual([false, SLAB_SIZE]);
+    // a's chunk is not written yet: a third slab.
+    const c = next(o);
+    expect([c === a, c === b]).toEqual([false, false]);
+    o.written(1);
+    // Now a is free, and a request of exactly a slab's size takes it.
+    expect(next(o, SLAB_SIZE)).toBe(a);
+    expect(chunks).toHaveLength(3);
+  });
+
+  it('give a request larger than a slab a buffer of its own, never kept for reuse', () => {
+    const o = new OutputSlabs(() => undefined);
+    const a = o.slab;
+    const big = next(o, SLAB_SIZE + 1);
+    expect(big.length).toBe(SLAB_SIZE + 1);
+    expect(big === a).toBe(false);
+    o.written(1);
+    const after = next(o);
+    expect(after).toBe(a);
+    o.written(2);
+    // The big one was not kept: the next slab is new.
+    const last = next(o);
+    expect([last === big, last.length]).toEqual([false, SLAB_SIZE]);
+  });
+
+  it('keep at most four spare slabs, reused oldest first', () => {
+    const o = new OutputSlabs(() => undefined);
+    const slabs = [o.slab];
+    for (let i = 0; i < 5; i++) slabs.push(next(o));
+    o.written(5);
+    const reused = [next(o), next(o), next(o), next(o)];
+    expect(reused.map((s) => slabs.indexOf(s))).toEqual([0, 1, 2, 3]);
+    // The fifth slab cut was not kept: the next one is new.
+    expect(slabs.indexOf(next(o))).toBe(-1);
+  });
+
+  it('start a slab over once everything cut was written, and cut nothing twice', () => {
+    const chunks: Buffer[] = [];
+    const o = new OutputSlabs((c) => chunks.push(c));
+    o.pos = 100;
+    o.cut();
+    o.cut();
+    expect(chunks.map((c) => c.length)).toEqual([100]);
+    expect(o.cuts).toBe(1);
+    o.written(1);
+    expect(o.pos).toBe(0);
+    o.pos = 10;
+    o.written(1);
+    // Bytes written since the last cut are still pending: the slab goes on where it was.
+    expect(o.pos).toBe(10);
+    o.cut();
+    expect(chunks[1].length).toBe(10);
   });
 });
