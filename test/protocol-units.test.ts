@@ -3,6 +3,7 @@
 import { describe, expect, it } from '@jest/globals';
 import {
   BrokerFrameReader,
+  ClientFrameReader,
   BusError,
   ClientHandshake,
   codeName,
@@ -22,6 +23,7 @@ import {
   OutputSlabs,
   parseBusAddress,
   parseHostPort,
+  ReadError,
   SLAB_SIZE,
 } from '#busrt/core';
 
@@ -157,6 +159,27 @@ describe('frame helpers', () => {
     q.offer(new Frame(FrameKind.Message, 's', null, Buffer.from('1'), false), false);
     expect(((await it.next()).value as Frame).payload.toString()).toBe('1');
     expect(await it.return?.()).toEqual({ value: undefined, done: true });
+  });
+
+  it('the client frame reader says when it holds part of a frame', () => {
+    const r = new ClientFrameReader({ onFrame: () => true });
+    expect(r.midFrame).toBe(false);
+    const f = Buffer.from('0100000052050000007400616263', 'hex');
+    r.push(f.subarray(0, 4));
+    expect([r.midFrame, r.awaitingPayload]).toEqual([true, false]);
+    r.push(f.subarray(4, 11));
+    expect([r.midFrame, r.awaitingPayload]).toEqual([true, true]);
+    r.push(f.subarray(11));
+    expect(r.midFrame).toBe(false);
+  });
+
+  it('the broker frame reader refuses an unknown kind whose header came in two chunks, and needs no onNop', () => {
+    const r = new BrokerFrameReader({ onAck: () => undefined, onData: () => undefined });
+    expect(r.push(Buffer.from([0, 0, 0, 0, 0, 0]))).toBe(ReadError.None);
+    expect(r.push(Buffer.from([0x99, 1, 0]))).toBe(ReadError.None);
+    expect(r.push(Buffer.from([0, 0, 0, 0x41]))).toBe(ReadError.UnknownKind);
+    const whole = new BrokerFrameReader({ onAck: () => undefined, onData: () => undefined });
+    expect(whole.push(Buffer.from([0x99, 1, 0, 0, 0, 0]))).toBe(ReadError.UnknownKind);
   });
 
   it('the broker frame reader says when it holds part of a frame', () => {
