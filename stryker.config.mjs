@@ -75,7 +75,7 @@ export default {
   // tsc still writes every file when the instrumented code does not type-check; the mutants are
   // switched at run time, so the types of the mutated code do not matter here.
   buildCommand: 'node scripts/mutate-build.mjs',
-  ignorePatterns: ['dist', 'reports', 'bench/results', 'coverage', 'docs/images'],
+  ignorePatterns: ['dist', 'reports', 'bench/results', 'coverage', 'docs/images', '.stryker-*'],
   coverageAnalysis: 'perTest',
   // A mutant in code that runs once when a module loads would need the whole suite per mutant.
   ignoreStatic: true,
