@@ -9,6 +9,7 @@ import {
   type Listener,
   parseAaaJson,
   replaceAaaMap,
+  toAaaMap,
 } from '#busrt/core';
 import { clientFrame, RawPeer, tmpSocket } from './support/raw.js';
 import { listenFor, namesGone, NETWORK } from './support/transport.js';
@@ -338,6 +339,11 @@ describe('AAA rules as configuration', () => {
       ['{"a": {"hosts": ["10.0.0.300"]}}', /client "a": "hosts": "10.0.0.300" is not an IP address/],
       ['{"a": {"p2p": "b.*"}}', /client "a": "p2p" must be true, false or a list of masks/],
       ['{"a%%1": {}}', /keyed by a primary client name/],
+      ['{"": {}}', /client "": a rule is keyed by a primary client name/],
+      ['{".core": {}}', /keyed by a primary client name \(no "%%", not starting with "."\)/],
+      ['{"a": []}', /client "a": expected an object such as \{ "publish": \["news\/#"\] \}/],
+      ['{"a": null}', /client "a": expected an object/],
+      ['{"a": "all"}', /client "a": expected an object/],
       // ipaddr.js would read these as 8.0.0.1, 127.0.0.1 and 127.0.0.1: another host than meant.
       ['{"a": {"hosts": ["010.0.0.1"]}}', /"010.0.0.1" is not an IP address .*four decimal numbers/],
       ['{"a": {"hosts": ["127.1"]}}', /"127.1" is not an IP address .*four decimal numbers/],
@@ -345,6 +351,10 @@ describe('AAA rules as configuration', () => {
       ['{"a": {"hosts": ["fe80::1%eth0"]}}', /zone indexes/],
       ['{"a": ', /not valid JSON/],
     ];
+    // A ready map is taken as it is; a rules object is read.
+    const ready = aaaMapFrom({ a: {} });
+    expect(toAaaMap(ready)).toBe(ready);
+    expect([...toAaaMap({ b: { publish: false } }).keys()]).toEqual(['b']);
     for (const [text, re] of bad) {
       expect(() => parseAaaJson(text)).toThrow(AaaConfigError);
       expect(() => parseAaaJson(text)).toThrow(re);
