@@ -45,6 +45,31 @@ const skipped = scope.some((f) => f === 'libs' || f.startsWith('libs/nestjs'))
   : [...OUT_OF_PROCESS, ...NEST_TESTS];
 const slug = scope.map((f) => f.replaceAll('/', '-')).join('+');
 
+/**
+ * A folder whose code every socket test runs (the framing of every connection) is mutated against
+ * the tests that drive it directly: a surviving mutant there runs all of its covering tests, and
+ * with every socket test that is hours on two cores. A mutant only another test would kill counts
+ * as surviving, so the score of such a run is a lower bound.
+ */
+const FOCUS = {
+  'libs/busrt/protocol': [
+    'broker-frames',
+    'broker-handshake',
+    'client',
+    'errors',
+    'fuzz',
+    'internal-client',
+    'name-cache',
+    'payload',
+    'protocol',
+    'protocol-units',
+    'rpc-frames',
+    'streams',
+    'websocket',
+  ],
+};
+const focus = scope.length === 1 ? FOCUS[scope[0]] : undefined;
+
 /** @type {import('@stryker-mutator/api/core').PartialStrykerOptions} */
 export default {
   mutate: [
@@ -70,6 +95,7 @@ export default {
       // Stryker's own timeout, which would restart the test runner.
       testTimeout: 5000,
       testPathIgnorePatterns: ['/node_modules/', ...skipped.map((n) => `/dist/test/${n}\\.test\\.js$`)],
+      ...(focus === undefined ? {} : { testMatch: focus.map((n) => `**/dist/test/${n}.test.js`) }),
     },
   },
   // tsc still writes every file when the instrumented code does not type-check; the mutants are

@@ -53,6 +53,7 @@ const isEquivalent = (file, m) =>
     (e) =>
       e.file === file &&
       e.line === m.location.start.line &&
+      (e.column === undefined || e.column === m.location.start.column + 1) &&
       e.mutator === m.mutatorName &&
       (e.replacement === undefined || e.replacement === m.replacement),
   );
