@@ -56,6 +56,7 @@ describe('RpcClient and the frames it is sent', () => {
     const send = (...parts: Buffer[]): Promise<void> => peer.send('rf.svc', Buffer.concat(parts), QoS.No);
     await send();
     await send(Buffer.from([0x01]), u32(5), Buffer.from('no-nul'));
+    await send(Buffer.from([0x01]), u32(5));
     await send(Buffer.from([0x01]), u32(6), Buffer.from([0xff, 0xfe, 0x00]));
     await send(Buffer.from([0x01]), u32(0), Buffer.from([0xff, 0x00]));
     await send(Buffer.from([0x11, 1, 2, 3]));
@@ -75,6 +76,7 @@ describe('RpcClient and the frames it is sent', () => {
     expect(ok.toString('hex')).toBe(Buffer.concat([Buffer.from([0x11]), u32(9), Buffer.from('after')]).toString('hex'));
     expect(warnings).toEqual([
       'empty RPC frame from rf.peer dropped',
+      'invalid RPC request from rf.peer dropped',
       'invalid RPC request from rf.peer dropped',
       'invalid RPC reply from rf.peer dropped',
       'orphaned RPC reply 77 from rf.peer',
@@ -108,6 +110,29 @@ describe('RpcClient and the frames it is sent', () => {
     while (seen.length < 2) await new Promise((r) => setImmediate(r));
     expect(seen).toEqual(['t/1 bad', 't/2 good']);
     expect(warnings).toEqual(['frame handler failed: frame broke']);
+  });
+
+  it('with blockingNotifications, handles one notification after the other', async () => {
+    const c = broker.registerClient('rf.notes');
+    const log: string[] = [];
+    new RpcClient(
+      c,
+      {
+        async handleNotification(ev) {
+          const n = ev.payload.toString();
+          log.push(`start ${n}`);
+          // The first one takes a few turns of the event loop; the second must wait for it.
+          if (n === '1') for (let i = 0; i < 3; i++) await new Promise((r) => setImmediate(r));
+          log.push(`end ${n}`);
+        },
+      },
+      { blockingNotifications: true },
+    );
+    const caller = new RpcClient(broker.registerClient('rf.notifier'));
+    await caller.notify('rf.notes', Buffer.from('1'));
+    await caller.notify('rf.notes', Buffer.from('2'));
+    while (log.length < 4) await new Promise((r) => setImmediate(r));
+    expect(log).toEqual(['start 1', 'end 1', 'start 2', 'end 2']);
   });
 
   it('a call without handleCall is answered method not found', async () => {
