@@ -149,3 +149,37 @@ describe('flow control', () => {
     for (const x of [a, b, c, d]) x.close();
   }, 60000);
 });
+
+describe('a message to a receiver whose queue is full, without flow control (upstream rule)', () => {
+  const broker = new Broker({ queueSize: 4, flowControl: false });
+  let path = '';
+  beforeAll(async () => {
+    path = (await listenFor(broker, { timeoutMs: 4000 })).address;
+  });
+  afterAll(() => broker.close());
+
+  it('is ACKed 0x77 (not delivered) and the receiver is dropped; the ACKs before it were 0x01', async () => {
+    const full = await RawPeer.register(path, 'full');
+    full.stream.pause(); // reads nothing from now on
+    const sender = await RawPeer.register(path, 'sender');
+    // Big messages fill the socket's buffers, then the broker's queue of four frames. Each is
+    // sent once the previous one is ACKed, so the first refusal is the ACK that ends the loop.
+    const big = 'x'.repeat(256 * 1024);
+    const acks: number[] = [];
+    for (let id = 1; id <= 1000 && !acks.includes(0x77); id++) {
+      sender.write(clientFrame(id, 0x52, `full\0${big}`));
+      const ack = await sender.readFrame();
+      expect([ack[0], ack.readUInt32LE(1)]).toEqual([0xfe, id]);
+      acks.push(ack[5]);
+    }
+    expect(acks.at(-1)).toBe(0x77);
+    expect(acks.slice(0, -1).every((a) => a === 0x01)).toBe(true);
+    expect(broker.getClient('full')).toBeUndefined();
+    // The sender is not held up by the drop: its next message to another client goes through.
+    const other = await RawPeer.register(path, 'other');
+    sender.write(clientFrame(9999, 0x52, 'other\0after'));
+    expect((await sender.readFrame()).toString('hex')).toBe('fe0f27000001');
+    expect((await other.readFrame()).subarray(6).toString()).toBe('sender\0after');
+    for (const p of [full, sender, other]) p.close();
+  });
+});

@@ -18,22 +18,35 @@ afterAll(async () => {
   await broker.close();
 });
 
-const pause = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+/**
+ * Waits for the broker's next keep-alive. The broker counts time in ticks of T/4 and sends one
+ * every second tick, so this is the broker's own clock: the tests pace their bytes by it and not
+ * by timers of their own, which a busy machine would stretch.
+ */
+async function nextKeepAlive(p: RawPeer): Promise<void> {
+  const f = await p.readFrame(4 * T, false);
+  if (f[0] !== 0) throw new Error(`expected a keep-alive, got ${f.toString('hex')}`);
+}
 
 describe('read deadlines', () => {
   it('cut a header dribbled a byte at a time before it is complete', async () => {
     const p = await RawPeer.register(path, 'slow.header');
     const frame = encodeClientFrame(1, Op.Message, QoS.Processed, Buffer.from('slow.header\0'), Buffer.from('x'));
-    // Each byte comes well within T of the one before, so a deadline restarted per chunk never
-    // fires; the whole header takes 9 x 0.4 T = 3.6 T, far past the 1.25 T it is allowed.
+    // One byte per keep-alive, T/2 apart: a deadline restarted per chunk would never fire, but the
+    // header is allowed 1.25 T (more than five ticks) from the end of the last frame in all. Three
+    // keep-alives come in that time, so three bytes are sent before the cut.
     let sent = 0;
-    while (sent < 9 && !p.closed) {
+    while (sent < 9) {
+      const alive = await nextKeepAlive(p).then(
+        () => true,
+        () => false,
+      );
+      if (!alive) break;
       p.write(frame.subarray(sent, sent + 1));
       sent++;
-      await pause(T * 0.4);
     }
     expect(p.closed).toBe(true);
-    expect(sent).toBeLessThan(9);
+    expect(sent).toBe(3);
     expect(logs).toContain('client slow.header disconnected: read timeout: no frame from the client');
     expect(broker.getClient('slow.header')).toBeUndefined();
   });
@@ -41,12 +54,12 @@ describe('read deadlines', () => {
   it('keep a client that sends a whole frame within each deadline', async () => {
     const p = await RawPeer.register(path, 'steady');
     for (let id = 1; id <= 8; id++) {
+      await nextKeepAlive(p);
       p.write(encodeClientFrame(id, Op.Subscribe, QoS.Processed, Buffer.from(`t/${id}`)));
       const ack = await p.readFrame();
       expect([ack[0], ack.readUInt32LE(1), ack[5]]).toEqual([FrameKind.Ack, id, ErrorCode.Ok]);
-      await pause(T * 0.5);
     }
-    // Eight frames over 4 T: alive, because each came within 1.25 T of the one before.
+    // Eight frames, one per keep-alive: sixteen ticks, far past the five a silent client gets.
     expect(p.closed).toBe(false);
     expect(broker.getClient('steady')).toBeDefined();
     p.close();

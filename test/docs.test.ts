@@ -46,7 +46,6 @@ const BROKEN = [
 let dir = '';
 let broken = '';
 let result: DocCheckResult;
-let seconds = 0;
 const real = new Set(markdownFiles());
 
 beforeAll(() => {
@@ -55,9 +54,7 @@ beforeAll(() => {
   writeFileSync(broken, BROKEN);
   // One program for the real docs and the broken guide: the failing case takes exactly the
   // path the docs take.
-  const started = Date.now();
   result = checkMarkdown([...real, broken]);
-  seconds = (Date.now() - started) / 1000;
 });
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
@@ -82,8 +79,6 @@ describe('the TypeScript blocks of the documentation', () => {
     const problems = result.problems.filter((p) => p.file !== broken).map(formatProblem);
     expect(problems).toEqual([]);
     expect(result.skipped.filter((s) => s.file !== broken)).toEqual([]);
-    // The whole check (temporary project, one program, every block) stays quick.
-    expect(seconds).toBeLessThan(20);
   });
 });
 

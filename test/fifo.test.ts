@@ -8,7 +8,7 @@ import { writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { Module } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
-import { decode } from '@msgpack/msgpack';
+import { decode, encode } from '@msgpack/msgpack';
 import { Broker, BusError, encodeFifoParams, ErrorCode, FifoEndpoint, initCoreRpc, parseFifoLine } from '#busrt/core';
 import { BusrtModule } from '#busrt/nestjs';
 import { parseBusrtdArgs } from '../src/busrtd/options.js';
@@ -109,6 +109,16 @@ describe('FIFO lines, read (parseFifoLine, pure)', () => {
     expect(one('1=2')).toBe('01'); // k=v=w keeps v
     expect(encodeFifoParams(['', 'a=1', '', 'a=2']).toString('hex')).toBe('81a16102');
     expect(encodeFifoParams([]).toString('hex')).toBe('80');
+  });
+
+  it('write the map header of 15, 16, 65535 and 65536 params as the general codec does', () => {
+    for (const n of [15, 16, 65535, 65536]) {
+      const keys = Array.from({ length: n }, (_, i) => `k${i}`);
+      const mine = encodeFifoParams(keys.map((k) => `${k}=1`));
+      const general = Buffer.from(encode(Object.fromEntries(keys.map((k) => [k, 1]))));
+      expect([n, mine.subarray(0, 5).toString('hex')]).toEqual([n, general.subarray(0, 5).toString('hex')]);
+      expect(mine.equals(general)).toBe(true);
+    }
   });
 });
 

@@ -16,13 +16,17 @@ import {
 } from '#busrt/core';
 import { BusrtClientProxy, type BusrtClientOptions } from '#busrt/nestjs';
 import { tmpSocket } from './support/raw.js';
+import { until } from './support/until.js';
 
 const cleanup: (() => Promise<unknown>)[] = [];
 afterEach(async () => {
   for (const f of cleanup.splice(0).reverse()) await f().catch(() => undefined);
 });
 
-/** A service made with the core RPC layer: echo, fail, slow. */
+/** Calls to `held` wait here until the test lets them go. */
+const heldCalls: (() => void)[] = [];
+
+/** A service made with the core RPC layer: echo, fail, slow, held. */
 function serve(rpc: RpcClient): void {
   rpc.setHandlers({
     async handleCall(ev: RpcEvent) {
@@ -33,6 +37,9 @@ function serve(rpc: RpcClient): void {
           throw new RpcError(-777, 'no luck');
         case 'slow':
           await new Promise((r) => setTimeout(r, 300));
+          return packMsgpack('late');
+        case 'held':
+          await new Promise<void>((r) => heldCalls.push(r));
           return packMsgpack('late');
         default:
           throw RpcError.methodNotFound();
@@ -122,12 +129,14 @@ describe('BusrtClientProxy', () => {
     const { sock } = await world();
     const c = await proxy({ path: sock, target: 'svc' });
     const got: unknown[] = [];
-    const sub = c.send('slow', 1).subscribe({ next: (v) => got.push(v), error: (e) => got.push(e) });
-    await new Promise((r) => setTimeout(r, 50));
+    const sub = c.send('held', 1).subscribe({ next: (v) => got.push(v), error: (e) => got.push(e) });
+    await until(() => heldCalls.length === 1, 3000, 'the call to reach the service');
     sub.unsubscribe();
-    await new Promise((r) => setTimeout(r, 400));
-    expect(got).toEqual([]);
+    // The late reply goes out now; the reply to a later call comes after it on the same path, so
+    // by then the proxy has seen the late one and dropped it.
+    heldCalls.shift()?.();
     expect(await firstValueFrom(c.send('echo', 'still fine'))).toBe('still fine');
+    expect(got).toEqual([]);
   });
 
   it('forgets an abandoned call at once, even without a time limit', async () => {
@@ -188,10 +197,13 @@ describe('BusrtClientProxy', () => {
     const c = await proxy({ path: sock, name: 'pub' });
     await lastValueFrom(c.emit('news/today', { title: 'hi' }));
     await lastValueFrom(c.emit({ topic: 'news/raw', qos: 0 }, 'x'));
-    await new Promise((r) => setTimeout(r, 50));
+    // A last publication: once it is in, so is everything emitted before it.
+    await lastValueFrom(c.emit('news/end', 'end'));
+    await until(() => frames.length >= 3, 3000, 'the last publication');
     expect(frames.map((f) => [f.topic, f.sender, unpackMsgpack(f.payload)])).toEqual([
       ['news/today', 'pub', { title: 'hi' }],
       ['news/raw', 'pub', 'x'],
+      ['news/end', 'pub', 'end'],
     ]);
 
     const guarded = tmpSocket();

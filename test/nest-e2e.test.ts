@@ -99,7 +99,6 @@ describe('host and sibling as separate processes (ClientProxy -> broker -> Busrt
     first.host.signal('SIGTERM');
     await first.host.ended(10000);
     await sib.printed(/"step":"watch","ok":false/, 5000);
-    await new Promise((r) => setTimeout(r, 300));
     await startHost(sock);
     expect(await sib.ended(15000)).toEqual({ code: 0, signal: null });
     const all = steps(sib.stdout);
@@ -108,8 +107,17 @@ describe('host and sibling as separate processes (ClientProxy -> broker -> Busrt
     if (!(firstFail > 0 && all.at(-1)?.ok === true)) console.log(sib.stdout);
     expect(firstFail).toBeGreaterThan(0);
     expect(lastOk?.ok).toBe(true);
-    // Values keep counting: every call after the restart is answered by the new host.
+    // Values keep counting: the sibling calls echo with 1, 2, 3... one line per call, so each
+    // answer is the number of its line; a failure carries its code.
+    all
+      .filter((s) => s.step === 'watch')
+      .forEach((s, i) => {
+        if (s.ok) expect(s.value).toBe(i + 1);
+        else expect(typeof s.code).toBe('number');
+      });
+    // Every call after the restart is answered by the new host: five in a row end the watch.
     const after = all.slice(all.findIndex((s, i) => i > firstFail && s.ok));
+    expect(after.length).toBeGreaterThanOrEqual(5);
     expect(after.every((s) => s.ok)).toBe(true);
   });
 });

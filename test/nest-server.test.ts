@@ -21,6 +21,7 @@ import { delay, from, map, Observable, of, throwError } from 'rxjs';
 import {
   Broker,
   connect,
+  MethodNotFoundError,
   type Frame,
   openCursor,
   packMsgpack,
@@ -393,6 +394,17 @@ describe('BusrtServer in-process on a hosted broker (stand-alone microservice)',
     expect((await callError('no.such', undefined, '.broker')).code).toBe(-32601);
     const bench = Buffer.from('0102030405', 'hex');
     expect(await rpc.call('.broker', 'benchmark.test', bench)).toEqual(bench);
+  });
+
+  it('answers a .broker call to a method that exists only as an app @MessagePattern with method not found', async () => {
+    // echo is served under the app's own name, never under .broker: the core's name must not
+    // expose the app's methods.
+    expect(await call('echo', { v: 1 })).toEqual({ v: 1 });
+    const e = await callError('echo', { v: 1 }, '.broker');
+    expect(e).toBeInstanceOf(MethodNotFoundError);
+    expect(e.code).toBe(-32601);
+    // And the other way round: a .broker method is not served under the app's name.
+    expect((await callError('app.version')).code).toBe(-32601);
   });
 
   it('makes the broker injectable and registers the server in-process', () => {

@@ -86,6 +86,22 @@ describe('ClientFrameReader over the client_frames vectors', () => {
     expect(seen).toEqual([]);
   });
 
+  it('accepts a payload of exactly the limit and refuses one byte more', () => {
+    const exact = encodeClientFrame(1, Op.Message, QoS.No, Buffer.from('t\0' + 'x'.repeat(8)));
+    const over = encodeClientFrame(2, Op.Message, QoS.No, Buffer.from('t\0' + 'x'.repeat(9)));
+    const { reader, seen } = clientReader(10);
+    expect(reader.push(exact)).toBe(ReadError.None);
+    expect(seen).toEqual([[1, exact[4], exact.subarray(9).toString('hex')]]);
+    expect(reader.push(over)).toBe(ReadError.TooLarge);
+    expect(seen).toHaveLength(1);
+    // The same when the header comes alone and the payload later.
+    const split = clientReader(10);
+    expect(split.reader.push(exact.subarray(0, 9))).toBe(ReadError.None);
+    expect(split.reader.push(exact.subarray(9))).toBe(ReadError.None);
+    expect(split.seen).toHaveLength(1);
+    expect(split.reader.push(over.subarray(0, 9))).toBe(ReadError.TooLarge);
+  });
+
   it('refuses a length over the limit before reading the payload', () => {
     const { reader } = clientReader(1000);
     expect(reader.push(vectorBytes('client_frames', 'oversized_payload'))).toBe(ReadError.TooLarge);

@@ -1,8 +1,8 @@
 import net from 'node:net';
 import type { Duplex } from 'node:stream';
-import { afterAll, afterEach, beforeAll } from '@jest/globals';
+import { afterAll, afterEach, beforeAll, expect } from '@jest/globals';
 import { type Broker, openStream, type ServerConfig } from '#busrt/core';
-import { clientOptions, listenFor } from './transport.js';
+import { clientOptions, listenFor, namesGone } from './transport.js';
 
 export { tmpSocket } from './transport.js';
 
@@ -15,6 +15,8 @@ export class RawPeer {
   private buf: Buffer = Buffer.alloc(0);
   private waiter: (() => void) | null = null;
   closed = false;
+  /** The name it registered under ('' before the handshake). */
+  name = '';
 
   private constructor(readonly stream: Duplex) {
     stream.on('data', (chunk: Buffer) => {
@@ -63,6 +65,7 @@ export class RawPeer {
     len.writeUInt16LE(n.length);
     p.write(Buffer.concat([len, n]));
     const r = await p.read(1);
+    if (r[0] === 1) p.name = name;
     return { peer: p, code: r[0] };
   }
 
@@ -131,20 +134,6 @@ export class RawPeer {
     return true;
   }
 
-  /** Resolves true when nothing but keep-alives arrives within ms. */
-  async silentFor(ms: number): Promise<boolean> {
-    const deadline = Date.now() + ms;
-    for (;;) {
-      while (this.buf.length >= 6 && this.buf[0] === 0 && this.buf.readUInt32LE(1) === 0 && this.buf[5] === 0) {
-        this.buf = this.buf.subarray(6);
-      }
-      if (this.buf.length > 0) return false;
-      const left = deadline - Date.now();
-      if (left <= 0) return true;
-      await this.wait(left);
-    }
-  }
-
   close(): void {
     this.stream.destroy();
   }
@@ -160,6 +149,36 @@ export function clientFrame(opId: number, flags: number, payload: Buffer | strin
   return Buffer.concat([h, p]);
 }
 
+let markers = 0;
+
+/**
+ * Proves that nothing `from` sent before reached `to`: `from` sends `to` a direct message (QoS 0)
+ * and it must be the next frame `to` reads, keep-alives skipped. The broker handles the frames of
+ * one connection in order and writes each client's frames in order, so anything an earlier frame
+ * of `from` delivered to `to` would come first.
+ */
+export async function expectMarkerNext(from: RawPeer, to: RawPeer): Promise<void> {
+  const tag = `marker ${++markers}`;
+  from.write(clientFrame(0, 0x12, `${to.name}\0${tag}`));
+  const f = await to.readFrame();
+  expect(f.subarray(6).toString('latin1')).toBe(`${from.name}\0${tag}`);
+}
+
+/**
+ * Proves that the broker answered nothing to what `peer` sent before (no ACK of a QoS 0 frame):
+ * a QoS 1 publication to a topic nobody holds must be ACKed next, as the broker handles a
+ * connection's frames in order.
+ */
+export async function expectAckNext(peer: RawPeer): Promise<void> {
+  const id = 0x7fff0000 + (++markers & 0xffff);
+  peer.write(clientFrame(id, 0x41, `marker/${id}\0`));
+  const want = Buffer.alloc(6);
+  want[0] = 0xfe;
+  want.writeUInt32LE(id, 1);
+  want[5] = 0x01;
+  expect((await peer.readFrame()).toString('hex')).toBe(want.toString('hex'));
+}
+
 /** Waits ms milliseconds. */
 export function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
@@ -169,6 +188,7 @@ export function sleep(ms: number): Promise<void> {
 export class PeerPool {
   private readonly peers: RawPeer[] = [];
   path = '';
+  broker: Broker | null = null;
 
   /** Connects and registers a raw peer under `name`. */
   async reg(name: string): Promise<RawPeer> {
@@ -177,25 +197,25 @@ export class PeerPool {
     return p;
   }
 
-  /** Closes every peer of the pool. */
-  closeAll(): void {
+  /** Closes every peer of the pool and waits until the broker has let their names go. */
+  async closeAll(): Promise<void> {
+    const names = this.peers.map((p) => p.name).filter((n) => n !== '');
     for (const p of this.peers.splice(0)) p.close();
+    if (this.broker !== null) await namesGone(this.broker, names);
   }
 }
 
 /**
  * For the enclosing describe block: serves `broker` on a listener of the run's kind, closes the raw peers
- * after each test (with a moment for the broker to see them go) and the broker after the last.
+ * after each test (waiting until the broker has seen them go) and the broker after the last.
  */
 export function rawPeersOn(broker: Broker, options: ServerConfig = { timeoutMs: 2000 }): PeerPool {
   const pool = new PeerPool();
+  pool.broker = broker;
   beforeAll(async () => {
     pool.path = (await listenFor(broker, options)).address;
   });
-  afterEach(async () => {
-    pool.closeAll();
-    await sleep(20);
-  });
+  afterEach(() => pool.closeAll());
   afterAll(() => broker.close());
   return pool;
 }

@@ -1,0 +1,122 @@
+// `npm run mutate [-- FOLDER... [--STRYKER-OPTION...]]`: mutation testing of libs/ (or of the
+// folders named) with StrykerJS, then the score per folder. Long: not part of `npm test` or CI.
+// Each scope keeps its own incremental file under reports/mutation/, so a rerun tests only the
+// mutants whose code or covering tests changed; `--force` tests them all again. The mutants
+// listed as equivalent in scripts/mutation-equivalent.json count apart (docs/mutation.md).
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { join, relative, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const root = fileURLToPath(new URL('..', import.meta.url));
+const args = process.argv.slice(2);
+const summaryOnly = args.includes('--summary-only');
+// Folders are the arguments under libs/; everything else (`--force`, `--concurrency 1`) is
+// passed on to Stryker.
+const isFolder = (a) => /^(\.\/)?libs(\/|$)/.test(a);
+const folders = args.filter(isFolder).map((a) => relative(root, resolve(a)).replace(/\/$/, ''));
+const passThrough = args.filter((a) => !isFolder(a) && a !== '--summary-only');
+for (const f of folders) {
+  if (!f.startsWith('libs') || !existsSync(join(root, f))) {
+    console.error(`mutate: ${f} is not a folder of libs/`);
+    process.exit(2);
+  }
+}
+const scope = folders.length === 0 ? ['libs'] : folders;
+const slug = scope.map((f) => f.replaceAll('/', '-')).join('+');
+const out = join(root, 'reports', 'mutation');
+mkdirSync(out, { recursive: true });
+const report = join(out, `${slug}.json`);
+
+if (!summaryOnly) {
+  const stryker = createRequire(import.meta.url)
+    .resolve('@stryker-mutator/core/package.json')
+    .replace(/package\.json$/, 'bin/stryker.js');
+  const r = spawnSync(process.execPath, [stryker, 'run', 'stryker.config.mjs', ...passThrough], {
+    cwd: root,
+    stdio: 'inherit',
+    env: { ...process.env, BUSRT_MUTATE_SCOPE: scope.join(',') },
+  });
+  if (r.status !== 0) process.exit(r.status ?? 1);
+}
+
+/** The folder a file's score is summed under: libs/busrt/<folder>, or libs/nestjs/<folder>. */
+function folderOf(file) {
+  const parts = file.split('/');
+  return parts.length > 3 ? parts.slice(0, 3).join('/') : parts.slice(0, 2).join('/');
+}
+
+const equivalent = JSON.parse(readFileSync(join(root, 'scripts', 'mutation-equivalent.json'), 'utf8'));
+const isEquivalent = (file, m) =>
+  equivalent.some(
+    (e) =>
+      e.file === file &&
+      e.line === m.location.start.line &&
+      (e.column === undefined || e.column === m.location.start.column + 1) &&
+      e.mutator === m.mutatorName &&
+      (e.replacement === undefined || e.replacement === m.replacement),
+  );
+
+/**
+ * The run's report, or, for a run stopped before its end, the mutants tested so far as the
+ * partial reporter wrote them down (scripts/mutate-reporter.mjs).
+ */
+function readResult() {
+  const partial = join(out, `${slug}.partial.jsonl`);
+  if (existsSync(report) && !(existsSync(partial) && statSync(partial).mtimeMs > statSync(report).mtimeMs + 60_000)) {
+    return { complete: true, files: JSON.parse(readFileSync(report, 'utf8')).files };
+  }
+  const files = {};
+  for (const line of readFileSync(partial, 'utf8').split('\n')) {
+    if (line === '') continue;
+    const m = JSON.parse(line);
+    (files[m.fileName] ??= { mutants: [] }).mutants.push(m);
+  }
+  return { complete: false, files };
+}
+const result = readResult();
+if (!result.complete) console.log('The run did not finish: the figures are of the mutants tested so far.');
+const rows = new Map();
+const row = (name) => {
+  let r = rows.get(name);
+  if (!r) rows.set(name, (r = { killed: 0, survived: 0, noCoverage: 0, equivalent: 0, other: 0 }));
+  return r;
+};
+const survivors = [];
+for (const [file, { mutants }] of Object.entries(result.files)) {
+  const name = relative(root, resolve(root, file));
+  for (const m of mutants) {
+    for (const r of [
+      row(folderOf(name)),
+      row(name.startsWith('libs/busrt') ? 'libs/busrt' : 'libs/nestjs'),
+      row('libs'),
+    ]) {
+      if (m.status === 'Killed' || m.status === 'Timeout') r.killed++;
+      else if ((m.status === 'Survived' || m.status === 'NoCoverage') && isEquivalent(name, m)) r.equivalent++;
+      else if (m.status === 'Survived') r.survived++;
+      else if (m.status === 'NoCoverage') r.noCoverage++;
+      else r.other++;
+    }
+    if ((m.status === 'Survived' || m.status === 'NoCoverage') && !isEquivalent(name, m)) {
+      survivors.push(
+        `${name}:${m.location.start.line}:${m.location.start.column + 1} ${m.status} ${m.mutatorName} -> ${JSON.stringify(m.replacement ?? '')}`,
+      );
+    }
+  }
+}
+const pct = (r) => {
+  const counted = r.killed + r.survived + r.noCoverage;
+  return counted === 0 ? 'n/a' : `${((100 * r.killed) / counted).toFixed(1)}%`;
+};
+const lines = [
+  '| folder | killed | survived | no coverage | equivalent | score |',
+  '| --- | ---: | ---: | ---: | ---: | ---: |',
+  ...[...rows.keys()].sort().map((k) => {
+    const r = rows.get(k);
+    return `| ${k} | ${r.killed} | ${r.survived} | ${r.noCoverage} | ${r.equivalent} | ${pct(r)} |`;
+  }),
+];
+writeFileSync(join(out, `${slug}.summary.md`), `${lines.join('\n')}\n\n${survivors.join('\n')}\n`);
+console.log(lines.join('\n'));
+console.log(`\n${survivors.length} surviving mutants (not listed as equivalent): reports/mutation/${slug}.summary.md`);

@@ -1,0 +1,123 @@
+// Mutation testing with StrykerJS (`npm run mutate`, see docs/mutation.md). Stryker copies the
+// project into a sandbox, puts every mutant of the TypeScript sources of libs/ in place behind a
+// switch, compiles the sandbox with tsc (the suite runs the compiled ES modules of dist/), and runs
+// the jest tests that cover each mutant, under `--experimental-vm-modules` as `npm test` does.
+// scripts/mutate.mjs narrows `mutate` to one folder and sums the scores up per folder.
+import { fileURLToPath } from 'node:url';
+import jestConfig from './jest.config.js';
+
+/**
+ * Test files that never reach libs/ in the jest process: they drive busrtd, the CLI or a Nest app
+ * as child processes, pack the package, type-check the docs or drive a browser. A mutant reached
+ * only in a child process has no coverage here and is reported as such; loading these files for
+ * every mutant would only cost time.
+ */
+const OUT_OF_PROCESS = [
+  'api',
+  'browser',
+  'busrtd',
+  'busrtd-aaa',
+  'busrtd-http',
+  'cli',
+  'cli-top',
+  'docs',
+  'frame-memory',
+  'health',
+  'monitor-web',
+  'nest-e2e',
+  'package',
+  'replicas-kill',
+  'samples',
+  'start-order',
+  'stream-rss',
+];
+
+/** The folders to mutate (scripts/mutate.mjs sets them), and the name of their report files. */
+const scope = (process.env.BUSRT_MUTATE_SCOPE ?? 'libs').split(',');
+
+/**
+ * The Nest layer's tests load Nest, the heaviest part of every run against a mutant: they run only
+ * when the scope takes in libs/nestjs. The core's own tests cover the core.
+ */
+const NEST_TESTS = ['nest-client', 'nest-monitor', 'nest-server', 'nest-transport'];
+const skipped = scope.some((f) => f === 'libs' || f.startsWith('libs/nestjs'))
+  ? OUT_OF_PROCESS
+  : [...OUT_OF_PROCESS, ...NEST_TESTS];
+const slug = scope.map((f) => f.replaceAll('/', '-')).join('+');
+
+/**
+ * A folder whose code every socket test runs (the framing of every connection) is mutated against
+ * the tests that drive it directly: a surviving mutant there runs all of its covering tests, and
+ * with every socket test that is hours on two cores. A mutant only another test would kill counts
+ * as surviving, so the score of such a run is a lower bound.
+ */
+const FOCUS = {
+  'libs/busrt/protocol': [
+    'broker-frames',
+    'broker-handshake',
+    'client',
+    'errors',
+    'fuzz',
+    'internal-client',
+    'name-cache',
+    'payload',
+    'protocol',
+    'protocol-units',
+    'rpc-frames',
+    'streams',
+    'websocket',
+  ],
+};
+const focus = scope.length === 1 ? FOCUS[scope[0]] : undefined;
+
+/** @type {import('@stryker-mutator/api/core').PartialStrykerOptions} */
+export default {
+  mutate: [
+    ...scope.map((f) => (f.endsWith('.ts') ? f : `${f}/**/*.ts`)),
+    '!libs/**/index.ts',
+    '!libs/**/internal.ts',
+    // The monitor's page: one string, a static mutant Stryker skips anyway.
+    '!libs/busrt/monitor/page.ts',
+  ],
+  testRunner: 'jest',
+  testRunnerNodeArgs: ['--experimental-vm-modules', '--disable-warning=ExperimentalWarning'],
+  jest: {
+    projectType: 'custom',
+    enableFindRelatedTests: false,
+    config: {
+      ...jestConfig,
+      rootDir: '.',
+      reporters: [],
+      // An absolute path: Stryker's wrapper loads the environment from its own folder.
+      testEnvironment: fileURLToPath(new URL('./scripts/mutate-environment.cjs', import.meta.url)),
+      testSequencer: fileURLToPath(new URL('./scripts/mutate-sequencer.cjs', import.meta.url)),
+      // A mutant that makes a test wait for what never comes fails that test here, well before
+      // Stryker's own timeout, which would restart the test runner.
+      testTimeout: 5000,
+      testPathIgnorePatterns: ['/node_modules/', ...skipped.map((n) => `/dist/test/${n}\\.test\\.js$`)],
+      ...(focus === undefined ? {} : { testMatch: focus.map((n) => `**/dist/test/${n}.test.js`) }),
+    },
+  },
+  // tsc still writes every file when the instrumented code does not type-check; the mutants are
+  // switched at run time, so the types of the mutated code do not matter here.
+  buildCommand: 'node scripts/mutate-build.mjs',
+  ignorePatterns: ['dist', 'reports', 'bench/results', 'coverage', 'docs/images', '.stryker-*'],
+  coverageAnalysis: 'perTest',
+  // A mutant in code that runs once when a module loads would need the whole suite per mutant.
+  ignoreStatic: true,
+  concurrency: 2,
+  // Generous: the machine may be busy with other work, and a run cut short restarts its runner.
+  timeoutFactor: 3,
+  timeoutMS: 15000,
+  dryRunTimeoutMinutes: 20,
+  incremental: true,
+  incrementalFile: `reports/mutation/${slug}.incremental.json`,
+  appendPlugins: [fileURLToPath(new URL('./scripts/mutate-reporter.mjs', import.meta.url))],
+  reporters: ['clear-text', 'progress', 'json', 'html', 'partial'],
+  jsonReporter: { fileName: `reports/mutation/${slug}.json` },
+  htmlReporter: { fileName: `reports/mutation/${slug}.html` },
+  clearTextReporter: { allowColor: false, logTests: false, reportMutants: false, reportScoreTable: true },
+  thresholds: { high: 90, low: 75, break: null },
+  tempDirName: '.stryker-tmp',
+  cleanTempDir: true,
+};

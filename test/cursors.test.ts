@@ -1,0 +1,209 @@
+// CursorMap on its own: reads to the end, blocks, refusals, removal, expiry and the cleaner. The
+// map reads its clock from Date.now, which the expiry tests stop and move on themselves; the
+// cleaner runs on a short timer, and a test waits for what it does (a source closed), not for a
+// time.
+import { afterEach, describe, expect, it, jest } from '@jest/globals';
+import {
+  type Cursor,
+  CURSOR_NEXT,
+  CURSOR_NEXT_BULK,
+  CursorMap,
+  CursorNotFoundError,
+  decodeCursorRequest,
+  encodeCursorRequest,
+  InvalidParamsError,
+  type RpcEvent,
+} from '#busrt/core';
+
+const maps: CursorMap[] = [];
+afterEach(() => {
+  for (const m of maps.splice(0)) m.close();
+  jest.restoreAllMocks();
+});
+const map = (options: ConstructorParameters<typeof CursorMap>[0] = {}): CursorMap => {
+  const m = new CursorMap(options);
+  maps.push(m);
+  return m;
+};
+
+/** A source of `n` records `r0`, `r1`...; counts reads and tells when it is closed. */
+function source(n: number): Cursor & { reads: number; closed: Promise<void>; isClosed: () => boolean } {
+  let i = 0;
+  let closedNow = false;
+  let markClosed: () => void = () => undefined;
+  const closed = new Promise<void>((r) => (markClosed = r));
+  return {
+    reads: 0,
+    closed,
+    isClosed: () => closedNow,
+    async next() {
+      this.reads++;
+      return i < n ? Buffer.from(`r${i++}`) : undefined;
+    },
+    async nextBulk(k: number) {
+      this.reads++;
+      const got: string[] = [];
+      while (got.length < k && i < n) got.push(`r${i++}`);
+      return { payload: Buffer.from(got.join(',')), count: got.length };
+    },
+    close() {
+      closedNow = true;
+      markClosed();
+    },
+  };
+}
+
+const text = async (p: Promise<unknown>): Promise<string | undefined> => {
+  const v = await p;
+  return v === undefined ? undefined : (v as Buffer).toString();
+};
+
+describe('CursorMap', () => {
+  it('reads a cursor to its end, then answers undefined without asking the source again', async () => {
+    const m = map();
+    const s = source(2);
+    const id = m.add(s);
+    expect(id.length).toBe(16);
+    expect([(id[6] & 0xf0).toString(16), (id[8] & 0xc0).toString(16)]).toEqual(['40', '80']);
+    expect(m.size).toBe(1);
+    expect(await text(m.next(id))).toBe('r0');
+    expect(await text(m.next(id))).toBe('r1');
+    expect(await text(m.next(id))).toBeUndefined();
+    expect(await text(m.next(id))).toBeUndefined();
+    expect(s.reads).toBe(3);
+  });
+
+  it('reads blocks; a short block ends the cursor, and later blocks are an empty array', async () => {
+    const m = map({ maxBulk: 5 });
+    const s = source(7);
+    const id = m.add(s);
+    expect(await text(m.nextBulk(id, 5))).toBe('r0,r1,r2,r3,r4');
+    expect(await text(m.nextBulk(id, 1))).toBe('r5');
+    expect(await text(m.nextBulk(id, 5))).toBe('r6');
+    expect(((await m.nextBulk(id, 5)) as Buffer).toString('hex')).toBe('90');
+    expect(s.reads).toBe(3);
+  });
+
+  it('refuses a block size that is not an integer from 1 to maxBulk', async () => {
+    const m = map({ maxBulk: 5 });
+    const id = m.add(source(10));
+    for (const n of [0, -1, 6, 1.5, Number.NaN]) {
+      const e = await m.nextBulk(id, n).catch((x: unknown) => x);
+      expect([n, e instanceof InvalidParamsError, (e as Error).message]).toEqual([
+        n,
+        true,
+        'n must be an integer from 1 to 5',
+      ]);
+    }
+    expect(await text(m.nextBulk(id, 5))).toBe('r0,r1,r2,r3,r4');
+  });
+
+  it('answers an unknown or malformed id with cursor not found', () => {
+    const m = map();
+    expect(() => m.next(Buffer.alloc(16))).toThrow(CursorNotFoundError);
+    expect(() => m.nextBulk(Buffer.alloc(3), 1)).toThrow(CursorNotFoundError);
+  });
+
+  it('reads of one cursor run one after the other', async () => {
+    const m = map();
+    let inside = 0;
+    let most = 0;
+    let i = 0;
+    const slow: Cursor = {
+      async next() {
+        inside++;
+        most = Math.max(most, inside);
+        await new Promise((r) => setImmediate(r));
+        inside--;
+        return Buffer.from(String(i++));
+      },
+      async nextBulk() {
+        return { payload: Buffer.alloc(0), count: 0 };
+      },
+    };
+    const id = m.add(slow);
+    expect(await Promise.all([text(m.next(id)), text(m.next(id)), text(m.next(id))])).toEqual(['0', '1', '2']);
+    expect(most).toBe(1);
+  });
+
+  it('remove stops an unfinished source, not a finished one, and says whether the id was known', async () => {
+    const m = map();
+    const open = source(5);
+    const done = source(0);
+    const a = m.add(open);
+    const b = m.add(done);
+    expect(await text(m.next(b))).toBeUndefined();
+    expect(m.remove(a)).toBe(true);
+    expect(m.remove(b)).toBe(true);
+    expect([open.isClosed(), done.isClosed()]).toEqual([true, false]);
+    expect(m.remove(a)).toBe(false);
+    expect(m.size).toBe(0);
+    expect(() => m.next(a)).toThrow(CursorNotFoundError);
+  });
+
+  it('expires a cursor not read for its TTL; every read renews it; finished ones are removed', async () => {
+    let now = Date.now();
+    jest.spyOn(Date, 'now').mockImplementation(() => now);
+    const m = map({ ttlMs: 1000, cleanerIntervalMs: 5 });
+    const idle = source(5);
+    const read = source(5);
+    const finished = source(0);
+    m.add(idle);
+    const r = m.add(read);
+    const f = m.add(finished);
+    expect(await text(m.next(f))).toBeUndefined();
+    now += 900;
+    expect(await text(m.next(r))).toBe('r0');
+    now += 101;
+    // The cleaner's pass that closes idle (past its TTL by 1 ms) leaves read, renewed 101 ms ago.
+    await idle.closed;
+    expect(m.size).toBe(1);
+    expect(read.isClosed()).toBe(false);
+    expect(await text(m.next(r))).toBe('r1');
+    expect(finished.isClosed()).toBe(false);
+  });
+
+  it('close stops the cleaner and every unfinished source', async () => {
+    const m = map();
+    const a = source(3);
+    const b = source(0);
+    m.add(a);
+    const idb = m.add(b);
+    await m.next(idb);
+    m.close();
+    expect([a.isClosed(), b.isClosed(), m.size]).toEqual([true, false, 0]);
+  });
+
+  it('serves N and NB calls, and leaves other methods to the caller', async () => {
+    const m = map();
+    const id = m.add(source(4));
+    const ev = (method: string, payload: Uint8Array): RpcEvent =>
+      ({ method, payload: Buffer.from(payload) }) as RpcEvent;
+    expect(m.handleCall(ev('other', encodeCursorRequest(id)))).toBeUndefined();
+    expect(await text(m.handleCall(ev(CURSOR_NEXT, encodeCursorRequest(id))) as Promise<unknown>)).toBe('r0');
+    expect(await text(m.handleCall(ev(CURSOR_NEXT_BULK, encodeCursorRequest(id, 2))) as Promise<unknown>)).toBe(
+      'r1,r2',
+    );
+    // NB without n reads one record.
+    expect(await text(m.handleCall(ev(CURSOR_NEXT_BULK, encodeCursorRequest(id))) as Promise<unknown>)).toBe('r3');
+    await expect(m.handleCall(ev(CURSOR_NEXT, Buffer.from([0xc1])))).rejects.toThrow(
+      'cursor params are not valid MessagePack',
+    );
+  });
+
+  it('reads the params {u, n?} and refuses anything else with -32602', () => {
+    const id = Buffer.alloc(16, 7);
+    expect(decodeCursorRequest(encodeCursorRequest(id, 3))).toEqual({ u: expect.anything(), n: 3 });
+    expect(decodeCursorRequest(encodeCursorRequest(id)).n).toBe(1);
+    const bad: [Uint8Array, string][] = [
+      [Buffer.from([0x93, 1, 2, 3]), 'expected {u, n?}'],
+      [Buffer.from([0xc0]), 'expected {u, n?}'],
+      [encodeCursorRequest(Buffer.alloc(15)), 'u must be a 16-byte binary cursor id'],
+      [encodeCursorRequest(id, 'x' as unknown as number), 'n must be an integer'],
+    ];
+    for (const [p, msg] of bad) {
+      expect(() => decodeCursorRequest(p)).toThrow(InvalidParamsError);
+      expect(() => decodeCursorRequest(p)).toThrow(msg);
+    }
+  });
+});

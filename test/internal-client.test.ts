@@ -1,0 +1,180 @@
+// The in-process client (Broker.registerClient): every operation of the BusClient interface, its
+// secondaries, its statistics and what it does once disconnected. Everything runs inside the
+// broker's process, so each operation is routed before its promise is returned.
+import { afterAll, describe, expect, it } from '@jest/globals';
+import { Broker, BusError, ErrorCode, type Frame, type InternalClient, QoS } from '#busrt/core';
+
+const broker = new Broker();
+afterAll(() => broker.close());
+
+/** The frames a client has received, as `sender topic payload` strings, taken off its queue. */
+async function drain(c: InternalClient, n: number): Promise<string[]> {
+  const out: string[] = [];
+  const it = c.frames();
+  while (out.length < n) {
+    const f = (await it.next()).value as Frame;
+    out.push(`${f.sender} ${f.topic ?? '-'} ${f.payload.toString()}`);
+  }
+  return out;
+}
+
+/** Proves nothing else is queued for `to` from `from`: a marker message must come next. */
+async function nothingBefore(from: InternalClient, to: InternalClient): Promise<void> {
+  await from.send(to.name, Buffer.from('marker'));
+  expect(await drain(to, 1)).toEqual([`${from.name} - marker`]);
+}
+
+describe('in-process clients', () => {
+  it('register secondaries as <name>%%<n>, which cannot have secondaries of their own', async () => {
+    const p = broker.registerClient('prim');
+    const s0 = p.registerSecondary();
+    const s1 = p.registerSecondary();
+    expect([s0.name, s1.name]).toEqual(['prim%%0', 'prim%%1']);
+    expect(() => s0.registerSecondary()).toThrow(BusError);
+    try {
+      s0.registerSecondary();
+    } catch (e) {
+      expect((e as BusError).code).toBe(ErrorCode.NotSupported);
+    }
+    // A secondary is dropped with its primary.
+    await p.disconnect();
+    expect([s0.connected, s1.connected]).toEqual([false, false]);
+    expect(broker.getClient('prim%%1')).toBeUndefined();
+  });
+
+  it('publishFor reaches the subscribers of that primary name only, secondaries included', async () => {
+    const svc = broker.registerClient('pf.svc');
+    const sec = svc.registerSecondary();
+    const other = broker.registerClient('pf.other');
+    const pub = broker.registerClient('pf.pub');
+    for (const c of [svc, sec, other]) await c.subscribe('news/#');
+    await pub.publishFor('news/a', 'pf.svc', Buffer.from('for-svc'));
+    expect(await drain(svc, 1)).toEqual(['pf.pub news/a for-svc']);
+    expect(await drain(sec, 1)).toEqual(['pf.pub news/a for-svc']);
+    await nothingBefore(pub, other);
+    for (const c of [pub, other, svc]) await c.disconnect();
+  });
+
+  it('unsubscribe, exclude and unexclude take effect before their promise settles', async () => {
+    const sub = broker.registerClient('ops.sub');
+    const pub = broker.registerClient('ops.pub');
+    await sub.subscribeBulk(['a/#', 'b/#']);
+    await sub.unsubscribe('b/#');
+    await sub.exclude('a/secret/#');
+    await pub.publish('b/x', Buffer.from('b'));
+    await pub.publish('a/secret/x', Buffer.from('s'));
+    await pub.publish('a/open', Buffer.from('o'));
+    expect(await drain(sub, 1)).toEqual(['ops.pub a/open o']);
+    await sub.unexclude('a/secret/#');
+    await pub.publish('a/secret/y', Buffer.from('s2'));
+    expect(await drain(sub, 1)).toEqual(['ops.pub a/secret/y s2']);
+    await sub.excludeBulk(['a/#']);
+    await sub.unexcludeBulk(['a/#']);
+    await sub.unsubscribeBulk(['a/#']);
+    await pub.publish('a/open', Buffer.from('gone'));
+    await nothingBefore(pub, sub);
+    // Each operation counts as one frame read, its length the topics and their separators.
+    const e = broker.getClient('ops.sub');
+    expect(e?.rFrames).toBe(7);
+    expect(e?.rBytes).toBe('a/#\0b/#'.length + 3 + 10 + 10 + 3 + 3 + 3);
+    for (const c of [sub, pub]) await c.disconnect();
+  });
+
+  it('broadcasts reach every client whose name matches the mask, the sender included', async () => {
+    const a = broker.registerClient('grp.a');
+    const b = broker.registerClient('grp.b');
+    const o = broker.registerClient('other.c');
+    await a.sendBroadcast('grp.*', Buffer.from('all'));
+    expect(await drain(a, 1)).toEqual(['grp.a - all']);
+    expect(await drain(b, 1)).toEqual(['grp.a - all']);
+    await nothingBefore(a, o);
+    for (const c of [a, b, o]) await c.disconnect();
+  });
+
+  it('a refused operation rejects only when its QoS asks for an answer', async () => {
+    const c = broker.registerClient('qos.c');
+    await expect(c.send('nobody', Buffer.from('x'), QoS.Processed)).rejects.toMatchObject({
+      code: ErrorCode.NotRegistered,
+    });
+    await expect(c.send('nobody', Buffer.from('x'), QoS.RealtimeProcessed)).rejects.toMatchObject({
+      code: ErrorCode.NotRegistered,
+    });
+    await expect(c.send('nobody', Buffer.from('x'), QoS.No)).resolves.toBeUndefined();
+    await expect(c.send('nobody', Buffer.from('x'), QoS.Realtime)).resolves.toBeUndefined();
+    await c.disconnect();
+  });
+
+  it('marks a frame sent with a realtime QoS as realtime', async () => {
+    const a = broker.registerClient('rt.a');
+    const b = broker.registerClient('rt.b');
+    await a.send('rt.b', Buffer.from('0'), QoS.No);
+    await a.send('rt.b', Buffer.from('1'), QoS.Processed);
+    await a.send('rt.b', Buffer.from('2'), QoS.Realtime);
+    await a.send('rt.b', Buffer.from('3'), QoS.RealtimeProcessed);
+    const it = b.frames();
+    const rt: boolean[] = [];
+    for (let i = 0; i < 4; i++) rt.push(((await it.next()).value as Frame).realtime);
+    expect(rt).toEqual([false, false, true, true]);
+    for (const c of [a, b]) await c.disconnect();
+  });
+
+  it('once disconnected, every operation rejects with not registered, and disconnect is idempotent', async () => {
+    const c = broker.registerClient('gone.c');
+    const told: (Error | undefined)[] = [];
+    c.onDisconnect((e) => told.push(e));
+    await c.disconnect();
+    await c.disconnect();
+    expect(told).toEqual([undefined]);
+    expect(c.connected).toBe(false);
+    const ops: [string, () => Promise<void>][] = [
+      ['send', () => c.send('x', Buffer.from('y'))],
+      ['zcSend', () => c.zcSend('x', Buffer.from('h'), Buffer.from('y'))],
+      ['sendBroadcast', () => c.sendBroadcast('*', Buffer.from('y'))],
+      ['publish', () => c.publish('t', Buffer.from('y'))],
+      ['publishFor', () => c.publishFor('t', 'x', Buffer.from('y'))],
+      ['subscribe', () => c.subscribe('t')],
+      ['unsubscribe', () => c.unsubscribe('t')],
+      ['exclude', () => c.exclude('t')],
+      ['unexclude', () => c.unexclude('t')],
+      ['ping', () => c.ping()],
+    ];
+    for (const [name, op] of ops) {
+      const e = await op().then(
+        () => null,
+        (err: unknown) => err,
+      );
+      expect([name, e instanceof BusError ? e.code : e]).toEqual([name, ErrorCode.NotRegistered]);
+    }
+    // The name is free again.
+    broker.registerClient('gone.c').disconnect();
+  });
+
+  it('a throwing frame handler does not stop delivery to the client', async () => {
+    const errors: string[] = [];
+    const b2 = new Broker({ logger: { error: (m) => errors.push(m) } });
+    try {
+      const a = b2.registerClient('a');
+      const c = b2.registerClient('c');
+      const got: string[] = [];
+      c.onFrame((f) => {
+        got.push(f.payload.toString());
+        if (got.length === 1) throw new Error('handler broke');
+      });
+      await a.send('c', Buffer.from('1'));
+      await a.send('c', Buffer.from('2'));
+      while (got.length < 2) await new Promise((r) => setImmediate(r));
+      expect(got).toEqual(['1', '2']);
+      expect(errors).toHaveLength(1);
+      expect(errors[0]).toMatch(/^frame handler of c failed: Error: handler broke/);
+    } finally {
+      await b2.close();
+    }
+  });
+
+  it('the broker refuses a queue size that is not a positive integer', () => {
+    for (const queueSize of [0, -1, 1.5, Number.NaN]) {
+      expect(() => new Broker({ queueSize })).toThrow(RangeError);
+      expect(() => new Broker({ queueSize })).toThrow(`queueSize must be a positive integer, got ${queueSize}`);
+    }
+  });
+});
