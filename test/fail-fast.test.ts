@@ -38,8 +38,8 @@ describe('calls fail fast when their target leaves', () => {
     await broker.close();
   });
 
-  const target = async (name: string): Promise<Running> => {
-    const p = Running.start(TARGET, [path, name]);
+  const target = async (name: string, ...mode: string[]): Promise<Running> => {
+    const p = Running.start(TARGET, [path, name, ...mode]);
     procs.push(p);
     await p.printed(/^ready$/m, 15_000);
     return p;
@@ -68,6 +68,23 @@ describe('calls fail fast when their target leaves', () => {
     }
     expect((out[1] as Error).message).toBe('ff.a%%0 left the bus before answering');
     expect(rpc.pendingCalls).toBe(0);
+  });
+
+  it("a secondary killed while its primary stays: its call gets -32002, the primary's goes on", async () => {
+    // The primary lives in this process; the secondary in the target process.
+    const primary = await connect({ path, name: 'ff.b', timeoutMs: 2000 });
+    new RpcClient(primary, { handleCall: (ev) => ev.payload });
+    const p = await target('ff.b%%1', 'alone');
+    const call = settled(rpc.call('ff.b%%1', 'hang'));
+    await p.until(() => p.stdout.includes('got ff.b%%1'), 'the call', 10_000);
+    p.signal('SIGKILL');
+    const e = await call;
+    expect(e).toBeInstanceOf(InstanceLostError);
+    expect((e as InstanceLostError).code).toBe(RpcErrorCode.InstanceLost);
+    expect((e as Error).message).toBe('ff.b%%1 left the bus before answering');
+    // The primary is still there and answers.
+    expect((await rpc.call('ff.b', 'echo', Buffer.from('still here'))).toString()).toBe('still here');
+    await primary.disconnect();
   });
 
   it('a call to a name already gone gets the ACK of the broker (-32113), not a hang', async () => {

@@ -1,6 +1,7 @@
 import { encode } from '@msgpack/msgpack';
 import {
   BROKER_INFO_TOPIC,
+  BROKER_SECONDARY_TOPIC,
   BROKER_NAME,
   BROKER_WARN_TOPIC,
   type BrokerInfo,
@@ -254,6 +255,7 @@ export const BROKER_VERSION = '0.1.0';
 
 const WARN_TOPIC_NUL = Buffer.from(BROKER_WARN_TOPIC + '\0', 'utf8');
 const INFO_TOPIC_NUL = Buffer.from(BROKER_INFO_TOPIC + '\0', 'utf8');
+const SECONDARY_TOPIC_NUL = Buffer.from(BROKER_SECONDARY_TOPIC + '\0', 'utf8');
 
 /** Wall-clock time in nanoseconds since the UNIX epoch. */
 function nowNanos(): bigint {
@@ -373,6 +375,7 @@ export class BrokerCore {
     this.subs.subscribe(BROKER_WARN_TOPIC, entry);
     if (primaryEntry !== undefined) {
       primaryEntry.secondaries.add(entry);
+      this.announce('reg', entry.name, true);
     } else if (entry.name !== BROKER_NAME) {
       this.announce('reg', entry.name);
     }
@@ -397,6 +400,7 @@ export class BrokerCore {
     entry.exclusions = null;
     if (entry.secondary) {
       this.clients.get(entry.primary)?.secondaries.delete(entry);
+      if (announce) this.announce('unreg', entry.name, true);
     } else {
       for (const s of entry.secondaries) this.unregister(s, false, 'its primary client left');
       entry.secondaries.clear();
@@ -804,7 +808,7 @@ export class BrokerCore {
   }
 
   /** Publishes an announcement as `.broker`, when the core client exists. */
-  announce(subject: 'reg' | 'unreg' | 'shutdown', name: string | null): void {
+  announce(subject: 'reg' | 'unreg' | 'shutdown', name: string | null, secondary = false): void {
     const core = this.clients.get(BROKER_NAME);
     if (core === undefined || !core.internal) return;
     const t = nowNanos();
@@ -812,6 +816,8 @@ export class BrokerCore {
     const payload = encode(name === null ? { s: subject, t } : { s: subject, d: name, t }, { useBigInt64: true });
     if (subject === 'shutdown') {
       this.routePublish(core, BROKER_WARN_TOPIC, WARN_TOPIC_NUL, payload, false, payload.length, null);
+    } else if (secondary) {
+      this.routePublish(core, BROKER_SECONDARY_TOPIC, SECONDARY_TOPIC_NUL, payload, false, payload.length, null);
     } else {
       this.routePublish(core, BROKER_INFO_TOPIC, INFO_TOPIC_NUL, payload, false, payload.length, null);
     }

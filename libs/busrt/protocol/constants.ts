@@ -83,6 +83,12 @@ export const SECONDARY_SEP = '%%';
 export const BROKER_NAME = '.broker';
 /** Topic of reg / unreg announcements. */
 export const BROKER_INFO_TOPIC = '.broker/info';
+/**
+ * Topic of reg / unreg announcements of secondary clients (`name%%suffix`), which `.broker/info`
+ * leaves out as upstream does: an extension of this broker, so that calls to a secondary can
+ * fail as soon as it leaves.
+ */
+export const BROKER_SECONDARY_TOPIC = '.broker/secondary';
 /** Topic of the shutdown announcement; every client is subscribed at registration. */
 export const BROKER_WARN_TOPIC = '.broker/warn';
 

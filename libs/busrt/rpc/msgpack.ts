@@ -1,6 +1,13 @@
 import { isAscii } from 'node:buffer';
 import { Decoder, decodeMulti, Encoder } from '@msgpack/msgpack';
-import { BROKER_INFO_TOPIC, BROKER_NAME, type Frame, payloadBytes, type PayloadWriter } from '../protocol/index.js';
+import {
+  BROKER_INFO_TOPIC,
+  BROKER_NAME,
+  BROKER_SECONDARY_TOPIC,
+  type Frame,
+  payloadBytes,
+  type PayloadWriter,
+} from '../protocol/index.js';
 
 // One encoder and decoder for the process: building one per value costs more than the work.
 const encoder = new Encoder({ useBigInt64: true });
@@ -192,16 +199,19 @@ export function unpackMsgpack<T = unknown>(buf: Uint8Array): T {
 /** A client's registration or unregistration, as the broker announces it on `.broker/info`. */
 export interface Announcement {
   readonly subject: 'reg' | 'unreg';
-  /** The primary client name. */
+  /** The client name (a primary's; a secondary's on `.broker/secondary`). */
   readonly name: string;
 }
 
 /**
- * The announcement a frame carries: a publication on `.broker/info` from `.broker` whose payload
- * is `{ s: 'reg' | 'unreg', d: name }`; null for any other frame (anyone may publish there).
+ * The announcement a frame carries: a publication on `.broker/info` (with `secondaries`, also on
+ * `.broker/secondary`) from `.broker` whose payload is `{ s: 'reg' | 'unreg', d: name }`; null
+ * for any other frame (anyone may publish there).
  */
-export function readAnnouncement(frame: Frame): Announcement | null {
-  if (frame.topic !== BROKER_INFO_TOPIC || frame.sender !== BROKER_NAME) return null;
+export function readAnnouncement(frame: Frame, secondaries = false): Announcement | null {
+  const topic = frame.topic;
+  if (!(topic === BROKER_INFO_TOPIC || (secondaries && topic === BROKER_SECONDARY_TOPIC))) return null;
+  if (frame.sender !== BROKER_NAME) return null;
   let a: { s?: unknown; d?: unknown };
   try {
     a = unpackMsgpack(frame.payload);

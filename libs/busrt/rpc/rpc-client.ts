@@ -2,6 +2,7 @@ import {
   ACK_HANDLED,
   type AckHandler,
   BROKER_INFO_TOPIC,
+  BROKER_SECONDARY_TOPIC,
   BROKER_NAME,
   BusError,
   type BusClient,
@@ -68,9 +69,10 @@ export interface RpcOptions {
    * `.broker/info` at its first call to a target other than `.broker`, and stays subscribed: the
    * broker keeps no count of subscriptions, so taking it back could end another's. `handleFrame`
    * sees the announcements only when the application subscribed to them too (over a client that
-   * lists its {@link BusClient.subscriptions}; over one that does not, always). A secondary target (`svc%%1`) fails when its primary leaves (the
-   * broker drops secondaries with their primary); a secondary that leaves on its own is not
-   * announced by BUS/RT, so such a call ends only by its time limit.
+   * lists its {@link BusClient.subscriptions}; over one that does not, always). A secondary target
+   * (`svc%%1`) fails when its primary leaves (the broker drops secondaries with their primary), and
+   * when it leaves on its own as this broker announces on `.broker/secondary` (upstream's broker
+   * announces no secondaries: there such a call ends by its time limit).
    */
   failFast?: boolean;
 }
@@ -296,12 +298,13 @@ export class RpcClient {
   private readonly onFrame = (frame: Frame): void => {
     if (!frame.isMessage) {
       const h = this.handlers.handleFrame;
-      if (h !== undefined && (frame.topic !== BROKER_INFO_TOPIC || this.announcementsWanted())) {
+      const own = frame.topic === BROKER_INFO_TOPIC || frame.topic === BROKER_SECONDARY_TOPIC;
+      if (h !== undefined && (!own || this.announcementsWanted(frame.topic as string))) {
         if (this.options.blockingFrames) this.frameChain = this.frameChain.then(() => this.runFrame(h, frame));
         else void this.runFrame(h, frame);
       }
       // After the handler: a replica directory among them fails its calls with their method named.
-      if (frame.topic === BROKER_INFO_TOPIC && this.pending.size > 0) this.onInfo(frame);
+      if (own && this.pending.size > 0) this.onInfo(frame);
       return;
     }
     const d = frame.payload;
@@ -509,6 +512,9 @@ export class RpcClient {
       // Denied by the broker's rules (or the link is gone): calls end by their time limit only.
       if (this.client.connected) this.warn(`no fail-fast calls: ${BROKER_INFO_TOPIC}: ${(e as Error).message}`);
     });
+    // Secondaries leaving: this broker's extension. Denied, or a broker without it, and a call to a
+    // secondary that leaves on its own ends by its time limit (or when its primary leaves).
+    this.client.subscribe(BROKER_SECONDARY_TOPIC).catch(() => undefined);
   }
 
   /** Subscribed to `.broker/info` (the application may have unsubscribed it since). */
@@ -520,18 +526,18 @@ export class RpcClient {
    * Whether a publication on `.broker/info` is the application's: its own subscriptions take it,
    * not only the one this RPC client made.
    */
-  private announcementsWanted(): boolean {
+  private announcementsWanted(topic: string): boolean {
     const subs = this.client.subscriptions;
     if (!this.ownInfo || subs === undefined) return true;
     for (const [mask, n] of subs) {
-      if (mask === BROKER_INFO_TOPIC ? n > 1 : matchesInfoTopic(mask)) return true;
+      if (mask === topic ? n > 1 : matchesTopic(mask, topic)) return true;
     }
     return false;
   }
 
   /** An announcement: fails the routed calls to a client that left (and to its secondaries). */
   private onInfo(frame: Frame): void {
-    const a = readAnnouncement(frame);
+    const a = readAnnouncement(frame, true);
     if (a === null || a.subject !== 'unreg') return;
     const gone = a.name;
     for (const [id, p] of this.pending) {
@@ -555,12 +561,10 @@ export class RpcClient {
 }
 
 const NOTIFICATION_HEADER = Buffer.from([RpcType.Notification]);
-const INFO_SEGMENTS = BROKER_INFO_TOPIC.split('/');
-
-/** Whether a subscription mask takes `.broker/info` (PROTOCOL.md 6.6: `+` one segment, `#` the rest). */
-function matchesInfoTopic(mask: string): boolean {
+/** Whether a subscription mask takes a topic (PROTOCOL.md 6.6: `+` one segment, `#` the rest). */
+function matchesTopic(mask: string, topic: string): boolean {
   const m = mask.split('/');
-  const t = INFO_SEGMENTS;
+  const t = topic.split('/');
   for (let i = 0; i < m.length; i++) {
     if (m[i] === '#') return t.length > i;
     if (i >= t.length || (m[i] !== '+' && m[i] !== t[i])) return false;
