@@ -37,7 +37,13 @@ export type { ClientTlsOptions } from './transport/index.js';
 export { memoryPair } from './transport/index.js';
 export { BusError, ErrorCode, Frame, FrameKind, QoS, codeName } from './protocol/index.js';
 export type { AckHandler, BusClient, DataFrameKind, DisconnectHandler, FrameHandler } from './protocol/index.js';
-export { BROKER_INFO_TOPIC, BROKER_NAME, BROKER_WARN_TOPIC, SECONDARY_SEP } from './protocol/index.js';
+export {
+  BROKER_INFO_TOPIC,
+  BROKER_NAME,
+  BROKER_SECONDARY_TOPIC,
+  BROKER_WARN_TOPIC,
+  SECONDARY_SEP,
+} from './protocol/index.js';
 
 // RPC.
 export { RpcClient, RpcError, RpcErrorCode, initCoreRpc, rpcCodeOfBus, busCodeOfRpc } from './rpc/index.js';
