@@ -179,7 +179,7 @@ describe('RPC errors', () => {
       [RpcErrorCode.MethodNotFound, MethodNotFoundError, 'method not found'],
       [RpcErrorCode.InvalidParams, InvalidParamsError, 'invalid method params'],
       [RpcErrorCode.NotFound, CursorNotFoundError, 'cursor not found'],
-      [RpcErrorCode.InstanceLost, InstanceLostError, 'the service instance left the bus'],
+      [RpcErrorCode.InstanceLost, InstanceLostError, 'the target left the bus'],
       [RpcErrorCode.NotRegistered, NotRegisteredError, 'target not registered'],
       [RpcErrorCode.Io, NotConnectedError, 'not connected to the bus'],
       [RpcErrorCode.NotDelivered, NotDeliveredError, 'not delivered'],
