@@ -1,7 +1,11 @@
-#!/usr/bin/env -S node --single-threaded-gc
+#!/usr/bin/env -S node --single-threaded-gc --min-semi-space-size=8 --max-semi-space-size=8
 // The broker collects its garbage on its own thread: V8's helper threads would otherwise take
 // cores from the clients it serves, which on a small machine cost more than they save (measured
-// in docs/benchmarks.md). `node bin/busrtd.js` runs it without the flag. The daemon is one
-// bundled module (scripts/build-daemon.mjs), which starts several times faster than the tree
-// of modules in dist/src it is built from.
+// in docs/benchmarks.md). Its young generation has a fixed size, 2 x 8 MiB: left to itself V8
+// starts it small and collects often, then grows it to 2 x 16 MiB under the first bursts and keeps
+// it. Fixed, the round trips ran faster and the memory after churn stays level instead of
+// climbing by 16 MiB over the first rounds (docs/reliability.md#connection-churn); an idle
+// daemon does not touch the pages, so it starts as small. `node bin/busrtd.js` runs it without
+// these flags. The daemon is one bundled module (scripts/build-daemon.mjs), which starts several
+// times faster than the tree of modules in dist/src it is built from.
 import '../dist/busrtd/busrtd.js';

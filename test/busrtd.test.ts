@@ -124,12 +124,13 @@ describe('busrtd process: start, usage and failures', () => {
     expect(r.stdout).toContain('--bind');
   });
 
-  it('runs as an executable under Node with the single-threaded collector of its #! line', async () => {
+  it('runs as an executable under Node with the collector settings of its #! line', async () => {
     const sock = tmpSocket('direct.sock');
     const d = Daemon.spawn(['-B', sock], {}, true);
     await d.logged(/ started, pid /, 5000);
     const argv = readFileSync(`/proc/${d.pid}/cmdline`, 'utf8').split('\0');
     expect(argv).toContain('--single-threaded-gc');
+    expect(argv).toEqual(expect.arrayContaining(['--min-semi-space-size=8', '--max-semi-space-size=8']));
     expect(argv.some((a) => a.endsWith('busrtd.js'))).toBe(true);
     expect((await d.stop()).code).toBe(0);
     expect(existsSync(sock)).toBe(false);

@@ -1,3 +1,4 @@
+import v8, { type HeapSpaceInfo } from 'node:v8';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import type { Counter, Gauge, Registry } from 'prom-client';
 import { ErrorCode, FrameKind, Op } from '../protocol/index.js';
@@ -90,6 +91,25 @@ function processMetrics(counter: Define, gauge: Define): void {
   );
   gauge('nodejs_heap_size_used_bytes', 'V8 heap in use.', [], (set) => set({}, process.memoryUsage().heapUsed));
   gauge('nodejs_heap_size_total_bytes', 'V8 heap reserved.', [], (set) => set({}, process.memoryUsage().heapTotal));
+  // By space: the young generation (`new_space`) grows under load up to its cap, which is most of
+  // the difference between an idle broker's memory and a busy one's.
+  const spaces =
+    (read: (s: HeapSpaceInfo) => number) =>
+    (set: SetSeries): void => {
+      for (const s of v8.getHeapSpaceStatistics()) set({ space: s.space_name }, read(s));
+    };
+  gauge(
+    'nodejs_heap_space_size_total_bytes',
+    'V8 heap reserved, by space.',
+    ['space'],
+    spaces((s) => s.space_size),
+  );
+  gauge(
+    'nodejs_heap_space_size_used_bytes',
+    'V8 heap in use, by space.',
+    ['space'],
+    spaces((s) => s.space_used_size),
+  );
   gauge('nodejs_external_memory_bytes', 'Memory of buffers and other objects outside the V8 heap.', [], (set) =>
     set({}, process.memoryUsage().external),
   );
