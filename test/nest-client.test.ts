@@ -8,6 +8,7 @@ import {
   ClientAaa,
   connect,
   type Frame,
+  Listener,
   packMsgpack,
   RpcClient,
   RpcError,
@@ -176,7 +177,9 @@ describe('BusrtClientProxy', () => {
     const connecting = late.connect();
     await late.close();
     await expect(connecting).rejects.toThrow(/closed while connecting/);
-    await new Promise((r) => setTimeout(r, 50));
+    // Once the broker holds no connection but the proxy's, none is left that could register it.
+    const listener = broker.listeners[0] as Listener;
+    await until(() => listener.connections.size === 1, 3000, 'the late connection to end');
     expect(broker.clientList().some((x) => x.name === 'late')).toBe(false);
   });
 

@@ -132,9 +132,11 @@ describe('replicas of one service', () => {
     const live = [...instances.keys()].sort();
     for (let i = 0; i < 10; i++) await plain.publish('inv/updates', packMsgpack(i));
     for (let i = 0; i < 30; i++) await plain.publish('inv/jobs', packMsgpack(i));
-    await until(() => events.length >= live.length * 10 + 30, 3000, 'the events');
-    await new Promise((r) => setTimeout(r, 100));
-    const updates = events.filter((e) => e.includes(':update:'));
+    // A marker update last: each instance gets it after every frame published before it, so
+    // once all have it, a second delivery of anything above would already be counted.
+    await plain.publish('inv/updates', packMsgpack(-1));
+    await until(() => live.every((id) => events.includes(`${id}:update:-1`)), 3000, 'the marker');
+    const updates = events.filter((e) => e.includes(':update:') && !e.endsWith(':-1'));
     const jobs = events.filter((e) => e.includes(':job:'));
     expect(updates).toHaveLength(live.length * 10);
     for (const id of live) expect(updates.filter((e) => e.startsWith(`${id}:`))).toHaveLength(10);
