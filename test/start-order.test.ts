@@ -5,7 +5,7 @@ import { afterAll, describe, expect, it } from '@jest/globals';
 import { fileURLToPath } from 'node:url';
 import { connect, packMsgpack, RpcClient, unpackMsgpack } from '#busrt/core';
 import { Daemon, Running } from './support/procs.js';
-import { sleep, tmpSocket } from './support/raw.js';
+import { tmpSocket } from './support/raw.js';
 
 const NODE = fileURLToPath(new URL('./fixtures/replica-node.js', import.meta.url));
 
@@ -16,13 +16,14 @@ describe('a sibling started before its broker', () => {
     await Daemon.killAll();
   });
 
-  it('waits 3 s without an error, then connects and serves its first call', async () => {
+  it('waits through 16 failed attempts (3 s of its back-off) without an error, then connects and serves its first call', async () => {
     const sock = tmpSocket();
     const sibling = Running.start(NODE, ['late', sock]);
     procs.push(sibling);
     await sibling.printed(/server connecting/, 10_000);
-    // The scenario: the broker comes 3 s later.
-    await sleep(3000);
+    // The broker comes late: after the sibling's 16th failed attempt, about 3 s of its back-off
+    // (50, 100, then 200 ms apart), counted by the sibling itself rather than by this clock.
+    await sibling.printed(/^server attempt 16$/m, 20_000);
     expect(sibling.exit).toBeNull();
     expect(sibling.stdout).not.toMatch(/ready/);
     expect(sibling.stderr).toBe('');
