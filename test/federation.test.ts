@@ -66,6 +66,15 @@ describe('federation of three brokers over a NATS cluster (processes)', () => {
     if (topics.length > 0) await client.subscribeBulk(topics);
     return w;
   };
+  /** What a failed wait shows: the last log lines of each broker and the announcements seen. */
+  const state = (what: string) => (): string => {
+    const logs = [...daemons].map(([n, d]) => `--- busrtd ${n}:\n${d.stderr.split('\n').slice(-25).join('\n')}`);
+    const info = (w: Watched | undefined, n: string): string =>
+      w === undefined
+        ? ''
+        : `--- .broker/info on ${n} (watcher ${w.client.connected ? 'connected' : 'gone'}): ${w.info.slice(-20).join(', ')}`;
+    return [what, ...logs, info(watchA, 'A'), info(watchC, 'C')].join('\n');
+  };
   const texts = (w: Watched): string[] => w.frames.map((f) => f.payload.toString());
   const codeOf = (p: Promise<unknown>): Promise<number> =>
     p.then(
@@ -414,7 +423,10 @@ describe('federation of three brokers over a NATS cluster (processes)', () => {
   it("removes a killed broker's names on the others, with unreg announcements", async () => {
     const a = daemons.get('a') as Daemon;
     await until(() => watchC.info.includes('reg bc.b') && watchA.info.includes('reg bc.b'), 10_000, 'bc.b on A, C');
-    await until(() => watchA.info.lastIndexOf('reg bc.b') > watchA.info.lastIndexOf('unreg bc.b'), 10_000, 'bc.b');
+    // On both now: under load a broker may miss heartbeats for T, drop b's names and take them
+    // back at the next one, and a name already dropped on C is not dropped there again.
+    const present = (w: Watched): boolean => w.info.lastIndexOf('reg bc.b') > w.info.lastIndexOf('unreg bc.b');
+    await until(() => present(watchA) && present(watchC), 10_000, state('bc.b on A and C'));
     const markA = watchA.info.length;
     const markC = watchC.info.length;
     const gone = (a.stderr.match(/federation: broker b not heard of/g) ?? []).length;
@@ -425,7 +437,7 @@ describe('federation of three brokers over a NATS cluster (processes)', () => {
     await until(
       () => watchA.info.slice(markA).includes('unreg bc.b') && watchC.info.slice(markC).includes('unreg bc.b'),
       10_000,
-      'unreg bc.b',
+      state('unreg bc.b'),
     );
     expect(watchA.info.slice(markA)).toContain('unreg pub.b');
     expect((await callClientList('a')).some((c) => c.name === 'bc.b')).toBe(false);
@@ -460,7 +472,7 @@ describe('federation of three brokers over a NATS cluster (processes)', () => {
     await until(() => loc.frames.length === 2 * N, 5000, 'every local frame');
     expect(new Set(texts(loc)).size).toBe(2 * N);
     // Unheard of for T, C's names leave A, and come back with the cluster.
-    await until(() => watchA.info.slice(down).includes('unreg svc.calc'), 10_000, 'unreg svc.calc on A');
+    await until(() => watchA.info.slice(down).includes('unreg svc.calc'), 10_000, state('unreg svc.calc on A'));
     const mark = watchA.info.length;
     for (let i = 0; i < 3; i++) await nats.restart(i);
     await until(() => watchA.info.slice(mark).includes('reg svc.calc'), 15_000, 'svc.calc back on A');

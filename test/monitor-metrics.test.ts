@@ -127,9 +127,9 @@ describe('busrtd --http /metrics', () => {
     expect(v('nodejs_eventloop_lag_p99_seconds')).toBeGreaterThanOrEqual(0);
     expect(v('process_resident_memory_bytes')).toBeGreaterThan(0);
     expect(v('nodejs_heap_space_size_total_bytes{space="new_space"}')).toBeGreaterThan(0);
-    const old = ['used', 'total'].map((k) => v(`nodejs_heap_space_size_${k}_bytes{space="old_space"}`));
-    expect(old[0]).toBeGreaterThan(0);
-    expect(old[0]).toBeLessThanOrEqual(old[1] as number);
+    // Each series reads the heap when scraped, so used and total of a space are not one snapshot.
+    for (const k of ['used', 'total'])
+      expect(v(`nodejs_heap_space_size_${k}_bytes{space="old_space"}`)).toBeGreaterThan(0);
     // The official .broker replies are untouched; the monitoring methods sit beside them.
     expect(replies.every((f) => f.subarray(-5).equals(Buffer.from('81a26f6bc3', 'hex')))).toBe(true);
   });
