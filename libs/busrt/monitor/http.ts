@@ -1,5 +1,6 @@
-import { timingSafeEqual } from 'node:crypto';
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+// node:http and node:crypto are loaded when monitoring starts (or a token is checked): a broker
+// without monitoring does not carry them.
+import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { BusError } from '../protocol/index.js';
 import { parseHostPort } from '../protocol/index.js';
@@ -30,7 +31,7 @@ function authorized(token: string, req: IncomingMessage, url: URL): boolean {
   if (given === null || given === undefined) return false;
   const a = Buffer.from(given, 'utf8');
   const b = Buffer.from(token, 'utf8');
-  return a.length === b.length && timingSafeEqual(a, b);
+  return a.length === b.length && process.getBuiltinModule('node:crypto').timingSafeEqual(a, b);
 }
 
 /** Makes the request handler of {@link MonitorHandler}. */
@@ -166,6 +167,7 @@ export function parseHttpAddress(text: string): { host: string; port: number } {
 export async function listenMonitor(monitor: BrokerMonitor, address: string): Promise<MonitorServer> {
   const { host, port } = parseHttpAddress(address);
   const handle = monitorHandler(monitor);
+  const { createServer } = await import('node:http');
   const server = createServer((req, res) => {
     if (!handle(req, res)) answer(res, 404, { error: 'not found' });
   });

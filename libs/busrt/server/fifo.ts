@@ -1,4 +1,3 @@
-import { execFile } from 'node:child_process';
 import { isUtf8 } from 'node:buffer';
 import { constants, open, close as closeFd, fstat } from 'node:fs';
 import { chmod, unlink } from 'node:fs/promises';
@@ -153,8 +152,12 @@ export class FifoEndpoint {
   }
 }
 
-/** Node has no mkfifo(3); the mkfifo command is in coreutils and busybox alike. */
-function mkfifo(path: string): Promise<void> {
+/**
+ * Node has no mkfifo(3); the mkfifo command is in coreutils and busybox alike. child_process is
+ * loaded here, by the brokers that have a FIFO endpoint, not by every broker at start.
+ */
+async function mkfifo(path: string): Promise<void> {
+  const { execFile } = await import('node:child_process');
   return new Promise((resolve, reject) => {
     execFile('mkfifo', ['--', path], (err, _stdout, stderr) => {
       if (err === null) resolve();

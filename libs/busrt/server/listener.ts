@@ -2,12 +2,13 @@
 // stream, with who is at the other end, to a ConnectionSet, where one connection core runs the
 // handshake and the session whatever the stream is.
 import { lstat, readFile, stat, unlink } from 'node:fs/promises';
-import http from 'node:http';
-import https from 'node:https';
+// http, https and tls are loaded by the listeners that need them: a broker on UNIX sockets and
+// TCP would otherwise carry them in memory (about 3 MiB of a 50 MiB daemon) for nothing.
+import type http from 'node:http';
 import net from 'node:net';
 import { dirname } from 'node:path';
 import type { Duplex } from 'node:stream';
-import tls from 'node:tls';
+import type tls from 'node:tls';
 import type { BrokerCore } from '../broker/index.js';
 import { type ClientKind, formatHostPort, parseHostPort } from '../protocol/index.js';
 import { type Flusher, registerMemoryEndpoint, WebSocketStream } from '../transport/index.js';
@@ -85,7 +86,9 @@ export class Listener {
     const done =
       this.server === null ? Promise.resolve() : new Promise<void>((resolve) => this.server?.close(() => resolve()));
     this.set.close('the broker is shutting down');
-    if (this.server instanceof http.Server) this.server.closeAllConnections();
+    // An HTTP server (WebSocket listeners) would keep idle keep-alive connections open.
+    const s = this.server as Partial<Pick<http.Server, 'closeAllConnections'>> | null;
+    s?.closeAllConnections?.();
     await done;
     if (this.transport === 'unix') await unlink(this.path as string).catch(() => undefined);
   }
@@ -264,7 +267,8 @@ export async function listenTls(
   const files = settings.tls;
   if (files === null) throw new Error(`cannot listen on ${bind}: a TLS listener needs a certificate and a key (tls)`);
   const load = (): Promise<tls.SecureContextOptions> => secureContext(files);
-  const server = tls.createServer(tlsServerOptions(await load(), settings));
+  const { default: tlsModule } = await import('node:tls');
+  const server = tlsModule.createServer(tlsServerOptions(await load(), settings));
   await listen(server, { host, port });
   const set = new ConnectionSet(core, settings, flusher);
   const l = new Listener(set, 'tls', server, null, () => undefined, load);
@@ -296,12 +300,14 @@ export async function listenWebSocket(
     const files = settings.tls;
     if (files === null) throw new Error(`cannot listen on ${bind}: a wss listener needs a certificate and a key (tls)`);
     load = () => secureContext(files);
+    const { default: https } = await import('node:https');
     server = https.createServer(tlsServerOptions(await load(), settings));
     server.on('tlsClientError', (err: Error, socket: tls.TLSSocket) =>
       refused(settings, socket.remoteAddress ?? '?', `TLS handshake failed: ${err.message}`),
     );
   } else {
-    server = http.createServer();
+    const { default: httpModule } = await import('node:http');
+    server = httpModule.createServer();
   }
   // Loaded here: most brokers never listen for WebSocket clients (see transport/streams.ts).
   const { WebSocketServer } = await import('ws');

@@ -3,7 +3,6 @@
 // stream for any bus address.
 import { Duplex } from 'node:stream';
 import net from 'node:net';
-import tls from 'node:tls';
 import type WebSocket from 'ws';
 import { BusError, type BusAddress, formatHostPort, parseBusAddress } from '../protocol/index.js';
 
@@ -265,6 +264,7 @@ export async function openStream(address: string | BusAddress, options: OpenOpti
       return s;
     }
     case 'tls': {
+      const { default: tls } = await import('node:tls');
       const s = tls.connect({
         host: a.host,
         port: a.port,

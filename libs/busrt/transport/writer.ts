@@ -173,7 +173,7 @@ export class FrameWriter {
     return this.chunkSharedBytes + this.inflightSharedBytes;
   }
 
-  // ------------------------------------------------------------ broker → client frames
+  // ------------------------------------------------------------ broker to client frames
 
   /**
    * Queues a data frame `kind len rt | sender NUL [topic NUL] d1 [d2]`. The last data part is
@@ -245,7 +245,7 @@ export class FrameWriter {
     this.queuedFrame(BROKER_HEADER_SIZE, false);
   }
 
-  // ------------------------------------------------------------ client → broker frames
+  // ------------------------------------------------------------ client to broker frames
 
   /**
    * Queues `target NUL [receiver NUL] [header] payload` under a 9-byte header. The header part is
