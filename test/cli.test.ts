@@ -168,8 +168,9 @@ describe('busrt: RPC', () => {
     );
     expect(clients.stdout).toMatch(/\n\.broker +internal /);
     expect(clients.stdout).toMatch(/\ncli\.present +local_ipc /);
-    // A filter that looks like a number is still a regular expression.
-    const numeric = await busrt(['--json', 'broker', 'clients', '123']);
+    // A filter that looks like a number is still a regular expression. Eleven digits: the CLI's
+    // own name holds its pid, which may contain a shorter number (a pid of 12334 matched 123).
+    const numeric = await busrt(['--json', 'broker', 'clients', '98765432101']);
     expect([numeric.code, JSON.parse(numeric.stdout)]).toEqual([0, { clients: [] }]);
     const filtered = await busrt(['--json', 'broker', 'clients', '^cli\\.pre']);
     expect((JSON.parse(filtered.stdout) as { clients: { name: string }[] }).clients.map((c) => c.name)).toEqual([
