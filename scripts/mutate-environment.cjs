@@ -2,9 +2,10 @@
 // - In the initial run it writes down which tests each file holds (.mutate-tests.json in the
 //   sandbox), so that scripts/mutate-sequencer.cjs loads only the files of the tests that cover a
 //   mutant: loading every test file again for each mutant is most of the cost of a run.
-// - Once a test of a run against a mutant has failed, the mutant is killed and the rest of that run
-//   is skipped: jest cannot bail when driven as a library, and a mutant that breaks the framing
-//   would otherwise make every socket test covering it wait for its own timeouts.
+// - Once a test of a run against a mutant has failed (and reported it), the mutant is killed and
+//   the rest of that run is skipped: jest cannot bail when driven as a library, and a mutant that
+//   breaks the framing would otherwise make every socket test covering it wait for its own
+//   timeouts.
 const { readFileSync, writeFileSync } = require('node:fs');
 const { join } = require('node:path');
 const { TestEnvironment } = require('jest-environment-node');
@@ -39,7 +40,10 @@ class MutationEnvironment extends TestEnvironment {
       if (event.name === 'run_describe_start' || event.name === 'test_start') {
         (event.describeBlock ?? event.test).mode = 'skip';
       }
-    } else if (event.name === 'test_fn_failure' || event.name === 'hook_failure') {
+    } else if (event.name === 'test_done' && event.test.errors.length > 0) {
+      // Only once a test is done with its errors: a beforeAll hook that failed puts its error on
+      // the tests of its block, and skipping those tests before they report it would hide the
+      // failure (the run would end with no test run and the mutant called a survivor).
       killed = mutant;
     }
   }

@@ -23,6 +23,7 @@ class PartialReporter {
       location: m.location,
       status: m.status,
       killedBy: m.killedBy,
+      testsCompleted: m.testsCompleted,
     };
     appendFileSync(this.file, `${JSON.stringify(line)}\n`);
   }
