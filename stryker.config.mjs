@@ -46,8 +46,8 @@ const skipped = scope.some((f) => f === 'libs' || f.startsWith('libs/nestjs'))
 const slug = scope.map((f) => f.replaceAll('/', '-')).join('+');
 
 /**
- * A folder whose code every socket test runs (the framing of every connection) is mutated against
- * the tests that drive it directly: a surviving mutant there runs all of its covering tests, and
+ * A folder whose code every socket test runs (the framing and routing of every connection) is
+ * mutated against the tests that drive it directly: a surviving mutant there runs all of its covering tests, and
  * with every socket test that is hours on two cores. A mutant only another test would kill counts
  * as surviving, so the score of such a run is a lower bound.
  */
@@ -66,6 +66,42 @@ const FOCUS = {
     'rpc-frames',
     'streams',
     'websocket',
+  ],
+  'libs/busrt/broker': [
+    'aaa',
+    'broker-counters',
+    'broker-frames',
+    'broker-handshake',
+    'broker-lifecycle',
+    'broker-routing',
+    'broker-slow-consumer',
+    'connection-release',
+    'core-rpc',
+    'deadlines',
+    'errors',
+    'fail-fast',
+    'federation',
+    'flow-control',
+    'frame-guard',
+    'fuzz',
+    'internal-client',
+    'matching',
+    'monitor-methods',
+    'monitor-metrics',
+    'stalls',
+  ],
+  'libs/busrt/rpc': [
+    'client',
+    'core-rpc',
+    'cursors',
+    'errors',
+    'fail-fast',
+    'fifo',
+    'internal-client',
+    'monitor-methods',
+    'replicas',
+    'rpc',
+    'rpc-frames',
   ],
 };
 const focus = scope.length === 1 ? FOCUS[scope[0]] : undefined;

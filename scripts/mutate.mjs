@@ -12,11 +12,14 @@ import { fileURLToPath } from 'node:url';
 const root = fileURLToPath(new URL('..', import.meta.url));
 const args = process.argv.slice(2);
 const summaryOnly = args.includes('--summary-only');
+// Runs again only the lines of the mutants the last report of the scope left alive (surviving,
+// without coverage, or with no test run), e.g. after writing tests for them.
+const survivorsOnly = args.includes('--survivors');
 // Folders are the arguments under libs/; everything else (`--force`, `--concurrency 1`) is
 // passed on to Stryker.
 const isFolder = (a) => /^(\.\/)?libs(\/|$)/.test(a);
 const folders = args.filter(isFolder).map((a) => relative(root, resolve(a)).replace(/\/$/, ''));
-const passThrough = args.filter((a) => !isFolder(a) && a !== '--summary-only');
+const passThrough = args.filter((a) => !isFolder(a) && a !== '--summary-only' && a !== '--survivors');
 for (const f of folders) {
   if (!f.startsWith('libs') || !existsSync(join(root, f))) {
     console.error(`mutate: ${f} is not a folder of libs/`);
@@ -28,6 +31,37 @@ const slug = scope.map((f) => f.replaceAll('/', '-')).join('+');
 const out = join(root, 'reports', 'mutation');
 mkdirSync(out, { recursive: true });
 const report = join(out, `${slug}.json`);
+const equivalent = JSON.parse(readFileSync(join(root, 'scripts', 'mutation-equivalent.json'), 'utf8'));
+const isEquivalent = (file, m) =>
+  equivalent.some(
+    (e) =>
+      e.file === file &&
+      e.line === m.location.start.line &&
+      (e.column === undefined || e.column === m.location.start.column + 1) &&
+      e.mutator === m.mutatorName &&
+      (e.replacement === undefined || e.replacement === m.replacement),
+  );
+
+if (survivorsOnly) {
+  if (!existsSync(report)) {
+    console.error(`mutate: no report of ${scope.join(' ')} yet: run it whole first`);
+    process.exit(2);
+  }
+  const lines = new Set();
+  for (const [file, { mutants }] of Object.entries(JSON.parse(readFileSync(report, 'utf8')).files)) {
+    const name = relative(root, resolve(root, file));
+    for (const m of mutants) {
+      if ((m.status === 'Survived' || m.status === 'NoCoverage') && !isEquivalent(name, m)) {
+        lines.add(`${name}:${m.location.start.line}-${m.location.end.line}`);
+      }
+    }
+  }
+  if (lines.size === 0) {
+    console.log('mutate: no mutant left alive');
+    process.exit(0);
+  }
+  passThrough.push('--force', '--mutate', [...lines].join(','));
+}
 
 if (!summaryOnly) {
   const stryker = createRequire(import.meta.url)
@@ -46,17 +80,6 @@ function folderOf(file) {
   const parts = file.split('/');
   return parts.length > 3 ? parts.slice(0, 3).join('/') : parts.slice(0, 2).join('/');
 }
-
-const equivalent = JSON.parse(readFileSync(join(root, 'scripts', 'mutation-equivalent.json'), 'utf8'));
-const isEquivalent = (file, m) =>
-  equivalent.some(
-    (e) =>
-      e.file === file &&
-      e.line === m.location.start.line &&
-      (e.column === undefined || e.column === m.location.start.column + 1) &&
-      e.mutator === m.mutatorName &&
-      (e.replacement === undefined || e.replacement === m.replacement),
-  );
 
 /**
  * The run's report, or, for a run stopped before its end, the mutants tested so far as the
@@ -80,10 +103,17 @@ if (!result.complete) console.log('The run did not finish: the figures are of th
 const rows = new Map();
 const row = (name) => {
   let r = rows.get(name);
-  if (!r) rows.set(name, (r = { killed: 0, survived: 0, noCoverage: 0, equivalent: 0, other: 0 }));
+  if (!r) rows.set(name, (r = { killed: 0, survived: 0, noCoverage: 0, equivalent: 0, notRun: 0, other: 0 }));
   return r;
 };
 const survivors = [];
+/**
+ * A mutant reported as surviving although no test ran against it: the runner ran an empty
+ * selection (seen for a few mutants of long runs). It tells nothing, so it is neither counted
+ * nor called a survivor; it is listed for a run of its lines (`--mutate FILE:LINE-LINE`).
+ */
+const notRun = (m) => m.status === 'Survived' && m.testsCompleted === 0;
+const notRunList = [];
 for (const [file, { mutants }] of Object.entries(result.files)) {
   const name = relative(root, resolve(root, file));
   for (const m of mutants) {
@@ -94,11 +124,14 @@ for (const [file, { mutants }] of Object.entries(result.files)) {
     ]) {
       if (m.status === 'Killed' || m.status === 'Timeout') r.killed++;
       else if ((m.status === 'Survived' || m.status === 'NoCoverage') && isEquivalent(name, m)) r.equivalent++;
+      else if (notRun(m)) r.notRun++;
       else if (m.status === 'Survived') r.survived++;
       else if (m.status === 'NoCoverage') r.noCoverage++;
       else r.other++;
     }
-    if ((m.status === 'Survived' || m.status === 'NoCoverage') && !isEquivalent(name, m)) {
+    if (notRun(m) && !isEquivalent(name, m)) {
+      notRunList.push(`${name}:${m.location.start.line}:${m.location.start.column + 1} ${m.mutatorName}`);
+    } else if ((m.status === 'Survived' || m.status === 'NoCoverage') && !isEquivalent(name, m)) {
       survivors.push(
         `${name}:${m.location.start.line}:${m.location.start.column + 1} ${m.status} ${m.mutatorName} -> ${JSON.stringify(m.replacement ?? '')}`,
       );
@@ -110,13 +143,15 @@ const pct = (r) => {
   return counted === 0 ? 'n/a' : `${((100 * r.killed) / counted).toFixed(1)}%`;
 };
 const lines = [
-  '| folder | killed | survived | no coverage | equivalent | score |',
-  '| --- | ---: | ---: | ---: | ---: | ---: |',
+  '| folder | killed | survived | no coverage | equivalent | no test ran | score |',
+  '| --- | ---: | ---: | ---: | ---: | ---: | ---: |',
   ...[...rows.keys()].sort().map((k) => {
     const r = rows.get(k);
-    return `| ${k} | ${r.killed} | ${r.survived} | ${r.noCoverage} | ${r.equivalent} | ${pct(r)} |`;
+    return `| ${k} | ${r.killed} | ${r.survived} | ${r.noCoverage} | ${r.equivalent} | ${r.notRun} | ${pct(r)} |`;
   }),
 ];
-writeFileSync(join(out, `${slug}.summary.md`), `${lines.join('\n')}\n\n${survivors.join('\n')}\n`);
+const notRunText = notRunList.length === 0 ? '' : `\nNo test ran against:\n${notRunList.join('\n')}\n`;
+writeFileSync(join(out, `${slug}.summary.md`), `${lines.join('\n')}\n\n${survivors.join('\n')}\n${notRunText}`);
 console.log(lines.join('\n'));
 console.log(`\n${survivors.length} surviving mutants (not listed as equivalent): reports/mutation/${slug}.summary.md`);
+if (notRunList.length > 0) console.log(`${notRunList.length} mutants against which no test ran: listed there too`);
