@@ -142,9 +142,11 @@ export default {
   // A mutant in code that runs once when a module loads would need the whole suite per mutant.
   ignoreStatic: true,
   concurrency: 2,
-  // Generous: the machine may be busy with other work, and a run cut short restarts its runner.
-  timeoutFactor: 3,
-  timeoutMS: 15000,
+  // A mutant that loops for ever is cut after 1.5 times its covering tests' time plus 5 s: each
+  // such cut restarts a runner, and with a longer allowance the few dozen of them in a folder
+  // were most of a run. Run on a machine left to it: a busy one can turn slow runs into timeouts.
+  timeoutFactor: 1.5,
+  timeoutMS: 5000,
   dryRunTimeoutMinutes: 20,
   incremental: true,
   incrementalFile: `reports/mutation/${slug}.incremental.json`,
