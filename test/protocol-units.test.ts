@@ -24,7 +24,10 @@ import {
   parseBusAddress,
   parseHostPort,
   ReadError,
+  ServerHandshake,
+  ServerStep,
   SLAB_SIZE,
+  SubscriptionCounts,
 } from '#busrt/core';
 
 describe('bus addresses', () => {
@@ -147,6 +150,8 @@ describe('frame helpers', () => {
     // spell 'abc' again.
     expect(c.read(Buffer.from('cbaxy\0'), 2, 6)).toBe('axy');
     expect(c.read(Buffer.from('zzabc\0'), 2, 6)).toBe('abc');
+    // Same length, no byte in common: the slot of the last hit is tried first and must miss.
+    expect(c.read(Buffer.from('xyz\0'), 0, 4)).toBe('xyz');
   });
 
   it("a frame queue's iterator ends on return()", async () => {
@@ -159,6 +164,36 @@ describe('frame helpers', () => {
     q.offer(new Frame(FrameKind.Message, 's', null, Buffer.from('1'), false), false);
     expect(((await it.next()).value as Frame).payload.toString()).toBe('1');
     expect(await it.return?.()).toEqual({ value: undefined, done: true });
+  });
+
+  it("a frame queue's iterator hands out queued frames in order, waits for the next, and ends once closed", async () => {
+    const q = new FrameQueue();
+    let open = true;
+    const it = q.iterator(
+      () => q.size > 0,
+      () => q.take(),
+      () => open,
+    );
+    for (const p of ['1', '2']) q.offer(new Frame(FrameKind.Message, 's', null, Buffer.from(p), false), false);
+    expect(((await it.next()).value as Frame).payload.toString()).toBe('1');
+    expect(((await it.next()).value as Frame).payload.toString()).toBe('2');
+    const waiting = it.next();
+    q.offer(new Frame(FrameKind.Message, 's', null, Buffer.from('3'), false), true);
+    expect(((await waiting).value as Frame).payload.toString()).toBe('3');
+    open = false;
+    expect(await it.next()).toEqual({ value: undefined, done: true });
+  });
+
+  it('subscription counts count each subscribe of a mask, and one unsubscribe forgets it', () => {
+    const s = new SubscriptionCounts();
+    s.subscribed(['a/#', 'b']);
+    s.subscribed(['a/#']);
+    expect([...s.entries()]).toEqual([
+      ['a/#', 2],
+      ['b', 1],
+    ]);
+    s.unsubscribed(['a/#', 'never']);
+    expect([...s.entries()]).toEqual([['b', 1]]);
   });
 
   it('the client frame reader says when it holds part of a frame', () => {
@@ -180,6 +215,10 @@ describe('frame helpers', () => {
     expect(r.push(Buffer.from([0, 0, 0, 0x41]))).toBe(ReadError.UnknownKind);
     const whole = new BrokerFrameReader({ onAck: () => undefined, onData: () => undefined });
     expect(whole.push(Buffer.from([0x99, 1, 0, 0, 0, 0]))).toBe(ReadError.UnknownKind);
+    // The last byte of the header alone: the refusal comes with it, nothing else is read.
+    const split = new BrokerFrameReader({ onAck: () => undefined, onData: () => undefined });
+    expect(split.push(Buffer.from([0x99, 1, 0, 0, 0]))).toBe(ReadError.None);
+    expect(split.push(Buffer.from([0]))).toBe(ReadError.UnknownKind);
   });
 
   it('the broker frame reader says when it holds part of a frame', () => {
@@ -197,6 +236,21 @@ describe('frame helpers', () => {
     r.push(Buffer.from([0x63, 0x64]));
     expect(r.midFrame).toBe(false);
     expect(bodies).toEqual(['a\0bcd']);
+  });
+});
+
+describe('the broker side of the handshake', () => {
+  it('asks for more before any bytes came, and after the name without more bytes', () => {
+    const hs = new ServerHandshake();
+    expect(hs.next()).toBe(ServerStep.More);
+    hs.feed(Buffer.from([0xeb, 1, 0, 1, 0, 0x61]));
+    expect([hs.next(), hs.next(), hs.next(), hs.next()]).toEqual([
+      ServerStep.Greeted,
+      ServerStep.Length,
+      ServerStep.Named,
+      ServerStep.More,
+    ]);
+    expect(hs.name?.toString()).toBe('a');
   });
 });
 
@@ -313,6 +367,17 @@ describe('the output slabs of a connection', () => {
     // The big one was not kept: the next slab is new.
     const last = next(o);
     expect([last === big, last.length]).toEqual([false, SLAB_SIZE]);
+  });
+
+  it('never give a request larger than a slab a spare, even a free one', () => {
+    const o = new OutputSlabs(() => undefined);
+    const a = next(o);
+    next(o);
+    o.written(2);
+    // a is written out and free; the request does not fit it.
+    const big = next(o, SLAB_SIZE + 1);
+    expect([big === a, big.length]).toEqual([false, SLAB_SIZE + 1]);
+    expect(next(o)).toBe(a);
   });
 
   it('keep at most four spare slabs, reused oldest first (the small first one is not kept)', () => {
