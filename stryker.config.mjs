@@ -102,6 +102,7 @@ const FOCUS = {
     'replicas',
     'rpc',
     'rpc-frames',
+    'streams',
   ],
 };
 const focus = scope.length === 1 ? FOCUS[scope[0]] : undefined;
