@@ -130,6 +130,8 @@ describe('.broker core RPC, byte level (vectors/broker_rpc.json)', () => {
     expect((await readReply(c)).reply).toEqual(br('broker_error_params'));
     const bad = await call(c, 4, 'client.list', Buffer.from([0xc1]));
     expect([bad[0], bad.readInt16LE(5)]).toEqual([0x12, -32700]);
+    // The decoder's own words, not those of a value of the wrong type.
+    expect(bad.subarray(7).toString('utf8')).toBe('Unrecognized type byte: 0xc1');
     const badRe = await call(c, 5, 'client.list', Buffer.from('81a666696c746572a128', 'hex')); // {filter: "("}
     // A parse error as the official broker answers it (PROTOCOL 9.5), with a text that names the pattern.
     expect([badRe[0], badRe.readInt16LE(5)]).toEqual([0x12, -32700]);

@@ -9,7 +9,9 @@ import {
   CURSOR_NEXT_BULK,
   CursorMap,
   CursorNotFoundError,
+  cursorIdOf,
   decodeCursorRequest,
+  encodeCursorId,
   encodeCursorRequest,
   InvalidParamsError,
   type RpcEvent,
@@ -163,6 +165,21 @@ describe('CursorMap', () => {
     expect(finished.isClosed()).toBe(false);
   });
 
+  it('a cursor expires exactly its TTL after it was added, not before', async () => {
+    let now = Date.now();
+    jest.spyOn(Date, 'now').mockImplementation(() => now);
+    const m = map({ ttlMs: 1000, cleanerIntervalMs: 5 });
+    const first = source(1);
+    m.add(first);
+    now += 999;
+    const second = source(1);
+    m.add(second);
+    now += 1;
+    // first is at its TTL, second 1 ms into it: the pass that closes first leaves second.
+    await first.closed;
+    expect([m.size, second.isClosed()]).toEqual([1, false]);
+  });
+
   it('close stops the cleaner and every unfinished source', async () => {
     const m = map();
     const a = source(3);
@@ -191,11 +208,26 @@ describe('CursorMap', () => {
     );
   });
 
+  it("answers N from the source's next and NB from its nextBulk", async () => {
+    const m = map();
+    const id = m.add({
+      next: async () => Buffer.from('one'),
+      nextBulk: async (n: number) => ({ payload: Buffer.from(`block of ${n}`), count: n }),
+    });
+    const ev = (method: string): RpcEvent => ({ method, payload: Buffer.from(encodeCursorRequest(id)) }) as RpcEvent;
+    expect(await text(m.handleCall(ev(CURSOR_NEXT)) as Promise<unknown>)).toBe('one');
+    expect(await text(m.handleCall(ev(CURSOR_NEXT_BULK)) as Promise<unknown>)).toBe('block of 1');
+  });
+
   it('reads the params {u, n?} and refuses anything else with -32602', () => {
     const id = Buffer.alloc(16, 7);
     expect(decodeCursorRequest(encodeCursorRequest(id, 3))).toEqual({ u: expect.anything(), n: 3 });
     expect(decodeCursorRequest(encodeCursorRequest(id)).n).toBe(1);
+    // Without n the params are a map of one key, as the reference sends them.
+    expect(Buffer.from(encodeCursorRequest(id)).toString('hex')).toBe(`81a175c410${id.toString('hex')}`);
+    expect(decodeCursorRequest(Buffer.from(`82a175c410${id.toString('hex')}a16ec0`, 'hex')).n).toBe(1);
     const bad: [Uint8Array, string][] = [
+      [Buffer.from([0x05]), 'expected {u, n?}'],
       [Buffer.from([0x93, 1, 2, 3]), 'expected {u, n?}'],
       [Buffer.from([0xc0]), 'expected {u, n?}'],
       [encodeCursorRequest(Buffer.alloc(15)), 'u must be a 16-byte binary cursor id'],
@@ -205,5 +237,23 @@ describe('CursorMap', () => {
       expect(() => decodeCursorRequest(p)).toThrow(InvalidParamsError);
       expect(() => decodeCursorRequest(p)).toThrow(msg);
     }
+  });
+});
+
+describe('cursor ids in replies', () => {
+  it('a reply opens a cursor when it is exactly {u: bin 16}, byte for byte', () => {
+    const id = Buffer.from('00112233445566778899aabbccddeeff', 'hex');
+    const reply = encodeCursorId(id);
+    expect(reply.toString('hex')).toBe(`81a175c410${id.toString('hex')}`);
+    expect(cursorIdOf(reply)?.equals(id)).toBe(true);
+    expect(() => encodeCursorId(id.subarray(1))).toThrow(RangeError);
+    // Each of the five head bytes changed, and one byte more or less: not a cursor.
+    for (let i = 0; i < 5; i++) {
+      const other = Buffer.from(reply);
+      other[i] ^= 0x01;
+      expect([i, cursorIdOf(other)]).toEqual([i, null]);
+    }
+    expect(cursorIdOf(reply.subarray(0, 20))).toBeNull();
+    expect(cursorIdOf(Buffer.concat([reply, Buffer.from([0])]))).toBeNull();
   });
 });

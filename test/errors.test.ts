@@ -43,6 +43,30 @@ describe('error classes and codes', () => {
     expect(toRpcError(BusError.timeout())).toMatchObject({ code: -32120, name: 'TimedOutError' });
     expect(new BusError(0x78).rpcCode).toBe(RpcErrorCode.Timeout);
   });
+
+  it('word an error by its data when there is some, else by its condition or code', () => {
+    expect(new RpcError(-32000, Buffer.alloc(0)).message).toBe('RPC error -32000');
+    expect(new RpcError(-32000, 'x').message).toBe('x');
+    for (const data of [null, undefined, '', Buffer.alloc(0)]) {
+      expect(new MethodNotFoundError(data).message).toBe('method not found');
+    }
+    expect(new MethodNotFoundError('no such thing').message).toBe('no such thing');
+  });
+
+  it('answer what is thrown that is neither a bus nor an RPC error as -32603 with its text', () => {
+    for (const [thrown, text] of [
+      [undefined, 'undefined'],
+      [null, 'null'],
+      ['plain', 'plain'],
+      [new Error('outer', { cause: new Error('inner') }), 'outer'],
+    ] as const) {
+      const e = toRpcError(thrown);
+      expect([e.code, e.data?.toString()]).toEqual([RpcErrorCode.Internal, text]);
+    }
+    // A wrapped refusal keeps its condition.
+    const wrapped = toRpcError(new Error('while calling', { cause: BusError.io('gone') }));
+    expect([wrapped.code, wrapped.message]).toEqual([RpcErrorCode.Io, 'while calling']);
+  });
 });
 
 describe('not connected and timed out, from every client', () => {

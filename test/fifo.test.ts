@@ -57,6 +57,11 @@ describe('FIFO lines, read (parseFifoLine, pure)', () => {
     expect(parseFifoLine('t  x')).toEqual({ form: 'message', target: 't', data: Buffer.alloc(0) });
     expect(parseFifoLine('a.? x').form).toBe('broadcast');
     expect(parseFifoLine('a.* .n')).toEqual({ form: 'notification', target: 'a.*', data: hex('00 6e') });
+    expect(parseFifoLine('t :m a=1')).toEqual({
+      form: 'call',
+      target: 't',
+      data: hex('01 00000000 6d 00 81 a1 61 01'),
+    });
   });
 
   it('trims a publication line, then splits it after the =', () => {
@@ -104,6 +109,9 @@ describe('FIFO lines, read (parseFifoLine, pure)', () => {
     expect(one('1e3')).toBe('cb408f400000000000');
     expect(one('.5')).toBe('cb3fe0000000000000');
     expect(one('-inf')).toBe('cbfff0000000000000');
+    expect(one('inf')).toBe('cb7ff0000000000000');
+    expect(one('+Infinity')).toBe('cb7ff0000000000000');
+    expect(one('99999999999999999999')).toBe('cb4415af1d78b58c40'); // past u64 too: a float
     expect(one('0x10')).toBe('a430783130'); // not a Rust number: a string
     expect(one('')).toBe('a0');
     expect(one('1=2')).toBe('01'); // k=v=w keeps v
