@@ -6,6 +6,8 @@ import {
   CoreRpcHandlers,
   initCoreRpc,
   InvalidParamsError,
+  MethodNotFoundError,
+  monitorCall,
   packMsgpack,
   RpcClient,
   RpcError,
@@ -81,6 +83,16 @@ describe('.broker monitoring methods', () => {
       e = x;
     }
     expect((e as RpcError).code).toBe(RpcErrorCode.MethodNotFound);
+  });
+
+  it('monitorCall refuses a name that is none of the monitoring methods', () => {
+    const source = {
+      stats: () => ({ uptime: 0, r_frames: 0, r_bytes: 0, w_frames: 0, w_bytes: 0 }),
+      clientDetails: () => [],
+      subscriptionList: () => [],
+    } as unknown as Parameters<typeof monitorCall>[0];
+    expect(() => monitorCall(source, 'monitor.other', Buffer.alloc(0))).toThrow(MethodNotFoundError);
+    expect(unpackMsgpack(monitorCall(source, 'monitor.subscriptions', Buffer.alloc(0)))).toEqual({ subscriptions: [] });
   });
 
   it('stop: the core client leaves', async () => {

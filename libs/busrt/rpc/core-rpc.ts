@@ -1,6 +1,6 @@
 import { encode } from '@msgpack/msgpack';
 import { BROKER_NAME, type BrokerInfo, type BrokerStats, type BusClient, type ClientInfo } from '../protocol/index.js';
-import { RpcError, RpcErrorCode } from './errors.js';
+import { InvalidParamsError, MethodNotFoundError, RpcError, RpcErrorCode } from './errors.js';
 import { RpcClient, type RpcEvent, type RpcHandlers, type RpcResult } from './rpc-client.js';
 import { unpackMsgpack } from './msgpack.js';
 import { isMonitorMethod, monitorCall, type MonitorRpcSource } from './monitor-methods.js';
@@ -50,7 +50,7 @@ export class CoreRpcHandlers implements RpcHandlers {
       case 'test':
       case 'info':
       case 'stats': {
-        if (payload.length > 0) throw new RpcError(RpcErrorCode.InvalidParams);
+        if (payload.length > 0) throw new InvalidParamsError();
         if (method === 'test') return TEST_RESULT;
         if (method === 'info') {
           const i = this.source.info();
@@ -71,7 +71,7 @@ export class CoreRpcHandlers implements RpcHandlers {
         if (isMonitorMethod(method) && this.source.clientDetails !== undefined) {
           return monitorCall(this.source as CoreRpcSource & MonitorRpcSource, method, payload);
         }
-        throw new RpcError(RpcErrorCode.MethodNotFound);
+        throw new MethodNotFoundError();
     }
   }
 

@@ -1,6 +1,6 @@
 import { encode } from '@msgpack/msgpack';
 import type { BrokerStats, ClientDetail, SubscriptionInfo } from '../protocol/index.js';
-import { RpcError, RpcErrorCode } from './errors.js';
+import { InvalidParamsError, MethodNotFoundError } from './errors.js';
 
 /** What the monitoring methods read from the broker. */
 export interface MonitorRpcSource {
@@ -23,7 +23,7 @@ export function isMonitorMethod(method: string): boolean {
 
 /** Answers a monitoring method (none takes params) as MessagePack. */
 export function monitorCall(source: MonitorRpcSource, method: string, params: Buffer): Buffer {
-  if (params.length > 0) throw new RpcError(RpcErrorCode.InvalidParams, `${method} takes no params`);
+  if (params.length > 0) throw new InvalidParamsError(`${method} takes no params`);
   const t = Math.round(performance.now());
   let reply: unknown;
   if (method === 'monitor.clients') {
@@ -37,7 +37,7 @@ export function monitorCall(source: MonitorRpcSource, method: string, params: Bu
     for (const d of details) subscriptions += d.masks.length;
     reply = { t, ...s, clients: details.length, subscriptions };
   } else {
-    throw new RpcError(RpcErrorCode.MethodNotFound);
+    throw new MethodNotFoundError();
   }
   return Buffer.from(encode(reply));
 }
