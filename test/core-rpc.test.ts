@@ -132,6 +132,16 @@ describe('.broker core RPC, byte level (vectors/broker_rpc.json)', () => {
     expect([bad[0], bad.readInt16LE(5)]).toEqual([0x12, -32700]);
     // The decoder's own words, not those of a value of the wrong type.
     expect(bad.subarray(7).toString('utf8')).toBe('Unrecognized type byte: 0xc1');
+    const scalar = await call(c, 7, 'client.list', Buffer.from([0x05]));
+    expect([scalar.readInt16LE(5), scalar.subarray(7).toString()]).toEqual([
+      -32700,
+      'invalid type: expected a map or an array',
+    ]);
+    const notText = await call(c, 8, 'client.list', Buffer.from('81a666696c74657205', 'hex')); // {filter: 5}
+    expect([notText.readInt16LE(5), notText.subarray(7).toString()]).toEqual([
+      -32700,
+      'invalid type: filter must be a string',
+    ]);
     const badRe = await call(c, 5, 'client.list', Buffer.from('81a666696c746572a128', 'hex')); // {filter: "("}
     // A parse error as the official broker answers it (PROTOCOL 9.5), with a text that names the pattern.
     expect([badRe[0], badRe.readInt16LE(5)]).toEqual([0x12, -32700]);

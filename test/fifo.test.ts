@@ -112,6 +112,7 @@ describe('FIFO lines, read (parseFifoLine, pure)', () => {
     expect(one('inf')).toBe('cb7ff0000000000000');
     expect(one('+Infinity')).toBe('cb7ff0000000000000');
     expect(one('99999999999999999999')).toBe('cb4415af1d78b58c40'); // past u64 too: a float
+    expect(one('-9223372036854775809')).toBe('cbc3e0000000000000'); // below i64: a float
     expect(one('0x10')).toBe('a430783130'); // not a Rust number: a string
     expect(one('')).toBe('a0');
     expect(one('1=2')).toBe('01'); // k=v=w keeps v
