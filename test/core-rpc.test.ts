@@ -137,6 +137,20 @@ describe('.broker core RPC, byte level (vectors/broker_rpc.json)', () => {
       -32700,
       'invalid type: expected a map or an array',
     ]);
+    const nil = await call(c, 9, 'client.list', Buffer.from([0xc0]));
+    expect([nil.readInt16LE(5), nil.subarray(7).toString()]).toEqual([
+      -32700,
+      'invalid type: expected a map or an array',
+    ]);
+    // No filter, or a filter of nil: every client.
+    for (const [id, p] of [
+      [10, '80'],
+      [11, '81a666696c746572c0'],
+      [12, '90'],
+    ] as const) {
+      const all = await call(c, id, 'client.list', Buffer.from(p, 'hex'));
+      expect([p, all[0]]).toEqual([p, 0x11]);
+    }
     const notText = await call(c, 8, 'client.list', Buffer.from('81a666696c74657205', 'hex')); // {filter: 5}
     expect([notText.readInt16LE(5), notText.subarray(7).toString()]).toEqual([
       -32700,

@@ -180,6 +180,22 @@ describe('CursorMap', () => {
     expect([m.size, second.isClosed()]).toEqual([1, false]);
   });
 
+  it('cleans once a second unless told otherwise', () => {
+    jest.useFakeTimers({ now: 1_000_000 });
+    try {
+      const m = map({ ttlMs: 10 });
+      const s = source(1);
+      m.add(s);
+      // Expired for 989 ms, but the cleaner has not come by yet.
+      jest.advanceTimersByTime(999);
+      expect(s.isClosed()).toBe(false);
+      jest.advanceTimersByTime(1);
+      expect(s.isClosed()).toBe(true);
+    } finally {
+      jest.useRealTimers();
+    }
+  });
+
   it('close stops the cleaner and every unfinished source', async () => {
     const m = map();
     const a = source(3);

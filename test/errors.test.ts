@@ -23,6 +23,7 @@ import {
   busCodeOfRpc,
   rpcCodeOfBus,
   toRpcError,
+  withContext,
 } from '#busrt/core';
 import { BusrtClientProxy, BusrtServer } from '#busrt/nestjs';
 import { sleep, tmpSocket } from './support/raw.js';
@@ -66,6 +67,16 @@ describe('error classes and codes', () => {
     // A wrapped refusal keeps its condition.
     const wrapped = toRpcError(new Error('while calling', { cause: BusError.io('gone') }));
     expect([wrapped.code, wrapped.message]).toEqual([RpcErrorCode.Io, 'while calling']);
+  });
+
+  it('put a context before the message, keep the condition, and keep the cause out of sight', () => {
+    const inner = BusError.io('gone');
+    const e = withContext(inner, 'calling svc');
+    expect(e).toBeInstanceOf(NotConnectedError);
+    expect(e.message).toBe(`calling svc: ${inner.message}`);
+    expect(e.cause).toBe(inner);
+    expect(Object.keys(e)).not.toContain('cause');
+    expect(withContext('text', 'ctx').message).toBe('ctx: text');
   });
 });
 

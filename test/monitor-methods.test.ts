@@ -132,4 +132,16 @@ describe("an app's own .broker methods", () => {
     h.handleNotification?.(ev('note'));
     expect(notes).toEqual(['note']);
   });
+
+  it('with only a notification or a frame handler of their own, calls go to the core', async () => {
+    const frames: unknown[] = [];
+    const onlyFrames = withCoreFallback(core, { handleFrame: (f) => void frames.push(f) });
+    expect(onlyFrames).not.toBe(core);
+    onlyFrames.handleFrame?.({ topic: 't' } as unknown as Parameters<NonNullable<typeof onlyFrames.handleFrame>>[0]);
+    expect(frames).toHaveLength(1);
+    const onlyNotes = withCoreFallback(core, { handleNotification: () => undefined });
+    for (const h of [onlyFrames, onlyNotes]) {
+      expect(((await h.handleCall?.(ev('test'))) as Buffer).toString('hex')).toBe('81a26f6bc3');
+    }
+  });
 });
