@@ -7,22 +7,13 @@ import {
   msgpackPayload,
   packMsgpack,
   payloadBytes,
-  type PayloadWriter,
   QoS,
   RpcClient,
   unpackMsgpack,
 } from '#busrt/core';
 import { RawPeer } from './support/raw.js';
 import { clientOptions, listenFor } from './support/transport.js';
-
-/** The bytes a writer writes, at an offset inside a bigger buffer (nothing outside them touched). */
-function written(w: PayloadWriter): Buffer {
-  const b = Buffer.alloc(w.length + 8, 0xaa);
-  w.writeTo(b, 4);
-  expect(b.subarray(0, 4).equals(Buffer.alloc(4, 0xaa))).toBe(true);
-  expect(b.subarray(4 + w.length).equals(Buffer.alloc(4, 0xaa))).toBe(true);
-  return b.subarray(4, 4 + w.length);
-}
+import { written } from './support/writers.js';
 
 /** A payload whose every byte depends on its index, so a reused or overwritten buffer shows. */
 function pattern(i: number, size: number): Buffer {
