@@ -45,6 +45,8 @@ describe('msgpackPayload and packMsgpack: strings', () => {
 
   it('writes a lone surrogate as U+FFFD, so the str stays valid UTF-8', () => {
     expect(hexOf(msgpackPayload('\ud800'))).toBe('a3efbfbd');
+    expect(hex(packMsgpack('\ud800'))).toBe('a3efbfbd');
+    expect(hex(packMsgpack('a\udc00b'))).toBe('a561efbfbd62');
     const s = `${'a'.repeat(39)}\ud800`;
     const expected = `d92a${'61'.repeat(39)}efbfbd`;
     expect(hexOf(msgpackPayload(s))).toBe(expected);

@@ -142,8 +142,10 @@ export function msgpackPayload(value: unknown): PayloadWriter {
 /** Encodes a value as MessagePack (64-bit integers as BigInt when they do not fit a number). */
 export function packMsgpack(value: unknown): Uint8Array {
   // Strings and bytes, the commonest payloads, are written natively: the general encoder counts
-  // and copies UTF-8 in JavaScript and grows its buffer in steps.
-  if ((typeof value === 'string' && value.length > 31) || (value instanceof Uint8Array && value.length > 255)) {
+  // and copies UTF-8 in JavaScript and grows its buffer in steps. Every string is, short ones too:
+  // the general encoder writes a lone surrogate of a short string as three bytes that are not
+  // UTF-8, where the native write gives U+FFFD, as it does for long ones.
+  if (typeof value === 'string' || (value instanceof Uint8Array && value.length > 255)) {
     return payloadBytes(msgpackPayload(value));
   }
   return encodeShared(value, null).slice();
