@@ -99,6 +99,8 @@ const FOCUS = {
     'fifo',
     'internal-client',
     'monitor-methods',
+    'msgpack',
+    'payload',
     'replicas',
     'rpc',
     'rpc-frames',
