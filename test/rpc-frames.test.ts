@@ -1,7 +1,7 @@
 // RpcClient against frames as a peer may send them, well formed or not, and the RPC errors'
 // codes, classes and texts. In-process clients: each frame is delivered in the order sent, so a
 // valid call after the bad frames is answered only once they were all handled.
-import { afterAll, describe, expect, it } from '@jest/globals';
+import { afterAll, describe, expect, it, jest } from '@jest/globals';
 import {
   AccessDeniedError,
   Broker,
@@ -135,6 +135,43 @@ describe('RpcClient and the frames it is sent', () => {
     expect(log).toEqual(['start 1', 'end 1', 'start 2', 'end 2']);
   });
 
+  it('with blockingFrames, handles one publication after the other; by default, concurrently', async () => {
+    const log: string[] = [];
+    for (const blockingFrames of [true, false]) {
+      const c = broker.registerClient(`rf.frames.${blockingFrames}`);
+      new RpcClient(
+        c,
+        {
+          async handleFrame(f) {
+            const n = `${blockingFrames} ${f.payload.toString()}`;
+            log.push(`start ${n}`);
+            // The first one takes a few turns of the event loop.
+            if (n.endsWith('1')) for (let i = 0; i < 3; i++) await new Promise((r) => setImmediate(r));
+            log.push(`end ${n}`);
+          },
+        },
+        { blockingFrames },
+      );
+      await c.subscribe('rf/order');
+    }
+    const pub = broker.registerClient('rf.order.pub');
+    await pub.publish('rf/order', Buffer.from('1'));
+    await pub.publish('rf/order', Buffer.from('2'));
+    while (log.length < 8) await new Promise((r) => setImmediate(r));
+    expect(log.filter((l) => l.includes(' true '))).toEqual([
+      'start true 1',
+      'end true 1',
+      'start true 2',
+      'end true 2',
+    ]);
+    expect(log.filter((l) => l.includes(' false '))).toEqual([
+      'start false 1',
+      'start false 2',
+      'end false 2',
+      'end false 1',
+    ]);
+  });
+
   it('a call without handleCall is answered method not found', async () => {
     new RpcClient(broker.registerClient('rf.none'));
     const caller = new RpcClient(broker.registerClient('rf.caller'));
@@ -160,6 +197,285 @@ describe('RpcClient and the frames it is sent', () => {
     late.abort();
     expect(((await p) as RpcError).message).toBe('RPC call abandoned');
     expect(got.map((f) => f.payload.subarray(5).toString())).toEqual(['y\0']);
+  });
+});
+
+describe('RpcClient handlers, replies, timeouts and announcements', () => {
+  /** Lets queued frames and handlers run until `done` holds. */
+  const until = async (done: () => boolean): Promise<void> => {
+    while (!done()) await new Promise((r) => setImmediate(r));
+  };
+
+  it('notifications: none without a handler, concurrent by default; failures of any value are warned', async () => {
+    const warnings: string[] = [];
+    const onWarning = (m: string): number => warnings.push(m);
+    const quiet = broker.registerClient('rf.quiet');
+    new RpcClient(quiet, {}, { onWarning });
+    // No publication handler either: publications are dropped without a word.
+    await quiet.subscribe('rf/frames');
+    const log: string[] = [];
+    const events: unknown[] = [];
+    const listener = broker.registerClient('rf.listener');
+    new RpcClient(
+      listener,
+      {
+        async handleNotification(ev) {
+          const n = ev.payload.toString();
+          if (n === 'null') throw null;
+          if (n === 'undefined') throw undefined;
+          events.push([ev.kind, ev.method, ev.callId, ev.sender]);
+          log.push(`start ${n}`);
+          // The first one takes a few turns of the event loop; the second does not wait for it.
+          if (n === '1') for (let i = 0; i < 3; i++) await new Promise((r) => setImmediate(r));
+          log.push(`end ${n}`);
+        },
+        handleCall(ev) {
+          if (ev.method === 'null') throw null;
+          events.push([ev.kind, ev.method, ev.callId, ev.payload.toString()]);
+          return ev.payload;
+        },
+        handleFrame() {
+          throw undefined;
+        },
+      },
+      { onWarning },
+    );
+    await listener.subscribe('rf/frames');
+    const caller = new RpcClient(broker.registerClient('rf.notes.caller'));
+    await caller.notify('rf.quiet', Buffer.from('nobody listens'));
+    // Answered once the notification before it was handled (frames are handled in order).
+    const none = await caller.call('rf.quiet', 'x').catch((e: unknown) => e);
+    expect(none).toBeInstanceOf(MethodNotFoundError);
+    expect((none as RpcError).message).toBe('RPC handler is not implemented');
+    await caller.notify('rf.listener', Buffer.from('1'));
+    await caller.notify('rf.listener', Buffer.from('2'));
+    await caller.notify('rf.listener', Buffer.from('null'));
+    await caller.notify('rf.listener', Buffer.from('undefined'));
+    await caller.call0('rf.listener', 'zero', Buffer.from('p0'));
+    await caller.call0('rf.listener', 'null');
+    await broker.registerClient('rf.frames.pub').publish('rf/frames', Buffer.from('f'));
+    expect((await caller.call('rf.listener', 'echo', Buffer.from('last'))).toString()).toBe('last');
+    await until(() => log.length === 4);
+    expect(log).toEqual(['start 1', 'start 2', 'end 2', 'end 1']);
+    expect(events).toEqual([
+      ['notification', '', 0, 'rf.notes.caller'],
+      ['notification', '', 0, 'rf.notes.caller'],
+      ['call', 'zero', 0, 'p0'],
+      ['call', 'echo', expect.any(Number), 'last'],
+    ]);
+    expect(warnings.sort()).toEqual([
+      'call0 null from rf.notes.caller failed: null',
+      'frame handler failed: undefined',
+      'notification handler failed: null',
+      'notification handler failed: undefined',
+    ]);
+  });
+
+  it('a reply whose writer throws is answered -32603 with the reason; after a call0, nothing is sent', async () => {
+    new RpcClient(broker.registerClient('rf.writer'), {
+      handleCall: (ev) =>
+        ev.method !== 'bad'
+          ? Buffer.from(`${ev.method}: ${ev.payload.toString()}`)
+          : {
+              length: 3,
+              writeTo() {
+                throw new Error('writer broke');
+              },
+            },
+    });
+    const peer = broker.registerClient('rf.writer.peer');
+    const replies: Buffer[] = [];
+    peer.onFrame((f) => replies.push(f.payload));
+    const send = (...parts: Buffer[]): Promise<void> => peer.send('rf.writer', Buffer.concat(parts), QoS.No);
+    await send(Buffer.from([0x01]), u32(5), Buffer.from('bad\0'));
+    await send(Buffer.from([0x01]), u32(0), Buffer.from('bad\0'));
+    // The shortest request: an empty method, no params.
+    await send(Buffer.from([0x01]), u32(7), Buffer.from([0]));
+    // The marker: its reply comes after whatever the two calls before it got.
+    await send(Buffer.from([0x01]), u32(9), Buffer.from('echo\0'), Buffer.from('after'));
+    await until(() => replies.length >= 3);
+    const error = Buffer.alloc(7);
+    error[0] = 0x12;
+    error.writeUInt32LE(5, 1);
+    error.writeInt16LE(RpcErrorCode.Internal, 5);
+    expect(replies.map((r) => r.toString('hex'))).toEqual([
+      Buffer.concat([error, Buffer.from('the reply could not be written: writer broke')]).toString('hex'),
+      Buffer.concat([Buffer.from([0x11]), u32(7), Buffer.from(': ')]).toString('hex'),
+      Buffer.concat([Buffer.from([0x11]), u32(9), Buffer.from('echo: after')]).toString('hex'),
+    ]);
+  });
+
+  it('abandon settles a waiting call once; a caller that disconnects fails its calls', async () => {
+    broker.registerClient('rf.silent');
+    const c = broker.registerClient('rf.leaver');
+    const caller = new RpcClient(c);
+    const track = { id: 0 };
+    const p = caller.call('rf.silent', 'x', undefined, { track }).catch((e: unknown) => e);
+    expect(caller.abandon(track.id)).toBe(true);
+    expect(caller.abandon(track.id)).toBe(false);
+    expect(((await p) as RpcError).message).toBe('RPC call abandoned');
+    // Call ids are u32: after the last one comes 1 (0 is call0's).
+    Object.assign(caller, { callId: 0xffffffff });
+    const wrapped = caller.call('rf.silent', 'w', undefined, { track }).catch((e: unknown) => e);
+    expect(track.id).toBe(1);
+    caller.abandon(1);
+    await wrapped;
+    const lost = caller.call('rf.silent', 'y').catch((e: unknown) => e);
+    await c.disconnect();
+    const e = await lost;
+    expect(e).toBeInstanceOf(NotConnectedError);
+    expect((e as RpcError).message).toBe('disconnected from the bus');
+    // An RPC client over a client that is already gone: its calls fail, and the announcements it
+    // cannot subscribe to are no news worth a warning.
+    const warnings: string[] = [];
+    const late = new RpcClient(c, {}, { onWarning: (m) => warnings.push(m) });
+    // The subscription's refusal was settled before the call's, so its handler has run by now.
+    expect(await late.call('rf.silent', 'z').catch((x: unknown) => x)).toBeInstanceOf(NotRegisteredError);
+    expect(warnings).toEqual([]);
+  });
+
+  // The deadlines are read from Date.now, which stands still here: calls time out when the test
+  // moves the clock, not when some time has gone by.
+  it('calls time out each at its own deadline, again after a first timeout, and one without a limit waits', async () => {
+    const svc = broker.registerClient('rf.slow');
+    const caller = new RpcClient(broker.registerClient('rf.timer'));
+    let now = Date.now();
+    const clock = jest.spyOn(Date, 'now').mockImplementation(() => now);
+    try {
+      const track = { id: 0 };
+      const first = caller.call('rf.slow', 'a', undefined, { timeoutMs: 50 }).catch((e: unknown) => e);
+      const short = new RpcClient(broker.registerClient('rf.timer.short'), {}, { defaultTimeoutMs: 50 });
+      const byDefault = short.call('rf.slow', 'd').catch((e: unknown) => e);
+      const open = caller.call('rf.slow', 'b', undefined, { timeoutMs: 0, track }).catch((e: unknown) => e);
+      now += 50;
+      const e1 = await first;
+      expect(e1).toBeInstanceOf(TimedOutError);
+      expect([(e1 as RpcError).code, (e1 as RpcError).message]).toEqual([RpcErrorCode.Timeout, 'RPC call timed out']);
+      expect(caller.pendingCalls).toBe(1);
+      expect(await byDefault).toBeInstanceOf(TimedOutError);
+      const second = caller.call('rf.slow', 'c', undefined, { timeoutMs: 50 }).catch((e: unknown) => e);
+      now += 50;
+      expect(await second).toBeInstanceOf(TimedOutError);
+      expect(caller.pendingCalls).toBe(1);
+      await svc.send('rf.timer', Buffer.concat([Buffer.from([0x11]), u32(track.id), Buffer.from('done')]));
+      expect(((await open) as Buffer).toString()).toBe('done');
+    } finally {
+      clock.mockRestore();
+    }
+  });
+
+  it('handleFrame gets the announcements only through a subscription of its own', async () => {
+    // The core client, which makes the broker announce clients coming and going.
+    const core = broker.registerClient('.broker');
+    new RpcClient(broker.registerClient('rf.ann.svc'), { handleCall: (ev) => ev.payload });
+    const seen = new Map<string, (string | null)[]>();
+    for (const [name, mask] of [
+      ['rf.ann.none', null],
+      ['rf.ann.parent', '.broker'],
+      ['rf.ann.deeper', '.broker/info/#'],
+      ['rf.ann.plus', '.broker/+'],
+      ['rf.ann.hash', '.broker/#'],
+    ] as const) {
+      const c = broker.registerClient(name);
+      const topics: (string | null)[] = [];
+      seen.set(name, topics);
+      const rpc = new RpcClient(c, { handleFrame: (f) => void topics.push(f.topic) });
+      if (mask !== null) await c.subscribe(mask);
+      await c.subscribe('rf/marker');
+      // Two calls: the client subscribes to the announcements at the first only.
+      await rpc.call('rf.ann.svc', 'x');
+      await rpc.call('rf.ann.svc', 'y');
+    }
+    // Announced to every subscriber as it happens: reg and unreg of one, reg of the next.
+    await broker.registerClient('rf.ann.leaving').disconnect();
+    await broker.registerClient('rf.ann.pub').publish('rf/marker', Buffer.from('m'));
+    await until(() => [...seen.values()].every((t) => t.includes('rf/marker')));
+    expect(Object.fromEntries(seen)).toEqual({
+      'rf.ann.none': ['rf/marker'],
+      'rf.ann.parent': ['rf/marker'],
+      'rf.ann.deeper': ['rf/marker'],
+      // Its own registration is before its subscription; the one after it is announced.
+      'rf.ann.plus': ['.broker/info', '.broker/info', '.broker/info', '.broker/info', 'rf/marker'],
+      'rf.ann.hash': ['.broker/info', '.broker/info', '.broker/info', 'rf/marker'],
+    });
+    await core.disconnect();
+  });
+
+  it('a call fails only on the unreg of its own target, and follows the announcements again when they were dropped', async () => {
+    const errors: string[] = [];
+    const b = new Broker({ forceRegister: true, logger: { error: (m) => errors.push(m) } });
+    try {
+      b.registerClient('.broker');
+      const seen: (string | null)[] = [];
+      // No onWarning: a warning is then told to nobody, and must not throw.
+      const c = b.registerClient('rf.waiter');
+      const caller = new RpcClient(c, { handleFrame: (f) => void seen.push(f.topic) });
+      await c.subscribe('rf/marker');
+      const pub = b.registerClient('rf.pub');
+      /** Resolves once the marker published now was handled, with every frame before it. */
+      const marker = async (): Promise<void> => {
+        const n = seen.length;
+        await pub.publish('rf/marker', Buffer.from('m'));
+        while (seen.length === n) await new Promise((r) => setImmediate(r));
+      };
+      b.registerClient('rf.held');
+      const track = { id: 0 };
+      const held = caller.call('rf.held', 'x', undefined, { timeoutMs: 0, track }).catch((e: unknown) => e);
+      // Not announcements: a publication on the topic by a client, a name of the same length
+      // leaving, and a client replacing the target under its name (announced as reg).
+      await b.registerClient('rf.liar').publish('.broker/info', Buffer.from('nonsense'));
+      await b.registerClient('rf.gone').disconnect();
+      b.registerClient('rf.held');
+      await b.registerClient('rf.empty').send('rf.waiter', Buffer.alloc(0));
+      await marker();
+      expect(caller.pendingCalls).toBe(1);
+      expect(caller.abandon(track.id)).toBe(true);
+      expect(((await held) as RpcError).message).toBe('RPC call abandoned');
+      // The application drops the subscription; the next call takes it again.
+      await c.unsubscribe('.broker/info');
+      const leaver = b.registerClient('rf.leaver');
+      const lost = caller.call('rf.leaver', 'y', undefined, { timeoutMs: 0 }).catch((e: unknown) => e);
+      await leaver.disconnect();
+      await marker();
+      expect(await Promise.race([lost, 'still waiting'])).toBeInstanceOf(InstanceLostError);
+      // Without failFast, no subscription at all.
+      const plain = b.registerClient('rf.nofast');
+      const noFast = new RpcClient(plain, {}, { failFast: false });
+      expect(await noFast.call('rf.gone.too', 'z').catch((e: unknown) => e)).toBeInstanceOf(NotRegisteredError);
+      expect(plain.subscriptions.has('.broker/info')).toBe(false);
+      // Nor for calls to the broker itself, which never leaves.
+      const toCore = b.registerClient('rf.core.caller');
+      const coreCaller = new RpcClient(toCore);
+      const coreCall = { id: 0 };
+      const pendingCore = coreCaller.call('.broker', 'test', undefined, { track: coreCall }).catch((e: unknown) => e);
+      expect(coreCaller.abandon(coreCall.id)).toBe(true);
+      await pendingCore;
+      expect(toCore.subscriptions.has('.broker/info')).toBe(false);
+      expect(errors).toEqual([]);
+    } finally {
+      await b.close();
+    }
+  });
+
+  it('over a client that lists no subscriptions, subscribes to the announcements once', async () => {
+    new RpcClient(broker.registerClient('rf.plain.svc'), { handleCall: (ev) => ev.payload });
+    const real = broker.registerClient('rf.plain');
+    const asked: string[] = [];
+    // A client of another make: no subscription counts.
+    const plain = new Proxy(real, {
+      get: (t, k) =>
+        k === 'subscriptions'
+          ? undefined
+          : k === 'subscribe'
+            ? (topic: string) => {
+                asked.push(topic);
+                return t.subscribe(topic);
+              }
+            : Reflect.get(t, k, t),
+    });
+    const caller = new RpcClient(plain);
+    for (const m of ['a', 'b', 'c']) expect((await caller.call('rf.plain.svc', m, Buffer.from(m))).toString()).toBe(m);
+    expect(asked).toEqual(['.broker/info', '.broker/secondary']);
   });
 });
 

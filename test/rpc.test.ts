@@ -3,6 +3,7 @@ import {
   ACK_HANDLED,
   type AckHandler,
   AccessDeniedError,
+  aaaMapFrom,
   Broker,
   BusError,
   type BusClient,
@@ -10,6 +11,7 @@ import {
   connect,
   ErrorCode,
   NotConnectedError,
+  NotRegisteredError,
   packMsgpack,
   QoS,
   RpcClient,
@@ -200,6 +202,39 @@ describe('RPC between clients', () => {
     expect(handled).toEqual(['late', 'echo', 'echo']);
     expect(caller.pendingCalls).toBe(0);
     expect(warnings).toEqual([expect.stringMatching(/^orphaned RPC reply \d+ from svc$/)]);
+  });
+
+  it('a caller denied the announcements is warned once, and its calls go on without fail-fast', async () => {
+    const guarded = await listenFor(broker, { aaaMap: aaaMapFrom({ 'rpc.limited': { subscribe: ['app/#'] } }) });
+    new RpcClient(await socket('svc'), echo);
+    const c = await connect({ path: guarded.address, name: 'rpc.limited', timeoutMs: 2000, ...clientOptions() });
+    clients.push(c);
+    const warnings: string[] = [];
+    const caller = new RpcClient(c, {}, { onWarning: (m) => warnings.push(m) });
+    // The refusal of the subscription comes before the reply to the call sent after it.
+    expect((await caller.call('svc', 'echo', Buffer.from('1'))).toString()).toBe('1');
+    expect(warnings).toEqual(['no fail-fast calls: .broker/info: access denied']);
+    // Not asked again at the next call.
+    expect((await caller.call('svc', 'echo', Buffer.from('2'))).toString()).toBe('2');
+    expect(warnings).toHaveLength(1);
+    await guarded.close();
+  });
+
+  it('an unreg of the target that comes before the ACK of a call leaves the call to that ACK', async () => {
+    // The core client: the broker announces clients leaving.
+    inproc('.broker');
+    const svc = inproc('svc');
+    new RpcClient(svc, echo);
+    const caller = new RpcClient(await socket('caller'));
+    // The first call subscribes to the announcements.
+    expect((await caller.call('svc', 'echo', Buffer.from('1'))).toString()).toBe('1');
+    const call = caller.call('svc', 'echo').catch((e: unknown) => e);
+    // The broker reads the call only after this: the unreg reaches the caller first, then the
+    // refusal of the call.
+    await svc.disconnect();
+    const e = await call;
+    expect(e).toBeInstanceOf(NotRegisteredError);
+    expect((e as RpcError).code).toBe(-32000 - ErrorCode.NotRegistered);
   });
 
   it('thousands of concurrent calls are matched to the right replies', async () => {
