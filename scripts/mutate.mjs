@@ -13,7 +13,9 @@ const root = fileURLToPath(new URL('..', import.meta.url));
 const args = process.argv.slice(2);
 const summaryOnly = args.includes('--summary-only');
 // Runs again only the lines of the mutants the last report of the scope left alive (surviving,
-// without coverage, or with no test run), e.g. after writing tests for them.
+// without coverage, or with no test run), e.g. after writing tests for them, and of those that
+// timed out: on a machine busy with other work a slow run is cut as if it looped, and counted as
+// killed.
 const survivorsOnly = args.includes('--survivors');
 // Folders are the arguments under libs/; everything else (`--force`, `--concurrency 1`) is
 // passed on to Stryker.
@@ -51,7 +53,8 @@ if (survivorsOnly) {
   for (const [file, { mutants }] of Object.entries(JSON.parse(readFileSync(report, 'utf8')).files)) {
     const name = relative(root, resolve(root, file));
     for (const m of mutants) {
-      if ((m.status === 'Survived' || m.status === 'NoCoverage') && !isEquivalent(name, m)) {
+      const alive = (m.status === 'Survived' || m.status === 'NoCoverage') && !isEquivalent(name, m);
+      if (alive || m.status === 'Timeout') {
         lines.add(`${name}:${m.location.start.line}-${m.location.end.line}`);
       }
     }
