@@ -140,6 +140,7 @@ describe('AAA over real sockets: what a client may do', () => {
     expect(await op(limited, 1, OP.message, body('local', 'hi'))).toBe(ErrorCode.Ok);
     expect(await op(limited, 2, OP.message, body('svc.a', 'hi'))).toBe(ErrorCode.Ok);
     expect(await op(limited, 3, OP.message, body('other', 'secret'))).toBe(ErrorCode.Access);
+    expect(await warning(/^access denied: limited \(.+\) message to other$/)).toBeDefined();
     expect((await local.readFrame()).includes(Buffer.from('hi'))).toBe(true);
     expect((await svc.readFrame()).includes(Buffer.from('hi'))).toBe(true);
     // The denied message is not delivered: a publication limited may make, sent after it on the
@@ -186,11 +187,19 @@ describe('AAA over real sockets: what a client may do', () => {
     expect(await op(limited, 4, OP.subscribe, 'secret/+')).toBe(ErrorCode.Access);
   });
 
+  it('subscribe: a denied topic is ACKed only when the frame asks for an ACK', async () => {
+    const limited = await reg('limited');
+    limited.write(clientFrame(1, OP.subscribe, 'secret/#'));
+    limited.write(clientFrame(2, OP.subscribe | PROCESSED, 'news/b'));
+    expect((await limited.readFrame()).toString('hex')).toBe('fe0200000001');
+  });
+
   it('broadcast: denied outright for one client, limited to masks for another', async () => {
     const g1 = await reg('grp.one', unix);
     const limited = await reg('limited');
     expect(await op(g1, 9, OP.subscribe, 'news/marker')).toBe(ErrorCode.Ok);
     expect(await op(limited, 1, OP.broadcast, body('grp.*', 'x'))).toBe(ErrorCode.Access);
+    expect(await warning(/^access denied: limited \(.+\) broadcast to grp\.\*$/)).toBeDefined();
     expect(await op(limited, 4, OP.publish, body('news/marker', 'after'))).toBe(ErrorCode.Ok);
     expect((await g1.readFrame()).subarray(6).toString()).toBe('limited\0news/marker\0after');
     const caster = await reg('caster');

@@ -94,4 +94,81 @@ describe('frame counters of a monitored broker', () => {
     }
     expect(events.find((e) => e.startsWith('gone: '))).toBe('gone: connection closed by the client');
   });
+
+  it('tell the observer why the broker dropped a client and its secondary', async () => {
+    const p = await RawPeer.register(path, 'fd');
+    const s = await RawPeer.register(path, 'fd%%1');
+    broker.forceDisconnect('fd');
+    expect(await p.closedWithin(2000)).toBe(true);
+    expect(await s.closedWithin(2000)).toBe(true);
+    expect(events.filter((e) => e.startsWith('fd'))).toEqual([
+      'fd%%1: its primary client left',
+      'fd: force-disconnected',
+    ]);
+  });
+
+  it('tell the observer of calls to .broker methods', () => {
+    broker.noteCoreCall('test');
+    expect(events.filter((e) => e.startsWith('core '))).toEqual(['core test']);
+  });
+});
+
+describe('client details for monitoring', () => {
+  it('list every client with its number of subscriptions, and nothing else', async () => {
+    const b = new Broker();
+    try {
+      b.registerClient('d.in');
+      b.registerClient('d.in2');
+      expect(b.clientDetails().map((d) => [d.name, d.subscriptions])).toEqual([
+        ['d.in', 1],
+        ['d.in2', 1],
+      ]);
+    } finally {
+      await b.close();
+    }
+  });
+});
+
+describe('queue high-water marks of a broker without an observer', () => {
+  it('a client keeps its highest mark; its listener keeps the highest of its clients', async () => {
+    const b = new Broker();
+    const peers: RawPeer[] = [];
+    try {
+      const p = (await b.spawnUnixServer(tmpSocket(), { timeoutMs: 2000 })).address;
+      for (const n of ['h.big', 'h.small', 'h.fast']) peers.push(await RawPeer.register(p, n));
+      const [big, small, fast] = peers;
+      const payload = 'x'.repeat(64 * 1024);
+      /** Queues `n` big messages to a client that reads nothing meanwhile, then lets it read them. */
+      const fill = async (to: RawPeer, n: number, id: number): Promise<void> => {
+        to.stream.pause();
+        const frames = Array.from({ length: n }, () => clientFrame(0, Op.Message, `${to.name}\0${payload}`));
+        fast.write(Buffer.concat([...frames, clientFrame(id, Op.Message | 0x40, `${to.name}\0last`)]));
+        expect((await fast.readFrame()).subarray(0, 5)).toEqual(Buffer.from([0xfe, id, 0, 0, 0]));
+        to.stream.resume();
+        for (let i = 0; i <= n; i++) await to.readFrame();
+      };
+      // Sampled every 16th frame written to a client: 161 frames to h.big, 17 to h.small.
+      await fill(big, 160, 1);
+      const eb = b.getClient('h.big')!;
+      const es = b.getClient('h.small')!;
+      const high = eb.queueHwm;
+      expect(eb.counters).toBe(es.counters);
+      expect(eb.counters.queueHwm).toBe(high);
+      await fill(small, 16, 2);
+      expect(es.queueHwm).toBeGreaterThan(0);
+      expect(es.queueHwm).toBeLessThan(high);
+      expect(es.counters.queueHwm).toBe(high);
+      // h.big reads at once now: sampled with an empty queue, its mark stays.
+      for (let i = 0; i < 16; i++) {
+        fast.write(clientFrame(10 + i, Op.Message | 0x40, 'h.big\0one'));
+        await fast.readFrame();
+        await big.readFrame();
+      }
+      expect(eb.wFrames).toBe(161 + 16);
+      expect(eb.queueHwm).toBe(high);
+    } finally {
+      for (const p of peers) p.close();
+      await b.close();
+    }
+  });
 });

@@ -193,6 +193,20 @@ describe('client frames (vectors/client_frames.json) against the broker, raw byt
     expect((await sender.readFrame()).toString('hex')).toBe('fe4e00000001');
   });
 
+  // Not vectors: a target or topic that runs to the end of the frame (no NUL) is malformed too.
+  for (const [what, flags] of [
+    ['a publication', 0x41],
+    ['a NOP with QoS', 0x40],
+  ] as const) {
+    it(`${what} whose topic or target has no NUL closes the connection without an ACK`, async () => {
+      const bad = await reg('bad');
+      bad.write(clientFrame(9, flags, 'no-nul-here'));
+      expect(await bad.closedWithin(1000)).toBe(true);
+      expect(bad.pending).toBe(0);
+      expect(broker.getClient('bad')).toBeUndefined();
+    });
+  }
+
   const malformed = frames.filter((v) => v.name.startsWith('malformed_') || v.name === 'oversized_payload');
   for (const v of malformed) {
     it(`${v.name}: the connection is closed without an ACK, others keep working`, async () => {

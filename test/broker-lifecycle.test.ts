@@ -106,7 +106,9 @@ describe('keep-alives and timeouts', () => {
 
 describe('registration', () => {
   it('force register replaces a primary without an unreg announcement; a secondary still gets busy', async () => {
-    const [b, path] = await start({ forceRegister: true }, { timeoutMs: 2000 });
+    const dropped: string[] = [];
+    const logger = { info: (m: string) => void (m.includes(' dropped: ') && dropped.push(m)) };
+    const [b, path] = await start({ forceRegister: true, logger }, { timeoutMs: 2000 });
     const core = b.registerClient('.broker');
     const seen: string[] = [];
     await core.subscribe('.broker/info');
@@ -117,6 +119,10 @@ describe('registration', () => {
     expect(await old.closedWithin(1000)).toBe(true);
     expect(await oldSec.closedWithin(1000)).toBe(true);
     expect(b.getClient('x')?.sink).not.toBe(undefined);
+    expect(dropped).toEqual([
+      'client x%%1 dropped: its primary client left',
+      'client x dropped: replaced by a new client of the same name',
+    ]);
     const sec = await reg(path, 'x%%1');
     await expect(RawPeer.register(path, 'x%%1')).rejects.toThrow(/refused with 76/);
     // A later primary's announcement comes after any the replacement made.

@@ -1,6 +1,6 @@
-import { describe, expect, it } from '@jest/globals';
+import { describe, expect, it, jest } from '@jest/globals';
 import { decode } from '@msgpack/msgpack';
-import { Broker, type InternalClient } from '#busrt/core';
+import { ACK_LATER, Broker, type BrokerLink, ErrorCode, type InternalClient } from '#busrt/core';
 import { clientFrame, expectMarkerNext, rawPeersOn, RawPeer } from './support/raw.js';
 import { namesGone } from './support/transport.js';
 import { loadVectorFile } from './support/vectors.js';
@@ -179,6 +179,71 @@ describe('routing with several real clients', () => {
     }
   });
 
+  /**
+   * Runs `body` with `.broker` in process and a client subscribed to `topic`; the function it
+   * gets reads the next announcement there as [subject, name].
+   */
+  const withAnnouncements = async (
+    topic: string,
+    body: (announced: () => Promise<[string, string]>) => Promise<void>,
+  ): Promise<void> => {
+    const core: InternalClient = broker.registerClient('.broker');
+    try {
+      const w = await reg('watcher');
+      expect(await acked(w, 1, 0x42, topic)).toBe(1);
+      const prefix = Buffer.from(`.broker\0${topic}\0`, 'latin1');
+      await body(async () => {
+        const f = await w.readFrame();
+        expect(f.subarray(6, 6 + prefix.length)).toEqual(prefix);
+        const m = decode(f.subarray(6 + prefix.length), { useBigInt64: true }) as { s: string; d: string };
+        return [m.s, m.d];
+      });
+    } finally {
+      await core.disconnect();
+    }
+  };
+
+  it('announces secondaries on .broker/secondary, but not those that leave with their primary', () =>
+    withAnnouncements('.broker/secondary', async (announced) => {
+      const x = await reg('sx');
+      const sec = await reg('sx%%1');
+      expect(await announced()).toEqual(['reg', 'sx%%1']);
+      // The primary takes its secondary with it: neither is announced here. The next
+      // announcement is of the next secondary.
+      x.close();
+      expect(await sec.closedWithin(2000)).toBe(true);
+      const y = await reg('sy');
+      const ysec = await reg('sy%%1');
+      expect(await announced()).toEqual(['reg', 'sy%%1']);
+      ysec.close();
+      expect(await announced()).toEqual(['unreg', 'sy%%1']);
+      y.close();
+    }));
+
+  it('announces a force-disconnected client as unreg on .broker/info', () =>
+    withAnnouncements('.broker/info', async (announced) => {
+      const x = await reg('fdx');
+      expect(await announced()).toEqual(['reg', 'fdx']);
+      broker.forceDisconnect('fdx');
+      expect(await announced()).toEqual(['unreg', 'fdx']);
+      expect(await x.closedWithin(2000)).toBe(true);
+    }));
+
+  it('ACKs only the frames that ask for one', async () => {
+    const a = await reg('a');
+    const b = await reg('b');
+    // QoS 0 frames of every data op, then one with QoS 1: the first ACK a reads is its.
+    a.write(clientFrame(1, 0x12, 'b\0m'));
+    a.write(clientFrame(2, 0x13, 'b\0bc'));
+    a.write(clientFrame(3, 0x01, 't\0p'));
+    a.write(clientFrame(4, 0x02, 't'));
+    a.write(clientFrame(5, 0x52, 'b\0marker'));
+    expect((await a.readFrame()).toString('hex')).toBe('fe0500000001');
+    expect(body(await b.readFrame())).toBe('a\0m');
+    expect(body(await b.readFrame())).toBe('a\0bc');
+    expect(body(await b.readFrame())).toBe('a\0marker');
+  });
+
   it('every client is subscribed to .broker/warn and may unsubscribe', async () => {
     const a = await reg('a');
     const b = await reg('b');
@@ -215,5 +280,60 @@ describe('routing with several real clients', () => {
     expect(r1.w_frames - r0.w_frames).toBe(1 + 4 + 1); // b's message, 4 ACKs, b's publication
     expect(r1.w_bytes - r0.w_bytes).toBe(7 + 4 * 6 + 8);
     await b.readFrame();
+  });
+});
+
+describe('broker statistics', () => {
+  it('uptime counts whole seconds of the clock since the broker started', async () => {
+    // The broker's clock (performance.now) is Jest's here, moved on by hand.
+    jest.useFakeTimers({ now: 0 });
+    let b: Broker | null = null;
+    try {
+      jest.advanceTimersByTime(10_000);
+      b = new Broker();
+      expect(b.stats().uptime).toBe(0);
+      jest.advanceTimersByTime(2_999);
+      expect(b.stats().uptime).toBe(2);
+      jest.advanceTimersByTime(1);
+      expect(b.stats().uptime).toBe(3);
+    } finally {
+      jest.useRealTimers();
+      await b?.close();
+    }
+  });
+});
+
+describe('the hooks of a link to other brokers', () => {
+  const broker = new Broker();
+  const pool = rawPeersOn(broker);
+
+  it('get messages to names not here (an op id only when an ACK is asked for) and every broadcast', async () => {
+    const calls: string[] = [];
+    // A link that answers every message itself: at once without an ACK, later with one.
+    const link: BrokerLink = {
+      message(sender, target, d1, _d2, rt, ackOpId) {
+        calls.push(`message ${sender.name} ${target} ${Buffer.from(d1).toString()} ${ackOpId}`);
+        if (ackOpId < 0) return ErrorCode.Ok;
+        setImmediate(() => broker.core.ack(sender, ackOpId, ErrorCode.Ok, rt));
+        return ACK_LATER;
+      },
+      broadcast(sender, mask, data) {
+        calls.push(`broadcast ${sender.name} ${mask} ${Buffer.from(data).toString()}`);
+      },
+      publish: () => undefined,
+      registered: () => undefined,
+      unregistered: () => undefined,
+    };
+    broker.core.link = link;
+    try {
+      const a = await pool.reg('a');
+      a.write(clientFrame(1, 0x12, 'far\0m0'));
+      a.write(clientFrame(2, 0x13, 'f*\0bc'));
+      a.write(clientFrame(3, 0x52, 'far\0m1'));
+      expect((await a.readFrame()).toString('hex')).toBe('fe0300000001');
+      expect(calls).toEqual(['message a far m0 -1', 'broadcast a f* bc', 'message a far m1 3']);
+    } finally {
+      broker.core.link = null;
+    }
   });
 });

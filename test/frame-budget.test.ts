@@ -1,0 +1,143 @@
+// FrameMemory on its own: what it counts for each report (update, hold, release, detach) and
+// when it closes a connection (only over a bound, never at it), driven with plain holders.
+import { describe, expect, it } from '@jest/globals';
+import { FrameMemory, type MemoryHolder } from '#busrt/core';
+
+/** A holder that records the reasons it was closed with. */
+interface Holder extends MemoryHolder {
+  reasons: string[];
+}
+
+function holder(share = 0): Holder {
+  const h: Holder = {
+    own: 0,
+    share,
+    reasons: [],
+    evict(reason: string) {
+      h.reasons.push(reason);
+    },
+  };
+  return h;
+}
+
+/** `n` new holders, counted by `m`. */
+function attached(m: FrameMemory, n: number): Holder[] {
+  return Array.from({ length: n }, () => {
+    const h = holder();
+    m.attach(h);
+    return h;
+  });
+}
+
+/** Lets the enforcement queued by the reports of this turn run. */
+const turn = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
+
+describe('FrameMemory counting', () => {
+  it('update counts the change of what a connection holds on its own', () => {
+    const m = new FrameMemory(1000, 1000);
+    const [a] = attached(m, 1);
+    expect(m.update(a, 100, 150)).toBe(false);
+    expect([m.used, a.own, a.share]).toEqual([100, 100, 150]);
+    expect(m.update(a, 40, 60)).toBe(false);
+    expect([m.used, a.own, a.share]).toEqual([40, 40, 60]);
+    m.detach(a);
+    expect([m.used, a.own, a.share]).toEqual([0, 0, 0]);
+  });
+
+  it('hold counts the buffer behind a chunk once, release uncounts it with its last holder', () => {
+    const m = new FrameMemory(10_000, 10_000);
+    const buf = Buffer.alloc(1000);
+    const first = buf.subarray(0, 10);
+    const second = buf.subarray(10, 20);
+    m.hold(first);
+    expect(m.used).toBe(1000);
+    m.hold(second);
+    m.hold(first);
+    expect(m.used).toBe(1000);
+    m.release(first);
+    expect(m.used).toBe(1000);
+    m.release(second);
+    expect(m.used).toBe(1000);
+    m.release(first);
+    expect(m.used).toBe(0);
+    // A chunk held no more (or never) changes nothing.
+    m.release(first);
+    m.release(Buffer.alloc(500));
+    expect(m.used).toBe(0);
+    m.hold(Buffer.alloc(300));
+    expect(m.used).toBe(300);
+  });
+});
+
+describe('FrameMemory bounds', () => {
+  it('a connection at its share stays; one byte over, update says so and it is closed', async () => {
+    const m = new FrameMemory(10_000, 100);
+    const [a, b] = attached(m, 2);
+    expect(m.update(a, 100, 100)).toBe(false);
+    expect(m.update(b, 50, 100)).toBe(false);
+    await turn();
+    expect([a.reasons, b.reasons, m.refusals]).toEqual([[], [], 0]);
+    expect(m.update(b, 50, 101)).toBe(true);
+    // Closed once the current turn is handled, not inside the call.
+    expect(b.reasons).toEqual([]);
+    await turn();
+    expect(a.reasons).toEqual([]);
+    expect(b.reasons).toEqual(['holds 101 bytes of frames, over 100 (frameMemoryPerClient)']);
+    expect([m.refusals, m.used, b.own, b.share]).toEqual([1, 100, 0, 0]);
+  });
+
+  it('at the whole budget nobody is closed; one byte over, the client holding the most is', async () => {
+    const m = new FrameMemory(100, 100);
+    const [a, b] = attached(m, 2);
+    m.update(a, 60, 60);
+    m.update(b, 40, 40);
+    await turn();
+    expect([a.reasons, b.reasons, m.used]).toEqual([[], [], 100]);
+    expect(m.update(b, 41, 41)).toBe(false);
+    await turn();
+    expect(a.reasons).toEqual([
+      'the broker holds 101 bytes of frames, over 100 (frameMemory), this client the most (60)',
+    ]);
+    expect([b.reasons, m.used, m.refusals]).toEqual([[], 41, 1]);
+  });
+
+  it('a held payload that takes the broker over its budget closes the client holding the most', async () => {
+    const m = new FrameMemory(1000, 1000);
+    const [a, b] = attached(m, 2);
+    m.update(a, 0, 10);
+    m.update(b, 20, 20);
+    m.hold(Buffer.alloc(979));
+    await turn();
+    m.hold(Buffer.alloc(1));
+    await turn();
+    expect([a.reasons, b.reasons, m.used]).toEqual([[], [], 1000]);
+    m.hold(Buffer.alloc(1));
+    await turn();
+    expect(a.reasons).toEqual([]);
+    expect(b.reasons).toEqual([
+      'the broker holds 1001 bytes of frames, over 1000 (frameMemory), this client the most (20)',
+    ]);
+    expect([m.refusals, m.used]).toEqual([1, 981]);
+  });
+
+  it('a bound is checked only when a report crosses it', async () => {
+    // A holder attached already over its share is left alone while reports stay within bounds,
+    // the whole budget reached but not passed:
+    // the checks run on what update and hold are told, not on every report.
+    const m = new FrameMemory(1000, 100);
+    const over = holder(500);
+    const a = holder();
+    m.attach(over);
+    m.attach(a);
+    m.update(a, 10, 10);
+    m.hold(Buffer.alloc(990));
+    m.update(a, 10, 12);
+    await turn();
+    expect([over.reasons, a.reasons, m.refusals, m.used]).toEqual([[], [], 0, 1000]);
+    // The next report over a bound makes the check, which finds both.
+    expect(m.update(a, 10, 101)).toBe(true);
+    await turn();
+    expect(over.reasons).toEqual(['holds 500 bytes of frames, over 100 (frameMemoryPerClient)']);
+    expect(a.reasons).toEqual(['holds 101 bytes of frames, over 100 (frameMemoryPerClient)']);
+  });
+});
