@@ -43,6 +43,8 @@ const isEquivalent = (file, m) =>
       e.mutator === m.mutatorName &&
       (e.replacement === undefined || e.replacement === m.replacement),
   );
+/** Left alive by the tests: surviving or without coverage, and not listed as equivalent. */
+const isAlive = (file, m) => (m.status === 'Survived' || m.status === 'NoCoverage') && !isEquivalent(file, m);
 
 if (survivorsOnly) {
   if (!existsSync(report)) {
@@ -53,8 +55,7 @@ if (survivorsOnly) {
   for (const [file, { mutants }] of Object.entries(JSON.parse(readFileSync(report, 'utf8')).files)) {
     const name = relative(root, resolve(root, file));
     for (const m of mutants) {
-      const alive = (m.status === 'Survived' || m.status === 'NoCoverage') && !isEquivalent(name, m);
-      if (alive || m.status === 'Timeout') {
+      if (isAlive(name, m) || m.status === 'Timeout') {
         lines.add(`${name}:${m.location.start.line}-${m.location.end.line}`);
       }
     }
@@ -111,9 +112,9 @@ const row = (name) => {
 };
 const survivors = [];
 /**
- * A mutant reported as surviving although no test ran against it: the runner ran an empty
- * selection (seen for a few mutants of long runs). It tells nothing, so it is neither counted
- * nor called a survivor; it is listed for a run of its lines (`--mutate FILE:LINE-LINE`).
+ * A mutant reported as surviving although no test ran against it (a failing hook once hid its
+ * failure this way, see scripts/mutate-environment.cjs). It tells nothing, so it is neither
+ * counted nor called a survivor; it is listed, and `--survivors` runs it again.
  */
 const notRun = (m) => m.status === 'Survived' && m.testsCompleted === 0;
 const notRunList = [];
@@ -134,7 +135,7 @@ for (const [file, { mutants }] of Object.entries(result.files)) {
     }
     if (notRun(m) && !isEquivalent(name, m)) {
       notRunList.push(`${name}:${m.location.start.line}:${m.location.start.column + 1} ${m.mutatorName}`);
-    } else if ((m.status === 'Survived' || m.status === 'NoCoverage') && !isEquivalent(name, m)) {
+    } else if (isAlive(name, m)) {
       survivors.push(
         `${name}:${m.location.start.line}:${m.location.start.column + 1} ${m.status} ${m.mutatorName} -> ${JSON.stringify(m.replacement ?? '')}`,
       );
