@@ -24,6 +24,7 @@ import {
   TimedOutError,
   toRpcError,
 } from '#busrt/core';
+import { until } from './support/until.js';
 
 const broker = new Broker();
 afterAll(() => broker.close());
@@ -201,11 +202,6 @@ describe('RpcClient and the frames it is sent', () => {
 });
 
 describe('RpcClient handlers, replies, timeouts and announcements', () => {
-  /** Lets queued frames and handlers run until `done` holds. */
-  const until = async (done: () => boolean): Promise<void> => {
-    while (!done()) await new Promise((r) => setImmediate(r));
-  };
-
   it('notifications: none without a handler, concurrent by default; failures of any value are warned', async () => {
     const warnings: string[] = [];
     const onWarning = (m: string): number => warnings.push(m);
