@@ -4,14 +4,17 @@
 // mutants whose code or covering tests changed; `--force` tests them all again. The mutants
 // listed as equivalent in scripts/mutation-equivalent.json count apart (docs/mutation.md).
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
 const args = process.argv.slice(2);
-const summaryOnly = args.includes('--summary-only');
+// `--by-folder`: the table of libs/ summed from the last run of each of its folders, for a
+// machine on which a run of libs/ as a whole does not fit (each folder is run on its own).
+const byFolder = args.includes('--by-folder');
+const summaryOnly = args.includes('--summary-only') || byFolder;
 // Runs again only the lines of the mutants the last report of the scope left alive (surviving,
 // without coverage, or with no test run), e.g. after writing tests for them, and of those that
 // timed out: on a machine busy with other work a slow run is cut as if it looped, and counted as
@@ -21,7 +24,9 @@ const survivorsOnly = args.includes('--survivors');
 // passed on to Stryker.
 const isFolder = (a) => /^(\.\/)?libs(\/|$)/.test(a);
 const folders = args.filter(isFolder).map((a) => relative(root, resolve(a)).replace(/\/$/, ''));
-const passThrough = args.filter((a) => !isFolder(a) && a !== '--summary-only' && a !== '--survivors');
+const passThrough = args.filter(
+  (a) => !isFolder(a) && a !== '--summary-only' && a !== '--survivors' && a !== '--by-folder',
+);
 for (const f of folders) {
   if (!f.startsWith('libs') || !existsSync(join(root, f))) {
     console.error(`mutate: ${f} is not a folder of libs/`);
@@ -86,14 +91,16 @@ function folderOf(file) {
 }
 
 /**
- * The run's report, or, for a run stopped before its end, the mutants tested so far as the
- * partial reporter wrote them down (scripts/mutate-reporter.mjs).
+ * The report of a scope's run, or, for a run stopped before its end, the mutants tested so far as
+ * the partial reporter wrote them down (scripts/mutate-reporter.mjs); undefined if it never ran.
  */
-function readResult() {
-  const partial = join(out, `${slug}.partial.jsonl`);
-  if (existsSync(report) && !(existsSync(partial) && statSync(partial).mtimeMs > statSync(report).mtimeMs + 60_000)) {
-    return { complete: true, files: JSON.parse(readFileSync(report, 'utf8')).files };
+function readResult(name) {
+  const json = join(out, `${name}.json`);
+  const partial = join(out, `${name}.partial.jsonl`);
+  if (existsSync(json) && !(existsSync(partial) && statSync(partial).mtimeMs > statSync(json).mtimeMs + 60_000)) {
+    return { complete: true, files: JSON.parse(readFileSync(json, 'utf8')).files };
   }
+  if (!existsSync(partial)) return undefined;
   const files = {};
   for (const line of readFileSync(partial, 'utf8').split('\n')) {
     if (line === '') continue;
@@ -102,8 +109,41 @@ function readResult() {
   }
   return { complete: false, files };
 }
-const result = readResult();
-if (!result.complete) console.log('The run did not finish: the figures are of the mutants tested so far.');
+
+/** The folders of libs/ whose scores add up to the whole in `--by-folder`. */
+function libsFolders() {
+  const busrt = join(root, 'libs', 'busrt');
+  return [
+    ...readdirSync(busrt, { withFileTypes: true })
+      .filter((d) => d.isDirectory())
+      .map((d) => `libs/busrt/${d.name}`),
+    'libs/nestjs',
+  ].sort();
+}
+
+let result;
+if (byFolder) {
+  result = { complete: true, files: {} };
+  for (const f of libsFolders()) {
+    const r = readResult(f.replaceAll('/', '-'));
+    if (r === undefined) {
+      console.log(`${f}: never run`);
+      continue;
+    }
+    if (!r.complete) {
+      console.log(`${f}: the last run did not finish, the figures are of the mutants tested so far`);
+      result.complete = false;
+    }
+    Object.assign(result.files, r.files);
+  }
+} else {
+  result = readResult(slug);
+  if (result === undefined) {
+    console.error(`mutate: no run of ${scope.join(' ')} yet`);
+    process.exit(2);
+  }
+  if (!result.complete) console.log('The run did not finish: the figures are of the mutants tested so far.');
+}
 const rows = new Map();
 const row = (name) => {
   let r = rows.get(name);
@@ -155,7 +195,8 @@ const lines = [
   }),
 ];
 const notRunText = notRunList.length === 0 ? '' : `\nNo test ran against:\n${notRunList.join('\n')}\n`;
-writeFileSync(join(out, `${slug}.summary.md`), `${lines.join('\n')}\n\n${survivors.join('\n')}\n${notRunText}`);
+const summaryName = byFolder ? 'libs.by-folder.summary.md' : `${slug}.summary.md`;
+writeFileSync(join(out, summaryName), `${lines.join('\n')}\n\n${survivors.join('\n')}\n${notRunText}`);
 console.log(lines.join('\n'));
-console.log(`\n${survivors.length} surviving mutants (not listed as equivalent): reports/mutation/${slug}.summary.md`);
+console.log(`\n${survivors.length} surviving mutants (not listed as equivalent): reports/mutation/${summaryName}`);
 if (notRunList.length > 0) console.log(`${notRunList.length} mutants against which no test ran: listed there too`);
