@@ -5,6 +5,7 @@ import {
   aaaMapFrom,
   Broker,
   BusError,
+  ClientAaa,
   ErrorCode,
   type Listener,
   parseAaaJson,
@@ -367,6 +368,84 @@ describe('AAA rules as configuration', () => {
     for (const [text, re] of bad) {
       expect(() => parseAaaJson(text)).toThrow(AaaConfigError);
       expect(() => parseAaaJson(text)).toThrow(re);
+    }
+  });
+});
+
+describe('AAA rules as objects', () => {
+  it('names its error, lists the known keys, and says where a parse failed', () => {
+    const err = (f: () => unknown): AaaConfigError => {
+      try {
+        f();
+      } catch (e) {
+        if (e instanceof AaaConfigError) return e;
+        throw e;
+      }
+      throw new Error('no AaaConfigError');
+    };
+    const unknown = err(() => parseAaaJson('{"a": {"pub": []}}'));
+    expect(unknown.name).toBe('AaaConfigError');
+    expect(unknown.message).toBe(
+      'AAA file: client "a": unknown key "pub" (known: hosts, p2p, publish, subscribe, broadcast)',
+    );
+    expect(err(() => parseAaaJson('{')).message).toMatch(/^AAA file: not valid JSON: /);
+    expect(err(() => parseAaaJson('{', 'rules.json')).message).toMatch(/^rules\.json: not valid JSON: /);
+    expect(err(() => parseAaaJson('{"a": {"hosts": "10.0.0.1"}}')).message).toBe(
+      'AAA file: client "a": "hosts" must be a list of addresses or networks',
+    );
+    // ipaddr.js's own error (not a RangeError of the parser's checks) adds no reason in brackets.
+    expect(err(() => parseAaaJson('{"a": {"hosts": ["::zz"]}}')).message).toBe(
+      'AAA file: client "a": "hosts": "::zz" is not an IP address or CIDR network',
+    );
+  });
+
+  it('describes "any" when the any-mask is among the allowed ones, and not otherwise', () => {
+    const a = new ClientAaa().allowPublishTo(['x/+', '#']).allowP2pTo(['b.*']).allowBroadcastTo(['*', 'g.*']);
+    expect(a.describe()).toEqual({
+      hosts: ['0.0.0.0/0'],
+      p2p: { any: false, masks: ['b.*'] },
+      publish: { any: true, masks: ['x/+', '#'] },
+      subscribe: { any: true, masks: [] },
+      broadcast: { any: true, masks: ['*', 'g.*'] },
+    });
+    expect(a.p2pAllowed('b.1')).toBe(true);
+    expect(a.p2pAllowed('c.1')).toBe(false);
+  });
+
+  it('refuses a peer address it cannot read, and a clone keeps the hosts it was made with', () => {
+    const a = new ClientAaa().hostsAllow(['127.0.0.0/8']);
+    expect(a.hostAllowed('127.0.0.1')).toBe(true);
+    expect(a.hostAllowed('not an address')).toBe(false);
+    expect(a.hostAllowed('')).toBe(false);
+    const c = a.clone();
+    a.hostsAllow(['10.0.0.0/8']);
+    expect(c.hostAllowed('127.0.0.1')).toBe(true);
+    expect(c.hostAllowed('10.0.0.1')).toBe(false);
+    expect(c.describe().hosts).toEqual(['127.0.0.0/8']);
+    expect(a.describe().hosts).toEqual(['10.0.0.0/8']);
+  });
+});
+
+describe('AAA: what an observer is told', () => {
+  it('a denial names the client, what was denied and the listener (as bound) it came through', async () => {
+    const denied: string[] = [];
+    const b = new Broker({
+      observer: {
+        registered: () => undefined,
+        disconnected: () => undefined,
+        coreCall: () => undefined,
+        denied: (entry, kind, listener) => denied.push(`${entry?.name ?? '-'} ${kind} ${listener}`),
+      },
+    });
+    try {
+      const l = await b.spawnTcpServer('127.0.0.1:0', { aaaMap: aaaMapFrom({ quiet: { publish: false } }) });
+      const p = await RawPeer.register(l.address, 'quiet');
+      peers.push(p);
+      expect(await op(p, 1, OP.publish, body('t', 'x'))).toBe(ErrorCode.Access);
+      // The listener by its bind string, as the metrics label it: not the port it was given.
+      expect(denied).toEqual(['quiet publish 127.0.0.1:0']);
+    } finally {
+      await b.close();
     }
   });
 });

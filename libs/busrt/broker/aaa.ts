@@ -156,7 +156,8 @@ export class ClientAaa {
   /** An independent copy: a connected client keeps the rules it connected with. */
   clone(): ClientAaa {
     const c = new ClientAaa();
-    c.hosts = this.hosts.slice();
+    // hostsAllow replaces the list and nothing changes it in place: the copy may share it.
+    c.hosts = this.hosts;
     c.p2p = this.p2p.clone();
     c.pub = this.pub.clone();
     c.sub = this.sub.clone();
