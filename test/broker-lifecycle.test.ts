@@ -2,7 +2,7 @@ import { afterEach, describe, expect, it } from '@jest/globals';
 import { existsSync, writeFileSync } from 'node:fs';
 import { spawn } from 'node:child_process';
 import { dirname, join } from 'node:path';
-import { Broker, BusError, type Frame, QoS } from '#busrt/core';
+import { Broker, BusError, type Frame, isRoutineBrokerLog, QoS } from '#busrt/core';
 import { clientFrame, expectMarkerNext, RawPeer, sleep, tmpSocket } from './support/raw.js';
 import { until } from './support/until.js';
 import { listenFor } from './support/transport.js';
@@ -107,7 +107,13 @@ describe('keep-alives and timeouts', () => {
 describe('registration', () => {
   it('force register replaces a primary without an unreg announcement; a secondary still gets busy', async () => {
     const dropped: string[] = [];
-    const logger = { info: (m: string) => void (m.includes(' dropped: ') && dropped.push(m)) };
+    const replaced: string[] = [];
+    const logger = {
+      info: (m: string) => {
+        if (m.includes(' dropped: ')) dropped.push(m);
+        if (m.includes(' replaces ')) replaced.push(m);
+      },
+    };
     const [b, path] = await start({ forceRegister: true, logger }, { timeoutMs: 2000 });
     const core = b.registerClient('.broker');
     const seen: string[] = [];
@@ -123,6 +129,7 @@ describe('registration', () => {
       'client x%%1 dropped: its primary client left',
       'client x dropped: replaced by a new client of the same name',
     ]);
+    expect(replaced).toEqual(['client x replaces a client of the same name (force register)']);
     const sec = await reg(path, 'x%%1');
     await expect(RawPeer.register(path, 'x%%1')).rejects.toThrow(/refused with 76/);
     // A later primary's announcement comes after any the replacement made.
@@ -300,5 +307,52 @@ describe('listeners', () => {
       '\x01' + f.subarray(1, 5).toString('latin1') + '\x00.broker\0.broker/warn\0',
     );
     expect(await p.closedWithin(1000)).toBe(true);
+  });
+});
+
+describe("the broker's log lines", () => {
+  it('logs connections at info, registrations at debug, and tells routine lines from the rest', async () => {
+    const lines: string[] = [];
+    const log = (level: string) => (m: string) => lines.push(`${level} ${m}`);
+    const b = new Broker({ logger: { debug: log('debug'), info: log('info'), warn: log('warn') } });
+    brokers.push(b);
+    const unix = tmpSocket();
+    await b.spawnUnixServer(unix, { timeoutMs: 2000 });
+    const tcp = (await b.spawnTcpServer('127.0.0.1:0', { timeoutMs: 2000 })).address;
+    b.registerClient('inner');
+    const u = await reg(unix, 'via.unix');
+    const t = await reg(tcp, 'via.tcp');
+    expect(b.clientCount).toBe(3);
+    u.close();
+    await until(() => lines.some((l) => l.startsWith('debug client unregistered: via.unix')), 5000, 'unreg');
+    expect(b.clientCount).toBe(2);
+    await b.close();
+    await t.closedWithin(2000);
+    const mine = lines.filter((l) => !l.includes('listening') && !l.includes('listener'));
+    // A UNIX client has no source address: its kind alone is shown.
+    expect(mine).toEqual([
+      'debug client registered: inner (internal)',
+      'debug client registered: via.unix (local_ipc)',
+      `info client connected: via.unix (${unix})`,
+      expect.stringMatching(/^debug client registered: via\.tcp \(tcp 127\.0\.0\.1:\d+\)$/),
+      expect.stringMatching(/^info client connected: via\.tcp \(127\.0\.0\.1:\d+\)$/),
+      'debug client unregistered: via.unix',
+      'info client via.unix disconnected: connection closed by the client',
+      'debug client unregistered: via.tcp',
+      'info client via.tcp disconnected: the broker is shutting down',
+    ]);
+    const info = mine.filter((l) => l.startsWith('info ')).map((l) => l.slice(5));
+    expect(info.length).toBe(4);
+    for (const m of info) expect(isRoutineBrokerLog(m)).toBe(true);
+    // Drops, refusals and timeouts are not routine; neither is a routine text inside another line.
+    for (const m of [
+      'client x dropped: queue overflow while receiving from y',
+      'client x disconnected: handshake timeout',
+      'listener /tmp/x: client connected: x',
+      'client x disconnected: connection closed by the client (late)',
+      'client x disconnected: the broker is shutting down soon',
+    ]) {
+      expect(isRoutineBrokerLog(m)).toBe(false);
+    }
   });
 });

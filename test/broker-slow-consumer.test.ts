@@ -151,7 +151,8 @@ describe('flow control', () => {
 });
 
 describe('a message to a receiver whose queue is full, without flow control (upstream rule)', () => {
-  const broker = new Broker({ queueSize: 4, flowControl: false });
+  const warnings: string[] = [];
+  const broker = new Broker({ queueSize: 4, flowControl: false, logger: { warn: (l) => warnings.push(l) } });
   let path = '';
   beforeAll(async () => {
     path = (await listenFor(broker, { timeoutMs: 4000 })).address;
@@ -175,6 +176,7 @@ describe('a message to a receiver whose queue is full, without flow control (ups
     expect(acks.at(-1)).toBe(0x77);
     expect(acks.slice(0, -1).every((a) => a === 0x01)).toBe(true);
     expect(broker.getClient('full')).toBeUndefined();
+    expect(warnings).toContain('client full: queue overflow (4 frames), dropped');
     // The sender is not held up by the drop: its next message to another client goes through.
     const other = await RawPeer.register(path, 'other');
     sender.write(clientFrame(9999, 0x52, 'other\0after'));

@@ -141,3 +141,86 @@ describe('FrameMemory bounds', () => {
     expect(a.reasons).toEqual(['holds 101 bytes of frames, over 100 (frameMemoryPerClient)']);
   });
 });
+
+describe('FrameMemory enforcement, more', () => {
+  it('checks again in a later turn: each crossing of a bound is enforced', async () => {
+    const m = new FrameMemory(1000, 100);
+    const [a, b] = attached(m, 2);
+    expect(m.update(a, 150, 150)).toBe(true);
+    await turn();
+    expect(a.reasons.length).toBe(1);
+    expect(m.update(b, 150, 150)).toBe(true);
+    await turn();
+    expect(b.reasons).toEqual(['holds 150 bytes of frames, over 100 (frameMemoryPerClient)']);
+    expect(m.refusals).toBe(2);
+  });
+
+  it('after closing a client over its share, a whole exactly at the budget closes nobody else', async () => {
+    const m = new FrameMemory(200, 100);
+    const [a, b, c] = attached(m, 3);
+    m.update(a, 100, 100);
+    m.update(c, 100, 100);
+    // b holds nothing of its own, but its queues pin 150 bytes counted under a and c.
+    expect(m.update(b, 0, 150)).toBe(true);
+    await turn();
+    expect([a.reasons, b.reasons.length, c.reasons, m.used]).toEqual([[], 1, [], 200]);
+  });
+
+  it('of clients holding the same most, the first attached is closed', async () => {
+    const m = new FrameMemory(100, 1000);
+    const [a, b] = attached(m, 2);
+    m.update(a, 60, 60);
+    m.update(b, 60, 60);
+    await turn();
+    expect(a.reasons).toEqual([
+      'the broker holds 120 bytes of frames, over 100 (frameMemory), this client the most (60)',
+    ]);
+    expect(b.reasons).toEqual([]);
+  });
+
+  it('over the budget with nothing held by any client (pinned payloads only), closes nobody', async () => {
+    const m = new FrameMemory(100, 1000);
+    const [a, b] = attached(m, 2);
+    m.hold(Buffer.alloc(500));
+    await turn();
+    expect([a.reasons, b.reasons, m.refusals, m.used]).toEqual([[], [], 0, 500]);
+  });
+});
+
+describe('FrameMemory settings and clean-up', () => {
+  it('refuses bounds that are not positive integers, naming the option', () => {
+    expect(() => new FrameMemory(0, 10)).toThrow(new RangeError('frameMemory must be a positive integer, got 0'));
+    expect(() => new FrameMemory(10, 1.5)).toThrow(
+      new RangeError('frameMemoryPerClient must be a positive integer, got 1.5'),
+    );
+    expect(() => new FrameMemory(Number.NaN, 10)).toThrow(/^frameMemory must be a positive integer, got NaN$/);
+    expect(new FrameMemory(1, 1).total).toBe(1);
+  });
+
+  it('evictNow closes a holder at once with its share in the reason, and counts it', () => {
+    const m = new FrameMemory(1000, 100);
+    const [a, b] = attached(m, 2);
+    m.update(a, 60, 60);
+    m.update(b, 10, 10);
+    m.evictNow(a);
+    expect(a.reasons).toEqual(['holds 60 bytes of frames, over 100 (frameMemoryPerClient)']);
+    expect(b.reasons).toEqual([]);
+    expect([m.refusals, m.used, a.own, a.share]).toEqual([1, 10, 0, 0]);
+  });
+
+  it('collects garbage once after a burst of closes in one turn, and again after a later one', async () => {
+    let collections = 0;
+    const m = new FrameMemory(1000, 100, () => collections++);
+    const [a, b, c] = attached(m, 3);
+    m.evictNow(a);
+    m.evictNow(b);
+    // Not inside the turn that closed them: a collection there would stall the routing loop.
+    expect(collections).toBe(0);
+    await turn();
+    expect(collections).toBe(1);
+    m.evictNow(c);
+    await turn();
+    expect(collections).toBe(2);
+    expect(m.refusals).toBe(3);
+  });
+});
