@@ -799,7 +799,8 @@ export class Federation implements BrokerLink {
       this.subs.push(
         nc.subscribe(subject, {
           callback: (err, m) => {
-            if (err !== null) return;
+            // Closing: the goodbye is being flushed, and nothing that comes now may bring names back.
+            if (err !== null || this.closed) return;
             try {
               handle(m);
             } catch (e) {
