@@ -81,6 +81,7 @@ const FOCUS = {
     'errors',
     'fail-fast',
     'federation',
+    'federation-link',
     'flow-control',
     'frame-guard',
     'fuzz',
