@@ -82,6 +82,7 @@ const FOCUS = {
     'errors',
     'fail-fast',
     'federation',
+    'federation-link',
     'flow-control',
     'frame-budget',
     'frame-guard',

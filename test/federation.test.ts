@@ -10,17 +10,7 @@ import { cpSync, mkdirSync, mkdtempSync, readdirSync, rmSync, symlinkSync, write
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import {
-  Broker,
-  BusError,
-  connect,
-  type Frame,
-  packMsgpack,
-  QoS,
-  RpcClient,
-  type SocketClient,
-  unpackMsgpack,
-} from '#busrt/core';
+import { Broker, BusError, connect, packMsgpack, QoS, RpcClient, type SocketClient, unpackMsgpack } from '#busrt/core';
 import { BusrtHost, BusrtModule } from '#busrt/nestjs';
 import { connect as natsConnect } from '@nats-io/transport-node';
 import { NatsCluster } from './support/nats.js';
@@ -28,6 +18,7 @@ import { BUSRTD_BIN, Daemon, REPO_ROOT, Running, runNode } from './support/procs
 import { testCertificates } from './support/certs.js';
 import { clientFrame, RawPeer } from './support/raw.js';
 import { until } from './support/until.js';
+import { watched, type Watched as WatchedClient } from './support/bus-clients.js';
 
 const SERVICE = fileURLToPath(new URL('./fixtures/federation-service.js', import.meta.url));
 /** T of the link: small, so that a dead broker's names go quickly. */
@@ -35,13 +26,7 @@ const TTL_MS = 900;
 const NODES = ['a', 'b', 'c'] as const;
 type Node = (typeof NODES)[number];
 
-/** A client of a test and every frame it received. */
-interface Watched {
-  client: SocketClient;
-  frames: Frame[];
-  /** `.broker/info` announcements as `reg NAME` / `unreg NAME`. */
-  info: string[];
-}
+type Watched = WatchedClient<SocketClient>;
 
 describe('federation of three brokers over a NATS cluster (processes)', () => {
   const dir = mkdtempSync(join(tmpdir(), 'busrt-fed-'));
@@ -56,13 +41,7 @@ describe('federation of three brokers over a NATS cluster (processes)', () => {
   const open = async (n: Node, name: string, topics: string[] = []): Promise<Watched> => {
     const client = await connect({ path: sock(n), name, timeoutMs: 5000 });
     clients.push(client);
-    const w: Watched = { client, frames: [], info: [] };
-    client.onFrame((f) => {
-      if (f.topic === '.broker/info') {
-        const a = unpackMsgpack<{ s: string; d: string }>(f.payload);
-        w.info.push(`${a.s} ${a.d}`);
-      } else w.frames.push(f);
-    });
+    const w = watched(client);
     if (topics.length > 0) await client.subscribeBulk(topics);
     return w;
   };

@@ -16,6 +16,7 @@ import {
 } from '../broker/index.js';
 import {
   BROKER_INFO_TOPIC,
+  BROKER_SECONDARY_TOPIC,
   BROKER_WARN_TOPIC,
   type ClientInfo,
   ErrorCode,
@@ -396,7 +397,7 @@ export class Federation implements BrokerLink {
     const exp = this.pubExport;
     if (exp === null || sender.sink === REMOTE_SINK) return;
     // Announcements are made by each broker for its own names.
-    if (topic === BROKER_INFO_TOPIC || topic === BROKER_WARN_TOPIC) return;
+    if (isAnnouncement(topic)) return;
     if (!cached(this.exportCache, exp, topic)) return;
     if (receiver !== null && (this.core.getClient(receiver) !== undefined || !this.remote.has(receiver))) return;
     if (
@@ -455,14 +456,18 @@ export class Federation implements BrokerLink {
       this.rejectedCount++;
       return;
     }
+    // No broker sends its announcements: these would speak for names of this broker.
+    if (isAnnouncement(topic)) return this.reject(`an announcement on ${topic} from ${origin}`);
     this.receivedCount++;
     const data = buf.subarray(p);
-    this.core.routePublish(sender, topic, topicNul, data, (buf[1] & REALTIME) !== 0, buf.length - HEAD, receiver);
+    const rt = (buf[1] & REALTIME) !== 0;
+    const code = this.core.routePublish(sender, topic, topicNul, data, rt, buf.length - HEAD, receiver);
+    if (code === ErrorCode.Access) this.rejectedCount++;
   }
 
   private onMessage(msg: Msg): void {
     const buf = asBuffer(msg.data);
-    const code = buf.length > HEAD ? this.deliver(buf) : ErrorCode.Data;
+    const code = buf.length > HEAD ? this.deliver(buf) : this.rejectCode('a broken message');
     if (msg.reply !== undefined && msg.reply !== '') this.outbox.push(msg.reply, CODE_BYTES[code], null);
   }
 
@@ -799,7 +804,8 @@ export class Federation implements BrokerLink {
       this.subs.push(
         nc.subscribe(subject, {
           callback: (err, m) => {
-            if (err !== null) return;
+            // Closing: the goodbye is being flushed, and nothing that comes now may bring names back.
+            if (err !== null || this.closed) return;
             try {
               handle(m);
             } catch (e) {
@@ -890,6 +896,11 @@ export class Federation implements BrokerLink {
     this.warned.add(key);
     this.core.logger.warn?.(line);
   }
+}
+
+/** The topics of the broker's announcements of its own clients (`.broker/info` and the others). */
+function isAnnouncement(topic: string): boolean {
+  return topic === BROKER_INFO_TOPIC || topic === BROKER_SECONDARY_TOPIC || topic === BROKER_WARN_TOPIC;
 }
 
 /** A mask list's answer for a topic, remembered (topics repeat; the cache is bounded). */

@@ -9,3 +9,5 @@ export {
   type FederationTlsOptions,
   type ResolvedFederation,
 } from './options.js';
+/** The link's NATS payloads, for the project's own tools and tests (not public). */
+export * as federationWire from './wire.js';
