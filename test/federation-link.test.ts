@@ -621,6 +621,21 @@ describe('three in-process brokers federated over NATS', () => {
     expect(delta(a, from[0])).toEqual({ ...ZERO, sent: 2, rejected: 1 });
     expect(delta(c, from[1])).toEqual({ ...ZERO, received: 2, rejected: 2 });
     expect(c.warnings).toContain('access denied: cli.codes (a) message to priv.codes');
+    // A sender C does not know (its name not among C's) is denied as coming from another broker.
+    const nc = await natsConnect({ servers: nats.urls });
+    try {
+      const r = await nc.request(
+        'fl.msg.c',
+        encodeMessage(nul('ghost.codes'), 'priv.codes', Buffer.from('x'), null, false),
+        {
+          timeout: 5000,
+        },
+      );
+      expect([...r.data]).toEqual([0x79]);
+    } finally {
+      await nc.close();
+    }
+    expect(c.warnings).toContain('access denied: ghost.codes (another broker) message to priv.codes');
   });
 
   it('answers RPC calls across brokers, from in-process and socket clients', async () => {

@@ -121,8 +121,11 @@ export class ClientEntry {
     return this.sink.internal;
   }
 
-  /** The client and where it is, for log lines: its address, or its listener for UNIX clients. */
+  /**
+   * The client and where it is, for log lines: its address, its listener for UNIX clients, its
+   * broker for a client of another broker, or "another broker" when a message names no broker.
+   */
   get described(): string {
-    return `${this.name} (${this.source ?? this.port ?? 'in-process'})`;
+    return `${this.name} (${this.source ?? this.port ?? (this.kind === 'remote' ? 'another broker' : 'in-process')})`;
   }
 }
