@@ -1,6 +1,13 @@
 import type { ClientStream } from '../client/index.js';
 
 /**
+ * An event listener as the implementations declare theirs: a function or an object with
+ * `handleEvent`, each typed with the implementation's own event classes. Both are methods here, so
+ * that their parameters are compared both ways and every implementation's declaration fits.
+ */
+type EventListenerLike = { listener(event: never): void }['listener'] | { handleEvent(event: never): void };
+
+/**
  * The part of the WebSocket API the browser client uses: a browser's `WebSocket` has it, and so
  * do compatible implementations (the `ws` package, Node's global `WebSocket`).
  */
@@ -9,10 +16,11 @@ export interface WebSocketLike {
   readonly readyState: number;
   /** Bytes queued by `send` and not yet handed to the network. */
   readonly bufferedAmount: number;
-  send(data: Uint8Array): void;
+  /** Bytes over an `ArrayBuffer`: a browser's `send` takes no view of a SharedArrayBuffer. */
+  send(data: Uint8Array & { buffer: ArrayBuffer }): void;
   close(code?: number, reason?: string): void;
-  addEventListener(type: string, listener: (event: never) => void): void;
-  removeEventListener(type: string, listener: (event: never) => void): void;
+  addEventListener(type: string, listener: EventListenerLike): void;
+  removeEventListener(type: string, listener: EventListenerLike): void;
 }
 
 /** `readyState` of an open WebSocket (the same in every implementation). */
@@ -158,7 +166,9 @@ export class WebSocketByteStream implements ClientStream {
    */
   private send(chunk: Uint8Array): Error | null {
     if (this.isClosed || this.ws.readyState !== WS_OPEN) return new Error('the WebSocket is closed');
-    this.ws.send(chunk);
+    // The writer's chunks are Buffers, over ArrayBuffers (a payload in shared memory is the
+    // caller's to avoid, as with a browser's own send).
+    this.ws.send(chunk as Uint8Array & { buffer: ArrayBuffer });
     return null;
   }
 
