@@ -1,4 +1,5 @@
 import type { ClientStream } from '../client/index.js';
+import { WS_MESSAGE_MAX } from '../protocol/index.js';
 
 /**
  * An event listener as the implementations declare theirs: a function or an object with
@@ -161,14 +162,17 @@ export class WebSocketByteStream implements ClientStream {
   }
 
   /**
-   * Sends one Binary message. `send` copies the bytes (the WebSocket standard says so), so the
-   * writer may reuse the chunk's memory as soon as the write's callback runs.
+   * Sends one Binary message, or several of WS_MESSAGE_MAX bytes at most for a large chunk.
+   * `send` copies the bytes (the WebSocket standard says so), so the writer may reuse the chunk's
+   * memory as soon as the write's callback runs.
    */
   private send(chunk: Uint8Array): Error | null {
     if (this.isClosed || this.ws.readyState !== WS_OPEN) return new Error('the WebSocket is closed');
-    // The writer's chunks are Buffers, over ArrayBuffers (a payload in shared memory is the
-    // caller's to avoid, as with a browser's own send).
-    this.ws.send(chunk as Uint8Array & { buffer: ArrayBuffer });
+    for (let at = 0; at < chunk.length; at += WS_MESSAGE_MAX) {
+      // The writer's chunks are Buffers, over ArrayBuffers (a payload in shared memory is the
+      // caller's to avoid, as with a browser's own send).
+      this.ws.send(chunk.subarray(at, at + WS_MESSAGE_MAX) as Uint8Array & { buffer: ArrayBuffer });
+    }
     return null;
   }
 

@@ -2,6 +2,12 @@
 export const GREETING = 0xeb;
 /** The only protocol version, sent as u16 LE. */
 export const PROTOCOL_VERSION = 1;
+/**
+ * The largest WebSocket message a client or the broker sends; larger writes are split. Message
+ * boundaries mean nothing (PROTOCOL.md 2.3), and a receiver may cap message size (this broker's
+ * `maxMessageSize`: 16 MiB by default).
+ */
+export const WS_MESSAGE_MAX = 1024 * 1024;
 
 /** Client-to-broker operations (bits 0-5 of the header flags). */
 export const Op = {

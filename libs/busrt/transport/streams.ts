@@ -4,7 +4,7 @@
 import { Duplex } from 'node:stream';
 import net from 'node:net';
 import type WebSocket from 'ws';
-import { BusError, type BusAddress, formatHostPort, parseBusAddress } from '../protocol/index.js';
+import { BusError, type BusAddress, formatHostPort, parseBusAddress, WS_MESSAGE_MAX } from '../protocol/index.js';
 
 // The `ws` package is loaded when a WebSocket is first needed: a broker or client that never
 // uses one (most of them) does not pay its start-up time.
@@ -12,9 +12,6 @@ import { BusError, type BusAddress, formatHostPort, parseBusAddress } from '../p
 /** WebSocket ready states (the `ws` package's own, without loading it). */
 const WS_CONNECTING = 0;
 const WS_OPEN = 1;
-
-/** The largest WebSocket message this side sends; larger writes are split. */
-const WS_MESSAGE_MAX = 1024 * 1024;
 
 /** Close code of a WebSocket that sent a Text message (upstream's, PROTOCOL.md 2.3). */
 export const WS_CLOSE_TEXT = 1003;
@@ -68,8 +65,7 @@ export class WebSocketStream extends Duplex {
       callback(new Error('the WebSocket is closed'));
       return;
     }
-    // Message boundaries mean nothing, and a receiver may cap message size (this broker: 16 MiB
-    // by default): a large write goes out as several messages.
+    // A large write goes out as several messages (see WS_MESSAGE_MAX).
     let at = 0;
     for (; chunk.length - at > WS_MESSAGE_MAX; at += WS_MESSAGE_MAX) {
       this.ws.send(chunk.subarray(at, at + WS_MESSAGE_MAX), { binary: true });
