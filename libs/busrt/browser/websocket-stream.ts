@@ -35,6 +35,8 @@ const HIGH_WATER = 1024 * 1024;
 const DRAIN_POLL_MS = 10;
 
 type Listener = (...args: unknown[]) => void;
+/** A listener registered by `once()`, with the function it was given, which `off()` looks for. */
+type OnceListener = Listener & { listener?: Listener };
 
 /**
  * A WebSocket as the byte stream a {@link SocketClient} runs over, without Node's streams: each
@@ -76,17 +78,24 @@ export class WebSocketByteStream implements ClientStream {
   }
 
   once(event: string, listener: (...args: never[]) => void): this {
-    const wrapper = (...args: unknown[]): void => {
+    const wrapper: OnceListener = (...args: unknown[]): void => {
       this.off(event, wrapper);
       (listener as Listener)(...args);
     };
+    wrapper.listener = listener as Listener;
     return this.on(event, wrapper);
   }
 
+  /** Removes the latest registration of `listener`, by on() or once(), as Node's emitters do. */
   off(event: string, listener: (...args: never[]) => void): this {
-    const list = this.listeners.get(event);
-    const i = list === undefined ? -1 : list.indexOf(listener as Listener);
-    if (list !== undefined && i !== -1) list.splice(i, 1);
+    const list = this.listeners.get(event) ?? [];
+    for (let i = list.length - 1; i >= 0; i--) {
+      const l = list[i] as OnceListener;
+      if (l === listener || l.listener === listener) {
+        list.splice(i, 1);
+        break;
+      }
+    }
     return this;
   }
 
