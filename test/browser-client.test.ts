@@ -908,11 +908,20 @@ describe('WebSocketByteStream', () => {
       if (!ok) break;
     }
     expect(bufferedAndWriting).toBe(true);
+    // A writer that goes on anyway is told to wait again, and gets one drain all the same.
+    for (let k = 0; k < 2; k++) {
+      const b = pattern(chunk, sent.length);
+      sent.push(b);
+      expect(stream.write(b)).toBe(false);
+    }
     expect(ev.drains).toBe(0);
     end.ws.resume();
     await ev.until(() => ev.drains === 1, 'drain');
     expect(stream.writableNeedDrain).toBe(false);
     expect(ws.bufferedAmount).toBeLessThanOrEqual(HIGH_WATER);
+    // Timers started in one turn run in one turn: a second drain would be emitted by now.
+    await turn();
+    expect(ev.drains).toBe(1);
 
     // Again with corked batches.
     end.ws.pause();
@@ -926,9 +935,16 @@ describe('WebSocketByteStream', () => {
       }
       stream.uncork();
     }
+    stream.cork();
+    const more = pattern(chunk, sent.length);
+    sent.push(more);
+    stream.write(more);
+    stream.uncork();
     end.ws.resume();
     await ev.until(() => ev.drains === 2, 'the second drain');
     expect(stream.writableNeedDrain).toBe(false);
+    await turn();
+    expect(ev.drains).toBe(2);
 
     const all = Buffer.concat(sent);
     expect((await end.bytesIn(all.length)).equals(all)).toBe(true);
