@@ -154,7 +154,8 @@ const FOCUS = {
     'websocket',
   ],
 };
-const focus = scope.length === 1 ? FOCUS[scope[0]] : undefined;
+// A file of a folder with a focus is run against the folder's tests.
+const focus = scope.length === 1 ? (FOCUS[scope[0]] ?? FOCUS[scope[0].replace(/\/[^/]+\.ts$/, '')]) : undefined;
 
 /** @type {import('@stryker-mutator/api/core').PartialStrykerOptions} */
 export default {
