@@ -393,6 +393,30 @@ describe('AAA rules as objects', () => {
     expect(err(() => parseAaaJson('{"a": {"hosts": "10.0.0.1"}}')).message).toBe(
       'AAA file: client "a": "hosts" must be a list of addresses or networks',
     );
+    // Rules given as an object are named "AAA rules" unless the caller names them.
+    for (const rules of [null, 'all', 5, ['a']]) {
+      expect(err(() => aaaMapFrom(rules)).message).toBe('AAA rules: expected an object of client names to rules');
+    }
+    // Every key says its own name; a list must hold non-empty strings only.
+    for (const key of ['p2p', 'publish', 'subscribe', 'broadcast']) {
+      for (const v of [[''], ['a', 1], 'a']) {
+        expect(err(() => aaaMapFrom({ a: { [key]: v } })).message).toBe(
+          `AAA rules: client "a": "${key}" must be true, false or a list of masks`,
+        );
+      }
+    }
+    expect(err(() => aaaMapFrom({ a: { hosts: [''] } })).message).toBe(
+      'AAA rules: client "a": "hosts" must be a list of addresses or networks',
+    );
+    expect(
+      aaaMapFrom({ a: { subscribe: false, broadcast: false, p2p: true } })
+        .get('a')
+        ?.describe(),
+    ).toMatchObject({
+      p2p: { any: true, masks: [] },
+      subscribe: { any: false, masks: [] },
+      broadcast: { any: false, masks: [] },
+    });
     // ipaddr.js's own error (not a RangeError of the parser's checks) adds no reason in brackets.
     expect(err(() => parseAaaJson('{"a": {"hosts": ["::zz"]}}')).message).toBe(
       'AAA file: client "a": "hosts": "::zz" is not an IP address or CIDR network',

@@ -31,11 +31,14 @@ describe('in-process clients', () => {
     const s1 = p.registerSecondary();
     expect([s0.name, s1.name]).toEqual(['prim%%0', 'prim%%1']);
     expect(() => s0.registerSecondary()).toThrow(BusError);
+    expect(() => s0.registerSecondary()).toThrow('a secondary client cannot have secondaries');
     try {
       s0.registerSecondary();
     } catch (e) {
       expect((e as BusError).code).toBe(ErrorCode.NotSupported);
     }
+    // A name in use is refused with the broker's code and says which name.
+    expect(() => broker.registerClient('prim')).toThrow(/^cannot register prim: /);
     // A secondary is dropped with its primary.
     await p.disconnect();
     expect([s0.connected, s1.connected]).toEqual([false, false]);
@@ -115,6 +118,27 @@ describe('in-process clients', () => {
     const rt: boolean[] = [];
     for (let i = 0; i < 4; i++) rt.push(((await it.next()).value as Frame).realtime);
     expect(rt).toEqual([false, false, true, true]);
+    // A pull made before anything is queued waits for the next frame.
+    const early = it.next();
+    await a.send('rt.b', Buffer.from('late'), QoS.No);
+    expect(((await early).value as Frame).payload.toString()).toBe('late');
+    // Broadcasts, publications and publications for one client carry the flag the same way.
+    await b.subscribe('rt/t');
+    const sent: [string, () => Promise<void>][] = [];
+    for (const qos of [QoS.Processed, QoS.RealtimeProcessed]) {
+      sent.push(
+        [`broadcast ${qos}`, () => a.sendBroadcast('rt.b', Buffer.from('b'), qos)],
+        [`publish ${qos}`, () => a.publish('rt/t', Buffer.from('p'), qos)],
+        [`publishFor ${qos}`, () => a.publishFor('rt/t', 'rt.b', Buffer.from('f'), qos)],
+      );
+    }
+    for (const [, op] of sent) await op();
+    const got: string[] = [];
+    for (let i = 0; i < sent.length; i++) {
+      const f = (await it.next()).value as Frame;
+      got.push(`${f.topic ?? '-'} ${f.payload.toString()} ${f.realtime}`);
+    }
+    expect(got).toEqual(['- b false', 'rt/t p false', 'rt/t f false', '- b true', 'rt/t p true', 'rt/t f true']);
     for (const c of [a, b]) await c.disconnect();
   });
 
@@ -144,6 +168,7 @@ describe('in-process clients', () => {
         (err: unknown) => err,
       );
       expect([name, e instanceof BusError ? e.code : e]).toEqual([name, ErrorCode.NotRegistered]);
+      expect([name, (e as Error).message]).toEqual([name, 'client gone.c is not connected']);
     }
     // The name is free again.
     broker.registerClient('gone.c').disconnect();
@@ -159,13 +184,18 @@ describe('in-process clients', () => {
       c.onFrame((f) => {
         got.push(f.payload.toString());
         if (got.length === 1) throw new Error('handler broke');
+        // Not an Error: no stack, and nothing to read one from.
+        if (got.length === 2) throw null;
       });
       await a.send('c', Buffer.from('1'));
       await a.send('c', Buffer.from('2'));
-      while (got.length < 2) await new Promise((r) => setImmediate(r));
-      expect(got).toEqual(['1', '2']);
-      expect(errors).toHaveLength(1);
-      expect(errors[0]).toMatch(/^frame handler of c failed: Error: handler broke/);
+      await a.send('c', Buffer.from('3'));
+      while (got.length < 3) await new Promise((r) => setImmediate(r));
+      expect(got).toEqual(['1', '2', '3']);
+      expect(errors).toHaveLength(2);
+      // The stack, with where it was thrown, not only the message.
+      expect(errors[0]).toMatch(/^frame handler of c failed: Error: handler broke\n\s+at /);
+      expect(errors[1]).toBe('frame handler of c failed: null');
     } finally {
       await b2.close();
     }
