@@ -219,6 +219,53 @@ describe('in-process clients', () => {
     expect(got).toEqual(Array.from({ length: n }, (_, i) => String(i)));
     expect(b.getClient('sender')).toBeDefined();
   });
+
+  it('reads a sender paused by a full in-process receiver again once the receiver has room', async () => {
+    const [b, path] = await start({ queueSize: 4 }, { timeoutMs: 3000 });
+    const slow = b.registerClient('slow');
+    const sender = await reg(path, 'sender');
+    // Batches of the queue's size: the queue is full, not over, when the sender is paused.
+    const batch = (from: number): Buffer =>
+      Buffer.concat(Array.from({ length: 4 }, (_, i) => clientFrame(0, 0x12, `slow\0${from + i}`)));
+    const pauses = b.core.senderPauses;
+    sender.write(batch(0));
+    await until(() => b.core.senderPauses > pauses, 3000, 'the sender paused');
+    // Not read while the receiver is full: only its taking frames out wakes the sender up (else
+    // the sender would be closed after T as stuck behind a receiver that stays full).
+    sender.write(batch(4));
+    const got: string[] = [];
+    for await (const f of slow.frames()) {
+      got.push(f.payload.toString());
+      if (got.length === 8) break;
+    }
+    expect(got).toEqual(Array.from({ length: 8 }, (_, i) => String(i)));
+    expect(b.getClient('sender')).toBeDefined();
+  });
+
+  it('leaves a paused sender waiting until the in-process receiver is back under its queue size', async () => {
+    const [b, path] = await start({ queueSize: 4 }, { timeoutMs: 3000 });
+    const slow = b.registerClient('slow');
+    const sender = await reg(path, 'sender');
+    const batch = (from: number): Buffer =>
+      Buffer.concat(Array.from({ length: 10 }, (_, i) => clientFrame(0, 0x12, `slow\0${from + i}`)));
+    const pauses = b.core.senderPauses;
+    // One read of ten frames goes over the size of four: all ten are queued, then the sender waits.
+    sender.write(batch(0));
+    await until(() => b.core.senderPauses > pauses && slow.queued() === 10, 3000, 'ten queued, sender paused');
+    sender.write(batch(10));
+    const got: string[] = [];
+    let most = 0;
+    for await (const f of slow.frames()) {
+      got.push(f.payload.toString());
+      if (got.length === 20) break;
+      // A turn of the event loop after each frame taken: a sender woken too early is read here.
+      await new Promise((r) => setImmediate(r));
+      most = Math.max(most, slow.queued());
+    }
+    expect(got).toEqual(Array.from({ length: 20 }, (_, i) => String(i)));
+    // The second batch came in only once three were left: never more than 3 + 10 queued.
+    expect(most).toBeLessThanOrEqual(13);
+  });
 });
 
 // These are about listeners of given kinds (several at once, UNIX socket files, TCP ports), not
