@@ -65,9 +65,9 @@ class MutationEnvironment extends TestEnvironment {
     const once = event.hook?.type === 'beforeAll' || event.hook?.type === 'afterAll';
     switch (event.name) {
       case 'start_describe_definition':
-      case 'add_hook':
       case 'add_test':
         // The imports have run (a module's own load stays static); the file's body runs now.
+        // Not at add_hook: jest adds a hook of its own before the test file is even loaded.
         if (!this.defining) {
           this.defining = true;
           ctx.currentTestId = `${BUCKET}${this.testPath}`;
