@@ -193,6 +193,10 @@ describe('AAA over real sockets: what a client may do', () => {
     limited.write(clientFrame(1, OP.subscribe, 'secret/#'));
     limited.write(clientFrame(2, OP.subscribe | PROCESSED, 'news/b'));
     expect((await limited.readFrame()).toString('hex')).toBe('fe0200000001');
+    // Op id 0 is an op id like any other: the denial is ACKed with it.
+    limited.write(clientFrame(0, OP.subscribe | PROCESSED, 'secret/x'));
+    expect((await limited.readFrame()).toString('hex')).toBe('fe0000000079');
+    expect(await warning(/^access denied: limited \(.+\) subscription to secret\/x$/)).toBeDefined();
   });
 
   it('broadcast: denied outright for one client, limited to masks for another', async () => {

@@ -2,6 +2,7 @@ import { afterEach, describe, expect, it } from '@jest/globals';
 import { existsSync, writeFileSync } from 'node:fs';
 import { spawn } from 'node:child_process';
 import { dirname, join } from 'node:path';
+import { decode } from '@msgpack/msgpack';
 import { Broker, BusError, type Frame, isRoutineBrokerLog, QoS } from '#busrt/core';
 import { clientFrame, expectMarkerNext, RawPeer, sleep, tmpSocket } from './support/raw.js';
 import { until } from './support/until.js';
@@ -141,6 +142,14 @@ describe('registration', () => {
     z.close();
     sec.close();
     fresh.close();
+  });
+
+  it('force register works with a logger that has no info level', async () => {
+    const [b, path] = await start({ forceRegister: true, logger: { warn: () => undefined } }, { timeoutMs: 2000 });
+    const old = await reg(path, 'fx');
+    await reg(path, 'fx');
+    expect(await old.closedWithin(1000)).toBe(true);
+    expect(b.getClient('fx')).toBeDefined();
   });
 
   it('internal names may start with a dot; external ones may not', async () => {
@@ -353,6 +362,12 @@ describe('listeners', () => {
     expect(f.subarray(0, 6 + 21).toString('latin1')).toBe(
       '\x01' + f.subarray(1, 5).toString('latin1') + '\x00.broker\0.broker/warn\0',
     );
+    // Not realtime, and the payload names no client: { s, t } only.
+    expect(f[5]).toBe(0);
+    const m = decode(f.subarray(6 + 21), { useBigInt64: true }) as Record<string, unknown>;
+    expect(Object.keys(m)).toEqual(['s', 't']);
+    expect(m.s).toBe('shutdown');
+    expect(typeof m.t).toBe('bigint');
     expect(await p.closedWithin(1000)).toBe(true);
   });
 });

@@ -140,6 +140,20 @@ describe('routing with several real clients', () => {
     expect(body(await s.readFrame())).toBe('p\0bc');
   });
 
+  it('writes publications of in-process clients to socket subscribers byte for byte', async () => {
+    const inner: InternalClient = broker.registerClient('inner.pub');
+    try {
+      const s = await reg('sock.sub');
+      expect(await acked(s, 1, 0x42, 'ip/#')).toBe(1);
+      await inner.publish('ip/a', Buffer.from('one'));
+      await inner.publishFor('ip/b', 'sock.sub', Buffer.from('two'));
+      expect(body(await s.readFrame())).toBe('inner.pub\0ip/a\0one');
+      expect(body(await s.readFrame())).toBe('inner.pub\0ip/b\0two');
+    } finally {
+      await inner.disconnect();
+    }
+  });
+
   it('announces reg and unreg of primaries on .broker/info, never secondaries', async () => {
     const core: InternalClient = broker.registerClient('.broker');
     try {

@@ -152,7 +152,11 @@ describe('flow control', () => {
 
 describe('a message to a receiver whose queue is full, without flow control (upstream rule)', () => {
   const warnings: string[] = [];
-  const broker = new Broker({ queueSize: 4, flowControl: false, logger: { warn: (l) => warnings.push(l) } });
+  const broker = new Broker({
+    queueSize: 4,
+    flowControl: false,
+    logger: { warn: (l) => warnings.push(l), info: (l) => warnings.push(l) },
+  });
   let path = '';
   beforeAll(async () => {
     path = (await listenFor(broker, { timeoutMs: 4000 })).address;
@@ -177,6 +181,7 @@ describe('a message to a receiver whose queue is full, without flow control (ups
     expect(acks.slice(0, -1).every((a) => a === 0x01)).toBe(true);
     expect(broker.getClient('full')).toBeUndefined();
     expect(warnings).toContain('client full: queue overflow (4 frames), dropped');
+    expect(warnings).toContain('client full dropped: queue overflow while receiving from sender');
     // The sender is not held up by the drop: its next message to another client goes through.
     const other = await RawPeer.register(path, 'other');
     sender.write(clientFrame(9999, 0x52, 'other\0after'));

@@ -83,6 +83,19 @@ describe('in-process clients', () => {
     for (const c of [sub, pub]) await c.disconnect();
   });
 
+  it('an exclusion made twice is undone by one unexclude', async () => {
+    const a = broker.registerClient('ex2.a');
+    const b = broker.registerClient('ex2.b');
+    await b.subscribe('ex2/#');
+    await b.exclude('ex2/x');
+    await b.exclude('ex2/x');
+    await a.publish('ex2/x', Buffer.from('hidden'));
+    await b.unexclude('ex2/x');
+    await a.publish('ex2/x', Buffer.from('shown'));
+    expect(await drain(b, 1)).toEqual(['ex2.a ex2/x shown']);
+    for (const c of [a, b]) await c.disconnect();
+  });
+
   it('broadcasts reach every client whose name matches the mask, the sender included', async () => {
     const a = broker.registerClient('grp.a');
     const b = broker.registerClient('grp.b');
