@@ -403,7 +403,7 @@ describe('AAA rules as objects', () => {
     }
     // Every key says its own name; a list must hold non-empty strings only.
     for (const key of ['p2p', 'publish', 'subscribe', 'broadcast']) {
-      for (const v of [[''], ['a', 1], 'a']) {
+      for (const v of [[''], ['a', 1], [['a']], 'a']) {
         expect(err(() => aaaMapFrom({ a: { [key]: v } })).message).toBe(
           `AAA rules: client "a": "${key}" must be true, false or a list of masks`,
         );
@@ -438,6 +438,22 @@ describe('AAA rules as objects', () => {
     });
     expect(a.p2pAllowed('b.1')).toBe(true);
     expect(a.p2pAllowed('c.1')).toBe(false);
+  });
+
+  it('reads networks: trimmed, bare addresses as hosts, IPv4-mapped IPv6 as IPv4 from /96 up', () => {
+    const hosts = (...n: string[]): unknown => new ClientAaa().hostsAllow(n).describe().hosts;
+    expect(hosts(' 10.0.0.1 ', '::1', '10.1.0.0/16')).toEqual(['10.0.0.1/32', '::1/128', '10.1.0.0/16']);
+    expect(hosts('::ffff:10.0.0.0/104', '::ffff:0.0.0.0/96', '::ffff:0:0/95', '2001:db8::/96')).toEqual([
+      '10.0.0.0/8',
+      '0.0.0.0/0',
+      '::ffff:0:0/95',
+      '2001:db8::/96',
+    ]);
+    const any = new ClientAaa().allowP2pTo(['*']).allowSubscribeTo(['#']).describe();
+    expect([any.p2p, any.subscribe]).toEqual([
+      { any: true, masks: ['*'] },
+      { any: true, masks: ['#'] },
+    ]);
   });
 
   it('refuses a peer address it cannot read, and a clone keeps the hosts it was made with', () => {
