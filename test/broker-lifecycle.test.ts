@@ -229,14 +229,22 @@ describe('in-process clients', () => {
     expect(b.getClient('sender')).toBeDefined();
   });
 
-  it('reads a sender paused by a full in-process receiver again once the receiver has room', async () => {
+  /**
+   * A broker with a queue size of 4, an in-process receiver `slow` and a socket client `sender`;
+   * `batch(from)` is `size` messages to `slow` numbered from `from`, in one write.
+   */
+  async function behindSlowReceiver(size: number) {
     const [b, path] = await start({ queueSize: 4 }, { timeoutMs: 3000 });
     const slow = b.registerClient('slow');
     const sender = await reg(path, 'sender');
-    // Batches of the queue's size: the queue is full, not over, when the sender is paused.
     const batch = (from: number): Buffer =>
-      Buffer.concat(Array.from({ length: 4 }, (_, i) => clientFrame(0, 0x12, `slow\0${from + i}`)));
-    const pauses = b.core.senderPauses;
+      Buffer.concat(Array.from({ length: size }, (_, i) => clientFrame(0, 0x12, `slow\0${from + i}`)));
+    return { b, slow, sender, batch, pauses: b.core.senderPauses };
+  }
+
+  it('reads a sender paused by a full in-process receiver again once the receiver has room', async () => {
+    // Batches of the queue's size: the queue is full, not over, when the sender is paused.
+    const { b, slow, sender, batch, pauses } = await behindSlowReceiver(4);
     sender.write(batch(0));
     await until(() => b.core.senderPauses > pauses, 3000, 'the sender paused');
     // Not read while the receiver is full: only its taking frames out wakes the sender up (else
@@ -252,12 +260,7 @@ describe('in-process clients', () => {
   });
 
   it('leaves a paused sender waiting until the in-process receiver is back under its queue size', async () => {
-    const [b, path] = await start({ queueSize: 4 }, { timeoutMs: 3000 });
-    const slow = b.registerClient('slow');
-    const sender = await reg(path, 'sender');
-    const batch = (from: number): Buffer =>
-      Buffer.concat(Array.from({ length: 10 }, (_, i) => clientFrame(0, 0x12, `slow\0${from + i}`)));
-    const pauses = b.core.senderPauses;
+    const { b, slow, sender, batch, pauses } = await behindSlowReceiver(10);
     // One read of ten frames goes over the size of four: all ten are queued, then the sender waits.
     sender.write(batch(0));
     await until(() => b.core.senderPauses > pauses && slow.queued() === 10, 3000, 'ten queued, sender paused');
