@@ -40,7 +40,8 @@ class MutationEnvironment extends TestEnvironment {
   constructor(config, context) {
     super(config, context);
     this.testPath = context.testPath;
-    this.names = [];
+    /** The bucket of the file's describe bodies. */
+    this.fileKey = `${BUCKET}${context.testPath}`;
     /** Each test of the initial run, with the buckets of the code that ran for it outside it. */
     this.tests = [];
     this.blockKeys = new WeakMap();
@@ -70,7 +71,7 @@ class MutationEnvironment extends TestEnvironment {
         // Not at add_hook: jest adds a hook of its own before the test file is even loaded.
         if (!this.defining) {
           this.defining = true;
-          ctx.currentTestId = `${BUCKET}${this.testPath}`;
+          ctx.currentTestId = this.fileKey;
         }
         break;
       case 'run_start':
@@ -83,12 +84,6 @@ class MutationEnvironment extends TestEnvironment {
       case 'hook_failure':
         if (once) ctx.currentTestId = undefined;
         break;
-      case 'test_start': {
-        const keys = [`${BUCKET}${this.testPath}`];
-        for (let b = event.test.parent; b; b = b.parent) keys.push(this.keyOf(b));
-        this.tests.push({ name: fullName(event.test), keys });
-        break;
-      }
     }
   }
 
@@ -107,10 +102,28 @@ class MutationEnvironment extends TestEnvironment {
     for (const k of Object.keys(perTest)) if (k.startsWith(BUCKET)) delete perTest[k];
   }
 
+  /** Initial run: the coverage buckets go to their tests, and the file's tests to the index. */
+  teardownInitialRun() {
+    this.mergeBuckets();
+    if (this.tests.length === 0) return;
+    let index = {};
+    try {
+      index = JSON.parse(readFileSync(INDEX, 'utf8'));
+    } catch {
+      // The first file of the run.
+    }
+    index[this.testPath] = this.tests.map((t) => t.name);
+    writeFileSync(INDEX, JSON.stringify(index));
+  }
+
   async handleTestEvent(event) {
     const mutant = process.env.__STRYKER_ACTIVE_MUTANT__;
     if (mutant === undefined) {
-      if (event.name === 'test_start') this.names.push(fullName(event.test));
+      if (event.name === 'test_start') {
+        const keys = [this.fileKey];
+        for (let b = event.test.parent; b; b = b.parent) keys.push(this.keyOf(b));
+        this.tests.push({ name: fullName(event.test), keys });
+      }
       this.bucketCoverage(event);
       return;
     }
@@ -127,17 +140,7 @@ class MutationEnvironment extends TestEnvironment {
   }
 
   async teardown() {
-    if (process.env.__STRYKER_ACTIVE_MUTANT__ === undefined) this.mergeBuckets();
-    if (process.env.__STRYKER_ACTIVE_MUTANT__ === undefined && this.names.length > 0) {
-      let index = {};
-      try {
-        index = JSON.parse(readFileSync(INDEX, 'utf8'));
-      } catch {
-        // The first file of the run.
-      }
-      index[this.testPath] = this.names;
-      writeFileSync(INDEX, JSON.stringify(index));
-    }
+    if (process.env.__STRYKER_ACTIVE_MUTANT__ === undefined) this.teardownInitialRun();
     await super.teardown();
   }
 }
