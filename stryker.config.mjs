@@ -153,9 +153,18 @@ const FOCUS = {
     'tls',
     'websocket',
   ],
+  // The link is driven in process only by its own test (the process test is left out above).
+  'libs/busrt/federation': ['federation-link'],
+  'libs/busrt/monitor': ['aaa', 'broker-counters', 'monitor-methods', 'monitor-metrics'],
+  // Every in-process test reaches the core under the Nest layer; these are the ones of the layer.
+  'libs/nestjs': NEST_TESTS,
 };
-// A file of a folder with a focus is run against the folder's tests.
-const focus = scope.length === 1 ? (FOCUS[scope[0]] ?? FOCUS[scope[0].replace(/\/[^/]+\.ts$/, '')]) : undefined;
+/** The focus of a scope: its own, or that of the nearest folder around it. */
+function focusOf(f) {
+  for (let p = f; p.includes('/'); p = p.slice(0, p.lastIndexOf('/'))) if (FOCUS[p] !== undefined) return FOCUS[p];
+  return undefined;
+}
+const focus = scope.length === 1 ? focusOf(scope[0]) : undefined;
 
 /** @type {import('@stryker-mutator/api/core').PartialStrykerOptions} */
 export default {

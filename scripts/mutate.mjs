@@ -114,6 +114,34 @@ function readResult(name) {
   return { complete: false, files };
 }
 
+/**
+ * True when a run of the scope named `part` (a slug) took in some of the folder or file `f`: the
+ * same scope, one inside it, or one around it.
+ */
+function covers(part, f) {
+  const s = f.replaceAll('/', '-');
+  return part === s || part.startsWith(`${s}-`) || s.startsWith(`${part}-`);
+}
+
+/** When a scope's result was written (its report, or the partial file of a stopped run). */
+function resultTime(name) {
+  const times = [`${name}.json`, `${name}.partial.jsonl`]
+    .map((n) => join(out, n))
+    .filter((p) => existsSync(p))
+    .map((p) => statSync(p).mtimeMs);
+  return Math.max(0, ...times);
+}
+
+/** The files of a folder that Stryker mutates (stryker.config.mjs leaves out the others). */
+function mutatedFiles(f) {
+  const skip = (n) => /(^|\/)(index|internal)\.ts$/.test(n) || n === 'libs/busrt/monitor/page.ts';
+  return new Set(
+    readdirSync(join(root, f), { recursive: true })
+      .map((n) => `${f}/${n}`)
+      .filter((n) => n.endsWith('.ts') && !n.endsWith('.d.ts') && !skip(n)),
+  );
+}
+
 /** The folders of libs/ whose scores add up to the whole in `--by-folder`. */
 function libsFolders() {
   const busrt = join(root, 'libs', 'busrt');
@@ -128,17 +156,46 @@ function libsFolders() {
 let result;
 if (byFolder) {
   result = { complete: true, files: {} };
+  const reports = readdirSync(out)
+    .map((n) => /^(.*)\.(json|partial\.jsonl)$/.exec(n)?.[1])
+    .filter((n) => n !== undefined && !n.endsWith('.incremental'));
   for (const f of libsFolders()) {
-    const r = readResult(f.replaceAll('/', '-'));
-    if (r === undefined) {
+    const files = mutatedFiles(f);
+    const done = new Map();
+    // Every run that took in some of the folder (the folder, a file or subfolder of it, or a
+    // scope around it), newest last: a file's figures are those of the newest finished run that
+    // took it in, or of a stopped one if no run of it finished.
+    const runs = [...new Set(reports)]
+      .filter((n) => n.split('+').some((part) => covers(part, f)))
+      .map((n) => ({ n, r: readResult(n), t: resultTime(n) }))
+      .sort((a, b) => a.t - b.t);
+    for (const complete of [true, false]) {
+      for (const { r } of runs) {
+        if (r === undefined || r.complete !== complete) continue;
+        for (const [file, v] of Object.entries(r.files)) {
+          const name = relative(root, resolve(root, file));
+          if (!files.has(name) || (!complete && done.has(name))) continue;
+          done.set(name, { complete, v });
+        }
+      }
+    }
+    if (done.size === 0) {
       console.log(`${f}: never run`);
       continue;
     }
-    if (!r.complete) {
-      console.log(`${f}: the last run did not finish, the figures are of the mutants tested so far`);
-      result.complete = false;
+    // A file that a finished run took in but did not list has no mutant (types only).
+    const typesOnly = (n) =>
+      runs.some(({ n: run, r }) => r?.complete && run.split('+').some((part) => covers(part, n)));
+    const missing = [...files].filter((n) => !done.has(n) && !typesOnly(n));
+    const stopped = [...done].filter(([, d]) => !d.complete).map(([n]) => n);
+    if (missing.length > 0) console.log(`${f}: never run for ${missing.join(', ')}`);
+    if (stopped.length > 0) {
+      console.log(
+        `${f}: the last run of ${stopped.join(', ')} did not finish, the figures are of the mutants tested so far`,
+      );
     }
-    Object.assign(result.files, r.files);
+    if (missing.length > 0 || stopped.length > 0) result.complete = false;
+    for (const [name, d] of done) result.files[name] = d.v;
   }
 } else {
   result = readResult(slug);
