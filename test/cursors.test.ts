@@ -14,6 +14,8 @@ import {
   encodeCursorId,
   encodeCursorRequest,
   InvalidParamsError,
+  iterableCursor,
+  type RecordEncoder,
   type RpcEvent,
 } from '#busrt/core';
 
@@ -263,6 +265,7 @@ describe('cursor ids in replies', () => {
     expect(reply.toString('hex')).toBe(`81a175c410${id.toString('hex')}`);
     expect(cursorIdOf(reply)?.equals(id)).toBe(true);
     expect(() => encodeCursorId(id.subarray(1))).toThrow(RangeError);
+    expect(() => encodeCursorId(id.subarray(1))).toThrow('a cursor id is 16 bytes');
     // Each of the five head bytes changed, and one byte more or less: not a cursor.
     for (let i = 0; i < 5; i++) {
       const other = Buffer.from(reply);
@@ -271,5 +274,53 @@ describe('cursor ids in replies', () => {
     }
     expect(cursorIdOf(reply.subarray(0, 20))).toBeNull();
     expect(cursorIdOf(Buffer.concat([reply, Buffer.from([0])]))).toBeNull();
+  });
+});
+
+describe('iterableCursor', () => {
+  /** Records as text: `r0` for one, `r0,r1` for a block. */
+  const TEXT: RecordEncoder = {
+    one: (v) => Buffer.from(`r${String(v)}`),
+    many: (vs) => Buffer.from(vs.map((v) => `r${String(v)}`).join(',')),
+  };
+  /**
+   * A plain iterator (no return()) over 0..n-1, or without end when n is Infinity; counts its
+   * pulls. It does not stay done: a pull after its end starts it again, so every pull shows.
+   */
+  function pulls(n: number): { source: Iterable<number>; pulled: () => number } {
+    let i = 0;
+    let pulled = 0;
+    const it: Iterator<number> = {
+      next: () => {
+        pulled++;
+        if (i < n) return { done: false, value: i++ };
+        i = 0;
+        return { done: true, value: undefined };
+      },
+    };
+    return { source: { [Symbol.iterator]: () => it }, pulled: () => pulled };
+  }
+
+  it('pulls from its source only when read, and never again once the source has ended', async () => {
+    const s = pulls(1);
+    const c = iterableCursor(s.source, TEXT);
+    expect(s.pulled()).toBe(0);
+    expect(await text(c.next())).toBe('r0');
+    expect(await text(c.next())).toBeUndefined();
+    expect(s.pulled()).toBe(2);
+    expect(await text(c.next())).toBeUndefined();
+    const block = await c.nextBulk(5);
+    expect([(block.payload as Buffer).toString(), block.count]).toEqual(['', 0]);
+    expect(s.pulled()).toBe(2);
+  });
+
+  it('close ends a source that has no return(), and reads after it pull nothing', async () => {
+    const s = pulls(Infinity);
+    const c = iterableCursor(s.source, TEXT);
+    expect(await text(c.next())).toBe('r0');
+    await expect(c.close?.()).resolves.toBeUndefined();
+    expect(await text(c.next())).toBeUndefined();
+    expect((await c.nextBulk(3)).count).toBe(0);
+    expect(s.pulled()).toBe(1);
   });
 });

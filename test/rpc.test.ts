@@ -125,6 +125,54 @@ describe('RPC between clients', () => {
     expect([caller.pendingCalls, server.pendingCalls]).toEqual([0, 0]);
   });
 
+  it('a reply the broker refuses is no unhandled rejection over a client that ignores the AckHandler', async () => {
+    const real = await socket('plain.svc');
+    let replied: () => void = () => undefined;
+    const replySent = new Promise<void>((r) => (replied = r));
+    // The server's client drops the handler: its replies report through the promise zcSend returns.
+    const plain = new Proxy(real, {
+      get: (t, k) =>
+        k === 'zcSend'
+          ? (target: string, h: Uint8Array, p: Uint8Array, qos?: QoS) => {
+              const sent = t.zcSend(target, h, p, qos);
+              replied();
+              return sent;
+            }
+          : Reflect.get(t, k, t),
+    });
+    let started: () => void = () => undefined;
+    const called = new Promise<void>((r) => (started = r));
+    let release: () => void = () => undefined;
+    new RpcClient(plain, {
+      handleCall(ev) {
+        if (ev.method !== 'wait') return ev.payload;
+        started();
+        return new Promise<Buffer>((r) => (release = () => r(Buffer.from('late'))));
+      },
+    });
+    const gone = await socket('plain.gone');
+    const call = new RpcClient(gone).call('plain.svc', 'wait').catch((e: unknown) => e);
+    await called;
+    await gone.disconnect();
+    await namesGone(broker, ['plain.gone']);
+    expect(await call).toBeInstanceOf(NotConnectedError);
+    // The reply goes to a client the broker no longer has: refused with 0x71, which the server's
+    // RPC client must take, or the rejection would be unhandled (and fail this test).
+    release();
+    await replySent;
+    // The ACK of a subscription sent after the reply comes after the reply's ACK.
+    await real.subscribe('plain/marker');
+    const caller = new RpcClient(await socket('plain.caller'));
+    expect((await caller.call('plain.svc', 'echo', Buffer.from('still'))).toString()).toBe('still');
+  });
+
+  it('defaultQos is the QoS of the calls that name none', async () => {
+    new RpcClient(await socket('svc'), echo);
+    const caller = new RpcClient(await socket('caller'), {}, { defaultQos: QoS.RealtimeProcessed });
+    expect((await caller.call('svc', 'who')).toString()).toBe('caller/caller/true');
+    expect((await caller.call('svc', 'who', undefined, { qos: QoS.Processed })).toString()).toBe('caller/caller/false');
+  });
+
   for (const [label, mkCaller, mkServer] of pairs) {
     it(`${label}: call, call0, notify, errors`, async () => {
       const notes: string[] = [];

@@ -3,7 +3,7 @@
 // the core CursorMap and by BusrtServer handlers that return many values; read by the core
 // readers, by hand-made N/NB calls and by BusrtClientProxy.
 import 'reflect-metadata';
-import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
+import { afterAll, beforeAll, describe, expect, it, jest } from '@jest/globals';
 import { Controller } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
 import { type MicroserviceOptions, Payload } from '@nestjs/microservices';
@@ -13,6 +13,7 @@ import {
   type BusClient,
   connect,
   CursorMap,
+  cursorIdOf,
   CursorNotFoundError,
   encodeCursorId,
   initCoreRpc,
@@ -20,7 +21,9 @@ import {
   openCursor,
   packMsgpack,
   RpcClient,
+  readCursor,
   RpcError,
+  TimedOutError,
   unpackMsgpack,
 } from '#busrt/core';
 import { BusrtClientProxy, BusrtMethod, BusrtModule, BusrtServer, type BusrtSerializer } from '#busrt/nestjs';
@@ -67,6 +70,16 @@ describe('cursors in the core RPC layer', () => {
           last = counter(unpackMsgpack<number>(ev.payload));
           return encodeCursorId(cursors.add(iterableCursor(last.source)));
         }
+        // Cursors whose blocks are not what the reader expects, or never come.
+        const blocks: Record<string, (n: number) => Promise<{ payload: Buffer; count: number }>> = {
+          Cblank: async () => ({ payload: Buffer.alloc(0), count: 0 }),
+          Cscalar: async (n) => ({ payload: Buffer.from(packMsgpack(5)), count: n }),
+          Cstuck: () => new Promise(() => undefined),
+        };
+        const block = blocks[ev.method];
+        if (block !== undefined) return encodeCursorId(cursors.add({ next: async () => undefined, nextBulk: block }));
+        if (ev.method === 'plain') return Buffer.from('not a cursor');
+        if (ev.method === 'hang') return new Promise<Buffer>(() => undefined);
         throw RpcError.methodNotFound();
       },
     });
@@ -115,6 +128,56 @@ describe('cursors in the core RPC layer', () => {
     await expect(caller.call('db', 'NB', packMsgpack({ u, n: 0 }))).rejects.toMatchObject({ code: -32602 });
     // Still serving after the bad input.
     expect(unpackMsgpack(await caller.call('db', 'NB', packMsgpack({ u, n: 10 })))).toEqual([0, 1, 2]);
+  });
+
+  it('a block of no bytes holds no records; one that is not an array, or a reply without a cursor, is -32700', async () => {
+    const blank: unknown[] = [];
+    for await (const r of openCursor(caller, 'db', 'Cblank')) blank.push(r);
+    expect(blank).toEqual([]);
+    const read = async (method: string): Promise<unknown> => {
+      for await (const r of openCursor(caller, 'db', method)) throw new Error(`read ${String(r)}`);
+      return 'no error';
+    };
+    const scalar = await read('Cscalar').catch((e: unknown) => e);
+    expect([scalar instanceof RpcError, (scalar as RpcError).code, (scalar as RpcError).message]).toEqual([
+      true,
+      -32700,
+      'a cursor block is not an array',
+    ]);
+    const plain = await read('plain').catch((e: unknown) => e);
+    expect([plain instanceof RpcError, (plain as RpcError).code, (plain as RpcError).message]).toEqual([
+      true,
+      -32700,
+      'plain did not answer with a cursor',
+    ]);
+  });
+
+  // The call deadlines are read from Date.now, which stands still here and is moved by the test. A
+  // marker call with the same 50 ms limit is made first: the pass of the client's timer that
+  // expires it expires every call due by then, so the reader's call must be gone with it, where
+  // the client's default limit (5 s) would have kept it.
+  it('timeoutMs limits the call that opens a cursor and the NB calls that read it', async () => {
+    let now = Date.now();
+    const clock = jest.spyOn(Date, 'now').mockImplementation(() => now);
+    try {
+      const id = cursorIdOf(await caller.call('db', 'Cstuck')) as Buffer;
+      for (const reader of [
+        () => openCursor(caller, 'db', 'hang', { timeoutMs: 50 }),
+        () => readCursor(caller, 'db', id, { timeoutMs: 50 }),
+      ]) {
+        const marker = caller.call('db', 'hang', undefined, { timeoutMs: 50 }).catch((e: unknown) => e);
+        const first = reader()
+          .next()
+          .catch((e: unknown) => e);
+        expect(caller.pendingCalls).toBe(2);
+        now += 50;
+        expect(await marker).toBeInstanceOf(TimedOutError);
+        expect(caller.pendingCalls).toBe(0);
+        expect(await first).toBeInstanceOf(TimedOutError);
+      }
+    } finally {
+      clock.mockRestore();
+    }
   });
 
   it('a reader that stops reading stops the producer: the cursor expires and its source is closed', async () => {
