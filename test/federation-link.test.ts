@@ -1316,6 +1316,36 @@ describe('a broker and peers that speak the link protocol by hand', () => {
     expect(g.warnings).toContain('federation: broker g8 left the federation; its 3 name(s) removed here');
     expect(info('svc.g8.').slice(-3)).toEqual(['unreg svc.g8.a', 'unreg svc.g8.d', 'unreg svc.g8.e']);
   });
+
+  it('fails the messages still waiting for their ACK when their in-process sender leaves', async () => {
+    const x = new Ghost('g9', 21);
+    await x.meet(['svc.g9.a'], ['svc.g9.a']);
+    const cli = g.broker.registerClient('cli.g9');
+    // g9 does not answer: both wait for their ACK when the sender leaves, in the same turn.
+    const sent = cli.send('svc.g9.a', Buffer.from('p')).catch((e: unknown) => e);
+    const failed: unknown[] = [];
+    const zc = cli.zcSend('svc.g9.a', Buffer.from('h'), Buffer.from('z'), QoS.Processed, {
+      acked: () => failed.push('acked'),
+      failed: (e) => failed.push(e),
+    });
+    await cli.disconnect();
+    await zc;
+    for (const e of [await sent, ...failed]) {
+      expect(e).toBeInstanceOf(BusError);
+      expect([(e as BusError).code, (e as BusError).message]).toEqual([
+        ErrorCode.NotRegistered,
+        'client cli.g9 is not connected',
+      ]);
+    }
+    expect(failed).toHaveLength(1);
+    // Late answers find no sender; after the round trip G has read them, so nothing runs out later.
+    await until(() => x.toMe.length === 2, 5000, 'both messages at g9');
+    for (const m of x.toMe) m.respond(Uint8Array.of(1));
+    await roundTrip();
+    x.stop();
+    x.send({ t: 'bye' });
+    await until(() => names('g9').length === 0, 5000, 'the goodbye');
+  });
 });
 
 describe('the outbound buffer while the NATS server is stuck or gone', () => {

@@ -3,6 +3,7 @@
 // broker's process, so each operation is routed before its promise is returned.
 import { afterAll, describe, expect, it } from '@jest/globals';
 import { Broker, BusError, ErrorCode, type Frame, type InternalClient, QoS } from '#busrt/core';
+import { until } from './support/until.js';
 
 const broker = new Broker();
 afterAll(() => broker.close());
@@ -153,6 +154,75 @@ describe('in-process clients', () => {
     }
     expect(got).toEqual(['- b false', 'rt/t p false', 'rt/t f false', '- b true', 'rt/t p true', 'rt/t f true']);
     for (const c of [a, b]) await c.disconnect();
+  });
+
+  it('sends a header and a payload, of bytes or written in place, as one payload', async () => {
+    const a = broker.registerClient('zc.a');
+    const b = broker.registerClient('zc.b');
+    const writer = { length: 3, writeTo: (buf: Buffer, at: number) => void buf.write('xyz', at) };
+    await a.zcSend('zc.b', Buffer.from('h1:'), Buffer.from('abc'));
+    await a.zcSend('zc.b', Buffer.from('h2:'), writer);
+    expect(await drain(b, 2)).toEqual(['zc.a - h1:abc', 'zc.a - h2:xyz']);
+    for (const c of [a, b]) await c.disconnect();
+  });
+
+  it('hands frames to the handler while one is set, not to pulls of the iterator', async () => {
+    const a = broker.registerClient('fh.a');
+    const c = broker.registerClient('fh.c');
+    const it = c.frames();
+    // A pull waiting from before the handler was set.
+    const early = it.next();
+    const got: string[] = [];
+    c.onFrame((f) => void got.push(f.payload.toString()));
+    await a.send('fh.c', Buffer.from('1'));
+    await a.send('fh.c', Buffer.from('2'));
+    await until(() => got.includes('2'), 3000, 'frame 2 at the handler');
+    expect(got).toEqual(['1', '2']);
+    // A pull made while a frame waits for the handler, in the same turn.
+    const sent = a.send('fh.c', Buffer.from('3'));
+    const late = it.next();
+    await sent;
+    await a.send('fh.c', Buffer.from('4'));
+    await until(() => got.includes('4'), 3000, 'frame 4 at the handler');
+    expect(got).toEqual(['1', '2', '3', '4']);
+    // Without a handler, the waiting pulls get the next frames, in order.
+    c.onFrame(null);
+    await a.send('fh.c', Buffer.from('5'));
+    await a.send('fh.c', Buffer.from('6'));
+    const pulled = await Promise.all([early, late]);
+    expect(pulled.map((r) => (r.value as Frame).payload.toString())).toEqual(['5', '6']);
+    for (const x of [a, c]) await x.disconnect();
+  });
+
+  it('leaves the frames of a handler removed before they were handed to the iterator', async () => {
+    const a = broker.registerClient('fr.a');
+    const c = broker.registerClient('fr.c');
+    const got: string[] = [];
+    c.onFrame((f) => void got.push(f.payload.toString()));
+    // Queued for the handler, which is removed in the same turn, before it is called.
+    const sent = a.send('fr.c', Buffer.from('1'));
+    c.onFrame(null);
+    await sent;
+    await a.send('fr.c', Buffer.from('2'));
+    expect(await drain(c, 1)).toEqual(['fr.a - 1']);
+    expect(await drain(c, 1)).toEqual(['fr.a - 2']);
+    expect(got).toEqual([]);
+    for (const x of [a, c]) await x.disconnect();
+  });
+
+  it('pauses its sender only when a frame fills its queue', async () => {
+    const b2 = new Broker({ queueSize: 2 });
+    try {
+      const a = b2.registerClient('a');
+      b2.registerClient('c');
+      const pauses = b2.core.senderPauses;
+      await a.send('c', Buffer.from('1'));
+      expect(b2.core.senderPauses).toBe(pauses);
+      await a.send('c', Buffer.from('2'));
+      expect(b2.core.senderPauses).toBe(pauses + 1);
+    } finally {
+      await b2.close();
+    }
   });
 
   it('once disconnected, every operation rejects with not registered, and disconnect is idempotent', async () => {

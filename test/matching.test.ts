@@ -67,6 +67,9 @@ describe('symbols', () => {
 
   it('refuse an empty separator', () => {
     expect(() => new AclMap({ separator: '', single: '+', multi: '#' })).toThrow(RangeError);
+    expect(() => new TopicMap({ separator: '', single: '+', multi: '#' })).toThrow(
+      'matcher separator must not be empty',
+    );
   });
 });
 
@@ -306,6 +309,22 @@ describe('TopicMap', () => {
     // A pruned path is rebuilt on demand.
     map.subscribe('a/+', m2);
     expect(names(map.match('a/b'))).toEqual(['m2']);
+  });
+
+  it('keeps the wildcards of a position whose literal child is pruned', () => {
+    const map = new TopicMap<Member>();
+    const [wide, one, lit] = [new Member('wide'), new Member('one'), new Member('lit')];
+    map.subscribe('a/#', wide);
+    map.subscribe('a/+', one);
+    map.subscribe('a/b', lit);
+    // a/b's node goes, and with it only its own link: a's # and + children stay.
+    expect(map.unsubscribe('a/b', lit)).toBe(true);
+    expect(names(map.match('a/b'))).toEqual(['one', 'wide']);
+    expect(names(map.match('a/x/y'))).toEqual(['wide']);
+    expect(map.unsubscribe('a/+', one)).toBe(true);
+    expect(names(map.match('a/b'))).toEqual(['wide']);
+    expect(map.unsubscribe('a/#', wide)).toBe(true);
+    expect(map.match('a/b')).toEqual([]);
   });
 
   it('caches results per topic and drops the cache on every change', () => {
