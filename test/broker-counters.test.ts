@@ -129,6 +129,32 @@ describe('client details for monitoring', () => {
   });
 });
 
+describe('frame counters of a broker without an observer', () => {
+  it('count a socket client under its listener and an in-process client under internal', async () => {
+    const b = new Broker();
+    const p = (await b.spawnUnixServer(tmpSocket(), { timeoutMs: 2000 })).address;
+    const sock = await RawPeer.register(p, 'l.sock');
+    const inproc = b.registerClient('l.in');
+    try {
+      expect(b.getClient('l.sock')?.counters).toBe(b.core.frameCounters.get(p));
+      expect(b.getClient('l.in')?.counters).toBe(b.core.frameCounters.get('internal'));
+      expect([...b.core.frameCounters.keys()].sort()).toEqual([p, 'internal'].sort());
+      sock.write(clientFrame(1, Op.Message | 0x40, 'l.in\0up'));
+      expect((await sock.readFrame()).toString('hex')).toBe('fe0100000001');
+      await inproc.send('l.sock', Buffer.from('down'));
+      expect((await sock.readFrame()).subarray(6).toString()).toBe('l.in\0down');
+      const [viaSocket, internal] = [b.core.frameCounters.get(p)!, b.core.frameCounters.get('internal')!];
+      expect([viaSocket.listener, internal.listener]).toEqual([p, 'internal']);
+      expect(inOf(viaSocket, Op.Message)).toEqual([1, 'l.in\0up'.length]);
+      expect(outOf(internal, FrameKind.Message)).toEqual([1, 6 + 'l.sock\0'.length + 2]);
+      expect(outOf(viaSocket, FrameKind.Message)).toEqual([1, 6 + 'l.in\0'.length + 4]);
+    } finally {
+      sock.close();
+      await b.close();
+    }
+  });
+});
+
 describe('queue high-water marks of a broker without an observer', () => {
   it('a client keeps its highest mark; its listener keeps the highest of its clients', async () => {
     const b = new Broker();

@@ -3,6 +3,7 @@ import { decode } from '@msgpack/msgpack';
 import { ACK_LATER, Broker, type BrokerLink, ErrorCode, type InternalClient } from '#busrt/core';
 import { clientFrame, expectMarkerNext, rawPeersOn, RawPeer } from './support/raw.js';
 import { namesGone } from './support/transport.js';
+import { until } from './support/until.js';
 import { loadVectorFile } from './support/vectors.js';
 
 interface BroadcastTable {
@@ -119,16 +120,34 @@ describe('routing with several real clients', () => {
     await expectMarkerNext(p, s);
   });
 
-  it('unexclude removes an exact mask, it does not carve holes', async () => {
+  it('unsubscribing a mask never subscribed changes nothing, even on the position of one that was', async () => {
+    // a/#/b shares the tree position of a/#, but s subscribed only a/#: that stays.
     const s = await reg('s');
     const p = await reg('p');
-    expect(await acked(s, 1, 0x44, 'a/#')).toBe(1);
-    expect(await acked(s, 2, 0x42, '#')).toBe(1);
-    expect(await acked(s, 3, 0x45, 'a/b')).toBe(1);
-    expect(await acked(p, 4, 0x41, 'a/b\0excluded')).toBe(1);
-    expect(await acked(p, 5, 0x41, 'b\0included')).toBe(1);
-    expect(body(await s.readFrame())).toBe('p\0b\0included');
+    expect(await acked(s, 1, 0x42, 'a/#')).toBe(1);
+    expect(await acked(s, 2, 0x43, 'a/#/b\0b/#')).toBe(1);
+    expect(await acked(p, 3, 0x41, 'a/x\0kept')).toBe(1);
+    p.write(clientFrame(0, 0x12, 's\0marker'));
+    expect(body(await s.readFrame())).toBe('p\0a/x\0kept');
+    expect(body(await s.readFrame())).toBe('p\0marker');
   });
+
+  for (const [what, unexcluded] of [
+    ['an exact mask, it does not carve holes', 'a/b'],
+    // a/#/b shares the tree position of a/#, but s excluded only a/#: that stays.
+    ['nothing for masks never excluded, even on the position of one that was', 'a/#/b\0b/#'],
+  ] as const) {
+    it(`unexclude removes ${what}`, async () => {
+      const s = await reg('s');
+      const p = await reg('p');
+      expect(await acked(s, 1, 0x44, 'a/#')).toBe(1);
+      expect(await acked(s, 2, 0x42, '#')).toBe(1);
+      expect(await acked(s, 3, 0x45, unexcluded)).toBe(1);
+      expect(await acked(p, 4, 0x41, 'a/b\0excluded')).toBe(1);
+      expect(await acked(p, 5, 0x41, 'b\0included')).toBe(1);
+      expect(body(await s.readFrame())).toBe('p\0b\0included');
+    });
+  }
 
   it('exclusions do not filter messages or broadcasts', async () => {
     const s = await reg('s');
@@ -208,6 +227,8 @@ describe('routing with several real clients', () => {
       const prefix = Buffer.from(`.broker\0${topic}\0`, 'latin1');
       await body(async () => {
         const f = await w.readFrame();
+        // A publication, not realtime.
+        expect([f[0], f[5]]).toEqual([0x01, 0]);
         expect(f.subarray(6, 6 + prefix.length)).toEqual(prefix);
         const m = decode(f.subarray(6 + prefix.length), { useBigInt64: true }) as { s: string; d: string };
         return [m.s, m.d];
@@ -233,6 +254,29 @@ describe('routing with several real clients', () => {
       expect(await announced()).toEqual(['unreg', 'sy%%1']);
       y.close();
     }));
+
+  it('stamps announcements with the time in nanoseconds: never backwards, finer than milliseconds', async () => {
+    const core: InternalClient = broker.registerClient('.broker');
+    const w = broker.registerClient('ts.watch');
+    const stamps: bigint[] = [];
+    w.onFrame((f) => void stamps.push((decode(f.payload, { useBigInt64: true }) as { t: bigint }).t));
+    try {
+      await w.subscribe('.broker/info');
+      const t0 = BigInt(Date.now()) * 1_000_000n;
+      // Announcements made in one burst, many within one millisecond.
+      const n = 100;
+      const clients = Array.from({ length: n }, (_, i) => broker.registerClient(`ts.${i}`));
+      for (const c of clients) await c.disconnect();
+      await until(() => stamps.length === 2 * n, 5000, 'the announcements');
+      for (let i = 1; i < stamps.length; i++) expect([i, stamps[i] >= stamps[i - 1]]).toEqual([i, true]);
+      expect(stamps[0] >= t0 - 1_000_000_000n && stamps[0] < t0 + 10_000_000_000n).toBe(true);
+      // The clock is finer than a millisecond: not every stamp falls on one.
+      expect(stamps.some((t) => t % 1_000_000n !== 0n)).toBe(true);
+    } finally {
+      await w.disconnect();
+      await core.disconnect();
+    }
+  });
 
   it('announces a force-disconnected client as unreg on .broker/info', () =>
     withAnnouncements('.broker/info', async (announced) => {

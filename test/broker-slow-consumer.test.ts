@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import type { Duplex } from 'node:stream';
+import { decode } from '@msgpack/msgpack';
 import { Broker } from '#busrt/core';
 import { clientFrame, RawPeer, rawPeersOn } from './support/raw.js';
 import { until } from './support/until.js';
@@ -188,6 +189,68 @@ describe('a message to a receiver whose queue is full, without flow control (ups
     expect((await sender.readFrame()).toString('hex')).toBe('fe0f27000001');
     expect((await other.readFrame()).subarray(6).toString()).toBe('sender\0after');
     for (const p of [full, sender, other]) p.close();
+  });
+});
+
+describe('a broadcast to receivers whose queues are full, without flow control', () => {
+  const infos: string[] = [];
+  // A logger without warn: the overflow line is left out, the drop is not.
+  const broker = new Broker({ queueSize: 4, flowControl: false, logger: { info: (l) => infos.push(l) } });
+  const pool = rawPeersOn(broker, { timeoutMs: 4000 });
+
+  it('drops each receiver; one dropped meanwhile by an announcement is not sent the broadcast', async () => {
+    const core = broker.registerClient('.broker');
+    const watch = broker.registerClient('watch.ovf');
+    const announced: string[] = [];
+    watch.onFrame((f) => {
+      const m = decode(f.payload, { useBigInt64: true }) as { s: string; d: string };
+      announced.push(`${m.s} ${m.d}`);
+    });
+    try {
+      await watch.subscribe('.broker/info');
+      // ovf.w follows the announcements; a level's newest name gets a broadcast first, so the
+      // broadcast to ovf.* reaches ovf.full before it.
+      const w = await pool.reg('ovf.w');
+      w.write(clientFrame(1, 0x42, '.broker/info'));
+      expect((await w.readFrame()).toString('hex')).toBe('fe0100000001');
+      const full = await pool.reg('ovf.full');
+      const sender = await pool.reg('ovf-snd');
+      w.stream.pause();
+      full.stream.pause();
+      // Big messages fill the streams' buffers, then each queue up to its size (four frames).
+      const big = 'x'.repeat(256 * 1024);
+      let id = 1;
+      for (const name of ['ovf.full', 'ovf.w']) {
+        const e = broker.getClient(name)!;
+        while (e.sink.queued() < broker.core.queueSize) {
+          sender.write(clientFrame(++id, 0x52, `${name}\0${big}`));
+          const ack = await sender.readFrame();
+          expect([ack[0], ack.readUInt32LE(1), ack[5]]).toEqual([0xfe, id, 0x01]);
+        }
+      }
+      const [ef, ew] = [broker.getClient('ovf.full')!, broker.getClient('ovf.w')!];
+      const sentToW = ew.wFrames;
+      sender.write(clientFrame(++id, 0x53, 'ovf.*\0all'));
+      const ack = await sender.readFrame();
+      expect([ack[0], ack.readUInt32LE(1), ack[5]]).toEqual([0xfe, id, 0x01]);
+      // ovf.full refused the broadcast and was dropped; the announcement of that, refused by
+      // ovf.w, dropped ovf.w before the broadcast came to it.
+      expect(infos).toContain('client ovf.full dropped: queue overflow while receiving from ovf-snd');
+      expect(infos).toContain('client ovf.w dropped: queue overflow while receiving from .broker');
+      expect([broker.getClient('ovf.full'), broker.getClient('ovf.w')]).toEqual([undefined, undefined]);
+      expect([ef.registered, ew.registered]).toEqual([false, false]);
+      expect(ew.wFrames).toBe(sentToW + 1);
+      await until(() => announced.filter((a) => a.startsWith('unreg ovf.')).length === 2, 5000, 'the unregs');
+      expect(announced.filter((a) => a.startsWith('unreg ovf.')).sort()).toEqual(['unreg ovf.full', 'unreg ovf.w']);
+      // Cut off: once they read again, their streams end.
+      for (const p of [full, w]) {
+        p.stream.resume();
+        expect(await p.closedWithin(5000)).toBe(true);
+      }
+    } finally {
+      await watch.disconnect();
+      await core.disconnect();
+    }
   });
 });
 

@@ -13,6 +13,7 @@ import {
   aaaMapFrom,
   Broker,
   type BrokerLogger,
+  type BrokerObserver,
   BusError,
   type ClientAaa,
   type ClientInfo,
@@ -24,6 +25,7 @@ import {
   FEDERATION_IDENTITY,
   federationWire,
   type Frame,
+  FrameKind,
   initCoreRpc,
   InstanceLostError,
   type InternalClient,
@@ -58,13 +60,21 @@ const codeOf = (p: Promise<unknown>): Promise<number> =>
 class Peer {
   readonly warnings: string[] = [];
   readonly infos: string[] = [];
+  /** The denials a monitoring observer was told of, as `sender kind listener`. */
+  readonly denials: string[] = [];
   readonly broker: Broker;
   readonly watch: Watched;
   fed!: Federation;
 
   constructor() {
     const logger: BrokerLogger = { warn: (m) => this.warnings.push(m), info: (m) => this.infos.push(m) };
-    this.broker = new Broker({ logger });
+    const observer: BrokerObserver = {
+      registered: () => undefined,
+      denied: (e, kind, listener) => void this.denials.push(`${e?.name} ${kind} ${listener}`),
+      disconnected: () => undefined,
+      coreCall: () => undefined,
+    };
+    this.broker = new Broker({ logger, observer });
     // The core client publishes the announcements; `.watch` never crosses (names with a dot).
     initCoreRpc(this.broker);
     this.watch = watched(this.broker.registerClient('.watch'));
@@ -510,6 +520,8 @@ describe('three in-process brokers federated over NATS', () => {
     // C took open/x by its import masks, and its AAA rule refused it.
     expect(delta(c, from[2])).toEqual({ ...ZERO, received: 14, rejected: 2 });
     expect(c.warnings).toContain('access denied: pub.a (a) publication to open/x');
+    // A sender of another broker comes in over no listener: counted with the in-process ones.
+    expect(c.denials).toContain('pub.a publish internal');
   });
 
   it('shows the exported names of the others as remote, announced, and nothing else', async () => {
@@ -704,6 +716,12 @@ describe('three in-process brokers federated over NATS', () => {
       'the names on B',
     );
     const from = [a.stats(), b.stats(), c.stats()];
+    /** Broadcast frames and their wire bytes queued to C's clients (in-process ones). */
+    const queuedOnC = (): [number, number] => {
+      const out = c.broker.core.framesOf('internal').out;
+      return [out[FrameKind.Broadcast << 1], out[(FrameKind.Broadcast << 1) | 1]];
+    };
+    const queuedBefore = queuedOnC();
     expect(await codeOf(sender.sendBroadcast('bc.*', Buffer.from('hello'), QoS.Processed))).toBe(1);
     // Allowed here, and an ACK in its local meaning; C's rule refuses other.* for remote senders.
     expect(await codeOf(sender.sendBroadcast('other.*', Buffer.from('denied'), QoS.Processed))).toBe(1);
@@ -723,6 +741,12 @@ describe('three in-process brokers federated over NATS', () => {
     expect(delta(a, from[0])).toEqual({ ...ZERO, received: 2 });
     expect(delta(c, from[2])).toEqual({ ...ZERO, received: 4, rejected: 1 });
     expect(c.warnings).toContain('access denied: cli.b (b) broadcast to other.*');
+    // One broadcast came to C's bc.c: counted as the frame a socket client would get.
+    const queuedAfter = queuedOnC();
+    expect([queuedAfter[0] - queuedBefore[0], queuedAfter[1] - queuedBefore[1]]).toEqual([
+      1,
+      6 + 'cli.b\0'.length + 'hello'.length,
+    ]);
 
     // A client the others cannot see reaches the local names only.
     const loner = a.reg('loner.bc').client;

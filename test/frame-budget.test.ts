@@ -185,6 +185,42 @@ describe('FrameMemory enforcement, more', () => {
     await turn();
     expect([a.reasons, b.reasons, m.refusals, m.used]).toEqual([[], [], 0, 500]);
   });
+
+  it('over the budget with no connection left at all (a write of a closed one in flight), closes nobody', async () => {
+    // A connection closed while writing is detached at once, but the payloads of its write stay
+    // pinned until the write ends: the broker can be over its budget with nobody to close.
+    const m = new FrameMemory(100, 1000);
+    const [a] = attached(m, 1);
+    m.update(a, 50, 50);
+    m.detach(a);
+    const payload = Buffer.alloc(500);
+    // The check runs in a microtask, where an error would go unseen by the test and end the
+    // broker's process: it is caught here to be seen.
+    const errors: unknown[] = [];
+    const queue = globalThis.queueMicrotask;
+    globalThis.queueMicrotask = (task) =>
+      queue(() => {
+        try {
+          task();
+        } catch (e) {
+          errors.push(e);
+        }
+      });
+    try {
+      m.hold(payload);
+      await turn();
+    } finally {
+      globalThis.queueMicrotask = queue;
+    }
+    expect(errors).toEqual([]);
+    expect([a.reasons, m.refusals, m.used]).toEqual([[], 0, 500]);
+    // And the bounds still work for the connections that come next.
+    const [b] = attached(m, 1);
+    m.release(payload);
+    m.update(b, 101, 101);
+    await turn();
+    expect([b.reasons.length, m.refusals, m.used]).toEqual([1, 1, 0]);
+  });
 });
 
 describe('FrameMemory settings and clean-up', () => {
