@@ -95,23 +95,33 @@ function folderOf(file) {
 }
 
 /**
- * The report of a scope's run, or, for a run stopped before its end, the mutants tested so far as
- * the partial reporter wrote them down (scripts/mutate-reporter.mjs); undefined if it never ran.
+ * The report of a scope's run, or, for a run stopped before its end (or still going), the mutants
+ * tested so far as the partial reporter wrote them down (scripts/mutate-reporter.mjs), over those
+ * of the scope's previous report: a `--survivors` run tests only some of the mutants again.
+ * Undefined if it never ran.
  */
 function readResult(name) {
   const json = join(out, `${name}.json`);
   const partial = join(out, `${name}.partial.jsonl`);
-  if (existsSync(json) && !(existsSync(partial) && statSync(partial).mtimeMs > statSync(json).mtimeMs + 60_000)) {
-    return { complete: true, files: JSON.parse(readFileSync(json, 'utf8')).files };
+  const report = existsSync(json) ? JSON.parse(readFileSync(json, 'utf8')).files : undefined;
+  if (report !== undefined && !(existsSync(partial) && statSync(partial).mtimeMs > statSync(json).mtimeMs + 60_000)) {
+    return { complete: true, files: report };
   }
   if (!existsSync(partial)) return undefined;
+  const where = (m) => `${m.location.start.line}:${m.location.start.column} ${m.mutatorName} ${m.replacement}`;
   const files = {};
+  for (const [file, { mutants }] of Object.entries(report ?? {})) {
+    files[relative(root, resolve(root, file))] = new Map(mutants.map((m) => [where(m), m]));
+  }
   for (const line of readFileSync(partial, 'utf8').split('\n')) {
     if (line === '') continue;
     const m = JSON.parse(line);
-    (files[m.fileName] ??= { mutants: [] }).mutants.push(m);
+    (files[m.fileName] ??= new Map()).set(where(m), m);
   }
-  return { complete: false, files };
+  return {
+    complete: false,
+    files: Object.fromEntries(Object.entries(files).map(([f, ms]) => [f, { mutants: [...ms.values()] }])),
+  };
 }
 
 /**
