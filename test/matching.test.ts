@@ -447,6 +447,9 @@ describe('BroadcastIndex', () => {
     expect(names(index.collect('a.*', []))).toEqual(['a.*', 'a.b']);
     expect(names(index.collect('a.?', []))).toEqual(['a.*', 'a.b']);
     expect(names(index.collect('a.b', []))).toEqual(['a.b']);
+    // And removed literally: `*` here is the name's own segment, not a wildcard.
+    index.remove('a.*', star);
+    expect(names(index.collect('a.*', []))).toEqual(['a.b']);
   });
 
   it('appends each member once and removes members', () => {

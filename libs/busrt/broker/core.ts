@@ -392,7 +392,9 @@ export class BrokerCore {
   unregister(entry: ClientEntry, announce = true, reason?: string): void {
     if (!entry.registered) return;
     entry.registered = false;
-    if (this.clients.get(entry.name) === entry) this.clients.delete(entry.name);
+    // A registered entry is the one the registry holds under its name: register() unregisters
+    // the previous holder of a name before it stores the next.
+    this.clients.delete(entry.name);
     this.names.remove(entry.name, entry);
     for (const mask of entry.subscriptions) this.subs.unsubscribe(mask, entry);
     entry.subscriptions.clear();
@@ -404,7 +406,8 @@ export class BrokerCore {
     } else {
       for (const s of entry.secondaries) this.unregister(s, false, 'its primary client left');
       entry.secondaries.clear();
-      if (announce && entry.name !== BROKER_NAME) this.announce('unreg', entry.name);
+      // Not for `.broker` itself: it has just left the registry, and announce() sends as it.
+      if (announce) this.announce('unreg', entry.name);
     }
     const warn = this.logger.warn;
     if (entry.denials !== null && warn !== undefined) {
