@@ -10,6 +10,10 @@ function readName(c: NameCache, body: Buffer | string, start = 0, limit?: number
 }
 
 describe('NameCache', () => {
+  it('gives no name with its NUL before the first read', () => {
+    expect(new NameCache().withNul()).toEqual(Buffer.alloc(0));
+  });
+
   it('decodes a name up to its NUL, the same on a miss and on a hit', () => {
     const c = new NameCache();
     expect(readName(c, 'svc.a\0data')).toEqual(['svc.a', 5, 'svc.a\0']);
