@@ -387,6 +387,18 @@ describe('the WebSocket stream', () => {
     expect(code).toBe(1000);
   });
 
+  it('ignores a message that comes after destroy() while the close handshake runs', async () => {
+    const { ws, s, peer } = await wsPair(srv);
+    const closed = once(ws, 'close');
+    // Sent before the close below, read after the stream is gone: it must not stop the
+    // WebSocket from reading the peer's answer to the close.
+    peer.send(Buffer.alloc(s.readableHighWaterMark + 1));
+    ws.close();
+    s.destroy();
+    const [code] = (await closed) as [number];
+    expect(code).toBe(1005);
+  });
+
   it('destroy() drops an open WebSocket at once (the peer sees 1006)', async () => {
     const { s, peer } = await wsPair(srv);
     const closed = once(peer, 'close');
@@ -504,7 +516,8 @@ describe('the frame writer', () => {
     expect(shared.held).toEqual([big]);
     expect(w.sharedBytes).toBe(big.length);
     w.flush();
-    // In flight: still counted, by reference and in all.
+    // In flight: still counted, by reference and in all, and not let go of yet.
+    expect(shared.released).toEqual([]);
     expect(w.inflightFrames).toBe(1);
     expect(w.sharedBytes).toBe(big.length);
     expect(w.heldBytes).toBe(6 + NAME.length + head.length + big.length);
@@ -627,6 +640,18 @@ describe('the frame writer', () => {
       expect(w.writesDone).toBe(first === 2 ? 1 : 2);
       p.a.destroy();
     }
+  });
+
+  it('goes on by itself after a write when nobody is told of completed writes', async () => {
+    const p = pair();
+    // A batch of one byte: each frame is written (or waits for the write in flight) as it is
+    // queued, and no batch run comes later to write the rest.
+    const w = new FrameWriter(p.a, { oneInFlight: true, bufSize: 1, flusher: new Flusher(0), realtimeNow: false });
+    w.nop();
+    w.nop();
+    expect(w.inflightFrames).toBe(1);
+    while (p.bytes() < 12) await once(p.b, 'data');
+    expect(w.queued()).toBe(0);
   });
 
   it('stops after the write in flight once closed', async () => {
