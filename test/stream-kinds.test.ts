@@ -718,8 +718,7 @@ describe('the frame writer', () => {
   });
 
   it('writes realtime frames at the end of the turn, turn after turn, whatever the batch delay', async () => {
-    // A batch delay far beyond the test: only the end-of-turn path can write these (one a turn:
-    // a second realtime frame in the same turn joins the batch).
+    // A batch delay far beyond the test: only the end-of-turn path can write these.
     const p = pair();
     const w = clientWriter(p, new Flusher(1e12));
     const frames: Buffer[] = [];
@@ -734,6 +733,26 @@ describe('the frame writer', () => {
     }
     expect(frames.map((f) => f.subarray(NAME.length).toString())).toEqual(['rt0', 'rt1', 'rt2']);
     p.a.destroy();
+  });
+
+  it('sends what is queued after a realtime frame with it, booking no batch run', async () => {
+    jest.useFakeTimers({ doNotFake: ['setImmediate', 'nextTick', 'queueMicrotask', 'Date', 'hrtime', 'performance'] });
+    try {
+      const p = pair();
+      const w = brokerWriter(p, new Flusher(2000));
+      // A call's ACK and its reply, then a keep-alive, all in one turn.
+      w.dataFrame(FrameKind.Message, NAME, null, Buffer.from('r1'), null, true);
+      w.dataFrame(FrameKind.Message, NAME, null, Buffer.from('r2'), null, true);
+      w.nop();
+      expect(jest.getTimerCount()).toBe(0);
+      await once(p.b, 'data');
+      expect(p.got.length).toBe(1);
+      expect(p.got[0].length).toBe(2 * (6 + NAME.length + 2) + 6);
+      expect(jest.getTimerCount()).toBe(0);
+      p.a.destroy();
+    } finally {
+      jest.useRealTimers();
+    }
   });
 
   it('writes other frames after the batch delay, in milliseconds of a clock it does not own', async () => {

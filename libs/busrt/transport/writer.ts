@@ -394,9 +394,14 @@ export class FrameWriter {
     else this.later(realtime);
   }
 
-  /** Schedules the write: at the end of this turn for realtime frames, else with the batch delay. */
+  /**
+   * Schedules the write: at the end of this turn for realtime frames, else with the batch delay.
+   * Once the end of the turn is booked, every frame queued meanwhile goes with it: a second
+   * realtime frame in the turn (a call's ACK and its reply) books no batch run of its own.
+   */
   private later(realtime: boolean): void {
-    if (realtime && !this.isUrgent) {
+    if (this.isUrgent) return;
+    if (realtime) {
       this.isUrgent = true;
       Flusher.soon(this);
     } else if (!this.isDirty) {
