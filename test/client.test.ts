@@ -1,7 +1,17 @@
 import { afterAll, afterEach, beforeAll, describe, expect, it, jest } from '@jest/globals';
 import { fork } from 'node:child_process';
 import net from 'node:net';
-import { Broker, BusError, connect, ErrorCode, type Frame, FrameKind, QoS, SocketClient } from '#busrt/core';
+import {
+  Broker,
+  BusError,
+  connect,
+  ErrorCode,
+  type Frame,
+  FrameKind,
+  type PayloadWriter,
+  QoS,
+  SocketClient,
+} from '#busrt/core';
 import { sleep, tmpSocket } from './support/raw.js';
 import { clientOptions, listenFor, namesGone, TRANSPORT } from './support/transport.js';
 
@@ -220,6 +230,24 @@ describe(`socket client against the broker over ${TRANSPORT}`, () => {
     } finally {
       log.mockRestore();
     }
+  });
+
+  it('a payload writer that throws fails its operation alone', async () => {
+    const a = await client(path(), 'a');
+    const b = await client(path(), 'b');
+    const got = inbox(b);
+    const failing = (thrown: unknown): PayloadWriter => ({
+      length: 4,
+      writeTo: () => {
+        throw thrown;
+      },
+    });
+    const boom = new Error('boom');
+    await expect(a.zcSend('b', Buffer.from('h'), failing(boom))).rejects.toBe(boom);
+    await expect(a.zcSend('b', Buffer.from('h'), failing('text'), QoS.No)).rejects.toThrow(/^text$/);
+    await a.send('b', Buffer.from('after'));
+    await until(() => got.length === 1);
+    expect(got[0].payload.toString()).toBe('after');
   });
 
   it('many operations in flight are matched to their ACKs', async () => {
