@@ -264,6 +264,26 @@ describe(`socket client against the broker over ${TRANSPORT}`, () => {
   });
 });
 
+/** Fakes the clock and intervals only (the client's liveness checks), for the test to move them. */
+function fakeClockAndIntervals(): void {
+  jest.useFakeTimers({
+    doNotFake: [
+      'hrtime',
+      'nextTick',
+      'performance',
+      'queueMicrotask',
+      'setImmediate',
+      'clearImmediate',
+      'setTimeout',
+      'clearTimeout',
+    ],
+  });
+}
+/** Resolves after the immediates queued so far: after the client's decision on its last check. */
+function afterImmediates(): Promise<void> {
+  return new Promise((r) => setImmediate(r));
+}
+
 // A broker in another process, on a UNIX socket whatever the run's kind: these are about the
 // process dying or stopping, which the in-memory kind cannot show.
 describe('a broker that goes away', () => {
@@ -283,6 +303,30 @@ describe('a broker that goes away', () => {
     const failed = await c.send('x', Buffer.from('y')).catch((e: unknown) => e);
     expect(failed).toBeInstanceOf(BusError);
     expect((failed as BusError).code).toBe(ErrorCode.Io);
+  });
+
+  it('a silent broker is taken for dead once the silence is longer than deadAfterMs, not as long', async () => {
+    const path = tmpSocket();
+    const child = fork(new URL('./support/broker-child.js', import.meta.url), [path], {
+      stdio: ['ignore', 'ignore', 'inherit', 'ipc'],
+    });
+    try {
+      await new Promise((r) => child.once('message', r));
+      fakeClockAndIntervals();
+      const c = await connect({ path, name: 'c', timeoutMs: 300, deadAfterMs: 600 });
+      const lost = new Promise<Error | undefined>((r) => c.onDisconnect(r));
+      // The last data from the broker, read while the clock stands.
+      await c.send('c', Buffer.from('before'));
+      child.kill('SIGSTOP');
+      jest.advanceTimersByTime(600);
+      await afterImmediates();
+      expect(c.connected).toBe(true);
+      jest.advanceTimersByTime(150);
+      expect(await lost).toMatchObject({ code: ErrorCode.Timeout, message: 'no data from the broker for 600 ms' });
+    } finally {
+      jest.useRealTimers();
+      child.kill('SIGKILL');
+    }
   });
 
   // The client reads its clock (Date.now) to tell how long the broker has been silent; it stands
@@ -453,6 +497,28 @@ describe('the socket client on a stream of its own', () => {
     await until(() => s.isPaused());
     for (let i = 0; i < 8; i++) await take();
     expect(seen).toEqual(Array.from({ length: 13 }, (_, i) => String(i)));
+  });
+
+  it('is not taken for dead while it does not read because nobody takes its frames', async () => {
+    const tx = await connect({ path: brokerPath, name: 'own.tx2', timeoutMs: 2000 });
+    own.push(tx);
+    fakeClockAndIntervals();
+    try {
+      const s = await stream();
+      const c = await SocketClient.over(s, { path: brokerPath, name: 'own.idle', queueSize: 2, deadAfterMs: 600 });
+      own.push(c);
+      await Promise.all(['0', '1', '2'].map((p) => tx.send('own.idle', Buffer.from(p))));
+      await until(() => s.isPaused());
+      jest.advanceTimersByTime(1000);
+      await afterImmediates();
+      expect(c.connected).toBe(true);
+      const got: string[] = [];
+      c.onFrame((f) => got.push(f.payload.toString()));
+      await until(() => got.length === 3);
+      expect(got).toEqual(['0', '1', '2']);
+    } finally {
+      jest.useRealTimers();
+    }
   });
 
   it('a send of QoS none under back-pressure settles once the stream has drained, leaving no listener', async () => {
