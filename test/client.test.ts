@@ -264,8 +264,13 @@ describe(`socket client against the broker over ${TRANSPORT}`, () => {
   });
 });
 
-/** Fakes the clock and intervals only (the client's liveness checks), for the test to move them. */
-function fakeClockAndIntervals(): void {
+type Faked = 'Date' | 'setInterval' | 'clearInterval' | 'setTimeout' | 'clearTimeout';
+/**
+ * Fakes only the given timer functions, for the test to move them; sockets, ticks and immediates
+ * stay real.
+ */
+function fakeOnly(...faked: Faked[]): void {
+  const all = ['Date', 'setInterval', 'clearInterval', 'setTimeout', 'clearTimeout'] as const;
   jest.useFakeTimers({
     doNotFake: [
       'hrtime',
@@ -274,10 +279,23 @@ function fakeClockAndIntervals(): void {
       'queueMicrotask',
       'setImmediate',
       'clearImmediate',
-      'setTimeout',
-      'clearTimeout',
+      ...all.filter((f) => !faked.includes(f)),
     ],
   });
+}
+/** Fakes the clock and intervals only (the client's liveness checks). */
+function fakeClockAndIntervals(): void {
+  fakeOnly('Date', 'setInterval', 'clearInterval');
+}
+const realSetTimeout = setTimeout;
+/** Runs `fn` in the timers phase of a turn of the event loop, the phase where deadlines pass. */
+function inTimersPhase(fn: () => void): Promise<void> {
+  return new Promise((r) =>
+    realSetTimeout(() => {
+      fn();
+      r();
+    }, 0),
+  );
 }
 /** Resolves after the immediates queued so far: after the client's decision on its last check. */
 function afterImmediates(): Promise<void> {
@@ -319,6 +337,8 @@ describe('a broker that goes away', () => {
       await c.send('c', Buffer.from('before'));
       child.kill('SIGSTOP');
       jest.advanceTimersByTime(600);
+      // A check that found the broker in touch decides nothing more in its turn.
+      jest.setSystemTime(Date.now() + 1);
       await afterImmediates();
       expect(c.connected).toBe(true);
       jest.advanceTimersByTime(150);
@@ -363,14 +383,15 @@ describe('a broker that goes away', () => {
   });
 });
 
-type FakeMode = 'silent' | 'close' | 'close-after-name' | 'greet';
+type FakeMode = 'silent' | 'close' | 'close-after-name' | 'greet' | 'hold-answer';
 const fakes: net.Server[] = [];
 const fakeSockets: net.Socket[] = [];
 
 /**
  * A server on a UNIX socket that plays the broker's side of the handshake as far as `mode` says
- * (never greets, closes at once, closes once the name came, or accepts the name), then hands the
- * connection to `ready`: how a broker that misbehaves is shown, which the real one never does.
+ * (never greets, closes at once, closes once the name came, accepts the name, or leaves its answer
+ * to the name to `ready`), then hands the connection to `ready`: how a broker that misbehaves is
+ * shown, which the real one never does.
  */
 async function fakeBroker(mode: FakeMode, ready?: (s: net.Socket) => void): Promise<string> {
   const server = net.createServer((s) => {
@@ -397,7 +418,7 @@ async function fakeBroker(mode: FakeMode, ready?: (s: net.Socket) => void): Prom
           s.destroy();
           return;
         }
-        s.write(Buffer.from([ErrorCode.Ok]));
+        if (mode !== 'hold-answer') s.write(Buffer.from([ErrorCode.Ok]));
         ready?.(s);
       }
     };
@@ -516,6 +537,46 @@ describe('the socket client on a stream of its own', () => {
       c.onFrame((f) => got.push(f.payload.toString()));
       await until(() => got.length === 3);
       expect(got).toEqual(['0', '1', '2']);
+    } finally {
+      jest.useRealTimers();
+    }
+  });
+
+  it('a check that finds the broker silent waits for what its turn of the event loop reads', async () => {
+    let peer: net.Socket | undefined;
+    const path = await fakeBroker('greet', (s) => (peer = s));
+    fakeClockAndIntervals();
+    try {
+      const c = await connect({ path, name: 'late.read', timeoutMs: 2000, deadAfterMs: 600, pingIntervalMs: 0 });
+      own.push(c);
+      await inTimersPhase(() => {
+        // The check at 750 ms finds the broker silent for too long...
+        jest.advanceTimersByTime(750);
+        // ...in the turn that reads its keep-alive (a NOP frame).
+        peer?.write(Buffer.alloc(6));
+      });
+      await afterImmediates();
+      expect(c.connected).toBe(true);
+    } finally {
+      jest.useRealTimers();
+    }
+  });
+
+  it('a handshake answered in the turn its deadline passes succeeds', async () => {
+    const path = await fakeBroker('hold-answer', (s) => {
+      void inTimersPhase(() => {
+        jest.advanceTimersByTime(2000);
+        s.write(Buffer.from([ErrorCode.Ok]));
+      });
+    });
+    // Only the deadline of the handshake is moved by the test.
+    fakeOnly('setTimeout', 'clearTimeout');
+    try {
+      const c = await connect({ path, name: 'just.in.time', timeoutMs: 2000, pingIntervalMs: 0 });
+      own.push(c);
+      await afterImmediates();
+      await afterImmediates();
+      expect(c.connected).toBe(true);
     } finally {
       jest.useRealTimers();
     }
