@@ -16,6 +16,7 @@ import {
   Op,
   QoS,
   RpcClient,
+  type SocketClient,
   connect,
   unpackMsgpack,
 } from '#busrt/core';
@@ -268,6 +269,15 @@ describe('the WebSocket endpoint', () => {
     expect(unpackMsgpack(await r.call('.broker', 'test'))).toEqual({ ok: true });
     await c.disconnect();
     await expect(connect({ path: guarded.address, name: 'web.x', timeoutMs: 2000 })).rejects.toThrow(/HTTP 401/);
+  });
+
+  it('gives its token to the secondaries of a socket client', async () => {
+    const c = await connect({ path: guarded.address, name: 'web.tok', token: 't-any', timeoutMs: 2000 });
+    const s = await c.connectSecondary().catch((e: Error) => e);
+    await c.disconnect();
+    // Without the token, the upgrade would be refused with HTTP 401.
+    expect(s).not.toBeInstanceOf(Error);
+    expect((s as SocketClient).name).toBe('web.tok%%0');
   });
 
   it('carries a payload larger than the message limit from the socket client, split into messages', async () => {
