@@ -1370,6 +1370,66 @@ describe('a broker and peers that speak the link protocol by hand', () => {
     x.send({ t: 'bye' });
     await until(() => names('g9').length === 0, 5000, 'the goodbye');
   });
+
+  it('says a remote name again only after the local client of that primary name leaves', async () => {
+    const x = new Ghost('g10', 22);
+    // Secondary names are not listed: the name after it shows that G has taken it.
+    await x.meet(['svc.g10.a%%s', 'svc.g10.b'], ['svc.g10.b']);
+    /** What .broker/info said from `mark` on, once the registration of `marker` came after it. */
+    const saidUntil = async (mark: number, marker: string): Promise<string[]> => {
+      g.reg(marker);
+      await until(() => g.watch.info.includes(`reg ${marker}`), 5000, marker);
+      return g.watch.info.slice(mark);
+    };
+    // A local client with no remote twin leaves: its unreg alone.
+    let mark = g.watch.info.length;
+    const solo = g.reg('svc.g10.solo');
+    await solo.client.disconnect();
+    expect(await saidUntil(mark, 'cli.g10.m1')).toEqual(['reg svc.g10.solo', 'unreg svc.g10.solo', 'reg cli.g10.m1']);
+    // A local secondary shadows the remote one and leaves: secondaries are never said on .broker/info.
+    mark = g.watch.info.length;
+    const primary = g.reg('svc.g10.a');
+    const second = g.reg('svc.g10.a%%s');
+    await second.client.disconnect();
+    await primary.client.disconnect();
+    expect(await saidUntil(mark, 'cli.g10.m2')).toEqual(['reg svc.g10.a', 'unreg svc.g10.a', 'reg cli.g10.m2']);
+    expect(names('g10')).toEqual(['svc.g10.b@g10']);
+    x.stop();
+    x.send({ t: 'bye' });
+    await until(() => names('g10').length === 0, 5000, 'the goodbye');
+  });
+
+  it('warns once per reason, and forgets the reasons once more than 1000 were said', async () => {
+    // Its first list on NATS says that the server has its subscriptions, made before.
+    const first = nc.subscribe('flw.ctl.w', { max: 1 });
+    await nc.flush();
+    const w = await Peer.start({
+      servers: nats.urls,
+      node: 'w',
+      cluster: 'flw',
+      names: { export: [], import: [] },
+    });
+    try {
+      for await (const m of first) expect(decodeControl(m.data)?.t).toBe('snap');
+      const line = (i: number): string => `federation: ignored a broken control message from w${i}`;
+      const count = (i: number): number => w.warnings.filter((l) => l === line(i)).length;
+      // 0x78 unpacks as a number, not a control message: one reason per node name of the subject.
+      const broken = (i: number): void => nc.publish(`flw.ctl.w${i}`, Uint8Array.of(0x78));
+      for (let i = 0; i <= 1000; i++) broken(i);
+      broken(0);
+      broken(1001);
+      await until(() => count(1001) === 1, 10_000, 'the 1002nd reason');
+      // 1001 reasons were kept: w0 was said once; the 1002nd cleared them.
+      expect(count(0)).toBe(1);
+      broken(0);
+      broken(1002);
+      await until(() => count(1002) === 1, 10_000, 'the 1003rd reason');
+      expect(count(0)).toBe(2);
+      expect(count(1000)).toBe(1);
+    } finally {
+      await w.broker.close();
+    }
+  });
 });
 
 describe('the outbound buffer while the NATS server is stuck or gone', () => {
