@@ -38,6 +38,7 @@ import {
   unpackMsgpack,
 } from '#busrt/core';
 import { connect as natsConnect, type Msg, type NatsConnection } from '@nats-io/transport-node';
+import { testCertificates } from './support/certs.js';
 import { NatsCluster } from './support/nats.js';
 import { until } from './support/until.js';
 import { watched, type Watched } from './support/bus-clients.js';
@@ -1604,6 +1605,32 @@ describe('starting and stopping a link', () => {
       await new Promise((resolve) => refuser.close(resolve));
     }
   });
+
+  it('joins over TLS with a user and password, and is refused with a wrong one', async () => {
+    const certs = testCertificates();
+    const tls = ['--tls', '--tlscert', certs.certFile, '--tlskey', certs.keyFile];
+    const server = await NatsCluster.start(1, [...tls, '--user', 'fed', '--pass', 'pw1']);
+    const warnings: string[] = [];
+    const brokers = [new Broker({ logger: {} }), new Broker({ logger: { warn: (m) => warnings.push(m) } })];
+    try {
+      const common = {
+        servers: `tls://127.0.0.1:${server.nodes[0].port}`,
+        cluster: 'flp',
+        user: 'fed',
+        tls: { caFile: certs.caFile },
+        reconnectWaitMs: 50,
+      };
+      const one = await brokers[0].federate({ ...common, node: 'one', pass: 'pw1' });
+      await until(() => one.stats().connected, 10_000, 'the link with the password');
+      const wrong = await brokers[1].federate({ ...common, node: 'two', pass: 'pw2' });
+      await until(() => warnings.length > 0, 10_000, 'the refusal');
+      expect(warnings[0]).toMatch(/^federation: cannot reach NATS .*authorization/i);
+      expect(wrong.stats().connected).toBe(false);
+    } finally {
+      for (const x of brokers) await x.close();
+      await server.stop();
+    }
+  }, 30_000);
 
   it('authenticates with a token', async () => {
     const server = await NatsCluster.start(1, ['--auth', 'tok3n']);
