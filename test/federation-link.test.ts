@@ -476,6 +476,26 @@ describe('three in-process brokers federated over NATS', () => {
     rmSync(dir, { recursive: true, force: true });
   });
 
+  it('shows no empty or dot-led name of another broker, whatever its masks take', async () => {
+    const hand = await natsConnect({ servers: nats.urls });
+    const ours = (p: Peer): string[] =>
+      p
+        .remote()
+        .map((x) => x.name)
+        .filter((n) => n === '' || n.includes('y.'))
+        .sort();
+    try {
+      hand.publish('fl.ctl.y', encodeControl({ t: 'snap', e: 5, s: 0, a: ['', '.y.hidden', 'y.dot.', 'y.shown'] }));
+      await until(() => a.sees('y.shown') && c.sees('y.shown'), 5000, 'y.shown');
+      // A and C import every name; a name may end with a dot.
+      for (const p of [a, c]) expect(ours(p)).toEqual(['y.dot.', 'y.shown']);
+      hand.publish('fl.ctl.y', encodeControl({ t: 'bye', e: 5 }));
+      await until(() => !a.sees('y.shown') && !c.sees('y.shown'), 5000, 'the goodbye of y');
+    } finally {
+      await hand.close();
+    }
+  });
+
   it('fans publications out to every broker once per subscriber; other topics stay home', async () => {
     const masks = ['fed/#', 'fed/+/x', 'only-a/#', 'local/#', 'open/#'];
     const subs = [a.reg('sub.a', masks), b.reg('sub.b', masks), c.reg('sub.c', masks)];
