@@ -1420,6 +1420,32 @@ describe('a broker and peers that speak the link protocol by hand', () => {
     await until(() => names('g10').length === 0, 5000, 'the goodbye');
   });
 
+  it('sends no broadcast when local clients shadow every remote name it matches', async () => {
+    const x = new Ghost('g11', 23);
+    await x.meet(['svc.g11.a'], ['svc.g11.a']);
+    const local = g.reg('svc.g11.a');
+    const from = g.stats();
+    // An exported sender and one the other brokers do not see: neither has a name to reach there.
+    for (const sender of ['cli.g11', 'loc.g11']) {
+      const cli = g.broker.registerClient(sender);
+      await cli.sendBroadcast('svc.g11.*', Buffer.from(sender), QoS.Processed);
+      await cli.disconnect();
+    }
+    expect(local.frames.map(text)).toEqual(['cli.g11', 'loc.g11']);
+    expect(delta(g, from)).toEqual(ZERO);
+    expect(g.warnings.filter((l) => l.includes('g11'))).toEqual([
+      'federation: svc.g11.a is a client here and of broker g11; this broker routes to its own',
+    ]);
+    // The marker: a message for g11 is the first thing G sent it.
+    await local.client.disconnect();
+    await g.broker.registerClient('cli.g11m').send('svc.g11.a', Buffer.from('m'), QoS.No);
+    await until(() => x.toMe.length > 0, 5000, 'the marker at g11');
+    expect(x.toMe.map((m) => m.data[0])).toEqual([Kind.Message]);
+    x.stop();
+    x.send({ t: 'bye' });
+    await until(() => names('g11').length === 0, 5000, 'the goodbye');
+  });
+
   it('warns once per reason, and forgets the reasons once more than 1000 were said', async () => {
     // Its first list on NATS says that the server has its subscriptions, made before.
     const first = nc.subscribe('flw.ctl.w', { max: 1 });
