@@ -1446,6 +1446,14 @@ describe('a broker and peers that speak the link protocol by hand', () => {
     await until(() => names('g11').length === 0, 5000, 'the goodbye');
   });
 
+  it('beats with its epoch and the number of its last change', async () => {
+    const n = fromG.length;
+    await until(() => fromG.slice(n).some((x) => x.t === 'hb'), 5000, "G's beat");
+    const lists = fromG.filter((x) => x.t === 'snap' || x.t === 'delta');
+    const last = lists[lists.length - 1];
+    expect(fromG.slice(n).find((x) => x.t === 'hb')).toEqual({ t: 'hb', e: last.e, s: last.s });
+  });
+
   it('warns once per reason, and forgets the reasons once more than 1000 were said', async () => {
     // Its first list on NATS says that the server has its subscriptions, made before.
     const first = nc.subscribe('flw.ctl.w', { max: 1 });
