@@ -1454,6 +1454,37 @@ describe('a broker and peers that speak the link protocol by hand', () => {
     expect(fromG.slice(n).find((x) => x.t === 'hb')).toEqual({ t: 'hb', e: last.e, s: last.s });
   });
 
+  it('keeps the record of a shared name while its first owner stays, and moves it when that one leaves', async () => {
+    const [x1, x2] = [new Ghost('g12a', 24), new Ghost('g12b', 25)];
+    await x1.meet(['svc.g12'], ['svc.g12']);
+    const both = "federation: svc.g12 is exported by brokers g12a, g12b; g12a's is used (the first by name)";
+    await x2.meet(['svc.g12'], ['svc.g12']);
+    await until(() => g.warnings.includes(both), 5000, 'the second owner');
+    const record = (): ClientInfo | undefined => g.remote().find((c) => c.name === 'svc.g12');
+    /** A message of svc.g12 to G: it counts on the record G keeps for the name. */
+    const fromG12 = async (): Promise<void> => {
+      const m = encodeMessage(nul('svc.g12'), 'svc.echo', Buffer.from('x'), null, false);
+      expect([...(await nc.request('flg.msg.g', m, { timeout: 5000 })).data]).toEqual([1]);
+    };
+    await fromG12();
+    expect(record()).toMatchObject({ source: 'g12a', r_frames: 1 });
+    // The second owner leaves: the record, and what it counted, stay.
+    x2.send({ t: 'bye' });
+    await roundTrip();
+    expect(record()).toMatchObject({ source: 'g12a', r_frames: 1 });
+    // It is back (a new list: a new record), and the first one leaves: the name is g12b's, counted anew.
+    x2.send({ t: 'snap', s: 0, a: ['svc.g12'] });
+    await roundTrip();
+    await fromG12();
+    expect(record()).toMatchObject({ source: 'g12a', r_frames: 1 });
+    x1.send({ t: 'bye' });
+    await roundTrip();
+    expect(record()).toMatchObject({ source: 'g12b', r_frames: 0 });
+    for (const x of [x1, x2]) x.stop();
+    x2.send({ t: 'bye' });
+    await until(() => names('g12').length === 0, 5000, 'the goodbye');
+  });
+
   it('warns once per reason, and forgets the reasons once more than 1000 were said', async () => {
     // Its first list on NATS says that the server has its subscriptions, made before.
     const first = nc.subscribe('flw.ctl.w', { max: 1 });
