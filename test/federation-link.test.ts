@@ -1485,6 +1485,34 @@ describe('a broker and peers that speak the link protocol by hand', () => {
     await until(() => names('g12').length === 0, 5000, 'the goodbye');
   });
 
+  it('exports a name that ends with a dot, and sends on no publication of another broker', async () => {
+    const x = new Ghost('g13', 26);
+    await x.meet(['svc.g13'], ['svc.g13']);
+    const n = fromG.length;
+    g.reg('svc.g13.');
+    const changes = (): Control[] => fromG.slice(n).filter((c) => c.t === 'delta');
+    await until(() => changes().length > 0, 5000, "G's change");
+    expect(changes()).toMatchObject([{ a: ['svc.g13.'], r: [] }]);
+    const sub = g.reg('cli.g13', ['fed/g13']);
+    await until(
+      () => g.broker.core.getClient('cli.g13')?.subscriptions.has('fed/g13') === true,
+      5000,
+      'the subscription',
+    );
+    const p = pubsOfG.length;
+    nc.publish('flg.pub.g13', encodePublication(nul('svc.g13'), nul('fed/g13'), null, Buffer.from('in'), false));
+    await until(() => sub.frames.length === 1, 5000, 'the publication of g13');
+    // G's own publication after it: the first thing G sent on its subject.
+    await g.reg('cli.g13m').client.publish('fed/g13m', Buffer.from('mark'), QoS.No);
+    await until(() => pubsOfG.length > p, 5000, 'the mark');
+    expect(pubsOfG.slice(p)).toEqual([
+      encodePublication(nul('cli.g13m'), nul('fed/g13m'), null, Buffer.from('mark'), false),
+    ]);
+    x.stop();
+    x.send({ t: 'bye' });
+    await until(() => names('g13').length === 0, 5000, 'the goodbye');
+  });
+
   it('warns once per reason, and forgets the reasons once more than 1000 were said', async () => {
     // Its first list on NATS says that the server has its subscriptions, made before.
     const first = nc.subscribe('flw.ctl.w', { max: 1 });
@@ -1501,6 +1529,11 @@ describe('a broker and peers that speak the link protocol by hand', () => {
       nc.publish('flw.msg.w', Uint8Array.of(Kind.Message));
       nc.publish('flw.msg.w', Buffer.concat([Buffer.of(Kind.Broadcast, 0), nul('s'), nul('m')]));
       await until(() => w.stats().rejected === 2, 10_000, 'the broken message and broadcast');
+      // W exports no publication: a local one stays here.
+      const local = w.reg('cli.w', ['w/x']);
+      await w.reg('cli.w2').client.publish('w/x', Buffer.from('here'), QoS.Processed);
+      await until(() => local.frames.length === 1, 5000, 'the local publication');
+      expect(w.stats().sent).toBe(0);
       expect(w.warnings).toEqual(['federation: ignored a broken message', 'federation: ignored a broken broadcast']);
       const line = (i: number): string => `federation: ignored a broken control message from w${i}`;
       const count = (i: number): number => w.warnings.filter((l) => l === line(i)).length;
