@@ -1513,6 +1513,30 @@ describe('a broker and peers that speak the link protocol by hand', () => {
     await until(() => names('g13').length === 0, 5000, 'the goodbye');
   });
 
+  it('says once that a broker joined, and takes its beats, goodbyes and changes by their numbers', async () => {
+    const x = new Ghost('g14', 27);
+    const failed = (): string[] => g.warnings.filter((l) => l.includes('failed'));
+    const joined = (): string[] => g.infos.filter((l) => l.startsWith('federation: broker g14 joined'));
+    // A list that starts at 5: the next change is 6.
+    x.seq = 5;
+    await x.meet(['svc.g14.a'], ['svc.g14.a']);
+    x.send({ t: 'snap', s: 5, a: ['svc.g14.a'] });
+    x.send({ t: 'hb', s: 5 });
+    x.send({ t: 'delta', s: 6, a: ['svc.g14.b'], r: [] });
+    x.seq = 6;
+    // A goodbye and a change from brokers G does not know.
+    x.send({ t: 'bye' }, 'g14u');
+    x.send({ t: 'delta', s: 1, a: ['svc.g14.u'], r: [] }, 'g14v');
+    await roundTrip();
+    expect(joined()).toEqual(['federation: broker g14 joined, 1 name(s) visible here']);
+    expect([syncsTo('g14'), syncsTo('g14u'), syncsTo('g14v')]).toEqual([0, 0, 1]);
+    expect(names('g14')).toEqual(['svc.g14.a@g14', 'svc.g14.b@g14']);
+    expect(failed()).toEqual([]);
+    x.stop();
+    x.send({ t: 'bye' });
+    await until(() => names('g14').length === 0, 5000, 'the goodbye');
+  });
+
   it('warns once per reason, and forgets the reasons once more than 1000 were said', async () => {
     // Its first list on NATS says that the server has its subscriptions, made before.
     const first = nc.subscribe('flw.ctl.w', { max: 1 });
