@@ -491,6 +491,26 @@ describe('three in-process brokers federated over NATS', () => {
       for (const p of [a, c]) expect(ours(p)).toEqual(['y.dot.', 'y.shown']);
       hand.publish('fl.ctl.y', encodeControl({ t: 'bye', e: 5 }));
       await until(() => !a.sees('y.shown') && !c.sees('y.shown'), 5000, 'the goodbye of y');
+      // Lists and changes without their names or number: nothing is added, a change with no number is old.
+      const fromZ = (): string[] =>
+        a
+          .remote()
+          .filter((x) => x.source === 'z')
+          .map((x) => x.name)
+          .sort();
+      const toZ: Control[] = [
+        { t: 'snap', e: 7, s: 0 },
+        { t: 'delta', e: 7, a: ['z.old'] },
+        { t: 'delta', e: 7, s: 1, r: ['z.none'] },
+        { t: 'delta', e: 7, s: 2, a: ['z.mark'] },
+      ];
+      for (const m of toZ) {
+        hand.publish('fl.ctl.z', encodeControl(m));
+      }
+      await until(() => a.sees('z.mark'), 5000, 'z.mark');
+      expect(fromZ()).toEqual(['z.mark']);
+      hand.publish('fl.ctl.z', encodeControl({ t: 'bye', e: 7 }));
+      await until(() => !a.sees('z.mark') && !c.sees('z.mark'), 5000, 'the goodbye of z');
     } finally {
       await hand.close();
     }
