@@ -38,6 +38,7 @@ import {
   unpackMsgpack,
 } from '#busrt/core';
 import { connect as natsConnect, type Msg, type NatsConnection } from '@nats-io/transport-node';
+import { testCertificates } from './support/certs.js';
 import { NatsCluster } from './support/nats.js';
 import { until } from './support/until.js';
 import { watched, type Watched } from './support/bus-clients.js';
@@ -473,6 +474,46 @@ describe('three in-process brokers federated over NATS', () => {
     for (const s of sockets) await s.disconnect().catch(() => undefined);
     for (const p of peers ?? []) await p.broker.close();
     rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('shows no empty or dot-led name of another broker, whatever its masks take', async () => {
+    const hand = await natsConnect({ servers: nats.urls });
+    const ours = (p: Peer): string[] =>
+      p
+        .remote()
+        .map((x) => x.name)
+        .filter((n) => n === '' || n.includes('y.'))
+        .sort();
+    try {
+      hand.publish('fl.ctl.y', encodeControl({ t: 'snap', e: 5, s: 0, a: ['', '.y.hidden', 'y.dot.', 'y.shown'] }));
+      await until(() => a.sees('y.shown') && c.sees('y.shown'), 5000, 'y.shown');
+      // A and C import every name; a name may end with a dot.
+      for (const p of [a, c]) expect(ours(p)).toEqual(['y.dot.', 'y.shown']);
+      hand.publish('fl.ctl.y', encodeControl({ t: 'bye', e: 5 }));
+      await until(() => !a.sees('y.shown') && !c.sees('y.shown'), 5000, 'the goodbye of y');
+      // Lists and changes without their names or number: nothing is added, a change with no number is old.
+      const fromZ = (): string[] =>
+        a
+          .remote()
+          .filter((x) => x.source === 'z')
+          .map((x) => x.name)
+          .sort();
+      const toZ: Control[] = [
+        { t: 'snap', e: 7, s: 0 },
+        { t: 'delta', e: 7, a: ['z.old'] },
+        { t: 'delta', e: 7, s: 1, r: ['z.none'] },
+        { t: 'delta', e: 7, s: 2, a: ['z.mark'] },
+      ];
+      for (const m of toZ) {
+        hand.publish('fl.ctl.z', encodeControl(m));
+      }
+      await until(() => a.sees('z.mark'), 5000, 'z.mark');
+      expect(fromZ()).toEqual(['z.mark']);
+      hand.publish('fl.ctl.z', encodeControl({ t: 'bye', e: 7 }));
+      await until(() => !a.sees('z.mark') && !c.sees('z.mark'), 5000, 'the goodbye of z');
+    } finally {
+      await hand.close();
+    }
   });
 
   it('fans publications out to every broker once per subscriber; other topics stay home', async () => {
@@ -1370,6 +1411,193 @@ describe('a broker and peers that speak the link protocol by hand', () => {
     x.send({ t: 'bye' });
     await until(() => names('g9').length === 0, 5000, 'the goodbye');
   });
+
+  it('says a remote name again only after the local client of that primary name leaves', async () => {
+    const x = new Ghost('g10', 22);
+    // Secondary names are not listed: the name after it shows that G has taken it.
+    await x.meet(['svc.g10.a%%s', 'svc.g10.b'], ['svc.g10.b']);
+    /** What .broker/info said from `mark` on, once the registration of `marker` came after it. */
+    const saidUntil = async (mark: number, marker: string): Promise<string[]> => {
+      g.reg(marker);
+      await until(() => g.watch.info.includes(`reg ${marker}`), 5000, marker);
+      return g.watch.info.slice(mark);
+    };
+    // A local client with no remote twin leaves: its unreg alone.
+    let mark = g.watch.info.length;
+    const solo = g.reg('svc.g10.solo');
+    await solo.client.disconnect();
+    expect(await saidUntil(mark, 'cli.g10.m1')).toEqual(['reg svc.g10.solo', 'unreg svc.g10.solo', 'reg cli.g10.m1']);
+    // A local secondary shadows the remote one and leaves: secondaries are never said on .broker/info.
+    mark = g.watch.info.length;
+    const primary = g.reg('svc.g10.a');
+    const second = g.reg('svc.g10.a%%s');
+    await second.client.disconnect();
+    await primary.client.disconnect();
+    expect(await saidUntil(mark, 'cli.g10.m2')).toEqual(['reg svc.g10.a', 'unreg svc.g10.a', 'reg cli.g10.m2']);
+    expect(names('g10')).toEqual(['svc.g10.b@g10']);
+    x.stop();
+    x.send({ t: 'bye' });
+    await until(() => names('g10').length === 0, 5000, 'the goodbye');
+  });
+
+  it('sends no broadcast when local clients shadow every remote name it matches', async () => {
+    const x = new Ghost('g11', 23);
+    await x.meet(['svc.g11.a'], ['svc.g11.a']);
+    const local = g.reg('svc.g11.a');
+    const from = g.stats();
+    // An exported sender and one the other brokers do not see: neither has a name to reach there.
+    for (const sender of ['cli.g11', 'loc.g11']) {
+      const cli = g.broker.registerClient(sender);
+      await cli.sendBroadcast('svc.g11.*', Buffer.from(sender), QoS.Processed);
+      await cli.disconnect();
+    }
+    expect(local.frames.map(text)).toEqual(['cli.g11', 'loc.g11']);
+    expect(delta(g, from)).toEqual(ZERO);
+    expect(g.warnings.filter((l) => l.includes('g11'))).toEqual([
+      'federation: svc.g11.a is a client here and of broker g11; this broker routes to its own',
+    ]);
+    // The marker: a message for g11 is the first thing G sent it.
+    await local.client.disconnect();
+    await g.broker.registerClient('cli.g11m').send('svc.g11.a', Buffer.from('m'), QoS.No);
+    await until(() => x.toMe.length > 0, 5000, 'the marker at g11');
+    expect(x.toMe.map((m) => m.data[0])).toEqual([Kind.Message]);
+    x.stop();
+    x.send({ t: 'bye' });
+    await until(() => names('g11').length === 0, 5000, 'the goodbye');
+  });
+
+  it('beats with its epoch and the number of its last change', async () => {
+    const n = fromG.length;
+    await until(() => fromG.slice(n).some((x) => x.t === 'hb'), 5000, "G's beat");
+    const lists = fromG.filter((x) => x.t === 'snap' || x.t === 'delta');
+    const last = lists[lists.length - 1];
+    expect(fromG.slice(n).find((x) => x.t === 'hb')).toEqual({ t: 'hb', e: last.e, s: last.s });
+  });
+
+  it('keeps the record of a shared name while its first owner stays, and moves it when that one leaves', async () => {
+    const [x1, x2] = [new Ghost('g12a', 24), new Ghost('g12b', 25)];
+    await x1.meet(['svc.g12'], ['svc.g12']);
+    const both = "federation: svc.g12 is exported by brokers g12a, g12b; g12a's is used (the first by name)";
+    await x2.meet(['svc.g12'], ['svc.g12']);
+    await until(() => g.warnings.includes(both), 5000, 'the second owner');
+    const record = (): ClientInfo | undefined => g.remote().find((c) => c.name === 'svc.g12');
+    /** A message of svc.g12 to G: it counts on the record G keeps for the name. */
+    const fromG12 = async (): Promise<void> => {
+      const m = encodeMessage(nul('svc.g12'), 'svc.echo', Buffer.from('x'), null, false);
+      expect([...(await nc.request('flg.msg.g', m, { timeout: 5000 })).data]).toEqual([1]);
+    };
+    await fromG12();
+    expect(record()).toMatchObject({ source: 'g12a', r_frames: 1 });
+    // The second owner leaves: the record, and what it counted, stay.
+    x2.send({ t: 'bye' });
+    await roundTrip();
+    expect(record()).toMatchObject({ source: 'g12a', r_frames: 1 });
+    // It is back (a new list: a new record), and the first one leaves: the name is g12b's, counted anew.
+    x2.send({ t: 'snap', s: 0, a: ['svc.g12'] });
+    await roundTrip();
+    await fromG12();
+    expect(record()).toMatchObject({ source: 'g12a', r_frames: 1 });
+    x1.send({ t: 'bye' });
+    await roundTrip();
+    expect(record()).toMatchObject({ source: 'g12b', r_frames: 0 });
+    for (const x of [x1, x2]) x.stop();
+    x2.send({ t: 'bye' });
+    await until(() => names('g12').length === 0, 5000, 'the goodbye');
+  });
+
+  it('exports a name that ends with a dot, and sends on no publication of another broker', async () => {
+    const x = new Ghost('g13', 26);
+    await x.meet(['svc.g13'], ['svc.g13']);
+    const n = fromG.length;
+    g.reg('svc.g13.');
+    const changes = (): Control[] => fromG.slice(n).filter((c) => c.t === 'delta');
+    await until(() => changes().length > 0, 5000, "G's change");
+    expect(changes()).toMatchObject([{ a: ['svc.g13.'], r: [] }]);
+    const sub = g.reg('cli.g13', ['fed/g13']);
+    await until(
+      () => g.broker.core.getClient('cli.g13')?.subscriptions.has('fed/g13') === true,
+      5000,
+      'the subscription',
+    );
+    const p = pubsOfG.length;
+    nc.publish('flg.pub.g13', encodePublication(nul('svc.g13'), nul('fed/g13'), null, Buffer.from('in'), false));
+    await until(() => sub.frames.length === 1, 5000, 'the publication of g13');
+    // G's own publication after it: the first thing G sent on its subject.
+    await g.reg('cli.g13m').client.publish('fed/g13m', Buffer.from('mark'), QoS.No);
+    await until(() => pubsOfG.length > p, 5000, 'the mark');
+    expect(pubsOfG.slice(p)).toEqual([
+      encodePublication(nul('cli.g13m'), nul('fed/g13m'), null, Buffer.from('mark'), false),
+    ]);
+    x.stop();
+    x.send({ t: 'bye' });
+    await until(() => names('g13').length === 0, 5000, 'the goodbye');
+  });
+
+  it('says once that a broker joined, and takes its beats, goodbyes and changes by their numbers', async () => {
+    const x = new Ghost('g14', 27);
+    const failed = (): string[] => g.warnings.filter((l) => l.includes('failed'));
+    const joined = (): string[] => g.infos.filter((l) => l.startsWith('federation: broker g14 joined'));
+    // A list that starts at 5: the next change is 6.
+    x.seq = 5;
+    await x.meet(['svc.g14.a'], ['svc.g14.a']);
+    x.send({ t: 'snap', s: 5, a: ['svc.g14.a'] });
+    x.send({ t: 'hb', s: 5 });
+    x.send({ t: 'delta', s: 6, a: ['svc.g14.b'], r: [] });
+    x.seq = 6;
+    // A goodbye and a change from brokers G does not know.
+    x.send({ t: 'bye' }, 'g14u');
+    x.send({ t: 'delta', s: 1, a: ['svc.g14.u'], r: [] }, 'g14v');
+    await roundTrip();
+    expect(joined()).toEqual(['federation: broker g14 joined, 1 name(s) visible here']);
+    expect([syncsTo('g14'), syncsTo('g14u'), syncsTo('g14v')]).toEqual([0, 0, 1]);
+    expect(names('g14')).toEqual(['svc.g14.a@g14', 'svc.g14.b@g14']);
+    expect(failed()).toEqual([]);
+    x.stop();
+    x.send({ t: 'bye' });
+    await until(() => names('g14').length === 0, 5000, 'the goodbye');
+  });
+
+  it('warns once per reason, and forgets the reasons once more than 1000 were said', async () => {
+    // Its first list on NATS says that the server has its subscriptions, made before.
+    const first = nc.subscribe('flw.ctl.w', { max: 1 });
+    await nc.flush();
+    const w = await Peer.start({
+      servers: nats.urls,
+      node: 'w',
+      cluster: 'flw',
+      names: { export: [], import: [] },
+    });
+    try {
+      for await (const m of first) expect(decodeControl(m.data)?.t).toBe('snap');
+      // A message shorter than its head, and a broadcast that ends after its mask: each says why.
+      nc.publish('flw.msg.w', Uint8Array.of(Kind.Message));
+      nc.publish('flw.msg.w', Buffer.concat([Buffer.of(Kind.Broadcast, 0), nul('s'), nul('m')]));
+      await until(() => w.stats().rejected === 2, 10_000, 'the broken message and broadcast');
+      // W exports no publication: a local one stays here.
+      const local = w.reg('cli.w', ['w/x']);
+      await w.reg('cli.w2').client.publish('w/x', Buffer.from('here'), QoS.Processed);
+      await until(() => local.frames.length === 1, 5000, 'the local publication');
+      expect(w.stats().sent).toBe(0);
+      expect(w.warnings).toEqual(['federation: ignored a broken message', 'federation: ignored a broken broadcast']);
+      const line = (i: number): string => `federation: ignored a broken control message from w${i}`;
+      const count = (i: number): number => w.warnings.filter((l) => l === line(i)).length;
+      // 0x78 unpacks as a number, not a control message: one reason per node name of the subject.
+      const broken = (i: number): void => nc.publish(`flw.ctl.w${i}`, Uint8Array.of(0x78));
+      // With the two reasons above, 1001 reasons are kept: w0 is said once; the 1002nd clears them.
+      for (let i = 0; i <= 998; i++) broken(i);
+      broken(0);
+      broken(999);
+      await until(() => count(999) === 1, 10_000, 'the 1002nd reason');
+      expect(count(0)).toBe(1);
+      broken(0);
+      broken(1000);
+      await until(() => count(1000) === 1, 10_000, 'the 1003rd reason');
+      expect(count(0)).toBe(2);
+      expect(count(998)).toBe(1);
+    } finally {
+      await w.broker.close();
+    }
+  });
 });
 
 describe('the outbound buffer while the NATS server is stuck or gone', () => {
@@ -1544,6 +1772,32 @@ describe('starting and stopping a link', () => {
       await new Promise((resolve) => refuser.close(resolve));
     }
   });
+
+  it('joins over TLS with a user and password, and is refused with a wrong one', async () => {
+    const certs = testCertificates();
+    const tls = ['--tls', '--tlscert', certs.certFile, '--tlskey', certs.keyFile];
+    const server = await NatsCluster.start(1, [...tls, '--user', 'fed', '--pass', 'pw1']);
+    const warnings: string[] = [];
+    const brokers = [new Broker({ logger: {} }), new Broker({ logger: { warn: (m) => warnings.push(m) } })];
+    try {
+      const common = {
+        servers: `tls://127.0.0.1:${server.nodes[0].port}`,
+        cluster: 'flp',
+        user: 'fed',
+        tls: { caFile: certs.caFile },
+        reconnectWaitMs: 50,
+      };
+      const one = await brokers[0].federate({ ...common, node: 'one', pass: 'pw1' });
+      await until(() => one.stats().connected, 10_000, 'the link with the password');
+      const wrong = await brokers[1].federate({ ...common, node: 'two', pass: 'pw2' });
+      await until(() => warnings.length > 0, 10_000, 'the refusal');
+      expect(warnings[0]).toMatch(/^federation: cannot reach NATS .*authorization/i);
+      expect(wrong.stats().connected).toBe(false);
+    } finally {
+      for (const x of brokers) await x.close();
+      await server.stop();
+    }
+  }, 30_000);
 
   it('authenticates with a token', async () => {
     const server = await NatsCluster.start(1, ['--auth', 'tok3n']);
