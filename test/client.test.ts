@@ -204,6 +204,21 @@ describe(`socket client against the broker over ${TRANSPORT}`, () => {
     expect(got.map((f) => f.payload.toString())).toEqual(['again', 'end']);
   });
 
+  it('excludeBulk excludes every topic it names; a client gone keeps no subscription it asked for', async () => {
+    const a = await client(path(), 'a');
+    const b = await client(path(), 'b');
+    const got = inbox(b);
+    await b.subscribe('many/#');
+    await b.excludeBulk(['many/x', 'many/y']);
+    for (const t of ['many/x', 'many/y', 'many/z']) await a.publish(t, Buffer.from(t));
+    await a.send('b', Buffer.from('end'));
+    await until(() => got.length > 0 && got[got.length - 1].payload.toString() === 'end');
+    expect(got.map((f) => f.payload.toString())).toEqual(['many/z', 'end']);
+    await b.disconnect();
+    await expect(b.subscribe('after/#')).rejects.toMatchObject({ code: ErrorCode.Io });
+    expect([...b.subscriptions.keys()]).toEqual(['many/#']);
+  });
+
   it('a frame handler that throws is logged with its stack, and reading goes on', async () => {
     const a = await client(path(), 'a');
     const b = await client(path(), 'h');
