@@ -168,14 +168,24 @@ function focusOf(f) {
 }
 const focus = scope.length === 1 ? focusOf(scope[0]) : undefined;
 
+/** Files of libs/ left unmutated besides every index.ts and internal.ts (re-exports). */
+const UNMUTATED_FILES = [
+  // The monitor's page: one string, a static mutant Stryker skips anyway.
+  'libs/busrt/monitor/page.ts',
+];
+
+/** True for a file of libs/ (a path from the root) that the runs mutate; scripts/mutate.mjs sums by it. */
+export function isMutated(file) {
+  return file.endsWith('.ts') && !/(^|\/)(index|internal)\.ts$/.test(file) && !UNMUTATED_FILES.includes(file);
+}
+
 /** @type {import('@stryker-mutator/api/core').PartialStrykerOptions} */
 export default {
   mutate: [
     ...scope.map((f) => (f.endsWith('.ts') ? f : `${f}/**/*.ts`)),
     '!libs/**/index.ts',
     '!libs/**/internal.ts',
-    // The monitor's page: one string, a static mutant Stryker skips anyway.
-    '!libs/busrt/monitor/page.ts',
+    ...UNMUTATED_FILES.map((f) => `!${f}`),
   ],
   testRunner: 'jest',
   testRunnerNodeArgs: ['--experimental-vm-modules', '--disable-warning=ExperimentalWarning'],

@@ -8,6 +8,7 @@ import { existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSy
 import { createRequire } from 'node:module';
 import { join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { isMutated } from '../stryker.config.mjs';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
 const args = process.argv.slice(2);
@@ -144,11 +145,10 @@ function resultTime(name) {
 
 /** The files of a folder that Stryker mutates (stryker.config.mjs leaves out the others). */
 function mutatedFiles(f) {
-  const skip = (n) => /(^|\/)(index|internal)\.ts$/.test(n) || n === 'libs/busrt/monitor/page.ts';
   return new Set(
     readdirSync(join(root, f), { recursive: true })
       .map((n) => `${f}/${n}`)
-      .filter((n) => n.endsWith('.ts') && !n.endsWith('.d.ts') && !skip(n)),
+      .filter((n) => !n.endsWith('.d.ts') && isMutated(n)),
   );
 }
 
