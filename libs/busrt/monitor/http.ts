@@ -79,8 +79,9 @@ export function monitorHandler(monitor: BrokerMonitor, prefix = ''): MonitorHand
           return true;
         case '/clients': {
           const raw = url.searchParams.get('limit');
-          const limit = raw === null ? 500 : Number(raw);
-          if (!Number.isInteger(limit) || limit < 0 || limit > CLIENTS_MAX) {
+          // Digits only: Number() would take '', ' 5', '1e3' and '0x10' as counts.
+          const limit = raw === null ? 500 : /^\d{1,5}$/.test(raw) ? Number(raw) : -1;
+          if (limit < 0 || limit > CLIENTS_MAX) {
             answer(res, 400, { error: `limit must be an integer from 0 to ${CLIENTS_MAX}` });
             return true;
           }

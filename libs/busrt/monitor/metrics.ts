@@ -55,7 +55,7 @@ const FEDERATION: [string, string, boolean, (s: FederationStats) => number][] = 
   ['rejected_total', 'Frames from other brokers refused by the import masks or the AAA rule.', true, (s) => s.rejected],
 ];
 
-/** The federation link's state and counters; series without values while the broker has none. */
+/** The federation link's state and counters; 0 while the broker has none (series without labels always show). */
 function federationMetrics(broker: Broker, counter: Define, gauge: Define): void {
   for (const [name, help, isCounter, read] of FEDERATION) {
     (isCounter ? counter : gauge)(`busrt_federation_${name}`, help, [], (set) => {

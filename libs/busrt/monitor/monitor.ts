@@ -73,12 +73,15 @@ export const TAIL_RATE_MAX = 200;
 /** The tail may not run: the monitor identity has no AAA rule. */
 export class TailDenied extends Error {}
 
-/** A JSON-safe copy of a decoded MessagePack value: big integers as strings, binary as hex. */
+/**
+ * A JSON-safe copy of a decoded MessagePack value: big integers as strings, binary as hex,
+ * timestamps as ISO text. (The decoder makes plain objects of maps, never `Map`s.)
+ */
 function jsonSafe(v: unknown): unknown {
   if (typeof v === 'bigint') return Number.isSafeInteger(Number(v)) ? Number(v) : v.toString();
   if (v instanceof Uint8Array) return Buffer.from(v.buffer, v.byteOffset, v.byteLength).toString('hex');
   if (Array.isArray(v)) return v.map(jsonSafe);
-  if (v instanceof Map) return Object.fromEntries([...v].map(([k, x]) => [String(k), jsonSafe(x)]));
+  if (v instanceof Date) return Number.isNaN(v.getTime()) ? null : v.toISOString();
   if (v !== null && typeof v === 'object')
     return Object.fromEntries(Object.entries(v).map(([k, x]) => [k, jsonSafe(x)]));
   if (typeof v === 'number' && !Number.isFinite(v)) return String(v);
