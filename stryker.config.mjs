@@ -131,6 +131,7 @@ const FOCUS = {
     'aaa',
     'accept',
     'broker-handshake',
+    'busy-poll',
     'broker-lifecycle',
     'broker-slow-consumer',
     'connection-release',
@@ -157,7 +158,7 @@ const FOCUS = {
   ],
   // The link is driven in process only by its own test (the process test is left out above).
   'libs/busrt/federation': ['federation-link'],
-  'libs/busrt/monitor': ['aaa', 'broker-counters', 'monitor-methods', 'monitor-metrics'],
+  'libs/busrt/monitor': ['aaa', 'broker-counters', 'monitor-http', 'monitor-methods', 'monitor-metrics'],
   // Every in-process test reaches the core under the Nest layer; these are the ones of the layer.
   'libs/nestjs': NEST_TESTS,
 };

@@ -41,7 +41,13 @@ describe('busrtd options (parsed in process)', () => {
   it('has defaults with no option at all', () => {
     const o = parseBusrtdArgs([], {});
     expect(o.binds.map((b) => b.path)).toEqual(['/tmp/busrt.sock', '127.0.0.1:7777']);
-    expect(o.binds[0]).toMatchObject({ timeoutMs: 5000, bufSize: 16384, bufTtlUs: 10, payloadSizeLimit: null });
+    expect(o.binds[0]).toMatchObject({
+      timeoutMs: 5000,
+      bufSize: 16384,
+      bufTtlUs: 10,
+      busyPollUs: 50,
+      payloadSizeLimit: null,
+    });
     expect(o).toMatchObject({ pidFile: null, queueSize: 8192, forceRegister: false, verbose: false, aaa: null });
   });
 
@@ -109,6 +115,18 @@ describe('busrtd options (parsed in process)', () => {
     expect(() => parseBusrtdArgs(['-c', cfg], {})).toThrow(/bind\[0\] \/a\.sock: timeout: expected a number/);
     writeFileSync(cfg, JSON.stringify({ bind: [{ path: '/a.sock', tiemout: 1 }] }));
     expect(() => parseBusrtdArgs(['-c', cfg], {})).toThrow(/unknown key "tiemout"/);
+  });
+
+  it('takes the busy polling window from a flag, the environment or a bind of the config file', () => {
+    expect(parseBusrtdArgs(['--busy-poll', '0'], {}).binds.map((b) => b.busyPollUs)).toEqual([0, 0]);
+    expect(parseBusrtdArgs([], { BUSRT_BUSY_POLL: '200' }).binds.map((b) => b.busyPollUs)).toEqual([200, 200]);
+    const { dir } = place();
+    const cfg = join(dir, 'poll.json');
+    writeFileSync(cfg, JSON.stringify({ bind: ['/a.sock', { path: '/b.sock', 'busy-poll': 0 }], 'busy-poll': 20 }));
+    expect(parseBusrtdArgs(['-c', cfg], {}).binds.map((b) => b.busyPollUs)).toEqual([20, 0]);
+    expect(() => parseBusrtdArgs(['--busy-poll', '10001'], {})).toThrow(/--busy-poll: must be at most 10000/);
+    expect(() => parseBusrtdArgs([], { BUSRT_BUSY_POLL: '-1' })).toThrow(/BUSRT_BUSY_POLL: expected a whole number/);
+    expect(() => parseBusrtdArgs(['--busy-poll', '2.5'], {})).toThrow(/--busy-poll: expected a whole number/);
   });
 
   it('accepts -w for compatibility and notes that it is ignored', () => {

@@ -60,11 +60,20 @@ describe('busrt: usage', () => {
     [['--format', 'xml', 'listen'], /--format: expected one of/],
     [['benchmark', '--stages', 'send.qos.maybe'], /unknown stage "send.qos.maybe"/],
     [['benchmark', '--depth', '100000'], /--depth: must be at most 4096/],
+    [['--busy-poll', '10001', 'broker', 'test'], /--busy-poll: must be at most 10000/],
+    [['--busy-poll', 'fast', 'broker', 'test'], /--busy-poll: expected a whole number/],
     [['-m', 'publish', 'a/b', 'not json'], /-m: the payload is not JSON: "not json"/],
   ])('%j exits 2 with a clear message', async (args, re) => {
     const r = await busrt(args);
     expect(r.code).toBe(2);
     expect(r.stderr).toMatch(re);
+  });
+
+  it('takes --busy-poll 0 (off) and a window', async () => {
+    for (const us of ['0', '200']) {
+      const r = await runNode(BUSRT_BIN, ['-s', sock, '--busy-poll', us, 'broker', 'test']);
+      expect([us, r.code]).toEqual([us, 0]);
+    }
   });
 
   it('exits 3 when no broker listens at the address', async () => {

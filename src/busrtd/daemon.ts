@@ -71,6 +71,7 @@ export async function startBusrtd(opts: BusrtdOptions, log: DaemonLog): Promise<
         timeoutMs: b.timeoutMs,
         bufSize: b.bufSize,
         bufTtlUs: b.bufTtlUs,
+        busyPollUs: b.busyPollUs,
         payloadSizeLimit: b.payloadSizeLimit,
         aaaMap: b.aaa ? aaaMap : null,
         tls: opts.tls,

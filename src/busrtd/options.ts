@@ -7,12 +7,19 @@ import {
   DEFAULT_FRAME_MEMORY_PER_CLIENT,
   DEFAULT_QUEUE_SIZE,
   FIFO_PREFIX,
+  MAX_BUSY_POLL_US,
   parseBusAddress,
   parseHttpAddress,
   SERVER_DEFAULT_BUF_SIZE,
   SERVER_DEFAULT_TIMEOUT_MS,
 } from '#busrt/core';
 import { errorText, parseFlag, parseNumber, show, UsageError, type NumberRule } from '../shared/values.js';
+
+/**
+ * busrtd's busy polling window (microseconds): a broker process exists to answer round trips
+ * fast, and sparse traffic never starts it (see ServerConfig.busyPollUs).
+ */
+export const BUSRTD_BUSY_POLL_US = 50;
 
 /** Settings of one listener, resolved. */
 export interface BindOptions {
@@ -21,6 +28,8 @@ export interface BindOptions {
   timeoutMs: number;
   bufSize: number;
   bufTtlUs: number;
+  /** Busy polling after reads, microseconds (0: off). */
+  busyPollUs: number;
   payloadSizeLimit: number | null;
   /** Whether the AAA map (when one is configured) applies to this listener. */
   aaa: boolean;
@@ -100,6 +109,10 @@ Options:
   -t, --timeout <seconds>       client timeout, fractions allowed (default ${SERVER_DEFAULT_TIMEOUT_MS / 1000})
       --buf-size <bytes>        output batch size (default ${SERVER_DEFAULT_BUF_SIZE})
       --buf-ttl <microseconds>  output batch delay (default ${DEFAULT_BUF_TTL_US})
+      --busy-poll <microseconds>
+                                after a read, keep polling without sleeping this long while
+                                reads come this close together: faster round trips for a
+                                core's time while it lasts; 0 turns it off (default ${BUSRTD_BUSY_POLL_US})
       --queue-size <frames>     per-client outgoing queue (default ${DEFAULT_QUEUE_SIZE}); a full one
                                 pauses the clients sending to it
       --no-flow-control         drop a client as soon as its queue is full instead
@@ -128,7 +141,7 @@ Options:
   -h, --help                    show this help
 
 Environment: BUSRT_CONFIG, BUSRT_BIND (comma-separated), BUSRT_PID_FILE, BUSRT_TIMEOUT,
-BUSRT_BUF_SIZE, BUSRT_BUF_TTL, BUSRT_QUEUE_SIZE, BUSRT_FRAME_MEMORY, BUSRT_FRAME_MEMORY_PER_CLIENT,
+BUSRT_BUF_SIZE, BUSRT_BUF_TTL, BUSRT_BUSY_POLL, BUSRT_QUEUE_SIZE, BUSRT_FRAME_MEMORY, BUSRT_FRAME_MEMORY_PER_CLIENT,
 BUSRT_PAYLOAD_SIZE_LIMIT, BUSRT_FORCE_REGISTER, BUSRT_VERBOSE, BUSRT_AAA, BUSRT_TLS_CERT, BUSRT_TLS_KEY,
 BUSRT_TLS_CA, BUSRT_WS_TOKENS, BUSRT_HTTP, BUSRT_HTTP_TOKEN, BUSRT_MONITOR_NAME, BUSRT_FEDERATION. Flags win over the
 environment, the environment over the config file.
@@ -137,7 +150,7 @@ Signals: SIGINT/SIGTERM announce the shutdown and exit; SIGHUP reloads the AAA m
 certificate and the WebSocket tokens.`;
 
 /** Listener settings: a flag, an environment variable and a config key each, also per bind. */
-const LISTENER_KEYS = ['timeout', 'buf-size', 'buf-ttl', 'payload-size-limit'] as const;
+const LISTENER_KEYS = ['timeout', 'buf-size', 'buf-ttl', 'busy-poll', 'payload-size-limit'] as const;
 type ListenerKey = (typeof LISTENER_KEYS)[number];
 
 const RULES: Record<ListenerKey | 'queue-size' | 'frame-memory' | 'frame-memory-per-client', NumberRule> = {
@@ -146,6 +159,7 @@ const RULES: Record<ListenerKey | 'queue-size' | 'frame-memory' | 'frame-memory-
   timeout: { min: 0, aboveMin: true },
   'buf-size': { integer: true, min: 1 },
   'buf-ttl': { integer: true },
+  'busy-poll': { integer: true, max: MAX_BUSY_POLL_US },
   'payload-size-limit': { integer: true, max: 0xffffffff },
   'queue-size': { integer: true, min: 1 },
 };
@@ -253,6 +267,7 @@ export function parseBusrtdArgs(argv: readonly string[], env: NodeJS.ProcessEnv 
         timeout: { type: 'string', short: 't' },
         'buf-size': { type: 'string' },
         'buf-ttl': { type: 'string' },
+        'busy-poll': { type: 'string' },
         'queue-size': { type: 'string' },
         'frame-memory': { type: 'string' },
         'frame-memory-per-client': { type: 'string' },
@@ -329,6 +344,7 @@ export function parseBusrtdArgs(argv: readonly string[], env: NodeJS.ProcessEnv 
       timeoutMs: Math.round(num('timeout', get('timeout'), SERVER_DEFAULT_TIMEOUT_MS / 1000) * 1000),
       bufSize: num('buf-size', get('buf-size'), SERVER_DEFAULT_BUF_SIZE),
       bufTtlUs: num('buf-ttl', get('buf-ttl'), DEFAULT_BUF_TTL_US),
+      busyPollUs: num('busy-poll', get('busy-poll'), BUSRTD_BUSY_POLL_US),
       payloadSizeLimit: limit === undefined ? null : parseNumber(limit.from, limit.value, RULES['payload-size-limit']),
       aaa: raw.aaa === undefined ? true : parseFlag(`${where}: aaa`, raw.aaa),
     };

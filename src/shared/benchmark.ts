@@ -34,6 +34,8 @@ export interface BenchmarkOptions {
   tls?: ClientOptions['tls'];
   /** A bearer token for `ws://` and `wss://`. */
   token?: string;
+  /** Busy polling of the workers' connections, microseconds (see `ClientOptions.busyPollUs`). Default 0. */
+  busyPollUs?: number;
   /** Worker names are `<name>-<n>`. Default `busrt.benchmark.<pid>`. */
   name?: string;
   /** Client connections. Default 1. */
@@ -107,6 +109,7 @@ export async function runBenchmark(options: BenchmarkOptions): Promise<StageResu
       timeoutMs: options.timeoutMs ?? 5000,
       ...(options.tls === undefined ? {} : { tls: options.tls }),
       ...(options.token === undefined ? {} : { token: options.token }),
+      busyPollUs: options.busyPollUs ?? 0,
     });
     const worker: Worker = {
       client,

@@ -20,7 +20,7 @@ import {
   ServerHandshake,
   ServerStep,
 } from '../protocol/index.js';
-import { type Flusher, FrameWriter } from '../transport/index.js';
+import { type BusyPoll, busyPollOf, type Flusher, FrameWriter } from '../transport/index.js';
 import type { ListenerSettings } from './settings.js';
 
 const enum State {
@@ -71,6 +71,8 @@ export interface PeerInfo {
  */
 export class ConnectionSet {
   readonly connections = new Set<PeerConnection>();
+  /** Keeps the event loop awake after reads (the listener's `busyPollUs`); null when off. */
+  readonly poll: BusyPoll | null;
   private readonly timer: NodeJS.Timeout;
 
   constructor(
@@ -78,6 +80,7 @@ export class ConnectionSet {
     readonly settings: ListenerSettings,
     readonly flusher: Flusher,
   ) {
+    this.poll = busyPollOf(settings.busyPollUs);
     this.timer = setInterval(this.tick, Math.max(1, settings.timeoutMs / 4));
     this.timer.unref();
   }
@@ -144,6 +147,7 @@ export class PeerConnection implements ClientSink, ClientFrameSink, RoomWaiter, 
 
   private readonly core: BrokerCore;
   private readonly settings: ListenerSettings;
+  private readonly poll: BusyPoll | null;
 
   constructor(
     private readonly set: ConnectionSet,
@@ -151,6 +155,7 @@ export class PeerConnection implements ClientSink, ClientFrameSink, RoomWaiter, 
     private readonly peer: PeerInfo,
   ) {
     this.core = set.core;
+    this.poll = set.poll;
     this.plainSocket = peer.plainSocket ?? false;
     this.settings = set.settings;
     this.writer = new FrameWriter(stream, {
@@ -169,6 +174,7 @@ export class PeerConnection implements ClientSink, ClientFrameSink, RoomWaiter, 
   // ------------------------------------------------------------ reading
 
   private readonly onData = (chunk: Buffer): void => {
+    this.poll?.kick();
     if (this.state === State.Frames) {
       const reader = this.reader as ClientFrameReader;
       const r = reader.push(chunk);

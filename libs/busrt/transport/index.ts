@@ -1,2 +1,3 @@
 export * from './writer.js';
 export * from './streams.js';
+export * from './busy-poll.js';

@@ -63,6 +63,11 @@ export interface BusrtClientOptions {
   bufSize?: number;
   /** Socket timeout in ms (connect, handshake, writes; pings every half of it). Default 1000. */
   socketTimeoutMs?: number;
+  /**
+   * Socket only: busy polling after reads, in microseconds (0 to 10000; see the core's
+   * `ClientOptions.busyPollUs`). Default 0 (off).
+   */
+  busyPollUs?: number;
   /** Reconnect when the connection is lost. Default `{ delayMs: 100, maxDelayMs: 5000 }`; false: do not. */
   reconnect?: ReconnectOptions;
   /**
@@ -483,6 +488,7 @@ export class BusrtClientProxy extends ClientProxy<BusrtClientEvents, string> {
           name: this.name,
           timeoutMs: this.options.socketTimeoutMs ?? 1000,
           bufSize: this.options.bufSize ?? 2048,
+          busyPollUs: this.options.busyPollUs ?? 0,
         });
       } catch (e) {
         throw withContext(e, `BusrtClientProxy ${this.name}: cannot join the bus at ${path}`);

@@ -60,6 +60,11 @@ export interface BusrtServerOptions {
    * keep it below the broker's own timeout). Default 1000.
    */
   timeoutMs?: number;
+  /**
+   * Socket only: busy polling after reads, in microseconds (0 to 10000; see the core's
+   * `ClientOptions.busyPollUs`). Default 0 (off).
+   */
+  busyPollUs?: number;
   /** Serve one at a time, in order, instead of concurrently. Default: all false. */
   blocking?: { calls?: boolean; notifications?: boolean; events?: boolean };
   /** Reconnect after the connection to a broker is lost (socket only). Default `{ delayMs: 100, maxDelayMs: 5000 }`. */
@@ -327,7 +332,12 @@ export class BusrtServer extends Server<BusrtServerEvents, BusrtStatus> implemen
     const { path } = this.options;
     if (path !== undefined) {
       try {
-        const c = await connect({ path, name, timeoutMs: this.options.timeoutMs ?? 1000 });
+        const c = await connect({
+          path,
+          name,
+          timeoutMs: this.options.timeoutMs ?? 1000,
+          busyPollUs: this.options.busyPollUs ?? 0,
+        });
         if (main) c.onDisconnect((e) => this.lost(e));
         return c;
       } catch (e) {
