@@ -1,7 +1,7 @@
 // The read deadlines of PROTOCOL.md 4.2 and 6.11: the next header within 1.25 T of the end of the
 // previous frame, however its bytes trickle in; a client that keeps sending whole frames stays.
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
-import { Broker, encodeClientFrame, ErrorCode, FrameKind, Op, QoS } from '#busrt/core';
+import { Broker, connect, encodeClientFrame, ErrorCode, FrameKind, Op, QoS } from '#busrt/core';
 import { RawPeer, tmpSocket } from './support/raw.js';
 
 const T = 400;
@@ -64,4 +64,31 @@ describe('read deadlines', () => {
     expect(broker.getClient('steady')).toBeDefined();
     p.close();
   });
+});
+
+describe("a client's dead-broker limit", () => {
+  // A broker with a long timeout: keep-alives every 8.5 s, more than the 7.5 s a client with the
+  // default settings waited for data before it followed the keep-alives.
+  const longT = new Broker();
+  let longPath = '';
+  beforeAll(async () => {
+    longPath = (await longT.spawnUnixServer(tmpSocket(), { timeoutMs: 17_000 })).address;
+  });
+  afterAll(() => longT.close());
+
+  it('follows the keep-alives of a broker with a long timeout; a limit given is kept', async () => {
+    const auto = await connect({ path: longPath, name: 'dead.auto', timeoutMs: 1000 });
+    const given = await connect({ path: longPath, name: 'dead.given', timeoutMs: 1000, deadAfterMs: 1500 });
+    const lostAuto: Error[] = [];
+    auto.onDisconnect((e) => lostAuto.push(e as Error));
+    const lostGiven = new Promise<Error | undefined>((r) => given.onDisconnect(r));
+    const t0 = Date.now();
+    expect(await lostGiven).toMatchObject({ code: ErrorCode.Timeout, message: 'no data from the broker for 1500 ms' });
+    expect(Date.now() - t0).toBeLessThan(4000);
+    // Past the old default limit and the broker's first keep-alive (8.5 s after registration).
+    await new Promise((r) => setTimeout(r, 10_000 - (Date.now() - t0)));
+    expect(lostAuto).toEqual([]);
+    expect(auto.connected).toBe(true);
+    await auto.disconnect();
+  }, 20_000);
 });

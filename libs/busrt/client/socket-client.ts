@@ -47,7 +47,10 @@ export interface ClientOptions {
   pingIntervalMs?: number;
   /**
    * The broker is taken for dead when nothing (not even a keep-alive) arrives for this long.
-   * Default: 3 x timeoutMs, at least 7.5 s (busrtd sends keep-alives every 2.5 s).
+   * Default: follows the broker's keep-alives (sent every half of the broker's timeout, 2.5 s
+   * for busrtd's default): 3 x the longest interval between them seen so far, at least
+   * 3 x timeoutMs and 7.5 s, and no verdict before the first one arrives. Given, it is used as
+   * it is.
    */
   deadAfterMs?: number;
   /** Incoming frames held for `frames()` before reading from the broker pauses. Default 8192. */
@@ -66,6 +69,9 @@ export interface ClientOptions {
    */
   busyPollUs?: number;
 }
+
+/** The least default dead limit (ClientOptions.deadAfterMs): three keep-alives of busrtd's default. */
+const DEAD_AFTER_MIN_MS = 7500;
 
 /**
  * The byte stream a {@link SocketClient} runs over: the part of a Node `Duplex` it uses, so that a
@@ -176,6 +182,13 @@ export class SocketClient implements BusClient, BrokerFrameSink {
   private readonly poll: BusyPoll | null;
   private paused = false;
   private lastData = Date.now();
+  /** The silence after which the broker is taken for dead (see ClientOptions.deadAfterMs). */
+  private deadAfter: number;
+  /** deadAfterMs was not given: the limit follows the broker's keep-alives. */
+  private readonly deadAuto: boolean;
+  /** When the last keep-alive came (at first: when the client registered); null before any came. */
+  private lastNop = Date.now();
+  private sawNop = false;
   private readonly timers: NodeJS.Timeout[] = [];
   private drainWait: Promise<void> | null = null;
   private secondaryCounter = 0;
@@ -186,7 +199,7 @@ export class SocketClient implements BusClient, BrokerFrameSink {
 
   private constructor(
     private readonly socket: ClientStream,
-    private readonly options: Required<Omit<ClientOptions, 'path'>> & { path: string },
+    private readonly options: Required<Omit<ClientOptions, 'path' | 'deadAfterMs'>> & { path: string; deadAfterMs: number | undefined },
     rest: Buffer,
   ) {
     this.name = options.name;
@@ -201,6 +214,8 @@ export class SocketClient implements BusClient, BrokerFrameSink {
       flusher: TURN_FLUSHER,
       realtimeNow: true,
     });
+    this.deadAuto = options.deadAfterMs === undefined;
+    this.deadAfter = options.deadAfterMs ?? Math.max(3 * options.timeoutMs, DEAD_AFTER_MIN_MS);
     socket.on('data', this.onSocketData);
     socket.on('close', this.onSocketClose);
     socket.on('error', this.onSocketError);
@@ -218,11 +233,10 @@ export class SocketClient implements BusClient, BrokerFrameSink {
         // poll phase; a client that stopped reading (nobody takes its frames) is not waiting for data.
         if (!this.silentTooLong()) return;
         setImmediate(() => {
-          if (this.silentTooLong())
-            this.lost(BusError.timeout(`no data from the broker for ${options.deadAfterMs} ms`));
+          if (this.silentTooLong()) this.lost(BusError.timeout(`no data from the broker for ${this.deadAfter} ms`));
         });
       },
-      Math.max(100, options.deadAfterMs / 4),
+      Math.max(100, this.deadAfter / 4),
     );
     dead.unref();
     this.timers.push(dead);
@@ -255,7 +269,7 @@ export class SocketClient implements BusClient, BrokerFrameSink {
       name: options.name,
       timeoutMs,
       pingIntervalMs: options.pingIntervalMs ?? timeoutMs / 2,
-      deadAfterMs: options.deadAfterMs ?? Math.max(3 * timeoutMs, 7500),
+      deadAfterMs: options.deadAfterMs,
       queueSize: options.queueSize ?? 8192,
       bufSize: options.bufSize ?? 8192,
       tls: options.tls ?? {},
@@ -475,6 +489,18 @@ export class SocketClient implements BusClient, BrokerFrameSink {
     }
   };
 
+  /**
+   * A keep-alive. The broker sends one every half of its timeout, the first that long after the
+   * registration: the longest interval seen sets the default dead limit, so a broker with a long
+   * timeout (busrtd -t 30: every 15 s) is not taken for dead between two of them.
+   */
+  onNop(): void {
+    const now = Date.now();
+    if (this.deadAuto) this.deadAfter = Math.max(this.deadAfter, 3 * (now - this.lastNop));
+    this.lastNop = now;
+    this.sawNop = true;
+  }
+
   onAck(opId: number, code: number): void {
     const p = this.pending.get(opId);
     if (p === undefined) return; // orphaned (e.g. the extra 79 ACKs of a partly denied subscribe)
@@ -519,10 +545,12 @@ export class SocketClient implements BusClient, BrokerFrameSink {
     }
   }
 
-  /** Nothing came from the broker for longer than deadAfterMs while this client was reading. */
+  /** Nothing came from the broker for longer than the dead limit while this client was reading. */
   private silentTooLong(): boolean {
     if (this.paused) this.lastData = Date.now();
-    return Date.now() - this.lastData > this.options.deadAfterMs;
+    // Before the broker's first keep-alive its interval is unknown: a long one is no sign of death.
+    if (this.deadAuto && !this.sawNop) return false;
+    return Date.now() - this.lastData > this.deadAfter;
   }
 
   private take(): Frame {
