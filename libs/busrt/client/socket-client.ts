@@ -199,7 +199,10 @@ export class SocketClient implements BusClient, BrokerFrameSink {
 
   private constructor(
     private readonly socket: ClientStream,
-    private readonly options: Required<Omit<ClientOptions, 'path' | 'deadAfterMs'>> & { path: string; deadAfterMs: number | undefined },
+    private readonly options: Required<Omit<ClientOptions, 'path' | 'deadAfterMs'>> & {
+      path: string;
+      deadAfterMs: number | undefined;
+    },
     rest: Buffer,
   ) {
     this.name = options.name;
