@@ -146,6 +146,7 @@ const FOCUS = {
   ],
   'libs/busrt/transport': [
     'broker-slow-consumer',
+    'busy-poll',
     'client',
     'deadlines',
     'flow-control',
