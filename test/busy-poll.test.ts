@@ -19,6 +19,19 @@ describe('BusyPoll', () => {
     }
   });
 
+  it('counts a long pause as four windows: pauses between pairs of reads keep it asleep', async () => {
+    // 2 ms window: each pause adds (8 - avg) / 8 to the average, each close read takes an eighth
+    // off; the average settles near 3.7 ms, above the window. Were pauses counted as less (one
+    // window, say), it would settle below the window and open.
+    const p = new BusyPoll(2000);
+    for (let i = 0; i < 16; i++) {
+      await sleep(9);
+      p.kick();
+      p.kick();
+      expect([i, p.active]).toEqual([i, false]);
+    }
+  });
+
   it('opens after a run of close reads and closes one window after the last', async () => {
     const p = new BusyPoll(10_000);
     let n = 0;

@@ -57,7 +57,8 @@ export const MAX_BUSY_POLL_US = 10_000;
 /** Checks a `busyPollUs` setting (undefined: 0) and returns it; a RangeError says what is wrong. */
 export function checkBusyPoll(us: number | undefined): number {
   if (us === undefined) return 0;
-  if (typeof us !== 'number' || !Number.isFinite(us) || us < 0) {
+  // Number.isFinite is false for anything but a finite number, strings included.
+  if (!Number.isFinite(us) || us < 0) {
     throw new RangeError(`busyPollUs must be a non-negative number, got ${String(us)}`);
   }
   if (us > MAX_BUSY_POLL_US) {
