@@ -7,6 +7,7 @@ import { get, type IncomingMessage, type ServerResponse } from 'node:http';
 import { createServer as createHttpServer } from 'node:http';
 import { dirname, join } from 'node:path';
 import { encode } from '@msgpack/msgpack';
+import { connect as natsConnect } from '@nats-io/transport-node';
 import {
   type AaaMap,
   Broker,
@@ -14,6 +15,7 @@ import {
   BrokerMonitor,
   type BrokerOptions,
   disconnectCause,
+  federationWire,
   initCoreRpc,
   isLoopback,
   type Listener,
@@ -29,6 +31,7 @@ import {
   toAaaMap,
 } from '#busrt/core';
 import { clientFrame, RawPeer, sleep, tmpSocket } from './support/raw.js';
+import { NatsCluster } from './support/nats.js';
 import { parseMetrics, scrape } from './support/scrape.js';
 
 const TOKEN = 'monitor-secret';
@@ -1006,6 +1009,56 @@ describe('the metrics of a broker of its own', () => {
       );
     }
   });
+});
+
+describe('the metrics of a federated broker', () => {
+  it("show the federation link's state and counters, and a far broker's unknown ACK code in hex", async () => {
+    const nats = await NatsCluster.start(1);
+    const o = await ownBroker();
+    // A far broker made by hand: it lists one name and answers every message with code 0x05.
+    const nc = await natsConnect({ servers: nats.urls });
+    try {
+      const f = await o.b.federate({
+        servers: nats.urls,
+        node: 'mon',
+        cluster: 'mhf',
+        names: { export: ['mf.*'], import: ['mf.*'] },
+      });
+      await f.connected();
+      nc.subscribe('mhf.msg.far', { callback: (_e, msg) => void msg.respond(Uint8Array.of(0x05)) });
+      await nc.flush();
+      nc.publish('mhf.ctl.far', federationWire.encodeControl({ e: 7, t: 'snap', s: 0, a: ['mf.far'] }));
+      await until(() => f.stats().remoteNames === 1);
+      const near = o.b.registerClient('mf.near');
+      await expect(near.send('mf.far', Buffer.from('x'))).rejects.toMatchObject({ code: 0x05 });
+      expect(series(await o.read(), 'busrt_acks_sent_total{listener="internal"')).toEqual([
+        ['busrt_acks_sent_total{listener="internal",code="0x05"}', 1],
+      ]);
+      const m = await o.read();
+      const s = f.stats();
+      const fed = series(m, 'busrt_federation_');
+      expect(fed).toEqual(
+        (
+          [
+            ['buffered_frames', s.bufferedFrames],
+            ['connected', 1],
+            ['dropped_total', s.dropped],
+            ['nodes', s.nodes],
+            ['received_total', s.received],
+            ['refused_total', s.refused],
+            ['rejected_total', s.rejected],
+            ['remote_names', s.remoteNames],
+            ['sent_total', s.sent],
+            ['timeouts_total', s.timeouts],
+          ] as const
+        ).map(([k, v]) => [`busrt_federation_${k}`, v]),
+      );
+    } finally {
+      await nc.close();
+      await o.done();
+      await nats.stop();
+    }
+  }, 15000);
 });
 
 describe('the monitor of a broker of its own', () => {
