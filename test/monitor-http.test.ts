@@ -3,14 +3,20 @@
 // are checked through busrtd in monitor-metrics.test.ts and busrtd-http.test.ts; here the monitor's
 // code runs where a test can reach every answer and counter (and a mutation run can see it).
 import { afterAll, afterEach, beforeAll, describe, expect, it } from '@jest/globals';
-import { get, type IncomingMessage } from 'node:http';
+import { get, type IncomingMessage, type ServerResponse } from 'node:http';
 import { createServer as createHttpServer } from 'node:http';
+import { dirname, join } from 'node:path';
 import { encode } from '@msgpack/msgpack';
+import { connect as natsConnect } from '@nats-io/transport-node';
 import {
+  type AaaMap,
   Broker,
   BrokerMeter,
   BrokerMonitor,
+  type BrokerOptions,
   disconnectCause,
+  federationWire,
+  initCoreRpc,
   isLoopback,
   type Listener,
   listenMonitor,
@@ -25,7 +31,8 @@ import {
   toAaaMap,
 } from '#busrt/core';
 import { clientFrame, RawPeer, sleep, tmpSocket } from './support/raw.js';
-import { scrape } from './support/scrape.js';
+import { NatsCluster } from './support/nats.js';
+import { parseMetrics, scrape } from './support/scrape.js';
 
 const TOKEN = 'monitor-secret';
 const broker = new Broker({ observer: new BrokerMeter(), queueSize: 1000 });
@@ -130,6 +137,19 @@ function openStream(sub: string): Promise<Stream> {
       });
     });
     req.on('error', reject);
+  });
+}
+
+/** Sends a request line that is no URL path to a server on loopback; resolves with what it answered. */
+async function badRequestLine(port: number): Promise<string> {
+  const { connect } = await import('node:net');
+  return new Promise<string>((resolve) => {
+    const s = connect(port, '127.0.0.1', () => s.write('GET http://[bad HTTP/1.1\r\nHost: x\r\n\r\n'));
+    let out = '';
+    s.on('data', (c) => (out += c.toString()));
+    s.on('close', () => resolve(out));
+    s.on('end', () => s.end());
+    setTimeout(() => s.destroy(), 1000);
   });
 }
 
@@ -438,6 +458,7 @@ describe('the topic tail', () => {
     expect(t.res.statusCode).toBe(200);
     expect(t.res.headers['content-type']).toBe('text/event-stream; charset=utf-8');
     expect(t.res.headers['x-accel-buffering']).toBe('no');
+    expect(t.res.headers['cache-control']).toBe('no-store');
     const [ready] = await t.take(1);
     expect(ready).toEqual({ event: 'ready', data: { mask: '#' } });
     const pub = broker.registerClient('mh.tailpub');
@@ -593,17 +614,70 @@ describe('the monitoring handler under a prefix', () => {
   });
 
   it('answers a request line that is no URL path as not its own', async () => {
-    const { connect } = await import('node:net');
     const a = http.address() as { port: number };
-    const text = await new Promise<string>((resolve) => {
-      const s = connect(a.port, '127.0.0.1', () => s.write('GET http://[bad HTTP/1.1\r\nHost: x\r\n\r\n'));
-      let out = '';
-      s.on('data', (c) => (out += c.toString()));
-      s.on('close', () => resolve(out));
-      s.on('end', () => s.end());
-      setTimeout(() => s.destroy(), 1000);
-    });
+    const text = await badRequestLine(a.port);
     expect(text.split('\r\n')[0]).toBe("HTTP/1.1 418 I'm a Teapot");
+  });
+
+  it('takes a prefix with trailing slashes as the prefix', async () => {
+    const handle = monitorHandler(monitor, '/mon//');
+    const app = createHttpServer((req, res) => {
+      if (!handle(req, res)) {
+        res.writeHead(418);
+        res.end('app');
+      }
+    });
+    await new Promise<void>((r) => app.listen(0, '127.0.0.1', r));
+    const at = `http://127.0.0.1:${(app.address() as { port: number }).port}`;
+    try {
+      expect((await fetch(`${at}/mon/healthz`)).status).toBe(200);
+      const bare = await fetch(`${at}/mon`, { redirect: 'manual' });
+      expect([bare.status, bare.headers.get('location')]).toEqual([308, '/mon/']);
+    } finally {
+      app.closeAllConnections();
+      await new Promise<void>((r) => app.close(() => r()));
+    }
+  });
+
+  it('answers 500 with the reason when the monitor fails, and only ends a response whose head was sent', async () => {
+    /** A monitor whose stats fail, as a bug there would. */
+    class FailingMonitor extends BrokerMonitor {
+      override stats(): Record<string, unknown> {
+        throw new Error('stats failed');
+      }
+    }
+    const b = new Broker({ observer: new BrokerMeter() });
+    const m = new FailingMonitor(b);
+    m.close();
+    const s = await listenMonitor(m, '127.0.0.1:0');
+    // A host app that sends the head itself, then passes the request on: the handler cannot
+    // answer any more, and must not throw into the app.
+    const handle = monitorHandler(m);
+    const results: unknown[] = [];
+    const app = createHttpServer((req, res) => {
+      res.writeHead(299, { 'content-type': 'text/plain' });
+      try {
+        results.push(handle(req, res));
+      } catch (e) {
+        results.push(e);
+        res.end();
+      }
+    });
+    await new Promise<void>((r) => app.listen(0, '127.0.0.1', r));
+    try {
+      const r = await fetch(`http://${s.address}/stats`);
+      expect([r.status, await r.json()]).toEqual([500, { error: 'stats failed' }]);
+      for (const sub of ['/stats', '/healthz']) {
+        const sent = await fetch(`http://127.0.0.1:${(app.address() as { port: number }).port}${sub}`);
+        expect([sub, sent.status, await sent.text()]).toEqual([sub, 299, '']);
+      }
+      expect(results).toEqual([true, true]);
+    } finally {
+      app.closeAllConnections();
+      await new Promise<void>((r) => app.close(() => r()));
+      await s.close();
+      await b.close();
+    }
   });
 });
 
@@ -640,6 +714,12 @@ describe('listenMonitor addresses', () => {
     await expect(listenMonitor(m, four.address)).rejects.toMatchObject({ code: 'EADDRINUSE' });
     // Unknown paths of the bare server: JSON 404 from the handler itself.
     expect((await fetch(`http://${four.address}/x`)).status).toBe(404);
+    // A request line the handler cannot read: the server's own JSON 404.
+    const bad = await badRequestLine(Number(four.address.split(':')[1]));
+    expect(bad.split('\r\n')[0]).toBe('HTTP/1.1 404 Not Found');
+    expect(bad).toContain('\r\n{"error":"not found"}');
+    // Listening, the server has no 'error' listener of its start left: later errors reach the app's.
+    expect(four.server.listenerCount('error')).toBe(0);
     await four.close();
     await six.close();
     m.close();
@@ -686,5 +766,540 @@ describe('disconnectCause', () => {
       ['a broken frame', 'other'],
     ];
     for (const [reason, cause] of cases) expect([reason, disconnectCause(reason)]).toEqual([reason, cause]);
+  });
+});
+
+/** A broker of its own with a meter, a UNIX listener and a monitor that neither samples nor has a registry yet. */
+interface Own {
+  b: Broker;
+  path: string;
+  m: BrokerMonitor;
+  /** Scrapes the monitor in this process (its registry is made at the first scrape, in the test). */
+  read(): Promise<Map<string, number>>;
+  done(): Promise<void>;
+}
+
+async function ownBroker(options: BrokerOptions = {}, aaaMap?: AaaMap): Promise<Own> {
+  const b = new Broker({ ...options, observer: new BrokerMeter() });
+  const path = (await b.spawnUnixServer(tmpSocket(), aaaMap ? { timeoutMs: 4000, aaaMap } : { timeoutMs: 4000 }))
+    .address;
+  const m = new BrokerMonitor(b);
+  // The test takes the samples.
+  m.close();
+  return {
+    b,
+    path,
+    m,
+    read: async () => parseMetrics((await m.metrics()).text),
+    done: async () => {
+      for (const p of peers.splice(0)) p.close();
+      await b.close();
+    },
+  };
+}
+
+/** The series of a metric (a prefix of `name{labels}`), sorted. */
+function series(m: Map<string, number>, prefix: string): [string, number][] {
+  return [...m].filter(([k]) => k.startsWith(prefix)).sort(([a], [b]) => (a < b ? -1 : 1));
+}
+
+describe('the metrics of a broker of its own', () => {
+  it('count core calls of the methods called only, unknown names as other', async () => {
+    const o = await ownBroker();
+    try {
+      const calls = async (): Promise<[string, number][]> => series(await o.read(), 'busrt_core_rpc_calls_total');
+      expect(await calls()).toEqual([]);
+      for (const method of ['test', 'info', 'test']) o.b.noteCoreCall(method);
+      expect(await calls()).toEqual([
+        ['busrt_core_rpc_calls_total{method="info"}', 1],
+        ['busrt_core_rpc_calls_total{method="test"}', 2],
+      ]);
+      for (const method of ['no.such', 'test', 'no.such']) o.b.noteCoreCall(method);
+      expect(await calls()).toEqual([
+        ['busrt_core_rpc_calls_total{method="info"}', 1],
+        ['busrt_core_rpc_calls_total{method="other"}', 2],
+        ['busrt_core_rpc_calls_total{method="test"}', 3],
+      ]);
+    } finally {
+      await o.done();
+    }
+  });
+
+  it('count clients, registrations, queues, ACKs, frames and subscriptions by listener, in-process clients as internal', async () => {
+    const o = await ownBroker();
+    const { b, path } = o;
+    try {
+      // A FIFO endpoint (it needs the core client, .broker): a listener without connections.
+      initCoreRpc(b);
+      const fifo = await b.spawnFifo(join(dirname(path), 'bus.fifo'));
+      const a = await RawPeer.register(path, 'ob.a');
+      const c = await RawPeer.register(path, 'ob.b');
+      peers.push(a, c);
+      const inproc = b.registerClient('ob.in');
+      b.registerSecondaryFor(inproc);
+      a.write(clientFrame(1, 0x02 | 0x40, 'ob/one\0ob/two'));
+      expect((await a.readFrame())[5]).toBe(0x01);
+      // One message to ob.in, which reads none (it stays queued), and one to nobody.
+      a.write(clientFrame(2, 0x12 | 0x40, 'ob.in\0x'));
+      a.write(clientFrame(3, 0x12 | 0x40, 'nobody\0x'));
+      expect([(await a.readFrame())[5], (await a.readFrame())[5]]).toEqual([0x01, 0x71]);
+      await inproc.send('ob.b', Buffer.from('y'), QoS.No);
+      expect((await c.readFrame()).subarray(6).toString()).toBe('ob.in\0y');
+      const L = `listener="${path}"`;
+      const I = 'listener="internal"';
+      const m = await o.read();
+      // In-process: .broker, ob.in and its secondary.
+      expect(series(m, 'busrt_clients{')).toEqual([
+        [`busrt_clients{${L}}`, 2],
+        [`busrt_clients{${I}}`, 3],
+      ]);
+      expect(series(m, 'busrt_registrations_total{')).toEqual([
+        [`busrt_registrations_total{${L}}`, 2],
+        [`busrt_registrations_total{${I}}`, 3],
+      ]);
+      expect(series(m, 'busrt_queue_frames{')).toEqual([
+        [`busrt_queue_frames{${L}}`, 0],
+        [`busrt_queue_frames{${I}}`, 1],
+      ]);
+      expect(series(m, 'busrt_queue_hwm_frames{')).toEqual([
+        [`busrt_queue_hwm_frames{${L}}`, b.core.frameCounters.get(path)?.queueHwm],
+        [`busrt_queue_hwm_frames{${I}}`, b.core.frameCounters.get('internal')?.queueHwm],
+      ]);
+      expect(series(m, 'busrt_connections{')).toEqual([
+        [`busrt_connections{${L}}`, 2],
+        [`busrt_connections{listener="${fifo.bind}"}`, 0],
+      ]);
+      expect(o.m.stats().connections).toBe(2);
+      expect(series(m, `busrt_acks_sent_total{${L}`)).toEqual([
+        [`busrt_acks_sent_total{${L},code="not_registered"}`, 1],
+        [`busrt_acks_sent_total{${L},code="ok"}`, 2],
+      ]);
+      // In-process clients send no frames over a socket: no series of frames read for them.
+      expect(series(m, `busrt_frames_received_total{${I}`)).toEqual([]);
+      expect(m.get(`busrt_frames_received_total{${L},op="message"}`)).toBe(2);
+      expect(m.get(`busrt_frames_sent_total{${I},kind="message"}`)).toBe(1);
+      const masks = b.core.subscriptionList().reduce((n, x) => n + x.masks.length, 0);
+      expect(masks).toBeGreaterThanOrEqual(6);
+      expect(m.get('busrt_subscriptions')).toBe(masks);
+      // The primary goes: the broker drops its secondary, an in-process client, for that reason.
+      await inproc.disconnect();
+      expect(series(await o.read(), 'busrt_disconnects_total{')).toEqual([
+        [`busrt_disconnects_total{${I},reason="primary_left"}`, 1],
+      ]);
+    } finally {
+      await o.done();
+    }
+  });
+
+  it('count flow-control pauses, slow consumers and memory-budget closures, and the frame memory held', async () => {
+    const o = await ownBroker({ queueSize: 4, frameMemoryPerClient: 2 << 20 });
+    const { b, path } = o;
+    const L = `listener="${path}"`;
+    try {
+      const big = 'x'.repeat(64 * 1024);
+      // A receiver that reads nothing: its sender, a socket client, is paused once its queue is full.
+      const rcv = await RawPeer.register(path, 'fc.rcv');
+      peers.push(rcv);
+      rcv.stream.pause();
+      const snd = await RawPeer.register(path, 'fc.snd');
+      peers.push(snd);
+      snd.write(Buffer.concat(Array.from({ length: 40 }, () => clientFrame(0, 0x12, `fc.rcv\0${big}`))));
+      await until(() => b.core.senderPauses > 0, 5000);
+      // Nothing moves now: what the broker holds stays.
+      const held = b.core.frameMemory.used;
+      expect(held).toBeGreaterThan(0);
+      let m = await o.read();
+      expect(m.get('busrt_frame_memory_bytes')).toBe(held);
+      expect(b.core.frameMemory.used).toBe(held);
+      // An in-process sender cannot be paused: its receiver is dropped at the hard limit.
+      const slow = await RawPeer.register(path, 'fc.slow');
+      peers.push(slow);
+      slow.stream.pause();
+      const inproc = b.registerClient('fc.in');
+      for (let i = 0; i < 1000 && b.getClient('fc.slow') !== undefined; i++) {
+        await inproc.send('fc.slow', Buffer.from(big), QoS.No);
+      }
+      expect(b.getClient('fc.slow')).toBeUndefined();
+      // A frame over the client's share of the frame memory, of which 2.5 MiB arrive.
+      const greedy = await RawPeer.register(path, 'fc.greedy');
+      peers.push(greedy);
+      greedy.write(clientFrame(0, 0x12, `fc.rcv\0${'g'.repeat(3 << 20)}`).subarray(0, 5 << 19));
+      expect(await greedy.closedWithin(5000)).toBe(true);
+      // And one that leaves as clients do.
+      const quiet = await RawPeer.register(path, 'fc.quiet');
+      quiet.close();
+      await until(() => b.getClient('fc.quiet') === undefined && b.getClient('fc.greedy') === undefined);
+      m = await o.read();
+      expect(m.get('busrt_flow_control_pauses_total')).toBe(b.core.senderPauses);
+      expect(m.get('busrt_slow_consumers_dropped_total')).toBe(1);
+      expect(m.get('busrt_memory_budget_closed_total')).toBe(1);
+      expect(b.core.frameMemory.refusals).toBe(1);
+      expect(series(m, 'busrt_disconnects_total{')).toEqual([
+        [`busrt_disconnects_total{${L},reason="closed"}`, 1],
+        [`busrt_disconnects_total{${L},reason="memory_budget"}`, 1],
+        [`busrt_disconnects_total{${L},reason="slow_consumer"}`, 1],
+      ]);
+    } finally {
+      await o.done();
+    }
+  }, 15000);
+
+  it('count AAA denials by listener and kind', async () => {
+    const o = await ownBroker({}, toAaaMap({ 'dn.a': { publish: ['ok/#'] } }));
+    try {
+      const stranger = await RawPeer.handshake(o.path, 'dn.stranger');
+      peers.push(stranger.peer);
+      expect(stranger.code).toBe(0x79);
+      const a = await RawPeer.register(o.path, 'dn.a');
+      peers.push(a);
+      a.write(clientFrame(1, 0x01 | 0x40, 'no/x\0d'));
+      a.write(clientFrame(2, 0x01 | 0x40, 'no/y\0d'));
+      a.write(clientFrame(3, 0x01 | 0x40, 'ok/y\0d'));
+      const acks = [];
+      for (let i = 0; i < 3; i++) acks.push((await a.readFrame())[5]);
+      expect(acks).toEqual([0x79, 0x79, 0x01]);
+      expect(series(await o.read(), 'busrt_aaa_denials_total{')).toEqual([
+        [`busrt_aaa_denials_total{listener="${o.path}",kind="connect"}`, 1],
+        [`busrt_aaa_denials_total{listener="${o.path}",kind="publish"}`, 2],
+      ]);
+    } finally {
+      await o.done();
+    }
+  });
+
+  it('read the event loop delay since the last scrape, the memory and CPU time of the process, the uptime', async () => {
+    // The file's broker started as the file loaded: it may still be in its first second.
+    await until(() => broker.stats().uptime >= 1, 3000);
+    const m = new BrokerMonitor(broker);
+    m.close();
+    const lag = ['p50', 'p99', 'mean', 'max'].map((n) => `nodejs_eventloop_lag_${n}_seconds`);
+    const u0 = broker.stats().uptime;
+    const cpu0 = process.cpuUsage();
+    let got = parseMetrics((await m.metrics()).text);
+    const cpu1 = process.cpuUsage();
+    expect(got.get('busrt_uptime_seconds')).toBeGreaterThanOrEqual(u0);
+    expect(got.get('busrt_uptime_seconds')).toBeLessThanOrEqual(broker.stats().uptime);
+    const cpu = got.get('process_cpu_seconds_total') ?? 0;
+    expect(cpu).toBeGreaterThanOrEqual((cpu0.user + cpu0.system) / 1e6);
+    expect(cpu).toBeLessThanOrEqual((cpu1.user + cpu1.system) / 1e6);
+    for (const k of ['nodejs_heap_size_used_bytes', 'nodejs_heap_size_total_bytes', 'nodejs_external_memory_bytes']) {
+      expect([k, (got.get(k) ?? 0) > 0]).toEqual([k, true]);
+    }
+    // The delay is sampled every 20 ms from the first scrape on (a scrape starts the next period).
+    const end = Date.now() + 3000;
+    while (!((got.get(lag[0]) ?? 0) > 0)) {
+      if (Date.now() > end) throw new Error(`no event loop delay: ${JSON.stringify(lag.map((k) => got.get(k)))}`);
+      await sleep(50);
+      got = parseMetrics((await m.metrics()).text);
+    }
+    // Seconds: tens of milliseconds here, not nanoseconds.
+    for (const k of lag) expect([k, (got.get(k) ?? 0) > 0 && (got.get(k) ?? 0) < 60]).toEqual([k, true]);
+    // At once again (no turn of the event loop between): no delay sampled since, all 0.
+    const { text } = await m.metrics();
+    got = parseMetrics(text);
+    expect(lag.map((k) => got.get(k))).toEqual([0, 0, 0, 0]);
+    for (const [n, what] of [
+      ['p50', 'median'],
+      ['p99', '99th percentile'],
+      ['mean', 'mean'],
+      ['max', 'largest'],
+    ]) {
+      expect(text).toContain(
+        `# HELP nodejs_eventloop_lag_${n}_seconds The event loop's ${what} delay since the last scrape.\n`,
+      );
+    }
+  });
+});
+
+describe('the metrics of a federated broker', () => {
+  it("show the federation link's state and counters, and a far broker's unknown ACK code in hex", async () => {
+    const nats = await NatsCluster.start(1);
+    const o = await ownBroker();
+    // A far broker made by hand: it lists one name and answers every message with code 0x05.
+    const nc = await natsConnect({ servers: nats.urls });
+    try {
+      const f = await o.b.federate({
+        servers: nats.urls,
+        node: 'mon',
+        cluster: 'mhf',
+        names: { export: ['mf.*'], import: ['mf.*'] },
+      });
+      await f.connected();
+      nc.subscribe('mhf.msg.far', { callback: (_e, msg) => void msg.respond(Uint8Array.of(0x05)) });
+      await nc.flush();
+      nc.publish('mhf.ctl.far', federationWire.encodeControl({ e: 7, t: 'snap', s: 0, a: ['mf.far'] }));
+      await until(() => f.stats().remoteNames === 1);
+      const near = o.b.registerClient('mf.near');
+      await expect(near.send('mf.far', Buffer.from('x'))).rejects.toMatchObject({ code: 0x05 });
+      expect(series(await o.read(), 'busrt_acks_sent_total{listener="internal"')).toEqual([
+        ['busrt_acks_sent_total{listener="internal",code="0x05"}', 1],
+      ]);
+      const m = await o.read();
+      const s = f.stats();
+      const fed = series(m, 'busrt_federation_');
+      expect(fed).toEqual(
+        (
+          [
+            ['buffered_frames', s.bufferedFrames],
+            ['connected', 1],
+            ['dropped_total', s.dropped],
+            ['nodes', s.nodes],
+            ['received_total', s.received],
+            ['refused_total', s.refused],
+            ['rejected_total', s.rejected],
+            ['remote_names', s.remoteNames],
+            ['sent_total', s.sent],
+            ['timeouts_total', s.timeouts],
+          ] as const
+        ).map(([k, v]) => [`busrt_federation_${k}`, v]),
+      );
+    } finally {
+      await nc.close();
+      await o.done();
+      await nats.stop();
+    }
+  }, 15000);
+});
+
+describe('the monitor of a broker of its own', () => {
+  it('samples the totals into frames and bytes per second since the previous sample', async () => {
+    const o = await ownBroker();
+    const { b, path } = o;
+    try {
+      const a = await RawPeer.register(path, 'hs.a');
+      const r = await RawPeer.register(path, 'hs.r');
+      peers.push(a, r);
+      // Before the monitor: three messages of 12 bytes (as stats counts them).
+      for (let i = 0; i < 3; i++) a.write(clientFrame(0, 0x12, `hs.r\0${'x'.repeat(7)}`));
+      await until(() => b.getClient('hs.r')?.wFrames === 3);
+      const m = new BrokerMonitor(b);
+      m.close();
+      const s0 = b.stats();
+      // After it: two of 32 bytes.
+      for (let i = 0; i < 2; i++) a.write(clientFrame(0, 0x12, `hs.r\0${'y'.repeat(27)}`));
+      await until(() => b.getClient('hs.r')?.wFrames === 5);
+      const s1 = b.stats();
+      // The sample the monitor's timer takes each second, taken now.
+      (m as unknown as { sample(): void }).sample();
+      const h = m.history;
+      expect(h.t.length).toBe(1);
+      // Rates over the same period: their ratios are those of the totals' differences.
+      expect(h.bin[0] / h.fin[0]).toBeCloseTo((s1.r_bytes - s0.r_bytes) / (s1.r_frames - s0.r_frames), 9);
+      expect(h.bout[0] / h.fout[0]).toBeCloseTo((s1.w_bytes - s0.w_bytes) / (s1.w_frames - s0.w_frames), 9);
+      expect(h.fin[0] / h.fout[0]).toBeCloseTo((s1.r_frames - s0.r_frames) / (s1.w_frames - s0.w_frames), 9);
+      expect((s1.r_bytes - s0.r_bytes) / (s1.r_frames - s0.r_frames)).toBe(32);
+    } finally {
+      await o.done();
+    }
+  });
+
+  it('ready() makes the registry the scrapes then use', async () => {
+    const m = new BrokerMonitor(broker);
+    m.close();
+    const registry = (): unknown => (m as unknown as { registry: Promise<unknown> | null }).registry;
+    expect(registry()).toBeNull();
+    await m.ready();
+    const made = registry();
+    expect(made).not.toBeNull();
+    await m.metrics();
+    expect(registry()).toBe(made);
+  });
+
+  it('/clients orders by frames in and out per second, then by name, with bytes per second of the last period', async () => {
+    const o = await ownBroker();
+    const { b, path, m } = o;
+    try {
+      const [a, bb, c, d, e] = await Promise.all(
+        ['ord.a', 'ord.b', 'ord.c', 'ord.d', 'ord.e'].map((n) => RawPeer.register(path, n)),
+      );
+      peers.push(a, bb, c, d, e);
+      // Sampled in this order, all at 0.
+      m.meter.sample(1);
+      const send = async (from: RawPeer, to: string, data: string): Promise<void> => {
+        from.write(clientFrame(1, 0x12 | 0x40, `${to}\0${data}`));
+        const ack = await from.readFrame();
+        expect([ack.toString('hex', 0, 5), ack[5]]).toEqual(['fe01000000', 0x01]);
+      };
+      // In 1 s: ord.d sends 3 (2 to ord.b, 1 to ord.a), ord.c sends 1 to ord.b.
+      await send(d, 'ord.b', 'x');
+      await send(d, 'ord.b', 'x');
+      await send(d, 'ord.a', 'x');
+      await send(c, 'ord.b', 'x');
+      await until(() => b.getClient('ord.b')?.wFrames === 3 && b.getClient('ord.a')?.wFrames === 1);
+      m.meter.sample(1);
+      const rates = (): [string, number, number][] =>
+        m.clients().clients.map((x): [string, number, number] => [x.name, x.rate_in, x.rate_out]);
+      // ord.d's rate out counts its ACKs.
+      expect(rates()).toEqual([
+        ['ord.d', 3, 3],
+        ['ord.b', 0, 3],
+        ['ord.c', 1, 1],
+        ['ord.a', 0, 1],
+        ['ord.e', 0, 0],
+      ]);
+      // In the next 2 s: ord.a sends ord.e 2 messages of 20 bytes.
+      const before = [b.getClient('ord.a')?.rBytes ?? 0, b.getClient('ord.e')?.wBytes ?? 0];
+      expect(before[0]).toBe(0);
+      expect((await a.readFrame()).subarray(6).toString()).toBe('ord.d\0x');
+      await send(a, 'ord.e', 'z'.repeat(14));
+      await send(a, 'ord.e', 'z'.repeat(14));
+      await until(() => b.getClient('ord.e')?.wFrames === 2);
+      m.meter.sample(2);
+      const after = [b.getClient('ord.a')?.rBytes ?? 0, b.getClient('ord.e')?.wBytes ?? 0];
+      const list = m.clients().clients;
+      expect(list.map((x) => x.name)).toEqual(['ord.a', 'ord.e', 'ord.b', 'ord.c', 'ord.d']);
+      expect(list[0]).toMatchObject({ rate_in: 1, rate_out: 1, bytes_in_rate: 20 });
+      // ord.b's bytes out since the previous sample: none, whatever it had before.
+      expect(list[2]).toMatchObject({ name: 'ord.b', rate_out: 0, bytes_out_rate: 0, bytes_in_rate: 0 });
+      expect(list[4]).toMatchObject({ name: 'ord.d', rate_in: 0, bytes_in_rate: 0, bytes_out_rate: 0 });
+      expect(list[1].bytes_out_rate).toBe((after[1] - before[1]) / 2);
+      expect(list[1].bytes_out_rate).toBeGreaterThan(0);
+      expect((b.getClient('ord.b')?.wBytes ?? 0) > 0).toBe(true);
+    } finally {
+      await o.done();
+    }
+  });
+});
+
+describe('the topic tail of a monitor of its own', () => {
+  it('names its clients in turn and shows publications only: a payload of TAIL_PAYLOAD_MAX whole, a longer one not decoded', async () => {
+    const b = new Broker({ observer: new BrokerMeter() });
+    const m = new BrokerMonitor(b);
+    try {
+      const seen: TailEvent[] = [];
+      m.openTail('#', (ev) => seen.push(ev));
+      m.openTail('none', () => undefined);
+      const names = b
+        .clientList()
+        .map((c) => c.name)
+        .filter((n) => n.startsWith('.monitor.tail.'));
+      expect(names.sort()).toEqual(['.monitor.tail.1', '.monitor.tail.2']);
+      const pub = b.registerClient('tl.pub');
+      // A message and a broadcast reach the tail's client too: they are no publications.
+      await pub.send('.monitor.tail.1', Buffer.from('direct'), QoS.No);
+      await pub.sendBroadcast('.monitor.tail.*', Buffer.from('all'), QoS.No);
+      await pub.publish('tl/exact', Buffer.alloc(TAIL_PAYLOAD_MAX, 0x41), QoS.No);
+      // One whole MessagePack value, longer than what the tail shows.
+      const long = Buffer.from(encode('x'.repeat(TAIL_PAYLOAD_MAX)));
+      await pub.publish('tl/long', long, QoS.No);
+      await until(() => seen.some((e) => e.topic === 'tl/long'));
+      expect(seen.map((e) => [e.topic, e.size, e.truncated, 'msgpack' in e])).toEqual([
+        ['tl/exact', TAIL_PAYLOAD_MAX, false, false],
+        ['tl/long', long.length, true, false],
+      ]);
+      expect(Buffer.from(seen[0].data, 'base64')).toEqual(Buffer.alloc(TAIL_PAYLOAD_MAX, 0x41));
+    } finally {
+      m.close();
+      await b.close();
+    }
+  });
+});
+
+describe('a tail that waits behind another response on its connection (HTTP pipelining)', () => {
+  it('stops once the app ended it, and leaves events out while more than 1 MiB waits to be written', async () => {
+    const b = new Broker({ observer: new BrokerMeter() });
+    const m = new BrokerMonitor(b);
+    m.close();
+    const pub = b.registerClient('tb.pub');
+    const handle = monitorHandler(m);
+    const held: (() => void)[] = [];
+    const tails = new Map<string, ServerResponse>();
+    // The first request of each connection is answered when the test says so: meanwhile the
+    // tail's response behind it has no socket, and all it writes waits in the response.
+    const app = createHttpServer((req, res) => {
+      if (req.url === '/hold') {
+        held.push(() => res.end('held'));
+        return;
+      }
+      tails.set(new URL(req.url ?? '/', 'http://x').searchParams.get('mask') ?? '', res);
+      handle(req, res);
+    });
+    await new Promise<void>((r) => app.listen(0, '127.0.0.1', r));
+    const { connect } = await import('node:net');
+    const open = (mask: string): { text: () => string; close: () => void } => {
+      const s = connect((app.address() as { port: number }).port, '127.0.0.1');
+      let text = '';
+      s.on('data', (c) => (text += c.toString()));
+      s.on('error', () => undefined);
+      s.write(
+        `GET /hold HTTP/1.1\r\nHost: x\r\n\r\nGET /tail?mask=${encodeURIComponent(mask)} HTTP/1.1\r\nHost: x\r\n\r\n`,
+      );
+      return { text: () => text, close: () => s.destroy() };
+    };
+    const waiting = (mask: string): number => tails.get(mask)?.writableLength ?? 0;
+    const tailClients = (): string[] =>
+      b
+        .clientList()
+        .map((c) => c.name)
+        .filter((n) => n.startsWith('.monitor.tail.'));
+    const c1 = open('te/#');
+    const c2 = open('tb/#');
+    try {
+      // The app ends the first tail's response: the tail's next write, after the end, is an
+      // error event of the response, and the tail stops (its request is not over yet).
+      await until(() => waiting('te/#') > 0);
+      tails.get('te/#')?.end();
+      await until(() => tailClients().length === 2);
+      await pub.publish('te/x', Buffer.from('x'), QoS.No);
+      await until(() => tailClients().length === 1);
+
+      // The bytes an event adds: a chunk of the chunked encoding (its length in hex, CRLF, the
+      // line, CRLF). The payloads are no MessagePack (0xc1 is no type), so no decoded value.
+      const eventBytes = (topic: string, size: number): number => {
+        const ev = {
+          time: Date.now(),
+          sender: 'tb.pub',
+          topic,
+          size,
+          data: Buffer.alloc(size, 0xc1).toString('base64'),
+        };
+        const line = `data: ${JSON.stringify({ ...ev, truncated: false, skipped: 0 })}\n\n`;
+        return line.length.toString(16).length + 2 + line.length + 2;
+      };
+      const send = (topic: string, size: number): Promise<void> => pub.publish(topic, Buffer.alloc(size, 0xc1), QoS.No);
+      await until(() => waiting('tb/#') > 0);
+      let w = waiting('tb/#');
+      const full = eventBytes('tb/x', TAIL_PAYLOAD_MAX);
+      await send('tb/x', TAIL_PAYLOAD_MAX);
+      await until(() => waiting('tb/#') !== w);
+      expect(waiting('tb/#') - w).toBe(full);
+      w = waiting('tb/#');
+      // Fill up to exactly 1 MiB: whole events, then two that make up the rest.
+      const LIMIT = 1 << 20;
+      const n = Math.floor((LIMIT - w) / full) - 1;
+      let rest = LIMIT - w - n * full;
+      const sized = (target: number): [string, number] => {
+        for (let size = 0; size <= TAIL_PAYLOAD_MAX; size++) {
+          for (let k = 1; k <= 8; k++) {
+            const topic = `tb/${'k'.repeat(k)}`;
+            if (eventBytes(topic, size) === target) return [topic, size];
+          }
+        }
+        throw new Error(`no event of ${target} bytes`);
+      };
+      const last = [sized(Math.floor(rest / 2))];
+      rest -= eventBytes(...last[0]);
+      last.push(sized(rest));
+      for (let i = 0; i < n; i++) await send('tb/x', TAIL_PAYLOAD_MAX);
+      for (const [topic, size] of last) await send(topic, size);
+      // At the bound, one more is written; past it, the next is left out.
+      await send('tb/edge', 1);
+      await send('tb/over', 1);
+      await until(() => b.getClient('.monitor.tail.2')?.sink.queued() === 0);
+      expect(waiting('tb/#')).toBe(LIMIT + eventBytes('tb/edge', 1));
+      // Once the first response is done, the page gets what waited, then what comes next.
+      for (const release of held) release();
+      await until(() => waiting('tb/#') === 0);
+      await send('tb/marker', 1);
+      await until(() => c2.text().includes('"topic":"tb/marker"'));
+      expect(c2.text()).toContain('"topic":"tb/edge"');
+      expect(c2.text()).not.toContain('"topic":"tb/over"');
+    } finally {
+      c1.close();
+      c2.close();
+      app.closeAllConnections();
+      await new Promise<void>((r) => app.close(() => r()));
+      await b.close();
+    }
   });
 });

@@ -14,8 +14,13 @@ export async function scrape(base: string, init: RequestInit = {}): Promise<Map<
   const r = await fetch(`${base}/metrics`, init);
   expect(r.status).toBe(200);
   expect(r.headers.get('content-type')).toMatch(/^text\/plain/);
+  return parseMetrics(await r.text());
+}
+
+/** The Prometheus text format as a map of `name{labels}` -> value (comment lines left out). */
+export function parseMetrics(text: string): Map<string, number> {
   const out = new Map<string, number>();
-  for (const line of (await r.text()).split('\n')) {
+  for (const line of text.split('\n')) {
     if (line === '' || line.startsWith('#')) continue;
     const cut = line.lastIndexOf(' ');
     out.set(line.slice(0, cut), Number(line.slice(cut + 1)));
