@@ -261,7 +261,7 @@ const RPC_ERRORS: Record<number, string> = {
   [-32121]: 'access denied',
 };
 
-/** The TLS and bearer-token settings of the command line; files are read here, once. */
+/** The TLS, bearer-token and busy polling settings of the command line; files are read here, once. */
 function linkOptions(v: Values, env: NodeJS.ProcessEnv): Pick<ClientOptions, 'tls' | 'token' | 'busyPollUs'> {
   const file = (flag: string, path: string | undefined): Buffer | undefined => {
     if (path === undefined) return undefined;

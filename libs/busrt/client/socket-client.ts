@@ -186,7 +186,7 @@ export class SocketClient implements BusClient, BrokerFrameSink {
   private deadAfter: number;
   /** deadAfterMs was not given: the limit follows the broker's keep-alives. */
   private readonly deadAuto: boolean;
-  /** When the last keep-alive came (at first: when the client registered); null before any came. */
+  /** When the last keep-alive came (at first: when the client registered). */
   private lastNop = Date.now();
   private sawNop = false;
   private readonly timers: NodeJS.Timeout[] = [];

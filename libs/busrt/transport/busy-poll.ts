@@ -7,8 +7,9 @@
  * sleeps in the poll until the client's next frame; a client waiting for its answer does the
  * same. Waking a sleeping process costs the kernel a reschedule (an inter-processor interrupt,
  * dearer still in a virtual machine); profiled under upstream's benchmark, that and the broker's
- * own context switches were about 40% of its CPU time. While immediates are pending, libuv polls with a zero timeout, so one `setImmediate`
- * re-armed per turn keeps the loop awake at the cost of a core for the window.
+ * own context switches were about 40% of its CPU time. While immediates are pending, libuv polls
+ * with a zero timeout, so one `setImmediate` re-armed per turn keeps the loop awake at the cost
+ * of a core for the window.
  *
  * The window opens only while reads come close together (a moving average of the gaps between
  * them under the window): a broker with sparse traffic never spins, and a busy one stops
