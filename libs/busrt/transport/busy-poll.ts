@@ -1,3 +1,6 @@
+/** The default clock of {@link BusyPoll}. */
+const monotonicMs = (): number => performance.now();
+
 /**
  * Busy polling: after a read from a peer, the event loop keeps polling its sockets without
  * sleeping for up to a window of microseconds, so the next frame of a round trip is read as it
@@ -17,14 +20,21 @@
  */
 export class BusyPoll {
   private readonly windowMs: number;
-  /** When the last read came (performance.now(), ms). */
+  /** When the last read came (on {@link now}'s scale, ms). */
   private last = -Infinity;
   /** Moving average of the gaps between reads (ms), each gap capped at four windows. */
   private gap: number;
   private spinning = false;
+  private opens = 0;
 
-  /** `windowUs`: how long the loop stays awake after a read, in microseconds (more than 0). */
-  constructor(readonly windowUs: number) {
+  /**
+   * `windowUs`: how long the loop stays awake after a read, in microseconds (more than 0).
+   * `now`: the clock, in milliseconds (`performance.now` unless given: a test steps its own).
+   */
+  constructor(
+    readonly windowUs: number,
+    private readonly now: () => number = monotonicMs,
+  ) {
     this.windowMs = windowUs / 1000;
     this.gap = 4 * this.windowMs;
   }
@@ -34,20 +44,26 @@ export class BusyPoll {
     return this.spinning;
   }
 
+  /** How many times the window has opened since this poller was made. */
+  get opened(): number {
+    return this.opens;
+  }
+
   /** A read happened: opens the window when reads come close together. */
   kick(): void {
-    const now = performance.now();
+    const now = this.now();
     // Gaps above four windows count as four: one long pause does not take many reads to forget.
     this.gap += (Math.min(now - this.last, 4 * this.windowMs) - this.gap) / 8;
     this.last = now;
     if (!this.spinning && this.gap < this.windowMs) {
       this.spinning = true;
+      this.opens++;
       setImmediate(this.spin);
     }
   }
 
   private readonly spin = (): void => {
-    if (performance.now() - this.last < this.windowMs) setImmediate(this.spin);
+    if (this.now() - this.last < this.windowMs) setImmediate(this.spin);
     else this.spinning = false;
   };
 }
