@@ -359,8 +359,13 @@ describe('federation of three brokers over a NATS cluster (processes)', () => {
     await a.logged(/federation: lost NATS server/, 5000);
     await a.logged(/federation: node a reconnected to NATS/, 5000);
     // An ACK says that C's broker queued the message: each of them reaches the client.
-    const ids = (): Set<string> => new Set(texts(sink));
-    await until(() => acked.every((id) => ids().has(String(id))), 5000, 'every acknowledged message at sink.c');
+    // One set per check: built again for each id, the check blocked this process for seconds on a
+    // loaded machine, long enough for the brokers to drop its idle clients (no keep-alive in 5 s).
+    const allAt = (): boolean => {
+      const ids = new Set(texts(sink));
+      return acked.every((id) => ids.has(String(id)));
+    };
+    await until(allAt, 5000, 'every acknowledged message at sink.c');
     const received = new Map<number, number>();
     for (const f of sink.frames) {
       const id = Number(f.payload.toString());
