@@ -4,7 +4,17 @@
 // with `tick()`, the call the listener's timer makes every quarter of the timeout: each deadline
 // is checked at the very tick it falls on, whatever the load of the machine.
 import { afterAll, afterEach, beforeAll, describe, expect, it } from '@jest/globals';
-import { Broker, type BrokerObserver, type ClientEntry, type Listener, type PeerConnection } from '#busrt/core';
+import { Duplex } from 'node:stream';
+import {
+  type AcceptOptions,
+  Broker,
+  type BrokerObserver,
+  type ClientEntry,
+  type InternalClient,
+  type Listener,
+  type PeerConnection,
+} from '#busrt/core';
+import { followAnnouncements } from './support/announcements.js';
 import { clientFrame, RawPeer } from './support/raw.js';
 import { listenFor, TRANSPORT } from './support/transport.js';
 import { until } from './support/until.js';
@@ -302,5 +312,166 @@ describe(`a connection over ${TRANSPORT}`, () => {
         await sink.disconnect();
       }
     });
+  });
+
+  describe('when the broker drops the client', () => {
+    it('writes out what is queued for a client it disconnects', async () => {
+      const sender = broker.registerClient('conn.core.sender');
+      try {
+        const [p] = await register('conn.forced');
+        // Queued and dropped in the same turn: the frame is still in the connection's queue.
+        void sender.send('conn.forced', Buffer.from('last words'), 0);
+        broker.forceDisconnect('conn.forced');
+        const f = await p.readFrame();
+        expect(f.subarray(6).toString()).toBe('conn.core.sender\0last words');
+        expect(await p.closedWithin(2000)).toBe(true);
+      } finally {
+        await sender.disconnect();
+      }
+    });
+
+    it('drops what is queued for a client dropped for a queue overflow', async () => {
+      const sender = broker.registerClient('conn.core.flood');
+      try {
+        const [p] = await register('conn.overflow');
+        // An in-process sender cannot be paused: it fills the queue past its hard limit at once.
+        for (let i = 0; i <= broker.core.queueLimit; i++) void sender.send('conn.overflow', Buffer.from('x'), 0);
+        expect(broker.getClient('conn.overflow')).toBeUndefined();
+        expect(await p.closedWithin(2000)).toBe(true);
+        expect(p.pending).toBe(0);
+        await log.has(/^info client conn.overflow dropped: queue overflow while receiving from conn.core.flood$/);
+      } finally {
+        await sender.disconnect();
+      }
+    });
+  });
+});
+
+/** A byte stream the test feeds by hand: each push is read by the broker at once. */
+class Pipe extends Duplex {
+  /** Bytes the broker wrote. */
+  written = 0;
+  /** While true, writes are taken but not completed: the broker's write stays in flight. */
+  hold = false;
+  /** The completion of the write held, if any. */
+  held: (() => void) | null = null;
+  override _read(): void {}
+  override _write(chunk: Buffer, _encoding: BufferEncoding, done: () => void): void {
+    this.written += chunk.length;
+    if (this.hold) this.held = done;
+    else done();
+  }
+}
+
+/** Serves a pipe to `b` (with a long timeout unless `options` say otherwise) and registers `name` over it. */
+async function pipeClient(b: Broker, name: string, options: AcceptOptions = {}): Promise<Pipe> {
+  const pipe = new Pipe();
+  b.accept(pipe, { timeoutMs: LONG_T, ...options });
+  pipe.push(Buffer.concat([hs('hs_greeting_client'), nameFrame(name)]));
+  await until(() => b.getClient(name) !== undefined, 3000, `${name} to register`);
+  return pipe;
+}
+
+describe('a connection the broker closes while a write is in flight', () => {
+  const broker = new Broker({ logger: {} });
+  afterAll(() => broker.close());
+
+  /** A registered client on a pipe whose writes are held, with one write of the broker in flight. */
+  async function stuck(name: string, timeoutMs: number): Promise<[Pipe, InternalClient]> {
+    const pipe = await pipeClient(broker, name, { timeoutMs });
+    pipe.hold = true;
+    const sender = broker.registerClient(`${name}.sender`);
+    void sender.send(name, Buffer.from('first'), 0);
+    await until(() => pipe.held !== null, 3000, 'a write in flight');
+    return [pipe, sender];
+  }
+
+  it('writes out the rest once that write is done, then ends the stream', async () => {
+    const [pipe, sender] = await stuck('conn.held', LONG_T);
+    void sender.send('conn.held', Buffer.from('second'), 0);
+    broker.forceDisconnect('conn.held');
+    const before = pipe.written;
+    expect(pipe.writableEnded).toBe(false);
+    pipe.hold = false;
+    pipe.held?.();
+    // The second message: a 6-byte header, the sender's name and NUL, the payload.
+    await until(() => pipe.writableEnded, 3000, 'the stream to end');
+    expect(pipe.written - before).toBe(6 + 'conn.held.sender\0second'.length);
+    await sender.disconnect();
+  });
+
+  it('destroys the stream after T when it never ends', async () => {
+    const [pipe, sender] = await stuck('conn.never', 200);
+    broker.forceDisconnect('conn.never');
+    await until(() => pipe.destroyed, 5000, 'the stream to be destroyed');
+    await sender.disconnect();
+  });
+});
+
+describe('a connection over its share of the frame memory', () => {
+  const BUDGET = 64 * 1024;
+  const CHUNK = 40 * 1024;
+  const log = new Log();
+  const broker = new Broker({ logger: log.logger, frameMemoryPerClient: BUDGET });
+  afterAll(() => broker.close());
+
+  /**
+   * Pushes `chunks` chunks of CHUNK bytes of a 1 MiB publication into `pipe`, one after the
+   * other in this turn (each is read at once).
+   */
+  function streamBigFrame(pipe: Pipe, chunks: number): void {
+    const header = clientFrame(1, 0x41, Buffer.alloc(0));
+    header.writeUInt32LE(1024 * 1024, 5);
+    pipe.push(Buffer.concat([header, Buffer.from('conn/big\0'), Buffer.alloc(CHUNK - 9)]));
+    for (let i = 1; i < chunks; i++) pipe.push(Buffer.alloc(CHUNK));
+  }
+
+  it('is cut as it goes over, before it reads more; its leaving is announced', async () => {
+    const { announced, stop } = await followAnnouncements(broker, 'conn.watch');
+    try {
+      const pipe = await pipeClient(broker, 'conn.big');
+      // Three chunks of a 1 MiB frame, read one after the other in this turn: the second one
+      // takes the client over its share, and the third is not read.
+      streamBigFrame(pipe, 3);
+      expect(pipe.destroyed).toBe(true);
+      const why = `memory budget: holds ${2 * CHUNK} bytes of frames, over ${BUDGET} (frameMemoryPerClient)`;
+      expect(log.lines).toContain(`warn client conn.big closed: ${why}`);
+      expect(log.lines).toContain(`info client conn.big dropped: ${why}`);
+      expect(broker.getClient('conn.big')).toBeUndefined();
+      await until(() => announced.includes('unreg conn.big'), 3000, 'the unreg announcement');
+    } finally {
+      await stop();
+    }
+  });
+
+  it('is cut with what is queued for it, none of that written', async () => {
+    const sender = broker.registerClient('conn.core.big');
+    try {
+      // A batch bigger than the budget: the frames wait for the end of the turn to be written.
+      const pipe = await pipeClient(broker, 'conn.deaf', { bufSize: 4 * BUDGET });
+      const before = pipe.written;
+      // Queued in one turn, before any write: over the share once the turn's routing is done.
+      void sender.send('conn.deaf', Buffer.alloc(CHUNK), 0);
+      void sender.send('conn.deaf', Buffer.alloc(CHUNK), 0);
+      await until(() => pipe.destroyed, 3000, 'the stream to be cut');
+      await log.has(/^warn client conn.deaf closed: memory budget: holds \d+ bytes of frames, over 65536/);
+      expect(pipe.written).toBe(before);
+    } finally {
+      await sender.disconnect();
+    }
+  });
+
+  it('is cut the same with a logger that has no warn level', async () => {
+    const infos: string[] = [];
+    const quiet = new Broker({ logger: { info: (l) => infos.push(l) }, frameMemoryPerClient: BUDGET });
+    try {
+      const pipe = await pipeClient(quiet, 'conn.big');
+      streamBigFrame(pipe, 2);
+      expect(pipe.destroyed).toBe(true);
+      expect(quiet.getClient('conn.big')).toBeUndefined();
+      expect(infos.filter((l) => l.includes('dropped: memory budget'))).toHaveLength(1);
+    } finally {
+      await quiet.close();
+    }
   });
 });
