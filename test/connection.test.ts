@@ -355,6 +355,8 @@ class Pipe extends Duplex {
   hold = false;
   /** The completion of the write held, if any. */
   held: (() => void) | null = null;
+  /** The broker's connection serving this pipe. */
+  conn: PeerConnection | null = null;
   override _read(): void {}
   override _write(chunk: Buffer, _encoding: BufferEncoding, done: () => void): void {
     this.written += chunk.length;
@@ -366,7 +368,7 @@ class Pipe extends Duplex {
 /** Serves a pipe to `b` (with a long timeout unless `options` say otherwise) and registers `name` over it. */
 async function pipeClient(b: Broker, name: string, options: AcceptOptions = {}): Promise<Pipe> {
   const pipe = new Pipe();
-  b.accept(pipe, { timeoutMs: LONG_T, ...options });
+  pipe.conn = b.accept(pipe, { timeoutMs: LONG_T, ...options });
   pipe.push(Buffer.concat([hs('hs_greeting_client'), nameFrame(name)]));
   await until(() => b.getClient(name) !== undefined, 3000, `${name} to register`);
   return pipe;
@@ -405,6 +407,187 @@ describe('a connection the broker closes while a write is in flight', () => {
     broker.forceDisconnect('conn.never');
     await until(() => pipe.destroyed, 5000, 'the stream to be destroyed');
     await sender.disconnect();
+  });
+});
+
+describe('a connection whose writes do not complete', () => {
+  const log = new Log();
+  // Without flow control: a queue at its size at a keep-alive means the client fell behind.
+  const broker = new Broker({ logger: log.logger, queueSize: 4, flowControl: false });
+  afterAll(() => broker.close());
+
+  /** A client on a pipe that takes one write of the broker and never completes it. */
+  async function deaf(name: string): Promise<[Pipe, PeerConnection, InternalClient]> {
+    const pipe = await pipeClient(broker, name);
+    pipe.hold = true;
+    const sender = broker.registerClient(`${name}.sender`);
+    void sender.send(name, Buffer.from('first'), 0);
+    await until(() => pipe.held !== null, 3000, 'a write in flight');
+    return [pipe, pipe.conn as PeerConnection, sender];
+  }
+
+  it('is closed at a keep-alive with its queue at its size, not below', async () => {
+    const [, conn, sender] = await deaf('conn.behind');
+    // Two frames queued (one in flight): a keep-alive passes.
+    void sender.send('conn.behind', Buffer.from('2'), 0);
+    conn.tick();
+    conn.tick();
+    expect(broker.getClient('conn.behind')).toBeDefined();
+    // The keep-alive makes three; one more fills the queue, and the next keep-alive closes it.
+    void sender.send('conn.behind', Buffer.from('4'), 0);
+    conn.tick();
+    expect(broker.getClient('conn.behind')).toBeDefined();
+    conn.tick();
+    expect(broker.getClient('conn.behind')).toBeUndefined();
+    await log.has('info client conn.behind disconnected: client queue overflow');
+    await sender.disconnect();
+  });
+
+  it('is closed at the fifth tick of a write that does not complete', async () => {
+    const [, conn, sender] = await deaf('conn.stalled');
+    for (let i = 0; i < 4; i++) conn.tick();
+    await nextTurn();
+    expect(broker.getClient('conn.stalled')).toBeDefined();
+    conn.tick();
+    await nextTurn();
+    expect(broker.getClient('conn.stalled')).toBeUndefined();
+    await log.has('info client conn.stalled disconnected: write timeout: the client does not read');
+    await sender.disconnect();
+  });
+
+  it('is spared when a write completes between its fifth tick and the decision', async () => {
+    const [pipe, conn, sender] = await deaf('conn.slow');
+    for (let i = 0; i < 5; i++) conn.tick();
+    // The write completes and the next one (the keep-alives) starts: progress, though one is in flight.
+    const done = pipe.held as () => void;
+    pipe.held = null;
+    done();
+    expect(pipe.held).not.toBeNull();
+    await nextTurn();
+    expect(broker.getClient('conn.slow')).toBeDefined();
+    await sender.disconnect();
+  });
+
+  it('makes one decision for deadlines that pass twice before it', async () => {
+    const [pipe, conn, sender] = await deaf('conn.twice');
+    // A frame whose payload is late, while the write stays in flight.
+    const frame = clientFrame(1, 0x01, 'conn/t\0payload');
+    pipe.push(frame.subarray(0, 12));
+    for (let i = 0; i < 4; i++) conn.tick();
+    // The payload deadline passes twice, then the payload comes: no timeout of any kind.
+    conn.stream.prependOnceListener('data', () => {
+      conn.tick();
+      conn.tick();
+    });
+    pipe.push(frame.subarray(12));
+    await nextTurn();
+    expect(broker.getClient('conn.twice')).toBeDefined();
+    await sender.disconnect();
+  });
+});
+
+describe('a connection paused for a receiver without room', () => {
+  // Queues of four frames, with flow control: a sender is paused once a receiver's queue is full.
+  const broker = new Broker({ logger: {}, queueSize: 4 });
+  afterAll(() => broker.close());
+  /** A message frame of QoS 0 to `to`. */
+  const msg = (to: string, body = 'x'): Buffer => clientFrame(0, 0x12, `${to}\0${body}`);
+
+  /** A receiver `name` on a pipe with one write in flight, held, and `queued` frames in all. */
+  async function receiverWithWriteHeld(name: string): Promise<Pipe> {
+    const r = await pipeClient(broker, name);
+    r.hold = true;
+    const x = broker.registerClient(`${name}.first`);
+    void x.send(name, Buffer.from('first'), 0);
+    await until(() => r.held !== null, 3000, 'a write in flight');
+    await x.disconnect();
+    return r;
+  }
+
+  /** Completes the write held; the broker's next write (if any) is held again. */
+  function completeWrite(r: Pipe): void {
+    const done = r.held;
+    r.held = null;
+    done?.();
+  }
+
+  it('is resumed once a write leaves the queue under its size, not at its size', async () => {
+    const r = await receiverWithWriteHeld('conn.fc.r');
+    const s = await pipeClient(broker, 'conn.fc.s');
+    // One frame in flight and four more: the third of them fills the queue and pauses s.
+    s.push(Buffer.concat([msg('conn.fc.r'), msg('conn.fc.r'), msg('conn.fc.r'), msg('conn.fc.r')]));
+    expect(s.isPaused()).toBe(true);
+    await nextTurn();
+    // The first write done, the four go out as the next one: still four queued, no room yet.
+    completeWrite(r);
+    expect(r.held).not.toBeNull();
+    expect(s.isPaused()).toBe(true);
+    completeWrite(r);
+    expect(s.isPaused()).toBe(false);
+  });
+
+  it('reads on after a pause for the turn, unless a receiver still has no room', async () => {
+    const r = await receiverWithWriteHeld('conn.fy.r');
+    const s = await pipeClient(broker, 'conn.fy.s');
+    // A stream read in big chunks (not a plain socket) pauses for the rest of the turn.
+    const filler = clientFrame(0, 0x01, Buffer.concat([Buffer.from('conn/nobody\0'), Buffer.alloc(128 * 1024)]));
+    s.push(filler);
+    expect(s.isPaused()).toBe(true);
+    await nextTurn();
+    expect(s.isPaused()).toBe(false);
+    // A pause for the turn and for the receiver (one frame in flight and three queued); room comes
+    // within the turn: reading resumes only with the next turn.
+    s.push(Buffer.concat([filler, msg('conn.fy.r'), msg('conn.fy.r'), msg('conn.fy.r')]));
+    expect(s.isPaused()).toBe(true);
+    completeWrite(r);
+    expect(s.isPaused()).toBe(true);
+    await nextTurn();
+    expect(s.isPaused()).toBe(false);
+    // The same with the room coming later: the next turn does not resume it, the room does.
+    s.push(Buffer.concat([filler, msg('conn.fy.r')]));
+    expect(s.isPaused()).toBe(true);
+    await nextTurn();
+    expect(s.isPaused()).toBe(true);
+    completeWrite(r);
+    expect(s.isPaused()).toBe(false);
+  });
+
+  it('writes realtime frames at the end of the turn, not as they come', async () => {
+    const r = await pipeClient(broker, 'conn.rt');
+    const x = broker.registerClient('conn.rt.sender');
+    const before = r.written;
+    void x.send('conn.rt', Buffer.from('now'), 2);
+    expect(r.written).toBe(before);
+    await nextTurn();
+    expect(r.written - before).toBe(6 + 'conn.rt.sender\0now'.length);
+    await x.disconnect();
+  });
+});
+
+describe('a connection dropped while it reads', () => {
+  // Queues of one frame: four is the hard limit.
+  const broker = new Broker({ logger: {}, queueSize: 1 });
+  afterAll(() => broker.close());
+
+  it('handles none of the frames after the one that dropped it', async () => {
+    const seen: string[] = [];
+    const m = broker.registerClient('conn.m');
+    m.onFrame((f) => void seen.push(`${f.sender}: ${f.payload.toString()}`));
+    const x = broker.registerClient('conn.x');
+    try {
+      const self = await pipeClient(broker, 'conn.self');
+      // Messages to itself fill its own queue past the hard limit (it is read on to the end of
+      // the chunk): the fifth drops it. The message to conn.m after it must not be routed.
+      const toSelf = clientFrame(0, 0x12, 'conn.self\0x');
+      self.push(Buffer.concat([toSelf, toSelf, toSelf, toSelf, toSelf, clientFrame(0, 0x12, 'conn.m\0late')]));
+      expect(broker.getClient('conn.self')).toBeUndefined();
+      await x.send('conn.m', Buffer.from('marker'), 0);
+      await until(() => seen.length > 0, 3000, 'the marker');
+      expect(seen).toEqual(['conn.x: marker']);
+    } finally {
+      await x.disconnect();
+      await m.disconnect();
+    }
   });
 });
 
