@@ -6,10 +6,12 @@
 import { afterAll, afterEach, beforeAll, describe, expect, it } from '@jest/globals';
 import { Duplex } from 'node:stream';
 import {
+  aaaMapFrom,
   type AcceptOptions,
   Broker,
   type BrokerObserver,
   type ClientEntry,
+  ErrorCode,
   type InternalClient,
   type Listener,
   type PeerConnection,
@@ -140,6 +142,18 @@ describe(`a connection over ${TRANSPORT}`, () => {
       expect(watcher.denials).toEqual([]);
     });
 
+    it('reports a client the AAA rules refuse to the observer as a denied connection', async () => {
+      const guarded = await listenFor(broker, { timeoutMs: LONG_T, aaaMap: aaaMapFrom({ 'conn.member': {} }) });
+      const from = watcher.denials.length;
+      const { peer, code } = await RawPeer.handshake(guarded.address, 'conn.stranger');
+      peers.push(peer);
+      expect(code).toBe(ErrorCode.Access);
+      expect(watcher.denials.slice(from)).toEqual([`- connect ${guarded.bind}`]);
+      const member = await RawPeer.register(guarded.address, 'conn.member');
+      peers.push(member);
+      expect(watcher.denials.slice(from)).toHaveLength(1);
+    });
+
     it('handles frames sent in the same chunk as the name', async () => {
       const [p] = await open();
       const frame = clientFrame(7, 0x41, 'conn/eager\0');
@@ -242,6 +256,19 @@ describe(`a connection over ${TRANSPORT}`, () => {
       conn.stream.destroy(new Error('stream broke'));
       expect(await q.closedWithin(2000)).toBe(true);
       await log.has('info client conn.fails disconnected: socket error: stream broke');
+    });
+
+    it('pauses between turns when read in big amounts, unless the stream is a plain socket', async () => {
+      const [p, conn] = await register('conn.bulk');
+      const paused: boolean[] = [];
+      // Listening after the connection: the state its own handler of each read left.
+      conn.stream.on('data', () => void paused.push(conn.stream.isPaused()));
+      const frame = clientFrame(0, 0x01, Buffer.concat([Buffer.from('conn/nobody\0'), Buffer.alloc(900)]));
+      p.write(Buffer.concat(Array.from({ length: 200 }, () => frame)));
+      p.write(clientFrame(9, 0x41, 'conn/t\0'));
+      expect((await p.readFrame()).toString('hex')).toBe(ack(9));
+      // UNIX and TCP sockets are read as they come; TLS, WebSocket and in-memory streams pause.
+      expect(paused.some((x) => x)).toBe(TRANSPORT !== 'unix' && TRANSPORT !== 'tcp');
     });
 
     it('sends a keep-alive at every second tick', async () => {
