@@ -134,6 +134,7 @@ const FOCUS = {
     'busy-poll',
     'broker-lifecycle',
     'broker-slow-consumer',
+    'connection',
     'connection-release',
     'deadlines',
     'fifo',

@@ -21,6 +21,7 @@ const PER_KIND = [
   'broker-routing',
   'broker-slow-consumer',
   'client',
+  'connection',
   'core-rpc',
   'name-cache',
   'payload',

@@ -333,6 +333,12 @@ describe('AAA: more of what the map decides', () => {
       advance(1000);
       for (let i = 0; i < 30; i++) expect(await refusal('nobody', tcp)).toBe(ErrorCode.Access);
       expect(warnings.filter((w) => w.includes('client nobody is not in the AAA map'))).toHaveLength(10);
+      // The next second's first refusal reports the twenty left out, under the listener's name.
+      advance(1000);
+      expect(await refusal('nobody', tcp)).toBe(ErrorCode.Access);
+      expect(await warning(/refused connection\(s\) not logged$/)).toMatch(
+        /^listener 127\.0\.0\.1:\d+: 20 more refused connection\(s\) not logged$/,
+      );
     });
   });
 });

@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import type { Duplex } from 'node:stream';
-import { decode } from '@msgpack/msgpack';
 import { Broker } from '#busrt/core';
+import { followAnnouncements } from './support/announcements.js';
 import { clientFrame, RawPeer, rawPeersOn } from './support/raw.js';
 import { until } from './support/until.js';
 import { listenFor, TRANSPORT } from './support/transport.js';
@@ -199,15 +199,8 @@ describe('a broadcast to receivers whose queues are full, without flow control',
   const pool = rawPeersOn(broker, { timeoutMs: 4000 });
 
   it('drops each receiver; one dropped meanwhile by an announcement is not sent the broadcast', async () => {
-    const core = broker.registerClient('.broker');
-    const watch = broker.registerClient('watch.ovf');
-    const announced: string[] = [];
-    watch.onFrame((f) => {
-      const m = decode(f.payload, { useBigInt64: true }) as { s: string; d: string };
-      announced.push(`${m.s} ${m.d}`);
-    });
+    const { announced, stop } = await followAnnouncements(broker, 'watch.ovf');
     try {
-      await watch.subscribe('.broker/info');
       // ovf.w follows the announcements; a level's newest name gets a broadcast first, so the
       // broadcast to ovf.* reaches ovf.full before it.
       const w = await pool.reg('ovf.w');
@@ -248,8 +241,7 @@ describe('a broadcast to receivers whose queues are full, without flow control',
         expect(await p.closedWithin(5000)).toBe(true);
       }
     } finally {
-      await watch.disconnect();
-      await core.disconnect();
+      await stop();
     }
   });
 });

@@ -253,6 +253,9 @@ describe('the WebSocket endpoint', () => {
     const other = await WsPeer.open(guarded.address, 't-ui');
     peers.push(other);
     expect(await other.handshake('web.admin')).toBe(ErrorCode.Access);
+    expect(logs.some((l) => l.endsWith(': client web.admin is not admitted by the bearer token it presented'))).toBe(
+      true,
+    );
     const any = await WsPeer.open(guarded.address, 't-any');
     peers.push(any);
     expect(await any.handshake('web.admin')).toBe(ErrorCode.Ok);
