@@ -1,9 +1,12 @@
 import { afterEach, describe, expect, it } from '@jest/globals';
 import { existsSync, writeFileSync } from 'node:fs';
 import { spawn } from 'node:child_process';
+import type { EventEmitter } from 'node:events';
+import type { Socket } from 'node:net';
 import { dirname, join } from 'node:path';
 import { decode } from '@msgpack/msgpack';
-import { Broker, BusError, type Frame, isRoutineBrokerLog, QoS } from '#busrt/core';
+import { Broker, BusError, type Frame, isRoutineBrokerLog, type Listener, QoS } from '#busrt/core';
+import { testCertificates } from './support/certs.js';
 import { clientFrame, expectMarkerNext, RawPeer, sleep, tmpSocket } from './support/raw.js';
 import { until } from './support/until.js';
 import { listenFor } from './support/transport.js';
@@ -354,6 +357,88 @@ describe('listeners', () => {
     const l = await b.spawnTcpServer('127.0.0.1:0');
     await expect(b.spawnTcpServer(l.address)).rejects.toThrow(/EADDRINUSE/);
     await expect(b.spawnTcpServer('nonsense')).rejects.toThrow(/invalid TCP address/);
+  });
+
+  it('names the kind of each listener, and the client port of a TCP peer', async () => {
+    const b = new Broker();
+    brokers.push(b);
+    const tls = testCertificates();
+    const files = { tls: { certFile: tls.certFile, keyFile: tls.keyFile } };
+    const tcp = await b.spawnTcpServer('127.0.0.1:0');
+    const memory = b.spawnMemoryServer(`kinds-${process.pid}`);
+    const listeners = [
+      await b.spawnUnixServer(tmpSocket()),
+      memory,
+      tcp,
+      await b.spawnTlsServer('127.0.0.1:0', files),
+      await b.spawnWebSocketServer('127.0.0.1:0'),
+      await b.spawnWebSocketServer('127.0.0.1:0', files, true),
+    ];
+    expect(listeners.map((l) => l.kind)).toEqual(['local_ipc', 'local_ipc', 'tcp', 'tcp', 'websocket', 'websocket']);
+    // The source of a TCP client is its own address and port, as the socket sees them.
+    const t = await reg(tcp.address, 'kind.tcp');
+    const own = t.stream as Socket;
+    expect(b.clientList().find((c) => c.name === 'kind.tcp')).toMatchObject({
+      kind: 'tcp',
+      source: `127.0.0.1:${own.localPort}`,
+    });
+    await reg(memory.address, 'kind.memory');
+    expect(b.clientList().find((c) => c.name === 'kind.memory')).toMatchObject({ kind: 'local_ipc' });
+  });
+
+  it('frees its TCP port on close, and a second close leaves the socket path of a new owner alone', async () => {
+    const b = new Broker();
+    brokers.push(b);
+    const tcp = await b.spawnTcpServer('127.0.0.1:0');
+    await tcp.close();
+    expect(tcp.isClosed).toBe(true);
+    expect((await b.spawnTcpServer(tcp.address)).address).toBe(tcp.address);
+    const path = tmpSocket();
+    const unix = await b.spawnUnixServer(path);
+    await unix.close();
+    expect(existsSync(path)).toBe(false);
+    const b2 = new Broker();
+    brokers.push(b2);
+    await b2.spawnUnixServer(path);
+    await unix.close();
+    expect(existsSync(path)).toBe(true);
+    await reg(path, 'new.owner');
+    expect(b2.getClient('new.owner')).toBeDefined();
+    // An in-memory listener's name is no path: closing it leaves a file of that name alone.
+    const file = tmpSocket('memory-name');
+    writeFileSync(file, 'data');
+    await b.spawnMemoryServer(file).close();
+    expect(existsSync(file)).toBe(true);
+  });
+
+  it('logs an error of a listening socket with its bind and goes on serving', async () => {
+    const errors: string[] = [];
+    const tls = testCertificates();
+    const files = { tls: { certFile: tls.certFile, keyFile: tls.keyFile } };
+    const listenAll = async (b: Broker): Promise<Listener[]> => [
+      await b.spawnUnixServer(tmpSocket()),
+      await b.spawnTcpServer('127.0.0.1:0'),
+      await b.spawnTlsServer('127.0.0.1:0', files),
+      await b.spawnWebSocketServer('127.0.0.1:0'),
+    ];
+    const b = new Broker({ logger: { error: (m) => errors.push(m) } });
+    const quiet = new Broker({ logger: {} });
+    brokers.push(b, quiet);
+    const listeners = await listenAll(b);
+    // An accept error (EMFILE once libuv's spare descriptor is gone, ENOBUFS) cannot be caused on
+    // demand: it is raised on each real server as Node raises it. Unhandled, it would throw.
+    const fail = (l: Listener): boolean =>
+      (l as unknown as { server: EventEmitter }).server.emit(
+        'error',
+        Object.assign(new Error('accept EMFILE'), { code: 'EMFILE' }),
+      );
+    for (const l of listeners) fail(l);
+    expect(errors).toEqual(listeners.map((l) => `listener ${l.bind}: accept EMFILE`));
+    // A logger without an error level takes it silently.
+    for (const l of await listenAll(quiet)) expect(fail(l)).toBe(true);
+    const p = await reg(listeners[1]?.address as string, 'after.error');
+    expect(p.closed).toBe(false);
+    expect(b.getClient('after.error')).toBeDefined();
   });
 
   it('announces shutdown on .broker/warn to every client before closing', async () => {

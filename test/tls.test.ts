@@ -2,13 +2,17 @@
 // client, and busrtd serves a swapped certificate to new connections after SIGHUP.
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import { X509Certificate } from 'node:crypto';
+import { once } from 'node:events';
 import { copyFileSync, mkdtempSync } from 'node:fs';
+import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { Duplex } from 'node:stream';
 import tls from 'node:tls';
 import { Broker, BusError, connect, initCoreRpc, type Listener, RpcClient, unpackMsgpack } from '#busrt/core';
 import { pem, testCerts, type TestCerts } from './support/certs.js';
 import { BUSRT_BIN, Daemon, runNode } from './support/procs.js';
+import { until } from './support/until.js';
 import { writeFileSync } from 'node:fs';
 
 let certs: TestCerts;
@@ -47,6 +51,8 @@ async function tryClient(path: string, name: string, t: Parameters<typeof connec
 describe('TLS listeners', () => {
   it('serve a client that trusts their authority, and show it as tcp with its address', async () => {
     expect(tlsPlain.address).toMatch(/^tls:\/\/127\.0\.0\.1:\d+$/);
+    expect([tlsPlain.kind, wss.kind]).toEqual(['tcp', 'websocket']);
+    expect(wss.bind).toBe('wss://127.0.0.1:0');
     const c = await connect({ path: tlsPlain.address, name: 'tls.ok', tls: { ca: pem(certs.ca) } });
     const me = broker.clientList().find((x) => x.name === 'tls.ok');
     expect(me).toMatchObject({ kind: 'tcp', port: 'tls://127.0.0.1:0' });
@@ -79,8 +85,8 @@ describe('TLS listeners', () => {
 
 /** The SHA-256 fingerprint of the certificate a TLS server presents. */
 function servedFingerprint(address: string): Promise<string> {
-  const m = /^tls:\/\/(.+):(\d+)$/.exec(address);
-  if (m === null) throw new Error(`not a tls address: ${address}`);
+  const m = /^(?:tls|wss):\/\/(.+):(\d+)$/.exec(address);
+  if (m === null) throw new Error(`not a tls or wss address: ${address}`);
   return new Promise((resolve, reject) => {
     const s = tls.connect({ host: m[1], port: Number(m[2]), ca: pem(certs.ca) }, () => {
       resolve(s.getPeerCertificate().fingerprint256);
@@ -168,4 +174,184 @@ describe('busrt over TLS and WebSocket', () => {
     expect(otherName.stderr).toMatch(/refused|access/i);
     expect(await d.stop()).toEqual({ code: 0, signal: null });
   }, 30000);
+});
+
+/** The host and port of a `tls://` or `wss://` address. */
+function hostPort(address: string): { host: string; port: number } {
+  const m = /^\w+:\/\/(.+):(\d+)$/.exec(address);
+  if (m === null) throw new Error(`not a network address: ${address}`);
+  return { host: m[1] as string, port: Number(m[2]) };
+}
+
+/** A plain TCP connection to a TLS port, open. */
+async function tcpTo(address: string): Promise<net.Socket> {
+  const { host, port } = hostPort(address);
+  const s = net.connect(port, host);
+  s.on('error', () => undefined);
+  await once(s, 'connect');
+  return s;
+}
+
+/**
+ * A TLS client whose bytes after its hello are held until `release()`: once the server has
+ * answered the hello it has accepted the connection, and its side of the handshake completes only
+ * when the client's last flight is let through.
+ */
+async function heldHandshake(address: string): Promise<{ socket: tls.TLSSocket; release: () => void; got: Buffer[] }> {
+  const raw = await tcpTo(address);
+  const held: Buffer[] = [];
+  let writes = 0;
+  let released = false;
+  const gate = new Duplex({
+    read: () => undefined,
+    write(chunk: Buffer, _enc, cb): void {
+      if (released || writes++ === 0) raw.write(chunk, cb);
+      else {
+        held.push(chunk);
+        cb();
+      }
+    },
+    destroy(err, cb): void {
+      raw.destroy();
+      cb(err);
+    },
+  });
+  raw.on('data', (d: Buffer) => gate.push(d));
+  raw.on('close', () => gate.destroy());
+  const answered = once(raw, 'data');
+  const socket = tls.connect({ socket: gate, ca: pem(certs.ca), servername: 'localhost' });
+  socket.on('error', () => undefined);
+  const got: Buffer[] = [];
+  socket.on('data', (d: Buffer) => got.push(d));
+  await answered;
+  const release = (): void => {
+    released = true;
+    for (const c of held.splice(0)) raw.write(c);
+  };
+  return { socket, release, got };
+}
+
+describe('TLS and wss listeners in process', () => {
+  const server = (): { certFile: string; keyFile: string } => ({
+    certFile: certs.serverCert,
+    keyFile: certs.serverKey,
+  });
+
+  it('read their files again on reloadTls(): new connections get the new certificate', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'busrt-tls-'));
+    const files = { certFile: join(dir, 'live.pem'), keyFile: join(dir, 'live.key') };
+    copyFileSync(certs.serverCert, files.certFile);
+    copyFileSync(certs.serverKey, files.keyFile);
+    const b = new Broker();
+    try {
+      const secured = [
+        await b.spawnTlsServer('127.0.0.1:0', { tls: files }),
+        await b.spawnWebSocketServer('127.0.0.1:0', { tls: files }, true),
+      ];
+      const first = new X509Certificate(pem(certs.serverCert)).fingerprint256;
+      for (const l of secured) expect(await servedFingerprint(l.address)).toBe(first);
+      copyFileSync(certs.server2Cert, files.certFile);
+      copyFileSync(certs.server2Key, files.keyFile);
+      for (const l of secured) expect(await l.reloadTls()).toBe(true);
+      const second = new X509Certificate(pem(certs.server2Cert)).fingerprint256;
+      for (const l of secured) expect(await servedFingerprint(l.address)).toBe(second);
+      // Listeners without TLS have nothing to read.
+      const plain = [await b.spawnTcpServer('127.0.0.1:0'), await b.spawnWebSocketServer('127.0.0.1:0')];
+      for (const l of plain) expect(await l.reloadTls()).toBe(false);
+    } finally {
+      await b.close();
+    }
+  });
+
+  it('name the TLS file they cannot read, and refuse to start without one', async () => {
+    const b = new Broker();
+    const missing = join(mkdtempSync(join(tmpdir(), 'busrt-tls-')), 'missing.pem');
+    try {
+      const start = (t: { certFile: string; keyFile: string; caFile?: string }): Promise<unknown> =>
+        b.spawnTlsServer('127.0.0.1:0', { tls: t });
+      await expect(start({ ...server(), certFile: missing })).rejects.toThrow(
+        `cannot read the TLS certificate file ${missing}: ENOENT`,
+      );
+      await expect(start({ ...server(), keyFile: missing })).rejects.toThrow(
+        `cannot read the TLS key file ${missing}: ENOENT`,
+      );
+      await expect(start({ ...server(), caFile: missing })).rejects.toThrow(
+        `cannot read the TLS CA file ${missing}: ENOENT`,
+      );
+      await expect(b.spawnTlsServer('127.0.0.1:0', {})).rejects.toThrow(
+        'cannot listen on tls://127.0.0.1:0: a TLS listener needs a certificate and a key (tls)',
+      );
+      await expect(b.spawnWebSocketServer('127.0.0.1:0', {}, true)).rejects.toThrow(
+        'cannot listen on wss://127.0.0.1:0: a wss listener needs a certificate and a key (tls)',
+      );
+      expect(b.listeners).toHaveLength(0);
+    } finally {
+      await b.close();
+    }
+  });
+
+  it('log a failed TLS handshake with the peer address, or ? for a peer already gone', async () => {
+    const warnings: string[] = [];
+    const b = new Broker({ logger: { warn: (m) => warnings.push(m) } });
+    try {
+      for (const l of [
+        await b.spawnTlsServer('127.0.0.1:0', { tls: server() }),
+        await b.spawnWebSocketServer('127.0.0.1:0', { tls: server() }, true),
+      ]) {
+        warnings.length = 0;
+        // Bytes that are no TLS hello, then a peer that leaves before saying anything.
+        (await tcpTo(l.address)).end('not a TLS hello\r\n\r\n');
+        await until(() => warnings.length === 1, 5000, 'the first refusal');
+        (await tcpTo(l.address)).end();
+        await until(() => warnings.length === 2, 5000, 'the second refusal');
+        expect(warnings).toEqual([
+          expect.stringMatching(/^connection 127\.0\.0\.1: TLS handshake failed: .*wrong version number/),
+          'connection ?: TLS handshake failed: socket hang up',
+        ]);
+      }
+    } finally {
+      await b.close();
+    }
+  });
+
+  it('drop a connection whose TLS handshake completes once the listener is closed', async () => {
+    const b = new Broker();
+    try {
+      const t = await b.spawnTlsServer('127.0.0.1:0', { tls: server() });
+      const w = await b.spawnWebSocketServer('127.0.0.1:0', { tls: server() }, true);
+      for (const l of [t, w]) {
+        const c = await heldHandshake(l.address);
+        // The upgrade request of a WebSocket client, in the same held flight.
+        if (l === w) {
+          c.socket.write(
+            'GET / HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n' +
+              'Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n',
+          );
+        }
+        const closed = once(c.socket, 'close');
+        const closing = l.close();
+        c.release();
+        await closed;
+        // Not a byte: no greeting of a broker, no HTTP answer.
+        expect(Buffer.concat(c.got).toString('latin1')).toBe('');
+        await closing;
+      }
+    } finally {
+      await b.close();
+    }
+  });
+
+  it('wss: closes a connection that sends no upgrade request within T', async () => {
+    const b = new Broker();
+    try {
+      const l = await b.spawnWebSocketServer('127.0.0.1:0', { tls: server(), timeoutMs: 300 }, true);
+      const { host, port } = hostPort(l.address);
+      const s = tls.connect({ host, port, ca: pem(certs.ca), servername: 'localhost' });
+      s.on('error', () => undefined);
+      await once(s, 'secureConnect');
+      await once(s, 'close');
+    } finally {
+      await b.close();
+    }
+  });
 });

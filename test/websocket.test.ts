@@ -2,6 +2,9 @@
 // messages of our choosing, split and fragmented at will, and what the broker does with text,
 // oversized messages and bearer tokens.
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
+import { once } from 'node:events';
+import http from 'node:http';
+import net from 'node:net';
 import WebSocket from 'ws';
 import {
   Broker,
@@ -296,8 +299,71 @@ describe('the WebSocket endpoint', () => {
     await Promise.all([a.disconnect(), b.disconnect()]);
   });
 
-  it('answers a plain HTTP request with 426', async () => {
-    const res = await fetch(plain.address.replace('ws://', 'http://'));
-    expect(res.status).toBe(426);
+  it('answers a plain HTTP request with 426, saying to upgrade to a WebSocket', async () => {
+    const res = await new Promise<http.IncomingMessage>((resolve, reject) =>
+      http.get(plain.address.replace('ws://', 'http://'), resolve).once('error', reject),
+    );
+    let body = '';
+    for await (const chunk of res) body += String(chunk);
+    expect(res.statusCode).toBe(426);
+    expect(res.headers).toMatchObject({ connection: 'close', upgrade: 'websocket', 'content-type': 'text/plain' });
+    expect(body).toBe('a BUS/RT WebSocket endpoint: connect with a WebSocket client\n');
+  });
+
+  it('negotiates no compression, even with a client that offers it', async () => {
+    const p = await registered(plain, 'ws.deflate');
+    expect(p.ws.extensions).toBe('');
+  });
+
+  it('closes a connection that sends no upgrade request within T', async () => {
+    const l = await broker.spawnWebSocketServer('127.0.0.1:0', { timeoutMs: 300 });
+    const [host, port] = l.address.slice('ws://'.length).split(':');
+    const s = net.connect(Number(port), host);
+    s.on('error', () => undefined);
+    await once(s, 'connect');
+    await once(s, 'close');
+    await l.close();
+  });
+
+  it.each([
+    ['Bearer  t-ui', 'open'],
+    ['bearer t-ui', 'open'],
+    ['Basic Bearer t-ui', 401],
+    ['Bearer t-ui and more', 401],
+  ])('reads the authorization %j as a bearer token or not (%s)', async (authorization, outcome) => {
+    const ws = new WebSocket(guarded.address, { headers: { authorization } });
+    ws.on('error', () => undefined);
+    const got = await new Promise<string | number>((resolve) => {
+      ws.once('open', () => resolve('open'));
+      ws.once('unexpected-response', (_req, res) => resolve(res.statusCode as number));
+    });
+    ws.terminate();
+    expect(got).toBe(outcome);
+  });
+
+  it('drops an upgrade whose peer is gone before it is read, naming it ? when refused', async () => {
+    /** An upgrade request sent whole, and the connection reset at once: read once the peer is gone. */
+    const resetUpgrade = async (token: string): Promise<void> => {
+      const [host, port] = guarded.address.slice('ws://'.length).split(':');
+      const s = net.connect(Number(port), host);
+      s.on('error', () => undefined);
+      await once(s, 'connect');
+      s.write(
+        `GET / HTTP/1.1\r\nHost: ${host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n` +
+          `Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n` +
+          `Authorization: Bearer ${token}\r\n\r\n`,
+      );
+      s.resetAndDestroy();
+    };
+    const before = logs.length;
+    await resetUpgrade('t-gone');
+    await until(() => logs.length > before, 'the refusal of the first upgrade');
+    // Admitted by its token, it has no peer address left to serve: it is dropped, quietly.
+    await resetUpgrade('t-any');
+    await resetUpgrade('t-gone-too');
+    await until(() => logs.length > before + 1, 'the refusal of the third upgrade');
+    expect(logs.slice(before)).toEqual(['connection ?: unknown bearer token', 'connection ?: unknown bearer token']);
+    const p = await registered(guarded, 'web.after.reset', 't-any');
+    expect(p.closeCode).toBeNull();
   });
 });

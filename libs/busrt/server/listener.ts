@@ -21,6 +21,13 @@ export type ListenerTransport = 'unix' | 'tcp' | 'tls' | 'websocket' | 'memory';
 /** One listening endpoint of a broker (UNIX, TCP, TLS, WebSocket or in-memory), with its connections. */
 export class Listener {
   private closed = false;
+  /**
+   * Where clients connect: the socket path, `memory:NAME`, or the actual `host:port` after
+   * binding (port 0 picks one), as `tls://host:port` or `ws://host:port` (`wss://`) for those.
+   * Taken when it starts: a closed server has no address, and a closed listener stays in the
+   * broker's list (its monitor shows it).
+   */
+  readonly address: string;
 
   constructor(
     private readonly set: ConnectionSet,
@@ -31,7 +38,9 @@ export class Listener {
     readonly path: string | null,
     private readonly stop: () => void,
     private readonly secure: (() => tls.SecureContextOptions | Promise<tls.SecureContextOptions>) | null,
-  ) {}
+  ) {
+    this.address = this.locate();
+  }
 
   /** How its clients show in `client.list`: `local_ipc`, `tcp` (TLS too) or `websocket`. */
   get kind(): ClientKind {
@@ -57,11 +66,7 @@ export class Listener {
     return this.settings.bind;
   }
 
-  /**
-   * Where clients connect: the socket path, `memory:NAME`, or the actual `host:port` after
-   * binding (port 0 picks one), as `tls://host:port` or `ws://host:port` (`wss://`) for those.
-   */
-  get address(): string {
+  private locate(): string {
     if (this.transport === 'unix') return this.path as string;
     if (this.transport === 'memory') return `memory:${this.path as string}`;
     const a = (this.server as net.Server).address() as net.AddressInfo;
@@ -73,7 +78,8 @@ export class Listener {
 
   /** Reads the TLS files again; new connections get the new certificate. False when it has no TLS. */
   async reloadTls(): Promise<boolean> {
-    if (this.secure === null || this.server === null) return false;
+    // Only TLS and wss listeners have files to read, and each of them has its server.
+    if (this.secure === null) return false;
     (this.server as tls.Server).setSecureContext(await this.secure());
     return true;
   }
@@ -83,8 +89,8 @@ export class Listener {
     if (this.closed) return;
     this.closed = true;
     this.stop();
-    const done =
-      this.server === null ? Promise.resolve() : new Promise<void>((resolve) => this.server?.close(() => resolve()));
+    const server = this.server;
+    const done = server === null ? Promise.resolve() : new Promise<void>((resolve) => server.close(() => resolve()));
     this.set.close('the broker is shutting down');
     // An HTTP server (WebSocket listeners) would keep idle keep-alive connections open.
     const s = this.server as Partial<Pick<http.Server, 'closeAllConnections'>> | null;
@@ -237,18 +243,18 @@ export async function listenTcp(
   return l;
 }
 
-/** Hands an accepted TCP or TLS socket to the set, with TCP_NODELAY (dropped if that fails, as upstream). */
+/**
+ * Hands an accepted TCP or TLS socket to the set, with TCP_NODELAY. Upstream drops a connection
+ * whose TCP_NODELAY cannot be set; Node's setNoDelay never fails (it ignores what the system
+ * answers), so there is nothing to drop on here.
+ */
 function acceptNetwork(l: Listener, set: ConnectionSet, socket: net.Socket, kind: ClientKind, plain: boolean): void {
+  // A TLS handshake under way when the listener closed still completes afterwards.
   if (l.isClosed) {
     socket.destroy();
     return;
   }
-  try {
-    socket.setNoDelay(true);
-  } catch {
-    socket.destroy();
-    return;
-  }
+  socket.setNoDelay(true);
   const peer = networkPeer(socket, kind);
   if (peer === null) socket.destroy();
   else set.accept(socket, { ...peer, plainSocket: plain });
@@ -331,6 +337,9 @@ export async function listenWebSocket(
   });
   server.on('upgrade', (req: http.IncomingMessage, socket: Duplex, head: Buffer) => {
     const raw = socket as net.Socket;
+    // The HTTP server stops watching the socket's errors once it hands it over for an upgrade: a
+    // peer that resets before the 401 is written would throw from the broker's event loop.
+    raw.on('error', () => undefined);
     if (l.isClosed) {
       raw.destroy();
       return;
@@ -365,11 +374,10 @@ export async function listenWebSocket(
 export function listenMemory(core: BrokerCore, flusher: Flusher, name: string, config: ServerConfig = {}): Listener {
   const settings = resolveSettings(config, `memory:${name}`, core.logger);
   const set = new ConnectionSet(core, settings, flusher);
-  let l: Listener | null = null;
+  // Connecting calls this at once, and close() takes the name away first: no stream reaches a
+  // listener that is closed.
   const unregister = registerMemoryEndpoint(name, (stream) => {
-    if (l === null || l.isClosed) stream.destroy();
-    else set.accept(stream, { kind: 'local_ipc', source: null, address: null });
+    set.accept(stream, { kind: 'local_ipc', source: null, address: null });
   });
-  l = new Listener(set, 'memory', null, name, unregister, null);
-  return l;
+  return new Listener(set, 'memory', null, name, unregister, null);
 }
