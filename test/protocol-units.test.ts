@@ -2,6 +2,8 @@
 // refused operations, the client side of the handshake, and the helpers of frames.
 import { describe, expect, it } from '@jest/globals';
 import {
+  checkUnixPath,
+  UNIX_PATH_MAX,
   BrokerFrameReader,
   ClientFrameReader,
   BusError,
@@ -76,6 +78,22 @@ describe('bus addresses', () => {
     expect(() => parseBusAddress('fifo:')).toThrow('empty FIFO path in "fifo:"');
     expect(() => parseBusAddress('tls://h')).toThrow('invalid TCP address "h"');
     expect(() => parseBusAddress('tcp://h')).toThrow('invalid TCP address "h"');
+  });
+
+  it('take a UNIX socket path of up to UNIX_PATH_MAX bytes, counted in UTF-8, and refuse a longer one', () => {
+    expect(UNIX_PATH_MAX).toBe(process.platform === 'linux' ? 107 : 103);
+    const longest = '/' + 'a'.repeat(UNIX_PATH_MAX - 6) + '.sock';
+    expect(longest).toHaveLength(UNIX_PATH_MAX);
+    expect(checkUnixPath(longest)).toBe(longest);
+    expect(parseBusAddress(longest)).toEqual({ kind: 'unix', path: longest });
+    const over = '/a' + longest.slice(1);
+    expect(() => parseBusAddress(over)).toThrow(
+      new Error(`UNIX socket path too long: ${UNIX_PATH_MAX + 1} bytes, at most ${UNIX_PATH_MAX} (${over})`),
+    );
+    // Two bytes for an é: as many characters as the longest path, one byte over.
+    const wide = '/é' + longest.slice(2);
+    expect(wide).toHaveLength(UNIX_PATH_MAX);
+    expect(() => checkUnixPath(wide)).toThrow(`${UNIX_PATH_MAX + 1} bytes, at most ${UNIX_PATH_MAX}`);
   });
 });
 

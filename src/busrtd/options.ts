@@ -7,6 +7,7 @@ import {
   DEFAULT_FRAME_MEMORY_PER_CLIENT,
   DEFAULT_QUEUE_SIZE,
   FIFO_PREFIX,
+  isUnixPath,
   MAX_BUSY_POLL_US,
   parseBusAddress,
   parseHttpAddress,
@@ -241,7 +242,11 @@ function checkBind(path: string, from: string): string {
   try {
     kind = parseBusAddress(path).kind;
   } catch (e) {
-    const hint = path.includes(':') ? '' : ' (a UNIX socket path starts with / or ends with .sock, .socket, .ipc)';
+    // The hint is for text taken as TCP by mistake, not for a UNIX path refused as too long.
+    const hint =
+      path.includes(':') || isUnixPath(path)
+        ? ''
+        : ' (a UNIX socket path starts with / or ends with .sock, .socket, .ipc)';
     throw new UsageError(`${from}: ${errorText(e)}${hint}`);
   }
   if (kind === 'memory') throw new UsageError(`${from}: ${path}: in-memory endpoints exist only inside a program`);

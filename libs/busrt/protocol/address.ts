@@ -24,6 +24,25 @@ export function isUnixPath(path: string): boolean {
 }
 
 /**
+ * The longest UNIX socket path the system takes, in bytes: the socket address holds 108 bytes on
+ * Linux and 104 elsewhere, its NUL included.
+ */
+export const UNIX_PATH_MAX = typeof process !== 'undefined' && process.platform === 'linux' ? 107 : 103;
+
+/**
+ * Returns `path` when it fits in a UNIX socket address, else throws an Error that says so. Node
+ * cuts a longer path short without a word: a broker would listen on, and remove on exit, another
+ * file than the one it was given.
+ */
+export function checkUnixPath(path: string): string {
+  const bytes = new TextEncoder().encode(path).length;
+  if (bytes > UNIX_PATH_MAX) {
+    throw new Error(`UNIX socket path too long: ${bytes} bytes, at most ${UNIX_PATH_MAX} (${path})`);
+  }
+  return path;
+}
+
+/**
  * Splits `host:port` (IPv6 as `[addr]:port`). An empty host is every IPv4 interface, for a
  * listener; `defaultPort` is used when the text has no port (WebSocket URLs).
  */
@@ -71,6 +90,6 @@ export function parseBusAddress(text: string): BusAddress {
     return { kind: 'fifo', path };
   }
   if (text.startsWith('memory:')) return { kind: 'memory', name: text.slice(7) };
-  if (isUnixPath(text)) return { kind: 'unix', path: text };
+  if (isUnixPath(text)) return { kind: 'unix', path: checkUnixPath(text) };
   return { kind: 'tcp', ...parseHostPort(text) };
 }

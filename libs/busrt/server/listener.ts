@@ -10,7 +10,7 @@ import { dirname } from 'node:path';
 import type { Duplex } from 'node:stream';
 import type tls from 'node:tls';
 import type { BrokerCore } from '../broker/index.js';
-import { type ClientKind, formatHostPort, parseHostPort } from '../protocol/index.js';
+import { checkUnixPath, type ClientKind, formatHostPort, parseHostPort } from '../protocol/index.js';
 import { type Flusher, registerMemoryEndpoint, WebSocketStream } from '../transport/index.js';
 import { ConnectionSet, type PeerConnection, type PeerInfo } from './connection.js';
 import { resolveSettings, type ListenerSettings, type ServerConfig, type ServerTlsConfig } from './settings.js';
@@ -207,6 +207,7 @@ export async function listenUnix(
   path: string,
   config: ServerConfig = {},
 ): Promise<Listener> {
+  checkUnixPath(path);
   const settings = resolveSettings(config, path, core.logger);
   await clearStaleSocket(path);
   const server = net.createServer();

@@ -4,7 +4,14 @@
 import { Duplex } from 'node:stream';
 import net from 'node:net';
 import type WebSocket from 'ws';
-import { BusError, type BusAddress, formatHostPort, parseBusAddress, WS_MESSAGE_MAX } from '../protocol/index.js';
+import {
+  BusError,
+  type BusAddress,
+  checkUnixPath,
+  formatHostPort,
+  parseBusAddress,
+  WS_MESSAGE_MAX,
+} from '../protocol/index.js';
 
 // The `ws` package is loaded when a WebSocket is first needed: a broker or client that never
 // uses one (most of them) does not pay its start-up time.
@@ -250,7 +257,7 @@ export async function openStream(address: string | BusAddress, options: OpenOpti
   const t = options.timeoutMs;
   switch (a.kind) {
     case 'unix': {
-      const s: net.Socket = net.connect({ path: a.path, onread: onread(() => s) });
+      const s: net.Socket = net.connect({ path: checkUnixPath(a.path), onread: onread(() => s) });
       await opened(a.path, s, 'connect', t, () => s.destroy());
       return s;
     }
