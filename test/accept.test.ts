@@ -116,7 +116,10 @@ describe('memory: listeners', () => {
   it('take the socket client and serve RPC, without sockets', async () => {
     const l = broker.spawnMemoryServer('accept-test');
     expect(l.address).toBe('memory:accept-test');
+    expect(l.bind).toBe('memory:accept-test');
     const c = await connect({ path: l.address, name: 'mem.client' });
+    // client.list shows the endpoint a client came through as its port.
+    expect(broker.clientList().find((x) => x.name === 'mem.client')?.port).toBe('memory:accept-test');
     expect(unpackMsgpack(await new RpcClient(c).call('.broker', 'test'))).toEqual({ ok: true });
     await c.disconnect();
     await expect(connect({ path: 'memory:nobody', name: 'mem.x' })).rejects.toThrow(/nothing listens/);
