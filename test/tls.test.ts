@@ -9,7 +9,16 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Duplex } from 'node:stream';
 import tls from 'node:tls';
-import { Broker, BusError, connect, initCoreRpc, type Listener, RpcClient, unpackMsgpack } from '#busrt/core';
+import {
+  Broker,
+  BusError,
+  connect,
+  initCoreRpc,
+  type Listener,
+  parseBusAddress,
+  RpcClient,
+  unpackMsgpack,
+} from '#busrt/core';
 import { pem, testCerts, type TestCerts } from './support/certs.js';
 import { BUSRT_BIN, Daemon, runNode } from './support/procs.js';
 import { until } from './support/until.js';
@@ -83,12 +92,19 @@ describe('TLS listeners', () => {
   });
 });
 
+/** Host and port of a `tls://` or `wss://` listener's address. */
+function hostPort(address: string): { host: string; port: number } {
+  const a = parseBusAddress(address);
+  if (a.kind !== 'tls' && !(a.kind === 'websocket' && a.secure))
+    throw new Error(`not a tls or wss address: ${address}`);
+  return { host: a.host, port: a.port };
+}
+
 /** The SHA-256 fingerprint of the certificate a TLS server presents. */
 function servedFingerprint(address: string): Promise<string> {
-  const m = /^(?:tls|wss):\/\/(.+):(\d+)$/.exec(address);
-  if (m === null) throw new Error(`not a tls or wss address: ${address}`);
+  const { host, port } = hostPort(address);
   return new Promise((resolve, reject) => {
-    const s = tls.connect({ host: m[1], port: Number(m[2]), ca: pem(certs.ca) }, () => {
+    const s = tls.connect({ host, port, ca: pem(certs.ca) }, () => {
       resolve(s.getPeerCertificate().fingerprint256);
       s.destroy();
     });
@@ -175,13 +191,6 @@ describe('busrt over TLS and WebSocket', () => {
     expect(await d.stop()).toEqual({ code: 0, signal: null });
   }, 30000);
 });
-
-/** The host and port of a `tls://` or `wss://` address. */
-function hostPort(address: string): { host: string; port: number } {
-  const m = /^\w+:\/\/(.+):(\d+)$/.exec(address);
-  if (m === null) throw new Error(`not a network address: ${address}`);
-  return { host: m[1] as string, port: Number(m[2]) };
-}
 
 /** A plain TCP connection to a TLS port, open. */
 async function tcpTo(address: string): Promise<net.Socket> {
