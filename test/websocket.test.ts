@@ -17,6 +17,7 @@ import {
   initCoreRpc,
   type Listener,
   Op,
+  parseBusAddress,
   QoS,
   RpcClient,
   type SocketClient,
@@ -145,6 +146,13 @@ async function registered(l: Listener, name: string, token?: string): Promise<Ws
 }
 
 const nul = (s: string): Buffer => Buffer.from(`${s}\0`);
+
+/** A plain TCP connection to a `ws://` listener (not yet connected). */
+function tcpTo(address: string): net.Socket {
+  const a = parseBusAddress(address);
+  if (a.kind !== 'websocket') throw new Error(`not a ws address: ${address}`);
+  return net.connect(a.port, a.host);
+}
 
 /** Waits until `test` holds, checking every few milliseconds; fails after a generous limit. */
 async function until(test: () => boolean, what: string): Promise<void> {
@@ -317,8 +325,7 @@ describe('the WebSocket endpoint', () => {
 
   it('closes a connection that sends no upgrade request within T', async () => {
     const l = await broker.spawnWebSocketServer('127.0.0.1:0', { timeoutMs: 300 });
-    const [host, port] = l.address.slice('ws://'.length).split(':');
-    const s = net.connect(Number(port), host);
+    const s = tcpTo(l.address);
     s.on('error', () => undefined);
     await once(s, 'connect');
     await once(s, 'close');
@@ -344,12 +351,11 @@ describe('the WebSocket endpoint', () => {
   it('drops an upgrade whose peer is gone before it is read, naming it ? when refused', async () => {
     /** An upgrade request sent whole, and the connection reset at once: read once the peer is gone. */
     const resetUpgrade = async (token: string): Promise<void> => {
-      const [host, port] = guarded.address.slice('ws://'.length).split(':');
-      const s = net.connect(Number(port), host);
+      const s = tcpTo(guarded.address);
       s.on('error', () => undefined);
       await once(s, 'connect');
       s.write(
-        `GET / HTTP/1.1\r\nHost: ${host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n` +
+        `GET / HTTP/1.1\r\nHost: ${s.remoteAddress}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n` +
           `Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n` +
           `Authorization: Bearer ${token}\r\n\r\n`,
       );
