@@ -17,7 +17,7 @@ import {
   type PeerConnection,
 } from '#busrt/core';
 import { followAnnouncements } from './support/announcements.js';
-import { clientFrame, RawPeer } from './support/raw.js';
+import { clientFrame, nameFrame, RawPeer } from './support/raw.js';
 import { listenFor, TRANSPORT } from './support/transport.js';
 import { until } from './support/until.js';
 import { vectorBytes } from './support/vectors.js';
@@ -29,14 +29,6 @@ const LONG_T = 600_000;
 
 /** Resolves after the broker's `setImmediate` work queued so far (the deadline decisions). */
 const nextTurn = (): Promise<void> => new Promise((r) => setImmediate(r));
-
-/** The name frame of the handshake for `name`. */
-function nameFrame(name: string): Buffer {
-  const n = Buffer.from(name, 'utf8');
-  const len = Buffer.alloc(2);
-  len.writeUInt16LE(n.length);
-  return Buffer.concat([len, n]);
-}
 
 /** Everything the broker logs, one line a string, prefixed with its level. */
 class Log {

@@ -60,10 +60,7 @@ export class RawPeer {
     p.write(greeting);
     const ok = await p.read(1);
     if (ok[0] !== 1) throw new Error(`greeting refused: ${ok.toString('hex')}`);
-    const n = Buffer.from(name, 'utf8');
-    const len = Buffer.alloc(2);
-    len.writeUInt16LE(n.length);
-    p.write(Buffer.concat([len, n]));
+    p.write(nameFrame(name));
     const r = await p.read(1);
     if (r[0] === 1) p.name = name;
     return { peer: p, code: r[0] };
@@ -137,6 +134,14 @@ export class RawPeer {
   close(): void {
     this.stream.destroy();
   }
+}
+
+/** The name step of the handshake for `name`: its UTF-8 length (16 bits, little-endian), then the bytes. */
+export function nameFrame(name: string): Buffer {
+  const n = Buffer.from(name, 'utf8');
+  const len = Buffer.alloc(2);
+  len.writeUInt16LE(n.length);
+  return Buffer.concat([len, n]);
 }
 
 /** A client-to-broker frame: op id, flags, payload. */
