@@ -4,8 +4,18 @@
 // mutants whose code or covering tests changed; `--force` tests them all again. The mutants
 // listed as equivalent in scripts/mutation-equivalent.json count apart (docs/mutation.md).
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import {
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
 import { createRequire } from 'node:module';
+import { tmpdir } from 'node:os';
 import { join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { isMutated } from '../stryker.config.mjs';
@@ -81,11 +91,19 @@ if (!summaryOnly) {
   const stryker = createRequire(import.meta.url)
     .resolve('@stryker-mutator/core/package.json')
     .replace(/package\.json$/, 'bin/stryker.js');
-  const r = spawnSync(process.execPath, [stryker, 'run', 'stryker.config.mjs', ...passThrough], {
-    cwd: root,
-    stdio: 'inherit',
-    env: { ...process.env, BUSRT_MUTATE_SCOPE: scope.join(',') },
-  });
+  // Every mutant runs tests that make temporary folders; they go under one folder removed at the
+  // end, as in `npm test`, or a whole run would leave tens of thousands behind.
+  const scratch = mkdtempSync(join(tmpdir(), 'busrt-mutate-'));
+  let r;
+  try {
+    r = spawnSync(process.execPath, [stryker, 'run', 'stryker.config.mjs', ...passThrough], {
+      cwd: root,
+      stdio: 'inherit',
+      env: { ...process.env, BUSRT_MUTATE_SCOPE: scope.join(','), TMPDIR: scratch },
+    });
+  } finally {
+    rmSync(scratch, { recursive: true, force: true });
+  }
   if (r.status !== 0) process.exit(r.status ?? 1);
 }
 

@@ -54,6 +54,10 @@ const options = args.filter((a) => a.startsWith('-'));
 
 const work = mkdtempSync(join(tmpdir(), 'busrt-kinds-'));
 const certs = join(work, 'certs');
+// The tests' temporary folders (a socket path each, configuration files, FIFOs) and those of the
+// processes they start go under the run's folder, removed at the end: a run leaves nothing in the
+// system's temporary folder, even when a test is stopped before its cleanup.
+const scratch = join(work, 'tmp');
 const totals = { passed: 0, failed: 0, skipped: 0 };
 const lines = [];
 let ok = true;
@@ -71,7 +75,11 @@ function jest(kind, jestArgs) {
       `--outputFile=${out}`,
       ...jestArgs,
     ],
-    { cwd: root, stdio: 'inherit', env: { ...process.env, BUSRT_TEST_TRANSPORT: kind, BUSRT_TEST_CERTS: certs } },
+    {
+      cwd: root,
+      stdio: 'inherit',
+      env: { ...process.env, BUSRT_TEST_TRANSPORT: kind, BUSRT_TEST_CERTS: certs, TMPDIR: scratch },
+    },
   );
   let res = null;
   try {
@@ -94,6 +102,7 @@ try {
   const { makeCertificates } = await import(pathToFileURL(join(testDir, 'support', 'certs.js')).href);
   // One CA and server certificate for every kind and test file of the run.
   mkdirSync(certs);
+  mkdirSync(scratch);
   makeCertificates(certs);
   jest('unix', args);
   if (perKindFiles.length > 0) {
