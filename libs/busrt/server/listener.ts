@@ -40,6 +40,8 @@ export class Listener {
     private readonly secure: (() => tls.SecureContextOptions | Promise<tls.SecureContextOptions>) | null,
   ) {
     this.address = this.locate();
+    // Errors of a server already listening (an accept that failed): logged, never thrown.
+    server?.on('error', (err) => set.core.logger.error?.(`listener ${set.settings.bind}: ${err.message}`));
   }
 
   /** How its clients show in `client.list`: `local_ipc`, `tcp` (TLS too) or `websocket`. */
@@ -222,7 +224,6 @@ export async function listenUnix(
     if (l.isClosed) socket.destroy();
     else set.accept(socket, { kind: 'local_ipc', source: null, address: null, plainSocket: true });
   });
-  server.on('error', (err) => core.logger.error?.(`listener ${settings.bind}: ${err.message}`));
   return l;
 }
 
@@ -240,7 +241,6 @@ export async function listenTcp(
   const set = new ConnectionSet(core, settings, flusher);
   const l = new Listener(set, 'tcp', server, null, () => undefined, null);
   server.on('connection', (socket: net.Socket) => acceptNetwork(l, set, socket, 'tcp', true));
-  server.on('error', (err) => core.logger.error?.(`listener ${settings.bind}: ${err.message}`));
   return l;
 }
 
@@ -283,7 +283,6 @@ export async function listenTls(
   server.on('tlsClientError', (err, socket) =>
     refused(settings, socket.remoteAddress ?? '?', `TLS handshake failed: ${err.message}`),
   );
-  server.on('error', (err) => core.logger.error?.(`listener ${settings.bind}: ${err.message}`));
   return l;
 }
 
@@ -367,7 +366,6 @@ export async function listenWebSocket(
       set.accept(new WebSocketStream(ws), peer);
     });
   });
-  server.on('error', (err) => core.logger.error?.(`listener ${settings.bind}: ${err.message}`));
   return l;
 }
 
