@@ -161,8 +161,9 @@ const FOCUS = {
   // The link is driven in process only by its own test (the process test is left out above).
   'libs/busrt/federation': ['federation-link'],
   'libs/busrt/monitor': ['aaa', 'broker-counters', 'monitor-http', 'monitor-methods', 'monitor-metrics'],
-  // Every in-process test reaches the core under the Nest layer; these are the ones of the layer.
-  'libs/nestjs': NEST_TESTS,
+  // Every in-process test reaches the core under the Nest layer; these are the ones of the layer,
+  // and those that run its transport, client or health indicator in process besides the core.
+  'libs/nestjs': [...NEST_TESTS, 'errors', 'fifo', 'health', 'replicas', 'streams'],
 };
 /** The focus of a scope: its own, or that of the nearest folder around it. */
 function focusOf(f) {
@@ -205,7 +206,12 @@ export default {
       // A mutant that makes a test wait for what never comes fails that test here, well before
       // Stryker's own timeout, which would restart the test runner.
       testTimeout: 5000,
-      testPathIgnorePatterns: ['/node_modules/', ...skipped.map((n) => `/dist/test/${n}\\.test\\.js$`)],
+      // A file of the focus runs even if it is left out elsewhere: the in-process tests of
+      // health.test.ts cover the Nest layer's indicator; its child processes cover nothing here.
+      testPathIgnorePatterns: [
+        '/node_modules/',
+        ...skipped.filter((n) => focus?.includes(n) !== true).map((n) => `/dist/test/${n}\\.test\\.js$`),
+      ],
       ...(focus === undefined ? {} : { testMatch: focus.map((n) => `**/dist/test/${n}.test.js`) }),
     },
   },

@@ -11,6 +11,7 @@
 //   the rest of that run is skipped: jest cannot bail when driven as a library, and a mutant that
 //   breaks the framing would otherwise make every socket test covering it wait for its own
 //   timeouts.
+// - process.exit and process.abort throw instead of ending the test runner (see the constructor).
 const { readFileSync, writeFileSync } = require('node:fs');
 const { join } = require('node:path');
 const { TestEnvironment } = require('jest-environment-node');
@@ -47,6 +48,15 @@ class MutationEnvironment extends TestEnvironment {
     this.blockKeys = new WeakMap();
     this.blocks = 0;
     this.defining = false;
+    // A Nest application whose start fails under a mutant ends the process (abortOnError calls
+    // process.exit(1), then process.abort()): the test runner with it, and Stryker counts such a
+    // mutant on neither side. Thrown instead, the failure reaches the test that started it.
+    this.global.process.exit = (code) => {
+      throw new Error(`process.exit(${code}) called in a test`);
+    };
+    this.global.process.abort = () => {
+      throw new Error('process.abort() called in a test');
+    };
   }
 
   /** The coverage bucket of a describe block's beforeAll and afterAll hooks. */
