@@ -46,7 +46,10 @@ const NEST_TESTS = ['nest-client', 'nest-monitor', 'nest-server', 'nest-transpor
 const skipped = scope.some((f) => f === 'libs' || f.startsWith('libs/nestjs'))
   ? OUT_OF_PROCESS
   : [...OUT_OF_PROCESS, ...NEST_TESTS];
-const slug = scope.map((f) => f.replaceAll('/', '-')).join('+');
+/** A sampled run (scripts/mutate.mjs --sample) tests only the mutants drawn into this file. */
+const sample = process.env.BUSRT_MUTATE_SAMPLE || undefined;
+// A sampled run's reports stand beside the scope's whole ones, never in their place.
+const slug = scope.map((f) => f.replaceAll('/', '-')).join('+') + (sample === undefined ? '' : '.sampled');
 
 /**
  * A folder whose code every socket test runs (the framing and routing of every connection) is
@@ -229,9 +232,13 @@ export default {
   timeoutFactor: 1.5,
   timeoutMS: 5000,
   dryRunTimeoutMinutes: 20,
-  incremental: true,
+  incremental: sample === undefined,
   incrementalFile: `reports/mutation/${slug}.incremental.json`,
-  appendPlugins: [fileURLToPath(new URL('./scripts/mutate-reporter.mjs', import.meta.url))],
+  appendPlugins: [
+    fileURLToPath(new URL('./scripts/mutate-reporter.mjs', import.meta.url)),
+    ...(sample === undefined ? [] : [fileURLToPath(new URL('./scripts/mutate-sample.mjs', import.meta.url))]),
+  ],
+  ignorers: sample === undefined ? [] : ['sample'],
   reporters: ['clear-text', 'progress', 'json', 'html', 'partial'],
   jsonReporter: { fileName: `reports/mutation/${slug}.json` },
   htmlReporter: { fileName: `reports/mutation/${slug}.html` },

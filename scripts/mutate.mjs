@@ -35,9 +35,32 @@ const survivorsOnly = args.includes('--survivors');
 // passed on to Stryker.
 const isFolder = (a) => /^(\.\/)?libs(\/|$)/.test(a);
 const folders = args.filter(isFolder).map((a) => relative(root, resolve(a)).replace(/\/$/, ''));
+// `--sample N [--seed S]`: tests one mutant in N of the scope, drawn at random (seeded, so a run
+// can be repeated), and gives the score with its 95% interval: a measure of a suite in minutes
+// where a whole run takes hours (the suite of an older commit, for example).
+const optionValue = (name) => {
+  const i = args.indexOf(name);
+  if (i < 0) return undefined;
+  const v = Number(args[i + 1]);
+  if (!Number.isInteger(v) || v < 1) {
+    console.error(`mutate: ${name} takes a whole number from 1`);
+    process.exit(2);
+  }
+  return v;
+};
+const sampleEvery = optionValue('--sample');
+const seed = optionValue('--seed') ?? 1;
+const ownValues = new Set(['--sample', '--seed'].flatMap((o) => (args.includes(o) ? [args.indexOf(o) + 1] : [])));
 const passThrough = args.filter(
-  (a) => !isFolder(a) && a !== '--summary-only' && a !== '--survivors' && a !== '--by-folder',
+  (a, i) =>
+    !isFolder(a) &&
+    !ownValues.has(i) &&
+    !['--summary-only', '--survivors', '--by-folder', '--sample', '--seed'].includes(a),
 );
+if (sampleEvery !== undefined && (survivorsOnly || byFolder)) {
+  console.error('mutate: --sample runs a scope on its own, without --survivors or --by-folder');
+  process.exit(2);
+}
 for (const f of folders) {
   if (!f.startsWith('libs') || !existsSync(join(root, f))) {
     console.error(`mutate: ${f} is not a folder of libs/`);
@@ -45,10 +68,11 @@ for (const f of folders) {
   }
 }
 const scope = folders.length === 0 ? ['libs'] : folders;
-const slug = scope.map((f) => f.replaceAll('/', '-')).join('+');
+const slug = scope.map((f) => f.replaceAll('/', '-')).join('+') + (sampleEvery === undefined ? '' : '.sampled');
 const out = join(root, 'reports', 'mutation');
 mkdirSync(out, { recursive: true });
 const report = join(out, `${slug}.json`);
+const sampleFile = join(out, `${slug}.draw.json`);
 const equivalent = JSON.parse(readFileSync(join(root, 'scripts', 'mutation-equivalent.json'), 'utf8'));
 const isEquivalent = (file, m) =>
   equivalent.some(
@@ -87,6 +111,18 @@ if (survivorsOnly) {
   passThrough.push('--force', '--mutate', [...lines].join(','));
 }
 
+/** A mutant's key in a draw and in a report: file, where it starts, mutator, replacement. */
+const mutantKey = (file, line, column, mutator, replacement) => `${file}:${line}:${column} ${mutator} ${replacement}`;
+
+if (sampleEvery !== undefined && !summaryOnly) {
+  const draw = await drawMutants(scope, sampleEvery, seed);
+  writeFileSync(sampleFile, JSON.stringify(draw));
+  console.log(`mutate: ${draw.mutants.length} of ${draw.total} mutants drawn (one in ${sampleEvery}, seed ${seed})`);
+  const ranges = draw.mutants.map(({ file, at: [sl, sc, el, ec] }) => `${file}:${sl}:${sc}-${el}:${ec}`);
+  // One argument with `=`: a range starts with libs/, which would read as a folder here.
+  passThrough.push('--force', `--mutate=${ranges.join(',')}`);
+}
+
 if (!summaryOnly) {
   const stryker = createRequire(import.meta.url)
     .resolve('@stryker-mutator/core/package.json')
@@ -99,7 +135,12 @@ if (!summaryOnly) {
     r = spawnSync(process.execPath, [stryker, 'run', 'stryker.config.mjs', ...passThrough], {
       cwd: root,
       stdio: 'inherit',
-      env: { ...process.env, BUSRT_MUTATE_SCOPE: scope.join(','), TMPDIR: scratch },
+      env: {
+        ...process.env,
+        BUSRT_MUTATE_SCOPE: scope.join(','),
+        BUSRT_MUTATE_SAMPLE: sampleEvery === undefined ? '' : sampleFile,
+        TMPDIR: scratch,
+      },
     });
   } finally {
     rmSync(scratch, { recursive: true, force: true });
@@ -232,6 +273,7 @@ if (byFolder) {
     process.exit(2);
   }
   if (!result.complete) console.log('The run did not finish: the figures are of the mutants tested so far.');
+  if (sampleEvery !== undefined) result = drawnOnly(result);
 }
 const rows = new Map();
 const row = (name) => {
@@ -273,7 +315,11 @@ for (const [file, { mutants }] of Object.entries(result.files)) {
 }
 const pct = (r) => {
   const counted = r.killed + r.survived + r.noCoverage;
-  return counted === 0 ? 'n/a' : `${((100 * r.killed) / counted).toFixed(1)}%`;
+  if (counted === 0) return 'n/a';
+  const p = r.killed / counted;
+  // A sample's score comes with its 95% interval (normal approximation).
+  const margin = sampleEvery === undefined ? '' : ` ± ${(196 * Math.sqrt((p * (1 - p)) / counted)).toFixed(1)}`;
+  return `${(100 * p).toFixed(1)}%${margin}`;
 };
 const lines = [
   '| folder | killed | survived | no coverage | equivalent | no test ran | score |',
@@ -289,3 +335,61 @@ writeFileSync(join(out, summaryName), `${lines.join('\n')}\n\n${survivors.join('
 console.log(lines.join('\n'));
 console.log(`\n${survivors.length} surviving mutants (not listed as equivalent): reports/mutation/${summaryName}`);
 if (notRunList.length > 0) console.log(`${notRunList.length} mutants against which no test ran: listed there too`);
+
+/**
+ * Draws one mutant in `every` of the files of `scopes` at random (seeded), as Stryker's
+ * instrumenter makes them. Places are as the parser numbers them: lines from 1, columns from 0.
+ */
+async function drawMutants(scopes, every, seedValue) {
+  const req = createRequire(import.meta.url);
+  const { Instrumenter } = await import(req.resolve('@stryker-mutator/instrumenter'));
+  const files = [
+    ...new Set(
+      scopes.flatMap((f) => (f.endsWith('.ts') ? [f] : [...mutatedFiles(f)].filter((n) => n.endsWith('.ts')))),
+    ),
+  ].sort();
+  const quiet = new Proxy({}, { get: (_, k) => (String(k).startsWith('is') ? () => false : () => undefined) });
+  const { mutants } = await new Instrumenter(quiet).instrument(
+    files.map((name) => ({ name, content: readFileSync(join(root, name), 'utf8'), mutate: true })),
+    { plugins: null, excludedMutations: [], ignorers: [], noHeader: true },
+  );
+  const all = mutants.map((m) => {
+    const { start, end } = m.toApiMutant?.().location ?? m.location;
+    return {
+      file: m.fileName,
+      at: [start.line + 1, start.column, end.line + 1, end.column],
+      mutator: m.mutatorName,
+      replacement: m.replacementCode ?? m.replacement,
+    };
+  });
+  // mulberry32: small, seeded, and the same on every machine.
+  let state = seedValue >>> 0;
+  const random = () => {
+    state = (state + 0x6d2b79f5) >>> 0;
+    let t = state;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+  const k = Math.ceil(all.length / every);
+  for (let i = 0; i < k; i++) {
+    const j = i + Math.floor(random() * (all.length - i));
+    [all[i], all[j]] = [all[j], all[i]];
+  }
+  return { every, seed: seedValue, total: all.length, mutants: all.slice(0, k) };
+}
+
+/** The mutants of a sampled run's result that were drawn (Stryker also runs others at their places). */
+function drawnOnly(res) {
+  const { mutants } = JSON.parse(readFileSync(sampleFile, 'utf8'));
+  const drawn = new Set(mutants.map((m) => mutantKey(m.file, m.at[0], m.at[1] + 1, m.mutator, m.replacement)));
+  const files = {};
+  for (const [file, v] of Object.entries(res.files)) {
+    const name = relative(root, resolve(root, file));
+    const kept = v.mutants.filter((m) =>
+      drawn.has(mutantKey(name, m.location.start.line, m.location.start.column, m.mutatorName, m.replacement)),
+    );
+    if (kept.length > 0) files[file] = { ...v, mutants: kept };
+  }
+  return { ...res, files };
+}
