@@ -505,7 +505,8 @@ export class BusrtClientProxy extends ClientProxy<BusrtClientEvents, string> {
     this.directory = null;
     if (this.closed) return;
     this._status$.next('disconnected');
-    if (!this.link.reconnects) this.failWaiters(e ?? new Error('disconnected'));
+    // No call can be waiting here: calls wait only while rpc is null, and open() resolves them
+    // in the same turn as it sets rpc.
     this.link.lost(
       e,
       () => this.connect(),
