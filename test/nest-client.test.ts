@@ -9,6 +9,7 @@ import {
   ClientAaa,
   connect,
   CURSOR_NEXT_BULK,
+  initCoreRpc,
   type Frame,
   Listener,
   NotConnectedError,
@@ -590,7 +591,27 @@ describe('BusrtClientProxy: while not connected', () => {
   });
 });
 
-describe('BusrtClientProxy: hosted brokers and waiting calls', () => {
+describe('BusrtClientProxy: replicas, hosted brokers and waiting calls', () => {
+  it('a replica call left by its subscriber is forgotten at once, even without a time limit', async () => {
+    const { broker, sock } = await world();
+    // The core client answers client.list, where the proxy finds the replicas.
+    initCoreRpc(broker);
+    serve(new RpcClient(broker.registerClient('rsvc@1')));
+    const stopped: unknown[] = [];
+    config.onStoppedNotification = (n) => stopped.push(n);
+    cleanup.push(async () => (config.onStoppedNotification = null));
+    const c = await proxy({ path: sock, target: 'rsvc', replicas: true, timeoutMs: 0 });
+    expect(await firstValueFrom(c.send('echo', 'learn the set'))).toBe('learn the set');
+    // The set is known now: calls are sent at once.
+    const subs = Array.from({ length: 10 }, () => c.send('slow', 1).subscribe());
+    expect(c.unwrap<RpcClient>().pendingCalls).toBe(10);
+    for (const s of subs) s.unsubscribe();
+    expect(c.unwrap<RpcClient>().pendingCalls).toBe(0);
+    // rxjs tells of a notification to a subscriber gone on a timer: one set now runs after it.
+    await new Promise((r) => setTimeout(r, 1));
+    expect(stopped).toEqual([]);
+  });
+
   it('reaches a broker hosted by BusrtModule in this process by its host name', async () => {
     const mod = await Test.createTestingModule({
       imports: [BusrtModule.forRoot({ hostName: 'nest-client-hosted' })],
