@@ -1,21 +1,32 @@
 import 'reflect-metadata';
 import { afterEach, describe, expect, it } from '@jest/globals';
 import { Test } from '@nestjs/testing';
-import { type ClientProxy, ClientsModule } from '@nestjs/microservices';
-import { firstValueFrom, lastValueFrom } from 'rxjs';
+import { createServer, type Socket } from 'node:net';
+import { type ClientProxy, ClientsModule, type WritePacket } from '@nestjs/microservices';
+import { config, firstValueFrom, from, lastValueFrom, type Observable, take, toArray } from 'rxjs';
 import {
   Broker,
   ClientAaa,
   connect,
+  CURSOR_NEXT_BULK,
+  initCoreRpc,
   type Frame,
   Listener,
+  NotConnectedError,
   packMsgpack,
+  QoS,
   RpcClient,
   RpcError,
   type RpcEvent,
   unpackMsgpack,
 } from '#busrt/core';
-import { BusrtClientProxy, type BusrtClientOptions } from '#busrt/nestjs';
+import {
+  type BusrtCallPattern,
+  BusrtClientProxy,
+  BusrtModule,
+  type BusrtClientOptions,
+  type BusrtEventPattern,
+} from '#busrt/nestjs';
 import { tmpSocket } from './support/raw.js';
 import { until } from './support/until.js';
 
@@ -261,5 +272,373 @@ describe('BusrtClientProxy', () => {
     const waiting = firstValueFrom(d.send('echo', 1));
     await d.close();
     await expect(waiting).rejects.toThrow(/closed/);
+  });
+});
+
+/** A service of hand-made replies: bytes that are no MessagePack, and cursors (blocks of 4 numbers). */
+function serveOdd(rpc: RpcClient, pulls: string[]): void {
+  rpc.setHandlers({
+    handleCall(ev: RpcEvent) {
+      switch (ev.method) {
+        case 'echo':
+          pulls.push('echo');
+          return ev.payload;
+        case 'realtime':
+          return packMsgpack(ev.realtime);
+        case 'undecodable':
+          return Buffer.from([0xc1]);
+        case 'cursor':
+        case 'bad-cursor':
+          return packMsgpack({ u: Buffer.alloc(16, ev.method === 'cursor' ? 1 : 2) });
+        case CURSOR_NEXT_BULK: {
+          const id = (unpackMsgpack(ev.payload) as { u: Buffer }).u;
+          pulls.push('NB');
+          return packMsgpack(id[0] === 1 ? [pulls.length, pulls.length, pulls.length, pulls.length] : 5);
+        }
+        default:
+          throw RpcError.methodNotFound();
+      }
+    },
+  });
+}
+
+/** The packet-level entries Nest's own code calls, made reachable. */
+class PacketProxy extends BusrtClientProxy {
+  readonly dispatched: unknown[] = [];
+  constructor(options: BusrtClientOptions) {
+    super(options);
+    this.onDispatchHook = (p) => this.dispatched.push([p.pattern, p.data]);
+  }
+  packet(pattern: unknown, data: unknown, cb: (p: WritePacket) => void): () => void {
+    return this.publish({ pattern, data }, cb);
+  }
+  event(pattern: unknown, data: unknown): Promise<unknown> {
+    return this.dispatchEvent({ pattern, data });
+  }
+}
+
+/** The error an Observable ends with (fails when it ends without one). */
+function errorOf(o: Observable<unknown>): Promise<Error & { code?: number }> {
+  return lastValueFrom(o).then(
+    () => Promise.reject(new Error('no error')),
+    (e: Error) => e,
+  );
+}
+
+describe('BusrtClientProxy: edges', () => {
+  it('errors on a reply or a cursor block it cannot decode; streams: false hands a cursor over', async () => {
+    const { broker, sock } = await world();
+    serveOdd(new RpcClient(broker.registerClient('odd')), []);
+    const c = await proxy({ path: sock, target: 'odd' });
+    const e = await errorOf(c.send('undecodable'));
+    expect([e.code, e.message]).toEqual([-32700, 'the reply cannot be decoded']);
+    expect((await errorOf(c.send('bad-cursor'))).message).toBe('a cursor block is not an array');
+    const plain = await proxy({ path: sock, target: 'odd', streams: false });
+    expect(await firstValueFrom(plain.send('cursor'))).toEqual({ u: Buffer.alloc(16, 1) });
+  });
+
+  it('a subscriber that leaves inside a cursor block gets nothing more, and no block is asked for', async () => {
+    const { broker, sock } = await world();
+    const pulls: string[] = [];
+    serveOdd(new RpcClient(broker.registerClient('odd')), pulls);
+    const c = await proxy({ path: sock, target: 'odd', streams: { bulk: 4 } });
+    const stopped: unknown[] = [];
+    config.onStoppedNotification = (n) => stopped.push(n);
+    cleanup.push(async () => (config.onStoppedNotification = null));
+    // Leaves at the 3rd of 4 records, then at the last record of a block.
+    expect(await lastValueFrom(c.send('cursor').pipe(take(3), toArray()))).toEqual([1, 1, 1]);
+    expect(await lastValueFrom(c.send('cursor').pipe(take(4), toArray()))).toEqual([2, 2, 2, 2]);
+    // The echo comes after any block asked for on the same path.
+    await firstValueFrom(c.send('echo', 1));
+    expect(pulls).toEqual(['NB', 'NB', 'echo']);
+    expect(stopped).toEqual([]);
+  });
+
+  it('packet-level publish and dispatchEvent, and the dispatch hook', async () => {
+    const { sock } = await world();
+    const c = new PacketProxy({ path: sock, target: 'svc', timeoutMs: 0 });
+    cleanup.push(() => c.close());
+    const got: WritePacket[] = [];
+    c.packet('echo', 5, (p) => got.push(p));
+    c.packet('fail', 1, (p) => got.push(p));
+    await until(() => got.length === 2, 3000, 'both replies');
+    const byResponse = got.find((p) => p.err === undefined);
+    expect(byResponse).toEqual({ response: 5, isDisposed: true });
+    expect((got.find((p) => p.err !== undefined)?.err as RpcError).code).toBe(-777);
+    // The teardown it returns abandons the call.
+    const teardown = c.packet('slow', 1, (p) => got.push(p));
+    expect(c.unwrap<RpcClient>().pendingCalls).toBe(1);
+    teardown();
+    expect(c.unwrap<RpcClient>().pendingCalls).toBe(0);
+    await expect(c.event('news/x', 1)).resolves.toBeUndefined();
+    await lastValueFrom(c.emit('news/y', 2));
+    expect(c.dispatched).toEqual([
+      ['echo', 5],
+      ['fail', 1],
+      ['slow', 1],
+      ['news/x', 1],
+      ['news/y', 2],
+    ]);
+  });
+
+  it('rejects patterns that are not one, and raw data that is not bytes, in the Observable', async () => {
+    const { sock } = await world();
+    const c = await proxy({ path: sock, target: 'svc' });
+    const calls: unknown[] = [null, { target: 'svc' }, Object.assign(() => undefined, { method: 'echo' }), 42];
+    for (const p of calls) {
+      expect((await errorOf(c.send(p as BusrtCallPattern, 1))).message).toBe(
+        'a call pattern is a method name or { target?, method }',
+      );
+    }
+    for (const p of [null, { qos: 1 }]) {
+      expect((await errorOf(c.emit(p as BusrtEventPattern, 1))).message).toBe(
+        'an event pattern is a topic or { topic, qos? }',
+      );
+    }
+    const raw = await proxy({ path: sock, target: 'svc', encoding: 'raw' });
+    expect((await errorOf(raw.emit('news/x', { not: 'bytes' }))).message).toMatch(/data must be a Buffer/);
+    const bytes = async (data: unknown): Promise<string> =>
+      (await firstValueFrom(raw.send<Buffer>('echo', data))).toString('utf8');
+    expect([await bytes(undefined), await bytes(null), await bytes('héllo')]).toEqual(['', '', 'héllo']);
+  });
+
+  it('hands busyPollUs to the socket client, which refuses a bad value', async () => {
+    const { sock } = await world();
+    const { c } = watched({ path: sock, target: 'svc', busyPollUs: -1, reconnect: false });
+    await expect(c.connect()).rejects.toThrow('busyPollUs must be a non-negative number, got -1');
+  });
+
+  it('takes its QoS from the options and the pattern', async () => {
+    const { broker, sock } = await world();
+    serveOdd(new RpcClient(broker.registerClient('odd')), []);
+    const frames: Frame[] = [];
+    const sub = await connect({ path: sock, name: 'sub' });
+    cleanup.push(() => sub.disconnect());
+    sub.onFrame((f) => frames.push(f));
+    await sub.subscribe('q/#');
+    const rt = await proxy({ path: sock, target: 'odd', qos: QoS.RealtimeProcessed, eventQos: QoS.Realtime });
+    const plain = await proxy({ path: sock, target: 'odd' });
+    expect(await firstValueFrom(rt.send('realtime'))).toBe(true);
+    expect(await firstValueFrom(plain.send('realtime'))).toBe(false);
+    await lastValueFrom(rt.emit('q/1', 1));
+    await lastValueFrom(rt.emit({ topic: 'q/2' }, 2));
+    await lastValueFrom(plain.emit({ topic: 'q/3', qos: QoS.RealtimeProcessed }, 3));
+    await lastValueFrom(plain.emit('q/4', 4));
+    await until(() => frames.length === 4, 3000, 'the publications');
+    expect(frames.map((f) => [f.topic, f.realtime])).toEqual([
+      ['q/1', true],
+      ['q/2', true],
+      ['q/3', true],
+      ['q/4', false],
+    ]);
+  });
+
+  it('names itself, connects once, and once closed stays closed', async () => {
+    const { sock } = await world();
+    const c = await proxy({ path: sock, target: 'svc', timeoutMs: 50 });
+    const d = await proxy({ path: sock, target: 'svc' });
+    expect(() => c.unwrap()).toThrow('BusrtClientProxy is not connected: call connect() first');
+    const rpc = await c.connect();
+    expect(await c.connect()).toBe(rpc);
+    const names = [rpc.client.name, (await d.connect()).client.name];
+    for (const n of names) expect(n).toMatch(/^nest\.client\.[A-Za-z0-9_-]+\.\d+\.\d+$/);
+    expect(Number(names[1].split('.').at(-1))).toBe(Number(names[0].split('.').at(-1)) + 1);
+    // The RPC client underneath has the proxy's time limit.
+    expect((await errorOf(from(rpc.call('svc', 'slow')))).code).toBe(-32000 - 0x78);
+    const statuses: string[] = [];
+    c.status.subscribe((s) => statuses.push(s));
+    await c.close();
+    expect(statuses.at(-1)).toBe('disconnected');
+    await expect(c.connect()).rejects.toThrow(/^BusrtClientProxy is closed$/);
+    const e = await errorOf(c.send('echo', 1));
+    expect([e.constructor, e.code, e.message]).toEqual([NotConnectedError, -32115, 'BusrtClientProxy is closed']);
+  });
+});
+
+/** A broker on `sock` with the service `svc`, started when a test says so. */
+async function startBroker(sock: string): Promise<Broker> {
+  const broker = new Broker();
+  cleanup.push(() => broker.close());
+  await broker.spawnUnixServer(sock);
+  serve(new RpcClient(broker.registerClient('svc')));
+  return broker;
+}
+
+/** A proxy made by hand (not by Nest), closed after the test; its statuses and errors are kept. */
+function watched(options: BusrtClientOptions): { c: BusrtClientProxy; statuses: string[]; errors: Error[] } {
+  const c = new BusrtClientProxy(options);
+  cleanup.push(() => c.close());
+  const statuses: string[] = [];
+  const errors: Error[] = [];
+  c.status.subscribe((s) => statuses.push(s));
+  c.on('error', (e) => errors.push(e));
+  return { c, statuses, errors };
+}
+
+/** Drops the proxy's connection from the client side and waits until the proxy has seen it. */
+async function dropLink(c: BusrtClientProxy, statuses: string[]): Promise<RpcClient> {
+  const rpc = await c.connect();
+  await rpc.client.disconnect();
+  await until(() => statuses.at(-1) === 'disconnected', 3000, 'the proxy to see the link gone');
+  return rpc;
+}
+
+describe('BusrtClientProxy: while not connected', () => {
+  it('waitForBroker: a call waits for the broker (no limit with timeoutMs 0), status connecting meanwhile', async () => {
+    const sock = tmpSocket();
+    const { c, statuses } = watched({ path: sock, target: 'svc', timeoutMs: 0, waitForBroker: { delayMs: 20 } });
+    const attempts: number[] = [];
+    c.on('reconnecting', (n) => attempts.push(n));
+    const pending = firstValueFrom(c.send('echo', 'waited'));
+    await until(() => attempts.length >= 2, 3000, 'two attempts');
+    await startBroker(sock);
+    expect(await pending).toBe('waited');
+    expect(attempts.slice(0, 2)).toEqual([1, 2]);
+    expect(statuses).toContain('connecting');
+    expect(statuses.at(-1)).toBe('connected');
+  });
+
+  it('waitForBroker: a call fails after its time limit; close() ends the waiting connect', async () => {
+    const sock = tmpSocket();
+    const { c } = watched({ path: sock, target: 'svc', timeoutMs: 100, waitForBroker: { delayMs: 20 } });
+    const e = await errorOf(c.send('echo', 1));
+    expect([e.constructor, e.code, e.message]).toEqual([
+      NotConnectedError,
+      -32115,
+      'not connected to the bus (waited 100 ms)',
+    ]);
+    const connecting = c.connect();
+    await c.close();
+    await expect(connecting).rejects.toThrow(/cannot join the bus/);
+  });
+
+  it('waitForBroker with maxAttempts: a waiting call gets the connect error at once', async () => {
+    const sock = tmpSocket();
+    const { c, statuses, errors } = watched({
+      path: sock,
+      target: 'svc',
+      timeoutMs: 0,
+      waitForBroker: { delayMs: 10, maxAttempts: 2 },
+    });
+    const e = await errorOf(c.send('echo', 1));
+    expect(e.message).toMatch(/cannot join the bus/);
+    expect(errors.map((x) => x.message)).toEqual([e.message]);
+    expect(statuses.at(-1)).toBe('disconnected');
+  });
+
+  it('without waitForBroker: the first call gets the connect error, a later one connects', async () => {
+    const sock = tmpSocket();
+    const { c, statuses, errors } = watched({ path: sock, target: 'svc', name: 'eager' });
+    const e = await errorOf(c.send('echo', 1));
+    expect(e.message).toMatch(`BusrtClientProxy eager: cannot join the bus at ${sock}`);
+    expect(errors.map((x) => x.message)).toEqual([e.message]);
+    expect(statuses).toEqual(['disconnected']);
+    await startBroker(sock);
+    expect(await firstValueFrom(c.send('echo', 'then'))).toBe('then');
+  });
+
+  it('without waitForBroker: a slow handshake fails the call with its own error, not the call limit', async () => {
+    const silentPath = tmpSocket();
+    const accepted: Socket[] = [];
+    const silent = createServer((s) => accepted.push(s));
+    await new Promise<void>((r) => silent.listen(silentPath, r));
+    cleanup.push(async () => {
+      for (const s of accepted) s.destroy();
+      await new Promise((r) => silent.close(r));
+    });
+    const { c } = watched({ path: silentPath, target: 'svc', socketTimeoutMs: 300, timeoutMs: 50, reconnect: false });
+    expect((await errorOf(c.send('echo', 1))).code).toBe(-32120);
+  });
+
+  it('reconnect false: a call after the link is lost connects again', async () => {
+    const { sock } = await world();
+    const { c, statuses } = watched({ path: sock, target: 'svc', timeoutMs: 300, reconnect: false });
+    const first = await dropLink(c, statuses);
+    expect(await firstValueFrom(c.send('echo', 'again'))).toBe('again');
+    expect(c.unwrap()).not.toBe(first);
+  });
+
+  it('a call made while the link waits to reconnect waits for it, within its time limit', async () => {
+    const { sock } = await world();
+    const { c, statuses } = watched({ path: sock, target: 'svc', timeoutMs: 100, reconnect: { delayMs: 60_000 } });
+    await dropLink(c, statuses);
+    expect((await errorOf(c.send('echo', 1))).message).toBe('not connected to the bus (waited 100 ms)');
+  });
+
+  it('whileDisconnected fail: connects on first use; fails at once while the first connect waits or the link is down', async () => {
+    const sock = tmpSocket();
+    const { c, statuses } = watched({
+      path: sock,
+      name: 'picky',
+      target: 'svc',
+      timeoutMs: 200,
+      whileDisconnected: 'fail',
+      waitForBroker: { delayMs: 20 },
+      reconnect: { delayMs: 60_000 },
+    });
+    const first = c.connect();
+    // Awaited below: an assertion failing before must not leave its rejection unhandled.
+    first.catch(() => undefined);
+    const notConnected = ['NotConnectedError', 'picky is not connected to the bus'];
+    const name = (e: Error): string[] => [e.constructor.name, e.message];
+    expect(name(await errorOf(c.send('echo', 1)))).toEqual(notConnected);
+    await startBroker(sock);
+    await first;
+    const { c: fresh } = watched({ path: sock, target: 'svc', whileDisconnected: 'fail' });
+    expect(await firstValueFrom(fresh.send('echo', 'first use'))).toBe('first use');
+    await dropLink(c, statuses);
+    expect(name(await errorOf(c.send('echo', 1)))).toEqual(notConnected);
+  });
+});
+
+describe('BusrtClientProxy: replicas, hosted brokers and waiting calls', () => {
+  it('a replica call left by its subscriber is forgotten at once, even without a time limit', async () => {
+    const { broker, sock } = await world();
+    // The core client answers client.list, where the proxy finds the replicas.
+    initCoreRpc(broker);
+    serve(new RpcClient(broker.registerClient('rsvc@1')));
+    const stopped: unknown[] = [];
+    config.onStoppedNotification = (n) => stopped.push(n);
+    cleanup.push(async () => (config.onStoppedNotification = null));
+    const c = await proxy({ path: sock, target: 'rsvc', replicas: true, timeoutMs: 0 });
+    expect(await firstValueFrom(c.send('echo', 'learn the set'))).toBe('learn the set');
+    // The set is known now: calls are sent at once.
+    const subs = Array.from({ length: 10 }, () => c.send('slow', 1).subscribe());
+    expect(c.unwrap<RpcClient>().pendingCalls).toBe(10);
+    for (const s of subs) s.unsubscribe();
+    expect(c.unwrap<RpcClient>().pendingCalls).toBe(0);
+    // rxjs tells of a notification to a subscriber gone on a timer: one set now runs after it.
+    await new Promise((r) => setTimeout(r, 1));
+    expect(stopped).toEqual([]);
+  });
+
+  it('reaches a broker hosted by BusrtModule in this process by its host name', async () => {
+    const mod = await Test.createTestingModule({
+      imports: [BusrtModule.forRoot({ hostName: 'nest-client-hosted' })],
+    }).compile();
+    await mod.init();
+    cleanup.push(() => mod.close());
+    serve(new RpcClient(mod.get(Broker).registerClient('svc')));
+    const c = await proxy({ broker: 'nest-client-hosted', target: 'svc' });
+    expect(await firstValueFrom(c.send('echo', 'hosted'))).toBe('hosted');
+  });
+
+  it('a call that gives up waiting leaves the other waiting calls waiting', async () => {
+    const sock = tmpSocket();
+    const { c } = watched({
+      path: sock,
+      target: 'svc',
+      timeoutMs: 1000,
+      waitForBroker: { delayMs: 20, maxDelayMs: 20 },
+    });
+    const attempts: number[] = [];
+    c.on('reconnecting', (n) => attempts.push(n));
+    const first = errorOf(c.send('echo', 1));
+    // The second call is made some 20 attempts (about half the time limit) after the first.
+    await until(() => attempts.length >= 20, 5000, 'attempts');
+    const second = firstValueFrom(c.send('echo', 'second'));
+    expect((await first).message).toBe('not connected to the bus (waited 1000 ms)');
+    await startBroker(sock);
+    expect(await second).toBe('second');
   });
 });

@@ -133,6 +133,8 @@ class ProxyCall implements CallSink, Unsubscribable {
   abandoned = false;
   private cursor: Buffer | null = null;
   private from = '';
+  /** Abandons a replica call wherever it is: it may move to another replica, under another id. */
+  private abort: AbortController | null = null;
 
   constructor(
     private readonly subscriber: Subscriber<unknown>,
@@ -157,7 +159,8 @@ class ProxyCall implements CallSink, Unsubscribable {
       return;
     }
     this.subscriber.next(value);
-    this.subscriber.complete();
+    // firstValueFrom() and take(1) leave on the value: a complete() would be told to nobody.
+    if (!this.abandoned) this.subscriber.complete();
   }
 
   reject(e: Error): void {
@@ -168,8 +171,10 @@ class ProxyCall implements CallSink, Unsubscribable {
   start(rpc: RpcClient, set: ReplicaSet | null, target: string, method: string, params: Payload): void {
     if (this.abandoned) return;
     this.rpc = rpc;
-    if (set !== null) set.callTo(method, params, this, this.s.options);
-    else this.id = rpc.callTo(target, method, params, this, this.s.options);
+    if (set !== null) {
+      this.abort = new AbortController();
+      set.callTo(method, params, this, { ...this.s.options, signal: this.abort.signal });
+    } else this.id = rpc.callTo(target, method, params, this, this.s.options);
   }
 
   /** One block of the cursor: every record to the subscriber, then the next block if it is still there. */
@@ -200,6 +205,7 @@ class ProxyCall implements CallSink, Unsubscribable {
   // connection is never sent, and a cursor is read no further (it expires on its server).
   unsubscribe(): void {
     this.abandoned = true;
+    this.abort?.abort();
     if (this.rpc !== null && this.id !== 0) this.rpc.abandon(this.id);
   }
 }
@@ -505,7 +511,8 @@ export class BusrtClientProxy extends ClientProxy<BusrtClientEvents, string> {
     this.directory = null;
     if (this.closed) return;
     this._status$.next('disconnected');
-    if (!this.link.reconnects) this.failWaiters(e ?? new Error('disconnected'));
+    // No call can be waiting here: calls wait only while rpc is null, and open() resolves them
+    // in the same turn as it sets rpc.
     this.link.lost(
       e,
       () => this.connect(),
