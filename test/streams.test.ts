@@ -7,7 +7,19 @@ import { afterAll, beforeAll, describe, expect, it, jest } from '@jest/globals';
 import { Controller } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
 import { type MicroserviceOptions, Payload } from '@nestjs/microservices';
-import { firstValueFrom, from, lastValueFrom, take, tap, toArray } from 'rxjs';
+import {
+  EMPTY,
+  firstValueFrom,
+  from,
+  lastValueFrom,
+  Observable,
+  of,
+  Subject,
+  take,
+  tap,
+  throwError,
+  toArray,
+} from 'rxjs';
 import {
   Broker,
   type BusClient,
@@ -26,7 +38,15 @@ import {
   TimedOutError,
   unpackMsgpack,
 } from '#busrt/core';
-import { BusrtClientProxy, BusrtMethod, BusrtModule, BusrtServer, type BusrtSerializer } from '#busrt/nestjs';
+import {
+  BusrtClientProxy,
+  BusrtMethod,
+  BusrtModule,
+  BusrtServer,
+  type BusrtSerializer,
+  isAsyncIterable,
+  observeResult,
+} from '#busrt/nestjs';
 import { tmpSocket } from './support/raw.js';
 import { until } from './support/until.js';
 
@@ -323,5 +343,109 @@ describe('streamed results in Nest: handler -> cursor -> ClientProxy Observable'
   it('serializer/deserializer options: JSON both ways, streams included', async () => {
     expect(await lastValueFrom(jsonProxy.send('numbers', 5).pipe(toArray()))).toEqual([0, 1, 2, 3, 4]);
     expect(await firstValueFrom(jsonProxy.send('one'))).toBe(42);
+  });
+});
+
+describe("observeResult: a handler's Observable as one reply or a stream", () => {
+  /** The stream of `source` once its first two values came (they make it a stream). */
+  async function streamOf(source: Subject<number>, limit: number): Promise<AsyncIterator<unknown>> {
+    const outcome = observeResult(source, limit);
+    source.next(1);
+    source.next(2);
+    const r = await outcome;
+    if (r.one) throw new Error('one value, not a stream');
+    return r.stream[Symbol.asyncIterator]();
+  }
+  const value = (v: unknown): IteratorResult<unknown> => ({ done: false, value: v });
+  const end: IteratorResult<unknown> = { done: true, value: undefined };
+
+  it('two values make a stream; one value, none or an early error stay a plain reply', async () => {
+    expect(await observeResult(of(1, 2), 10)).toMatchObject({ one: false });
+    expect(await observeResult(of(7), 10)).toEqual({ one: true, value: 7 });
+    expect(await observeResult(EMPTY, 10)).toEqual({ one: true, value: undefined });
+    const boom = new Error('boom');
+    await expect(
+      observeResult(
+        throwError(() => boom),
+        10,
+      ),
+    ).rejects.toBe(boom);
+  });
+
+  it('a reader waits for values that come later, then gets the error that ends the stream', async () => {
+    const source = new Subject<number>();
+    const it = await streamOf(source, 10);
+    expect([await it.next(), await it.next()]).toEqual([value(1), value(2)]);
+    // Nothing is buffered: the read waits for the next value.
+    const later = it.next();
+    source.next(3);
+    expect(await later).toEqual(value(3));
+    const failing = it.next();
+    const boom = new Error('source failed');
+    source.error(boom);
+    await expect(failing).rejects.toBe(boom);
+  }, 10_000);
+
+  it('a source that completes after the reader is waiting ends the stream', async () => {
+    const source = new Subject<number>();
+    const it = await streamOf(source, 10);
+    expect([await it.next(), await it.next()]).toEqual([value(1), value(2)]);
+    const last = it.next();
+    source.complete();
+    expect(await last).toEqual(end);
+  }, 10_000);
+
+  it('up to limit values wait unread; one more ends the stream with an overflow and unsubscribes', async () => {
+    const source = new Subject<number>();
+    const it = await streamOf(source, 3);
+    expect([await it.next(), await it.next()]).toEqual([value(1), value(2)]);
+    // Only the unread values count, not those already read.
+    source.next(3);
+    source.next(4);
+    source.next(5);
+    expect(source.observed).toBe(true);
+    source.next(6);
+    await Promise.resolve();
+    expect(source.observed).toBe(false);
+    for (const v of [3, 4, 5, 6]) expect(await it.next()).toEqual(value(v));
+    const e = await it.next().catch((x: unknown) => x);
+    expect(e).toBeInstanceOf(RpcError);
+    expect(e).toMatchObject({ code: -32603, message: 'stream overflow: more than 3 values waiting to be read' });
+  }, 10_000);
+
+  it('an error a synchronous source sends after its overflow does not replace the overflow', async () => {
+    const source = new Observable<number>((s) => {
+      for (let i = 1; i <= 5; i++) s.next(i);
+      s.error(new Error('late failure'));
+    });
+    const r = await observeResult(source, 2);
+    if (r.one) throw new Error('one value, not a stream');
+    const got: unknown[] = [];
+    const e = await (async () => {
+      for await (const v of r.stream) got.push(v);
+    })().catch((x: unknown) => x);
+    expect(got).toEqual([1, 2, 3]);
+    expect((e as Error).message).toBe('stream overflow: more than 2 values waiting to be read');
+  });
+
+  it('return() unsubscribes from the source and ends the stream for good', async () => {
+    const source = new Subject<number>();
+    const it = await streamOf(source, 10);
+    expect([await it.next(), await it.next()]).toEqual([value(1), value(2)]);
+    expect(await it.return?.()).toEqual(end);
+    expect(source.observed).toBe(false);
+    expect(await it.next()).toEqual(end);
+  }, 10_000);
+
+  it('isAsyncIterable: async generators and iterable objects, never undefined, null, a function or an array', () => {
+    async function* gen(): AsyncGenerator<number> {
+      yield 1;
+    }
+    expect(isAsyncIterable(gen())).toBe(true);
+    expect(isAsyncIterable({ [Symbol.asyncIterator]: gen })).toBe(true);
+    const fn = Object.assign(() => 1, { [Symbol.asyncIterator]: gen });
+    for (const v of [undefined, null, fn, [1, 2], 'text', { [Symbol.asyncIterator]: 1 }]) {
+      expect(isAsyncIterable(v)).toBe(false);
+    }
   });
 });

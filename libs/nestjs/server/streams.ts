@@ -21,8 +21,9 @@ export function observeResult(o: Observable<unknown>, limit: number): Promise<Ob
     let failure: unknown = null;
     let streaming = false;
     let wake: (() => void) | null = null;
+    // Set as soon as subscribe() returns, which is before anyone can hold the stream: the Promise
+    // hands it over in a later microtask, so return() never runs before the subscription exists.
     let sub: Subscription | null = null;
-    let stopped = false;
     const notify = (): void => {
       const w = wake;
       wake = null;
@@ -45,7 +46,6 @@ export function observeResult(o: Observable<unknown>, limit: number): Promise<Ob
           return { done: true, value: undefined };
         },
         async return(): Promise<IteratorResult<unknown>> {
-          stopped = true;
           done = true;
           sub?.unsubscribe();
           return { done: true, value: undefined };
@@ -83,7 +83,6 @@ export function observeResult(o: Observable<unknown>, limit: number): Promise<Ob
         notify();
       },
     });
-    if (stopped) sub.unsubscribe();
   });
 }
 
