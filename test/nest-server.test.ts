@@ -40,7 +40,9 @@ import {
   BusrtNotification,
   BusrtRpcException,
   BusrtServer,
+  DEFAULT_CODEC,
   raw,
+  toReplyError,
 } from '#busrt/nestjs';
 import { clientFrame, PeerPool, type RawPeer, tmpSocket } from './support/raw.js';
 import { vectorBytes } from './support/vectors.js';
@@ -57,7 +59,26 @@ async function readReply(p: RawPeer): Promise<Buffer> {
 }
 
 const sock = tmpSocket();
-const seen: { pattern: string; data: unknown; sender: string; topic: string | null; kind: string }[] = [];
+const seen: {
+  pattern: string;
+  data: unknown;
+  sender: string;
+  topic: string | null;
+  kind: string;
+  method: string;
+}[] = [];
+
+/** Notes an event a handler received, with what its context tells. */
+function note(pattern: string, data: unknown, ctx: BusrtContext): void {
+  seen.push({
+    pattern,
+    data,
+    sender: ctx.getSender(),
+    topic: ctx.getTopic(),
+    kind: ctx.getKind(),
+    method: ctx.getMethod(),
+  });
+}
 
 /** Waits until `cond` holds (a bounded poll: events arrive asynchronously). */
 async function until(cond: () => boolean, ms = 2000): Promise<void> {
@@ -133,6 +154,9 @@ class ServiceController {
       method: ctx.getMethod(),
       kind: ctx.getKind(),
       raw: ctx.getPayload().toString('hex'),
+      pattern: ctx.getPattern(),
+      frameSender: ctx.getFrame().sender,
+      realtime: ctx.isRealtime(),
     };
   }
 
@@ -190,33 +214,27 @@ class ServiceController {
 
   @BusrtEvent(['sensors/+/temp', 'alarms/#'])
   onSensor(@Payload() data: unknown, @Ctx() ctx: BusrtContext): void {
-    seen.push({ pattern: 'masks', data, sender: ctx.getSender(), topic: ctx.getTopic(), kind: ctx.getKind() });
+    note('masks', data, ctx);
   }
 
   @BusrtEvent('alarms/#')
   onAlarmAgain(@Payload() data: unknown, @Ctx() ctx: BusrtContext): void {
-    seen.push({ pattern: 'alarms-2', data, sender: ctx.getSender(), topic: ctx.getTopic(), kind: ctx.getKind() });
+    note('alarms-2', data, ctx);
   }
 
   @BusrtEvent('raw/topic', { raw: true })
   onRaw(@Payload() data: Buffer, @Ctx() ctx: BusrtContext): void {
-    seen.push({
-      pattern: 'raw',
-      data: data.toString('utf8'),
-      sender: ctx.getSender(),
-      topic: ctx.getTopic(),
-      kind: ctx.getKind(),
-    });
+    note('raw', data.toString('utf8'), ctx);
   }
 
   @BusrtNotification()
   onNotification(@Payload() data: unknown, @Ctx() ctx: BusrtContext): void {
-    seen.push({ pattern: 'notification', data, sender: ctx.getSender(), topic: ctx.getTopic(), kind: ctx.getKind() });
+    note('notification', data, ctx);
   }
 
   @BusrtBroadcast()
   onBroadcast(@Payload() data: unknown, @Ctx() ctx: BusrtContext): void {
-    seen.push({ pattern: 'broadcast', data, sender: ctx.getSender(), topic: ctx.getTopic(), kind: ctx.getKind() });
+    note('broadcast', data, ctx);
   }
 
   @BrokerMethod('app.version')
@@ -289,6 +307,9 @@ describe('BusrtServer in-process on a hosted broker (stand-alone microservice)',
         method: 'whoami',
         kind: 'message',
         raw: '07',
+        pattern: 'whoami',
+        frameSender: sec.name,
+        realtime: false,
       });
       expect(sec.name).toMatch(/^caller%%/);
     } finally {
@@ -361,7 +382,8 @@ describe('BusrtServer in-process on a hosted broker (stand-alone microservice)',
       'masks sensors/k1/temp {"t":21.5}',
       'raw raw/topic "not msgpack at all"',
     ]);
-    expect(seen.every((s) => s.kind === 'publish' && s.sender === 'caller')).toBe(true);
+    // A publication has a topic and no RPC method.
+    expect(seen.every((s) => s.kind === 'publish' && s.sender === 'caller' && s.method === '')).toBe(true);
   });
 
   it('delivers RPC notifications and broadcasts to their handlers', async () => {
@@ -370,8 +392,9 @@ describe('BusrtServer in-process on a hosted broker (stand-alone microservice)',
     await client.sendBroadcast('svc.*', packMsgpack('hello all'));
     await until(() => seen.length >= 2);
     const byPattern = Object.fromEntries(seen.map((s) => [s.pattern, s]));
-    expect(byPattern.notification).toMatchObject({ data: { note: 1 }, kind: 'message', topic: null });
-    expect(byPattern.broadcast).toMatchObject({ data: 'hello all', kind: 'broadcast', topic: null });
+    // A notification is an RPC event, but not a call: it names no method either.
+    expect(byPattern.notification).toMatchObject({ data: { note: 1 }, kind: 'message', topic: null, method: '' });
+    expect(byPattern.broadcast).toMatchObject({ data: 'hello all', kind: 'broadcast', topic: null, method: '' });
   });
 
   it('serves the .broker core methods through patterns, byte for byte, and the app’s own .broker methods', async () => {
@@ -391,6 +414,8 @@ describe('BusrtServer in-process on a hosted broker (stand-alone microservice)',
     expect(await readReply(c1)).toEqual(br('broker_error_params'));
     const info = unpackMsgpack(await rpc.call('.broker', 'info')) as Record<string, unknown>;
     expect(Object.keys(info)).toEqual(['author', 'version']);
+    const stats = unpackMsgpack(await rpc.call('.broker', 'stats')) as Record<string, unknown>;
+    expect(Object.keys(stats)).toEqual(['uptime', 'r_frames', 'r_bytes', 'w_frames', 'w_bytes']);
     const list = unpackMsgpack(await rpc.call('.broker', 'client.list')) as { clients: { name: string }[] };
     expect(list.clients.map((c) => c.name)).toEqual(expect.arrayContaining(['.broker', 'caller', 'svc.test']));
     expect(await call('app.version', undefined, '.broker')).toEqual({ app: 'test', version: 3 });
@@ -429,5 +454,78 @@ describe('BusrtServer in-process on a hosted broker (stand-alone microservice)',
     await closing;
     expect(frames.some((f) => f.topic === '.broker/warn')).toBe(true);
     await watcher.disconnect().catch(() => undefined);
+  });
+});
+
+describe('the payload codec: raw bytes, cursor blocks and the errors handlers throw', () => {
+  it('raw() sends bytes as they are, without a copy, and a string as its UTF-8 bytes', () => {
+    const bytes = Buffer.from([0xc1, 0x00, 0xff]);
+    expect(raw(bytes).bytes).toBe(bytes);
+    const text = raw('héllo').bytes;
+    expect(text).toBeInstanceOf(Uint8Array);
+    expect(Buffer.from(text).toString('hex')).toBe('68c3a96c6c6f');
+  });
+
+  it('a BusrtRpcException carries data bytes only when given some', () => {
+    expect(Object.keys(new BusrtRpcException(-5, 'no data').getError() as object)).toEqual(['code', 'message']);
+    const data = Buffer.from([1, 2]);
+    expect(new BusrtRpcException(-5, 'with data', data).getError()).toEqual({ code: -5, message: 'with data', data });
+  });
+
+  it('a cursor block of no bytes holds no records; one that is not an array is a -32700 parse error', () => {
+    expect(DEFAULT_CODEC.decodeMany(Buffer.alloc(0))).toEqual([]);
+    expect(DEFAULT_CODEC.decodeMany(Buffer.from(packMsgpack([1, 'a', null])))).toEqual([1, 'a', null]);
+    for (const block of [Buffer.from(packMsgpack({ a: 1 })), Buffer.from(packMsgpack(5))]) {
+      let thrown: unknown;
+      try {
+        DEFAULT_CODEC.decodeMany(block);
+      } catch (e) {
+        thrown = e;
+      }
+      expect(thrown).toBeInstanceOf(RpcError);
+      expect(thrown).toMatchObject({ code: -32700, message: 'a cursor block is not an array' });
+    }
+  });
+
+  it('passes an RpcError on as it is', () => {
+    const e = new RpcError(-4, 'as it is');
+    expect(toReplyError(e)).toBe(e);
+  });
+
+  // What a handler threw (or what Nest's filters made of it) -> [code, message] on the bus.
+  it.each<[string, unknown, number, string]>([
+    ['a text', 'plain text', -32000, 'plain text'],
+    ['an RpcException of a text', new RpcException('wrapped text'), -32000, 'wrapped text'],
+    ['an Error', new Error('boom'), -32603, 'boom'],
+    ['null', null, -32000, 'null'],
+    ['undefined', undefined, -32000, 'undefined'],
+    ['a number', 42, -32000, '42'],
+    ['the lowest 16-bit code', { code: -32768, message: 'lowest' }, -32768, 'lowest'],
+    ['the highest 16-bit code', { code: 32767, message: 'highest' }, 32767, 'highest'],
+    ['a code below 16 bits', { code: -32769, message: 'below' }, -32000, 'below'],
+    ['a code above 16 bits', { code: 32768, message: 'above' }, -32000, 'above'],
+    ['a fractional code', { code: 1.5, message: 'fraction' }, -32000, 'fraction'],
+    ['a code as a string', { code: '7', message: 'string code' }, -32000, 'string code'],
+    ['a code with a message that is not text', { code: -5, message: 42 }, -5, 'RPC error -5'],
+    ['a code without a message', { code: -6 }, -6, 'RPC error -6'],
+    [
+      "Nest's unknown exception",
+      { status: 'error', message: 'Internal server error' },
+      -32603,
+      'Internal server error',
+    ],
+    ['the same text from the app itself', { message: 'Internal server error' }, -32000, 'Internal server error'],
+    ['an object without a message (as JSON)', { reason: 'x', n: 1 }, -32000, '{"reason":"x","n":1}'],
+    ['an object JSON cannot write', { big: 1n }, -32000, '[object Object]'],
+  ])('maps %s to its code and message', (_what, thrown, code, message) => {
+    const e = toReplyError(thrown);
+    expect([e.code, e.message]).toEqual([code, message]);
+  });
+
+  it('keeps the data bytes of an object with a 16-bit code, and its message', () => {
+    const e = toReplyError({ code: -9, message: 'with bytes', data: Buffer.from('xy') });
+    expect([e.code, e.message, e.data]).toEqual([-9, 'with bytes', Buffer.from('xy')]);
+    const wide = toReplyError({ code: 40000, message: 'too wide', data: Buffer.from('xy') });
+    expect([wide.code, wide.message]).toEqual([-32000, 'too wide']);
   });
 });

@@ -109,7 +109,8 @@ export class Codec {
 export const DEFAULT_CODEC = new Codec();
 
 function isInt16(n: unknown): n is number {
-  return typeof n === 'number' && Number.isInteger(n) && n >= -32768 && n <= 32767;
+  // Number.isInteger is false for anything that is not a number: no typeof check is needed.
+  return Number.isInteger(n) && (n as number) >= -32768 && (n as number) <= 32767;
 }
 
 /**
@@ -118,8 +119,8 @@ function isInt16(n: unknown): n is number {
  */
 export function toReplyError(err: unknown): RpcError {
   if (err instanceof RpcError) return err;
+  // A string (`RpcException('text')`) is the message itself: the last line makes it so.
   let e: unknown = err instanceof RpcException ? err.getError() : err;
-  if (typeof e === 'string') return new RpcError(APP_ERROR_CODE, e);
   if (e instanceof Error) return new RpcError(RpcErrorCode.Internal, e.message);
   if (typeof e === 'object' && e !== null) {
     const o = e as { code?: unknown; message?: unknown; data?: unknown; status?: unknown };
