@@ -16,11 +16,20 @@ import {
   UseFilters,
 } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
-import { Ctx, MessagePattern, type MicroserviceOptions, Payload, RpcException } from '@nestjs/microservices';
+import {
+  Ctx,
+  type MessageHandler,
+  MessagePattern,
+  type MicroserviceOptions,
+  Payload,
+  RpcException,
+} from '@nestjs/microservices';
 import { delay, from, map, Observable, of, throwError } from 'rxjs';
 import {
   Broker,
   connect,
+  CURSOR_NEXT,
+  encodeCursorRequest,
   MethodNotFoundError,
   type Frame,
   openCursor,
@@ -39,8 +48,12 @@ import {
   BusrtModule,
   BusrtNotification,
   BusrtRpcException,
+  BUSRT_EXTRAS,
   BusrtServer,
+  type BusrtStatus,
   raw,
+  RPC_BROADCAST,
+  RPC_NOTIFICATION,
 } from '#busrt/nestjs';
 import { clientFrame, PeerPool, type RawPeer, tmpSocket } from './support/raw.js';
 import { vectorBytes } from './support/vectors.js';
@@ -219,6 +232,11 @@ class ServiceController {
     seen.push({ pattern: 'broadcast', data, sender: ctx.getSender(), topic: ctx.getTopic(), kind: ctx.getKind() });
   }
 
+  @BusrtEvent('jobs/#', { queueGroup: true })
+  onJob(@Payload() data: unknown, @Ctx() ctx: BusrtContext): void {
+    seen.push({ pattern: 'group', data, sender: ctx.getSender(), topic: ctx.getTopic(), kind: ctx.getKind() });
+  }
+
   @BrokerMethod('app.version')
   version(): unknown {
     return { app: 'test', version: 3 };
@@ -279,6 +297,32 @@ describe('BusrtServer in-process on a hosted broker (stand-alone microservice)',
     expect(await call('nothing')).toBeUndefined();
   });
 
+  it('serves a streamed result one value at a time with N', async () => {
+    const { u } = unpackMsgpack<{ u: Uint8Array }>(await rpc.call('svc.test', 'count', packMsgpack(3)));
+    const next = async (): Promise<unknown> =>
+      unpackMsgpack(await rpc.call('svc.test', CURSOR_NEXT, encodeCursorRequest(u)));
+    expect([await next(), await next(), await next()]).toEqual([1, 2, 3]);
+  });
+
+  it('lists its handlers by pattern, notification and broadcast handlers included', () => {
+    const server = app.getTransportServer?.() as unknown as BusrtServer;
+    const keys = [...server.getHandlers().keys()];
+    expect(keys).toEqual(
+      expect.arrayContaining(['echo', 'alarms/#', 'jobs/#', '.broker:app.version', RPC_NOTIFICATION]),
+    );
+    expect(keys).toContain(RPC_BROADCAST);
+    expect(server.getHandlerByPattern('echo')).toBe(server.getHandlers().get('echo'));
+    expect(server.getHandlerByPattern('alarms/#')).toBe(server.getHandlers().get('alarms/#'));
+    expect(server.getHandlerByPattern('no.such')).toBeNull();
+  });
+
+  it('delivers a queue-group event to the one instance when it runs without replicas', async () => {
+    seen.length = 0;
+    await client.publish('jobs/1', packMsgpack('job'));
+    await until(() => seen.some((s) => s.pattern === 'group'));
+    expect(seen).toEqual([{ pattern: 'group', data: 'job', sender: 'caller', topic: 'jobs/1', kind: 'publish' }]);
+  });
+
   it('gives handlers the context: sender, primary sender, method, kind, raw params', async () => {
     const sec = await client.connectSecondary();
     try {
@@ -315,7 +359,7 @@ describe('BusrtServer in-process on a hosted broker (stand-alone microservice)',
   it('answers an unknown method with -32601 and undecodable params with -32602', async () => {
     expect((await callError('no.such.method')).code).toBe(-32601);
     const e = await rpc.call('svc.test', 'echo', Buffer.from([0xc1])).catch((x: unknown) => x as RpcError);
-    expect((e as RpcError).code).toBe(-32602);
+    expect([(e as RpcError).code, (e as RpcError).message]).toEqual([-32602, 'params cannot be decoded']);
   });
 
   it('applies guards, interceptors, pipes and exception filters', async () => {
@@ -429,5 +473,135 @@ describe('BusrtServer in-process on a hosted broker (stand-alone microservice)',
     await closing;
     expect(frames.some((f) => f.topic === '.broker/warn')).toBe(true);
     await watcher.disconnect().catch(() => undefined);
+  });
+});
+
+/** A handler as Nest hands it to a transport: a function of (data, context) that returns a Promise. */
+const handler = (f: (data: unknown, ctx: BusrtContext) => unknown): MessageHandler =>
+  (async (data: unknown, ctx: BusrtContext) => f(data, ctx)) as MessageHandler;
+
+/** Starts `server` as Nest does (listen with a callback). */
+const listen = (server: BusrtServer): Promise<void> =>
+  new Promise((resolve, reject) => void server.listen((e?: unknown) => (e === undefined ? resolve() : reject(e))));
+
+describe('BusrtServer options and handler registry', () => {
+  it('refuses a missing or empty client name with a clear TypeError', () => {
+    const message = 'BusrtServer: a client name is required ({ name: "svc.example" })';
+    for (const bad of [undefined, {}, { name: '' }, { name: 7 }]) {
+      expect(() => new BusrtServer(bad as unknown as { name: string })).toThrow(new TypeError(message));
+    }
+  });
+
+  it('registers the service name itself, or a replica name with the given or a random id', () => {
+    expect(new BusrtServer({ name: 'svc.o' }).busName).toBe('svc.o');
+    expect(new BusrtServer({ name: 'svc.o', replicas: false }).busName).toBe('svc.o');
+    expect(new BusrtServer({ name: 'svc.o', replicas: { id: 'r1' } }).busName).toBe('svc.o@r1');
+    const random = [true, {}].map((r) => new BusrtServer({ name: 'svc.o', replicas: r }).busName);
+    for (const n of random) expect(n).toMatch(/^svc\.o@[0-9a-f]{12}$/);
+    expect(random[0]).not.toBe(random[1]);
+  });
+
+  it('before listen(): not connected, not holding the service name, and unwrap() says why it cannot', () => {
+    const server = new BusrtServer({ name: 'svc.o' });
+    expect(server.connected).toBe(false);
+    expect(server.holdsServiceName).toBe(false);
+    expect(() => server.unwrap()).toThrow('BusrtServer is not connected: call listen() first');
+  });
+
+  it('takes a handler added without a kind as a message pattern; a queue group beside an ordinary mask', () => {
+    const server = new BusrtServer({ name: 'svc.o', replicas: { id: 'a' } });
+    const method = handler(() => 1);
+    const event = handler(() => undefined);
+    const grouped = handler(() => undefined);
+    const onlyGrouped = handler(() => undefined);
+    server.addHandler('m', method);
+    server.addHandler('t/#', event, true);
+    server.addHandler('t/#', grouped, true, { [BUSRT_EXTRAS]: { queueGroup: true } });
+    server.addHandler('g/#', onlyGrouped, true, { [BUSRT_EXTRAS]: { queueGroup: true } });
+    const all = server.getHandlers();
+    expect([...all.keys()].sort()).toEqual(['g/#', 'm', 't/#']);
+    expect(method.isEventHandler).toBe(false);
+    // A mask with both kinds is listed once, by its ordinary handler.
+    expect(all.get('t/#')).toBe(event);
+    expect(all.get('g/#')).toBe(onlyGrouped);
+    expect(server.getHandlerByPattern('m')).toBe(method);
+    expect(server.getHandlerByPattern('t/#')).toBe(event);
+    expect(server.getHandlerByPattern('x')).toBeNull();
+  });
+});
+
+describe('BusrtServer on a Broker instance of the process', () => {
+  let broker: Broker;
+  let rpc: RpcClient;
+
+  beforeAll(() => {
+    broker = new Broker();
+    rpc = new RpcClient(broker.registerClient('caller'));
+  });
+  afterAll(async () => {
+    await broker.close();
+  });
+
+  it.each(['start', 'end'] as const)(
+    'runs calls through a processing %s hook that an instrumentation sets, failures included',
+    async (which) => {
+      const name = `svc.hook.${which}`;
+      const server = new BusrtServer({ name, broker });
+      const statuses: BusrtStatus[] = [];
+      server.status.subscribe((s) => statuses.push(s));
+      const trace: string[] = [];
+      if (which === 'start') {
+        server.setOnProcessingStartHook((_id, ctx, done) => {
+          trace.push(`start ${(ctx as BusrtContext).getMethod()}`);
+          void done();
+        });
+      } else {
+        server.setOnProcessingEndHook((_id, ctx) => trace.push(`end ${(ctx as BusrtContext).getMethod()}`));
+      }
+      server.addHandler(
+        'double',
+        handler((n) => (n as number) * 2),
+      );
+      server.addHandler(
+        'fail',
+        handler(() => {
+          throw new RpcException({ code: -5, message: 'refused' });
+        }),
+      );
+      await listen(server);
+      expect(server.connected).toBe(true);
+      expect(unpackMsgpack(await rpc.call(name, 'double', packMsgpack(21)))).toBe(42);
+      const e = await rpc.call(name, 'fail').catch((x: unknown) => x as RpcError);
+      expect([(e as RpcError).code, (e as RpcError).message]).toEqual([-5, 'refused']);
+      expect(trace).toEqual([`${which} double`, `${which} fail`]);
+      await server.close();
+      expect(server.connected).toBe(false);
+      expect(statuses).toEqual(['connected', 'disconnected']);
+      expect(broker.clientList().some((c) => c.name === name)).toBe(false);
+    },
+  );
+
+  it('serves events one at a time, in order, with blocking events', async () => {
+    const server = new BusrtServer({ name: 'svc.blocking', broker, blocking: { events: true } });
+    const order: string[] = [];
+    server.addHandler(
+      'work/#',
+      handler(async (n) => {
+        order.push(`start ${n as number}`);
+        // Long enough for the next publication to arrive while this one runs.
+        await new Promise((r) => setTimeout(r, 30));
+        order.push(`end ${n as number}`);
+      }),
+      true,
+    );
+    await listen(server);
+    try {
+      const pub = broker.registerClient('publisher');
+      await Promise.all([pub.publish('work/a', packMsgpack(1)), pub.publish('work/a', packMsgpack(2))]);
+      await until(() => order.includes('end 2'));
+      expect(order).toEqual(['start 1', 'end 1', 'start 2', 'end 2']);
+    } finally {
+      await server.close();
+    }
   });
 });
