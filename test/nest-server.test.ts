@@ -55,6 +55,7 @@ import {
   RPC_BROADCAST,
   RPC_NOTIFICATION,
 } from '#busrt/nestjs';
+import { listen } from './support/nest-listen.js';
 import { clientFrame, PeerPool, type RawPeer, tmpSocket } from './support/raw.js';
 import { vectorBytes } from './support/vectors.js';
 
@@ -479,10 +480,6 @@ describe('BusrtServer in-process on a hosted broker (stand-alone microservice)',
 /** A handler as Nest hands it to a transport: a function of (data, context) that returns a Promise. */
 const handler = (f: (data: unknown, ctx: BusrtContext) => unknown): MessageHandler =>
   (async (data: unknown, ctx: BusrtContext) => f(data, ctx)) as MessageHandler;
-
-/** Starts `server` as Nest does (listen with a callback). */
-const listen = (server: BusrtServer): Promise<void> =>
-  new Promise((resolve, reject) => void server.listen((e?: unknown) => (e === undefined ? resolve() : reject(e))));
 
 describe('BusrtServer options and handler registry', () => {
   it('refuses a missing or empty client name with a clear TypeError', () => {

@@ -1,6 +1,7 @@
 import 'reflect-metadata';
 import { afterEach, describe, expect, it } from '@jest/globals';
 import { type ChildProcess, fork } from 'node:child_process';
+import { createServer, type Socket } from 'node:net';
 import {
   type CanActivate,
   Controller,
@@ -12,9 +13,20 @@ import {
 } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
 import { EventPattern, MessagePattern, type MicroserviceOptions, Payload, Transport } from '@nestjs/microservices';
-import { Broker, connect, packMsgpack, RpcClient, RpcError, type SocketClient, unpackMsgpack } from '#busrt/core';
-import { BUSRT_TRANSPORT, BusrtModule, BusrtServer, type BusrtStatus } from '#busrt/nestjs';
+import {
+  aaaMapFrom,
+  Broker,
+  connect,
+  initCoreRpc,
+  packMsgpack,
+  RpcClient,
+  RpcError,
+  type SocketClient,
+  unpackMsgpack,
+} from '#busrt/core';
+import { BrokerMethod, BUSRT_TRANSPORT, BusrtModule, BusrtServer, type BusrtStatus } from '#busrt/nestjs';
 import { CapturedLog } from './support/nest-log.js';
+import { listen } from './support/nest-listen.js';
 import { tmpSocket } from './support/raw.js';
 
 const received: unknown[] = [];
@@ -39,6 +51,14 @@ class EchoController {
   @EventPattern('news/#', BUSRT_TRANSPORT)
   news(@Payload() v: unknown): void {
     received.push(v);
+  }
+}
+
+@Controller()
+class AppBrokerController {
+  @BrokerMethod('app.version')
+  version(): number {
+    return 1;
   }
 }
 
@@ -109,6 +129,8 @@ describe('BusrtServer over a socket (a sibling service)', () => {
       path,
       timeoutMs: 500,
       reconnect: { delayMs: 50, maxDelayMs: 200 },
+      // The first connection made through waiting is the one watched for a loss as well.
+      waitForBroker: true,
     });
     const statuses: BusrtStatus[] = [];
     const events: string[] = [];
@@ -138,6 +160,8 @@ describe('BusrtServer over a socket (a sibling service)', () => {
     await until(() => received.length === 1);
     expect(statuses[0]).toBe('connected');
     expect(statuses).toContain('reconnecting');
+    // Reconnecting is not waiting for the broker again: never `connecting` once connected.
+    expect(statuses).not.toContain('connecting');
     expect(events[0]).toBe('connected');
     expect(events).toContain('disconnected');
     expect(events).toContain('reconnecting 1');
@@ -155,6 +179,116 @@ async function childBroker(path: string): Promise<ChildProcess> {
   await new Promise((r) => child.once('message', r));
   return child;
 }
+
+describe('BusrtServer start-up over a socket: what it refuses and why', () => {
+  it('names the server and its masks when the broker refuses a subscription', async () => {
+    const broker = new Broker();
+    cleanup.push(() => broker.close());
+    const aaaMap = aaaMapFrom({ 'svc.echo': { subscribe: ['other/#'] } });
+    const { address } = await broker.spawnTcpServer('127.0.0.1:0', { aaaMap });
+    const server = new BusrtServer({ name: 'svc.echo', path: address });
+    cleanup.push(() => server.close());
+    server.addHandler('news/#', async () => undefined, true);
+    server.addHandler('alerts/#', async () => undefined, true);
+    const e = await listen(server).catch((x: unknown) => x as Error);
+    expect(e).toBeInstanceOf(Error);
+    expect((e as Error).message).toMatch(/^BusrtServer svc\.echo: cannot subscribe to news\/#, alerts\/#: \S/);
+    expect((e as Error).cause).toMatchObject({ code: 0x79 });
+  });
+
+  it('serves its .broker patterns only inside the broker process: over a socket they are not answered', async () => {
+    const broker = new Broker();
+    initCoreRpc(broker);
+    cleanup.push(() => broker.close());
+    const path = (await broker.spawnUnixServer(tmpSocket())).address;
+    const app = await NestFactory.createMicroservice<MicroserviceOptions>(
+      { module: class Svc {}, controllers: [EchoController, AppBrokerController] },
+      { strategy: new BusrtServer({ name: 'svc.echo', path }), logger: false },
+    );
+    cleanup.push(() => app.close());
+    await app.listen();
+    const { rpc } = await caller(path);
+    expect(await callValue(rpc, 'svc.echo', 'echo', 1)).toBe(1);
+    const e = await rpc.call('.broker', 'app.version').catch((x: unknown) => x as RpcError);
+    expect((e as RpcError).code).toBe(-32601);
+  });
+
+  it('gives the socket client its timeout: a broker that never answers the handshake', async () => {
+    const path = tmpSocket();
+    const sockets: Socket[] = [];
+    const silent = createServer((s) => void sockets.push(s));
+    await new Promise<void>((r) => silent.listen(path, r));
+    cleanup.push(async () => {
+      for (const s of sockets) s.destroy();
+      await new Promise((r) => silent.close(r));
+    });
+    const server = new BusrtServer({ name: 'svc.echo', path, timeoutMs: 150 });
+    cleanup.push(() => server.close());
+    await expect(listen(server)).rejects.toThrow('handshake with the broker timed out after 150 ms');
+  });
+
+  it('checks busyPollUs as the socket client does', async () => {
+    const broker = new Broker();
+    cleanup.push(() => broker.close());
+    const path = (await broker.spawnUnixServer(tmpSocket())).address;
+    const server = new BusrtServer({ name: 'svc.echo', path, busyPollUs: 20_000 });
+    cleanup.push(() => server.close());
+    await expect(listen(server)).rejects.toThrow(/busyPollUs must be at most \d+ microseconds, got 20000/);
+  });
+});
+
+describe('BusrtServer waiting for the broker', () => {
+  it('is connecting while it waits, logs attempts 1, 2, 4..., and stops waiting when closed', async () => {
+    const log = new CapturedLog();
+    const path = tmpSocket();
+    const server = new BusrtServer({ name: 'svc.wait', path, waitForBroker: { delayMs: 5, maxDelayMs: 5 } });
+    const statuses: BusrtStatus[] = [];
+    server.status.subscribe((s) => statuses.push(s));
+    const app = await NestFactory.createMicroservice<MicroserviceOptions>(
+      { module: class Svc {}, controllers: [EchoController] },
+      { strategy: server, logger: log },
+    );
+    cleanup.push(() => app.close());
+    const isWaiting = (l: string): boolean => l.includes('waiting for the broker');
+    // At each attempt, how many earlier ones were logged: 1, 2, 4... are, 3, 5, 6, 7 are not.
+    const logged: number[] = [];
+    server.on('reconnecting', () => logged.push(log.lines('BusrtServer').filter(isWaiting).length));
+    const listening = app.listen().then(
+      () => 'listening',
+      (e: unknown) => `failed: ${(e as Error).message}`,
+    );
+    await until(() => logged.length >= 8);
+    expect(statuses[0]).toBe('connecting');
+    expect(logged.slice(0, 8)).toEqual([0, 1, 2, 2, 3, 3, 3, 3]);
+    expect(log.lines('BusrtServer').find(isWaiting)).toMatch(
+      /^DEBUG svc\.wait: waiting for the broker \(.*cannot join the bus at /,
+    );
+    await app.close();
+    expect(await listening).toMatch(/^failed: BusrtServer svc\.wait: cannot join the bus at /);
+    expect(statuses.at(-1)).toBe('disconnected');
+  });
+});
+
+describe('BusrtServer logs through Nest', () => {
+  it('logs what its RPC client drops as a warning naming the service', async () => {
+    const broker = new Broker();
+    cleanup.push(() => broker.close());
+    const path = (await broker.spawnUnixServer(tmpSocket())).address;
+    const log = new CapturedLog();
+    const app = await NestFactory.createMicroservice<MicroserviceOptions>(
+      { module: class Svc {}, controllers: [EchoController] },
+      { strategy: new BusrtServer({ name: 'svc.echo', path }), logger: log },
+    );
+    cleanup.push(() => app.close());
+    await app.listen();
+    const { c } = await caller(path);
+    await c.send('svc.echo', Buffer.alloc(0));
+    await log.waitFor((e) => e.context === 'BusrtServer' && e.level === 'warn', 'the warning');
+    expect(log.lines('BusrtServer').filter((l) => l.startsWith('WARN'))).toEqual([
+      'WARN svc.echo: empty RPC frame from caller dropped',
+    ]);
+  });
+});
 
 describe('BusrtServer logs a lost broker once, and its return', () => {
   it('warns once while the broker is away, retries at debug level, logs the reconnection (no ERROR)', async () => {
