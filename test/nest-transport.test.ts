@@ -290,6 +290,49 @@ describe('BusrtServer logs through Nest', () => {
   });
 });
 
+describe('BusrtServer replicas without queue groups', () => {
+  it("takes the service name over on the holder's unreg; losing only that connection is no reconnect", async () => {
+    const broker = new Broker();
+    // The core client publishes the reg/unreg announcements the replicas follow.
+    initCoreRpc(broker);
+    cleanup.push(() => broker.close());
+    const path = (await broker.spawnUnixServer(tmpSocket())).address;
+    const start = async (id: string): Promise<{ app: INestMicroservice; server: BusrtServer; statuses: string[] }> => {
+      const server = new BusrtServer({ name: 'svc.rep', path, replicas: { id } });
+      const statuses: string[] = [];
+      server.status.subscribe((s) => statuses.push(s));
+      const app = await NestFactory.createMicroservice<MicroserviceOptions>(
+        { module: class Svc {}, controllers: [EchoController] },
+        { strategy: server, logger: false },
+      );
+      cleanup.push(() => app.close());
+      await app.listen();
+      return { app, server, statuses };
+    };
+    const a = await start('a');
+    await until(() => a.server.holdsServiceName);
+    const b = await start('b');
+    const { rpc } = await caller(path);
+    expect(await callValue(rpc, 'svc.rep', 'echo', 1)).toBe(1);
+    // The broker drops a's connection that holds svc.rep: a stays on the bus as svc.rep@a, and
+    // one of the two registers svc.rep again.
+    const registered = (): boolean => broker.clientList().some((c) => c.name === 'svc.rep');
+    broker.forceDisconnect('svc.rep');
+    expect(registered()).toBe(false);
+    await until(registered);
+    await until(() => a.server.holdsServiceName || b.server.holdsServiceName);
+    expect(a.statuses).toEqual(['connected']);
+    expect(a.server.connected).toBe(true);
+    expect(await callValue(rpc, 'svc.rep', 'echo', 2)).toBe(2);
+    // The holder leaves: the other one takes the name on its unreg (no waiting for the poll).
+    const [holder, other] = a.server.holdsServiceName ? [a, b] : [b, a];
+    await holder.app.close();
+    await until(() => other.server.holdsServiceName);
+    expect(await callValue(rpc, 'svc.rep', 'echo', 3)).toBe(3);
+    expect(other.statuses).toEqual(['connected']);
+  });
+});
+
 describe('BusrtServer logs a lost broker once, and its return', () => {
   it('warns once while the broker is away, retries at debug level, logs the reconnection (no ERROR)', async () => {
     const path = tmpSocket();
