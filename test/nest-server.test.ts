@@ -27,6 +27,7 @@ import {
 import { delay, from, map, Observable, of, throwError } from 'rxjs';
 import {
   Broker,
+  BROKER_INFO_TOPIC,
   connect,
   CURSOR_NEXT,
   encodeCursorRequest,
@@ -71,6 +72,8 @@ async function readReply(p: RawPeer): Promise<Buffer> {
 }
 
 const sock = tmpSocket();
+/** Announcements a handler of `.broker/info` received: subject and client name. */
+const announced: string[] = [];
 const seen: { pattern: string; data: unknown; sender: string; topic: string | null; kind: string }[] = [];
 
 /** Waits until `cond` holds (a bounded poll: events arrive asynchronously). */
@@ -210,6 +213,25 @@ class ServiceController {
   @BusrtEvent('alarms/#')
   onAlarmAgain(@Payload() data: unknown, @Ctx() ctx: BusrtContext): void {
     seen.push({ pattern: 'alarms-2', data, sender: ctx.getSender(), topic: ctx.getTopic(), kind: ctx.getKind() });
+  }
+
+  @BusrtEvent('alarms/fire/+')
+  onFireZone(@Payload() data: unknown, @Ctx() ctx: BusrtContext): void {
+    seen.push({ pattern: 'fire-zone', data, sender: ctx.getSender(), topic: ctx.getTopic(), kind: ctx.getKind() });
+  }
+
+  @BusrtEvent('lazy/#')
+  onLazy(@Payload() data: unknown, @Ctx() ctx: BusrtContext): Observable<void> {
+    // Runs only once the Observable is subscribed to.
+    return new Observable((s) => {
+      seen.push({ pattern: 'lazy', data, sender: ctx.getSender(), topic: ctx.getTopic(), kind: ctx.getKind() });
+      s.complete();
+    });
+  }
+
+  @BusrtEvent(BROKER_INFO_TOPIC)
+  onInfo(@Payload() data: { s?: string; d?: string }): void {
+    announced.push(`${data.s} ${data.d}`);
   }
 
   @BusrtEvent('raw/topic', { raw: true })
@@ -392,6 +414,9 @@ describe('BusrtServer in-process on a hosted broker (stand-alone microservice)',
     await client.publish('sensors/k1/hum', packMsgpack({ h: 40 }));
     await client.publish('alarms/fire/zone1', packMsgpack('fire'));
     await client.publish('raw/topic', Buffer.from('not msgpack at all'));
+    // Not MessagePack, to a handler that decodes it: dropped.
+    await client.publish('alarms/bad', Buffer.from([0xc1]));
+    await client.publish('lazy/one', packMsgpack('later'));
     // A marker last, to both alarm handlers: once each has it, anything the publications above
     // could have caused (a second delivery, sensors/k1/hum) would have arrived before it.
     await client.publish('alarms/marker', packMsgpack('marker'));
@@ -402,6 +427,8 @@ describe('BusrtServer in-process on a hosted broker (stand-alone microservice)',
       .sort();
     expect(summary).toEqual([
       'alarms-2 alarms/fire/zone1 "fire"',
+      'fire-zone alarms/fire/zone1 "fire"',
+      'lazy lazy/one "later"',
       'masks alarms/fire/zone1 "fire"',
       'masks sensors/k1/temp {"t":21.5}',
       'raw raw/topic "not msgpack at all"',
@@ -455,6 +482,13 @@ describe('BusrtServer in-process on a hosted broker (stand-alone microservice)',
     expect(e.code).toBe(-32601);
     // And the other way round: a .broker method is not served under the app's name.
     expect((await callError('app.version')).code).toBe(-32601);
+  });
+
+  it("delivers the broker's announcements to an application handler of .broker/info", async () => {
+    const visitor = await connect({ path: sock, name: 'visitor.info' });
+    await visitor.disconnect();
+    await until(() => announced.includes('unreg visitor.info'));
+    expect(announced).toContain('reg visitor.info');
   });
 
   it('makes the broker injectable and registers the server in-process', () => {
