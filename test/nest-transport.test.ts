@@ -333,6 +333,69 @@ describe('BusrtServer replicas without queue groups', () => {
   });
 });
 
+/** Lets the `hold` call of {@link TroubleController} end. */
+let release: () => void = () => undefined;
+let holding = false;
+const troubleSeen: string[] = [];
+
+@Controller()
+class TroubleController {
+  @EventPattern('jobs/#', BUSRT_TRANSPORT)
+  anyJob(@Payload() v: string): void {
+    troubleSeen.push(`any ${v}`);
+  }
+
+  @EventPattern('jobs/+', BUSRT_TRANSPORT)
+  oneLevel(@Payload() v: string): void {
+    troubleSeen.push(`one ${v}`);
+  }
+
+  @EventPattern('boom', BUSRT_TRANSPORT)
+  boom(@Payload() v: unknown): void {
+    throw new Error(`boom ${String(v)}`);
+  }
+
+  @MessagePattern('hold', BUSRT_TRANSPORT)
+  async hold(): Promise<string> {
+    holding = true;
+    await new Promise<void>((r) => (release = r));
+    return 'held';
+  }
+}
+
+describe('BusrtServer logs what goes wrong in handlers', () => {
+  it('logs a failed event handler as an error, and a close that cannot wait for a call any more', async () => {
+    const broker = new Broker();
+    cleanup.push(() => broker.close());
+    const path = (await broker.spawnUnixServer(tmpSocket())).address;
+    const log = new CapturedLog();
+    const app = await NestFactory.createMicroservice<MicroserviceOptions>(
+      { module: class Svc {}, controllers: [TroubleController] },
+      { strategy: new BusrtServer({ name: 'svc.trouble', path, closeTimeoutMs: 50 }), logger: log },
+    );
+    cleanup.push(() => app.close());
+    await app.listen();
+    const { c, rpc } = await caller(path);
+    // A topic two masks match, then a handler that throws; the marker comes after both.
+    await c.publish('jobs/1', packMsgpack('a'));
+    await c.publish('boom', packMsgpack(0));
+    await c.publish('jobs/2', packMsgpack('marker'));
+    await until(() => troubleSeen.includes('one marker') && troubleSeen.includes('any marker'));
+    expect(troubleSeen.filter((s) => !s.endsWith('marker')).sort()).toEqual(['any a', 'one a']);
+    await log.waitFor((e) => e.level === 'error', 'the failed handler');
+    // Its reply never comes: the server leaves the bus without it.
+    void rpc.call('svc.trouble', 'hold').catch(() => undefined);
+    await until(() => holding);
+    await app.close();
+    release();
+    expect(log.lines('BusrtServer').filter((l) => !l.startsWith('DEBUG'))).toEqual([
+      // What Nest's exception filter makes of an Error: its internals stay out.
+      'ERROR svc.trouble: event handler failed: {"status":"error","message":"Internal server error"}',
+      'WARN svc.trouble: closing with 1 handler(s) still running',
+    ]);
+  });
+});
+
 describe('BusrtServer logs a lost broker once, and its return', () => {
   it('warns once while the broker is away, retries at debug level, logs the reconnection (no ERROR)', async () => {
     const path = tmpSocket();
