@@ -215,6 +215,11 @@ class ServiceController {
     seen.push({ pattern: 'alarms-2', data, sender: ctx.getSender(), topic: ctx.getTopic(), kind: ctx.getKind() });
   }
 
+  @BusrtEvent('alarms/#')
+  onAlarmThird(@Payload() data: unknown, @Ctx() ctx: BusrtContext): void {
+    seen.push({ pattern: 'alarms-3', data, sender: ctx.getSender(), topic: ctx.getTopic(), kind: ctx.getKind() });
+  }
+
   @BusrtEvent('alarms/fire/+')
   onFireZone(@Payload() data: unknown, @Ctx() ctx: BusrtContext): void {
     seen.push({ pattern: 'fire-zone', data, sender: ctx.getSender(), topic: ctx.getTopic(), kind: ctx.getKind() });
@@ -417,16 +422,17 @@ describe('BusrtServer in-process on a hosted broker (stand-alone microservice)',
     // Not MessagePack, to a handler that decodes it: dropped.
     await client.publish('alarms/bad', Buffer.from([0xc1]));
     await client.publish('lazy/one', packMsgpack('later'));
-    // A marker last, to both alarm handlers: once each has it, anything the publications above
+    // A marker last, to the three alarm handlers: once each has it, anything the publications above
     // could have caused (a second delivery, sensors/k1/hum) would have arrived before it.
     await client.publish('alarms/marker', packMsgpack('marker'));
-    await until(() => seen.filter((s) => s.topic === 'alarms/marker').length === 2);
+    await until(() => seen.filter((s) => s.topic === 'alarms/marker').length === 3);
     const summary = seen
       .filter((s) => s.topic !== 'alarms/marker')
       .map((s) => `${s.pattern} ${s.topic} ${JSON.stringify(s.data)}`)
       .sort();
     expect(summary).toEqual([
       'alarms-2 alarms/fire/zone1 "fire"',
+      'alarms-3 alarms/fire/zone1 "fire"',
       'fire-zone alarms/fire/zone1 "fire"',
       'lazy lazy/one "later"',
       'masks alarms/fire/zone1 "fire"',
@@ -547,6 +553,9 @@ describe('BusrtServer options and handler registry', () => {
     const onlyGrouped = handler(() => undefined);
     server.addHandler('m', method);
     server.addHandler('t/#', event, true);
+    // A second handler of a mask is chained to the first, which stays the one listed.
+    const second = handler(() => undefined);
+    server.addHandler('t/#', second, true);
     server.addHandler('t/#', grouped, true, { [BUSRT_EXTRAS]: { queueGroup: true } });
     server.addHandler('g/#', onlyGrouped, true, { [BUSRT_EXTRAS]: { queueGroup: true } });
     const all = server.getHandlers();
@@ -554,6 +563,7 @@ describe('BusrtServer options and handler registry', () => {
     expect(method.isEventHandler).toBe(false);
     // A mask with both kinds is listed once, by its ordinary handler.
     expect(all.get('t/#')).toBe(event);
+    expect(event.next).toBe(second);
     expect(all.get('g/#')).toBe(onlyGrouped);
     expect(server.getHandlerByPattern('m')).toBe(method);
     expect(server.getHandlerByPattern('t/#')).toBe(event);
