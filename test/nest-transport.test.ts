@@ -24,7 +24,16 @@ import {
   type SocketClient,
   unpackMsgpack,
 } from '#busrt/core';
-import { BrokerMethod, BUSRT_TRANSPORT, BusrtModule, BusrtServer, type BusrtStatus } from '#busrt/nestjs';
+import {
+  BrokerMethod,
+  BUSRT_EXTRAS,
+  BUSRT_TRANSPORT,
+  type BusrtContext,
+  BusrtModule,
+  BusrtServer,
+  type BusrtStatus,
+  RPC_NOTIFICATION,
+} from '#busrt/nestjs';
 import { CapturedLog } from './support/nest-log.js';
 import { listen } from './support/nest-listen.js';
 import { tmpSocket } from './support/raw.js';
@@ -392,6 +401,59 @@ describe('BusrtServer logs what goes wrong in handlers', () => {
       // What Nest's exception filter makes of an Error: its internals stay out.
       'ERROR svc.trouble: event handler failed: {"status":"error","message":"Internal server error"}',
       'WARN svc.trouble: closing with 1 handler(s) still running',
+    ]);
+  });
+});
+
+describe('BusrtServer replicas: queue-group events forwarded from the service name', () => {
+  it('reads a forwarded event only when its bytes are whole; anything else is an ordinary notification', async () => {
+    const broker = new Broker();
+    cleanup.push(() => broker.close());
+    const path = (await broker.spawnUnixServer(tmpSocket())).address;
+    // Holding the service name first, this client plays the instance that forwards events.
+    const { rpc } = await caller(path, 'svc.g');
+    const server = new BusrtServer({ name: 'svc.g', path, replicas: { id: 'a' }, reconnect: false });
+    cleanup.push(() => server.close());
+    const got: string[] = [];
+    const rawOpts = { [BUSRT_EXTRAS]: { raw: true } };
+    server.addHandler(RPC_NOTIFICATION, async (d: Buffer) => void got.push(`note ${d.toString('hex')}`), true, rawOpts);
+    server.addHandler(
+      'g/#',
+      async (d: Buffer, ctx: BusrtContext) =>
+        void got.push(`group ${ctx.getTopic()} ${ctx.getSender()} ${d.toString()}`),
+      true,
+      { [BUSRT_EXTRAS]: { raw: true, queueGroup: true } },
+    );
+    await listen(server);
+    const magic = Buffer.from([0xb5, 0x51, 0x47, 0x01]);
+    const u16 = (n: number): Buffer => Buffer.from([n & 0xff, n >> 8]);
+    const sends = [
+      // Whole: topic g/1, sender pub, payload x.
+      Buffer.concat([magic, u16(3), Buffer.from('g/1'), u16(3), Buffer.from('pub'), Buffer.from('x')]),
+      // Whole, with no sender and no payload: it ends where the sender ends.
+      Buffer.concat([magic, u16(3), Buffer.from('g/2'), u16(0)]),
+      // Whole but of no topic: no handler, and no notification either.
+      Buffer.concat([magic, u16(0), u16(0)]),
+      // Cut short: in the magic, in the topic, in the sender.
+      magic,
+      Buffer.concat([magic, u16(5), Buffer.from('ab')]),
+      Buffer.concat([magic, u16(3), Buffer.from('g/3'), u16(3), Buffer.from('pu')]),
+      // Not the magic, though the rest reads as a forwarded event.
+      Buffer.concat([Buffer.from('XXXX'), u16(0), u16(0), Buffer.from('p')]),
+    ];
+    // A whole forwarded event, from a client that is not the service name: a notification.
+    const outsider = (await caller(path, 'outsider')).rpc;
+    await outsider.notify('svc.g@a', sends[0]);
+    for (const b of sends) await rpc.notify('svc.g@a', b);
+    const marker = Buffer.from('ff', 'hex');
+    await rpc.notify('svc.g@a', marker);
+    await until(() => got.includes('note ff'));
+    expect(got).toEqual([
+      `note ${sends[0].toString('hex')}`,
+      'group g/1 pub x',
+      'group g/2  ',
+      ...sends.slice(3).map((b) => `note ${b.toString('hex')}`),
+      'note ff',
     ]);
   });
 });
