@@ -16,11 +16,21 @@ import {
   UseFilters,
 } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
-import { Ctx, MessagePattern, type MicroserviceOptions, Payload, RpcException } from '@nestjs/microservices';
+import {
+  Ctx,
+  type MessageHandler,
+  MessagePattern,
+  type MicroserviceOptions,
+  Payload,
+  RpcException,
+} from '@nestjs/microservices';
 import { delay, from, map, Observable, of, throwError } from 'rxjs';
 import {
   Broker,
+  BROKER_INFO_TOPIC,
   connect,
+  CURSOR_NEXT,
+  encodeCursorRequest,
   MethodNotFoundError,
   type Frame,
   openCursor,
@@ -39,11 +49,16 @@ import {
   BusrtModule,
   BusrtNotification,
   BusrtRpcException,
+  BUSRT_EXTRAS,
   BusrtServer,
+  type BusrtStatus,
   DEFAULT_CODEC,
   raw,
+  RPC_BROADCAST,
+  RPC_NOTIFICATION,
   toReplyError,
 } from '#busrt/nestjs';
+import { listen } from './support/nest-listen.js';
 import { clientFrame, PeerPool, type RawPeer, tmpSocket } from './support/raw.js';
 import { vectorBytes } from './support/vectors.js';
 
@@ -59,6 +74,8 @@ async function readReply(p: RawPeer): Promise<Buffer> {
 }
 
 const sock = tmpSocket();
+/** Announcements a handler of `.broker/info` received: subject and client name. */
+const announced: string[] = [];
 const seen: {
   pattern: string;
   data: unknown;
@@ -222,6 +239,30 @@ class ServiceController {
     note('alarms-2', data, ctx);
   }
 
+  @BusrtEvent('alarms/#')
+  onAlarmThird(@Payload() data: unknown, @Ctx() ctx: BusrtContext): void {
+    note('alarms-3', data, ctx);
+  }
+
+  @BusrtEvent('alarms/fire/+')
+  onFireZone(@Payload() data: unknown, @Ctx() ctx: BusrtContext): void {
+    note('fire-zone', data, ctx);
+  }
+
+  @BusrtEvent('lazy/#')
+  onLazy(@Payload() data: unknown, @Ctx() ctx: BusrtContext): Observable<void> {
+    // Runs only once the Observable is subscribed to.
+    return new Observable((s) => {
+      note('lazy', data, ctx);
+      s.complete();
+    });
+  }
+
+  @BusrtEvent(BROKER_INFO_TOPIC)
+  onInfo(@Payload() data: { s?: string; d?: string }): void {
+    announced.push(`${data.s} ${data.d}`);
+  }
+
   @BusrtEvent('raw/topic', { raw: true })
   onRaw(@Payload() data: Buffer, @Ctx() ctx: BusrtContext): void {
     note('raw', data.toString('utf8'), ctx);
@@ -235,6 +276,11 @@ class ServiceController {
   @BusrtBroadcast()
   onBroadcast(@Payload() data: unknown, @Ctx() ctx: BusrtContext): void {
     note('broadcast', data, ctx);
+  }
+
+  @BusrtEvent('jobs/#', { queueGroup: true })
+  onJob(@Payload() data: unknown, @Ctx() ctx: BusrtContext): void {
+    note('group', data, ctx);
   }
 
   @BrokerMethod('app.version')
@@ -297,6 +343,34 @@ describe('BusrtServer in-process on a hosted broker (stand-alone microservice)',
     expect(await call('nothing')).toBeUndefined();
   });
 
+  it('serves a streamed result one value at a time with N', async () => {
+    const { u } = unpackMsgpack<{ u: Uint8Array }>(await rpc.call('svc.test', 'count', packMsgpack(3)));
+    const next = async (): Promise<unknown> =>
+      unpackMsgpack(await rpc.call('svc.test', CURSOR_NEXT, encodeCursorRequest(u)));
+    expect([await next(), await next(), await next()]).toEqual([1, 2, 3]);
+  });
+
+  it('lists its handlers by pattern, notification and broadcast handlers included', () => {
+    const server = app.getTransportServer?.() as unknown as BusrtServer;
+    const keys = [...server.getHandlers().keys()];
+    expect(keys).toEqual(
+      expect.arrayContaining(['echo', 'alarms/#', 'jobs/#', '.broker:app.version', RPC_NOTIFICATION]),
+    );
+    expect(keys).toContain(RPC_BROADCAST);
+    expect(server.getHandlerByPattern('echo')).toBe(server.getHandlers().get('echo'));
+    expect(server.getHandlerByPattern('alarms/#')).toBe(server.getHandlers().get('alarms/#'));
+    expect(server.getHandlerByPattern('no.such')).toBeNull();
+  });
+
+  it('delivers a queue-group event to the one instance when it runs without replicas', async () => {
+    seen.length = 0;
+    await client.publish('jobs/1', packMsgpack('job'));
+    await until(() => seen.some((s) => s.pattern === 'group'));
+    expect(seen).toEqual([
+      { pattern: 'group', data: 'job', sender: 'caller', topic: 'jobs/1', kind: 'publish', method: '' },
+    ]);
+  });
+
   it('gives handlers the context: sender, primary sender, method, kind, raw params', async () => {
     const sec = await client.connectSecondary();
     try {
@@ -336,7 +410,7 @@ describe('BusrtServer in-process on a hosted broker (stand-alone microservice)',
   it('answers an unknown method with -32601 and undecodable params with -32602', async () => {
     expect((await callError('no.such.method')).code).toBe(-32601);
     const e = await rpc.call('svc.test', 'echo', Buffer.from([0xc1])).catch((x: unknown) => x as RpcError);
-    expect((e as RpcError).code).toBe(-32602);
+    expect([(e as RpcError).code, (e as RpcError).message]).toEqual([-32602, 'params cannot be decoded']);
   });
 
   it('applies guards, interceptors, pipes and exception filters', async () => {
@@ -368,16 +442,22 @@ describe('BusrtServer in-process on a hosted broker (stand-alone microservice)',
     await client.publish('sensors/k1/hum', packMsgpack({ h: 40 }));
     await client.publish('alarms/fire/zone1', packMsgpack('fire'));
     await client.publish('raw/topic', Buffer.from('not msgpack at all'));
-    // A marker last, to both alarm handlers: once each has it, anything the publications above
+    // Not MessagePack, to a handler that decodes it: dropped.
+    await client.publish('alarms/bad', Buffer.from([0xc1]));
+    await client.publish('lazy/one', packMsgpack('later'));
+    // A marker last, to the three alarm handlers: once each has it, anything the publications above
     // could have caused (a second delivery, sensors/k1/hum) would have arrived before it.
     await client.publish('alarms/marker', packMsgpack('marker'));
-    await until(() => seen.filter((s) => s.topic === 'alarms/marker').length === 2);
+    await until(() => seen.filter((s) => s.topic === 'alarms/marker').length === 3);
     const summary = seen
       .filter((s) => s.topic !== 'alarms/marker')
       .map((s) => `${s.pattern} ${s.topic} ${JSON.stringify(s.data)}`)
       .sort();
     expect(summary).toEqual([
       'alarms-2 alarms/fire/zone1 "fire"',
+      'alarms-3 alarms/fire/zone1 "fire"',
+      'fire-zone alarms/fire/zone1 "fire"',
+      'lazy lazy/one "later"',
       'masks alarms/fire/zone1 "fire"',
       'masks sensors/k1/temp {"t":21.5}',
       'raw raw/topic "not msgpack at all"',
@@ -435,6 +515,13 @@ describe('BusrtServer in-process on a hosted broker (stand-alone microservice)',
     expect(e.code).toBe(-32601);
     // And the other way round: a .broker method is not served under the app's name.
     expect((await callError('app.version')).code).toBe(-32601);
+  });
+
+  it("delivers the broker's announcements to an application handler of .broker/info", async () => {
+    const visitor = await connect({ path: sock, name: 'visitor.info' });
+    await visitor.disconnect();
+    await until(() => announced.includes('unreg visitor.info'));
+    expect(announced).toContain('reg visitor.info');
   });
 
   it('makes the broker injectable and registers the server in-process', () => {
@@ -527,5 +614,135 @@ describe('the payload codec: raw bytes, cursor blocks and the errors handlers th
     expect([e.code, e.message, e.data]).toEqual([-9, 'with bytes', Buffer.from('xy')]);
     const wide = toReplyError({ code: 40000, message: 'too wide', data: Buffer.from('xy') });
     expect([wide.code, wide.message]).toEqual([-32000, 'too wide']);
+  });
+});
+
+/** A handler as Nest hands it to a transport: a function of (data, context) that returns a Promise. */
+const handler = (f: (data: unknown, ctx: BusrtContext) => unknown): MessageHandler =>
+  (async (data: unknown, ctx: BusrtContext) => f(data, ctx)) as MessageHandler;
+
+describe('BusrtServer options and handler registry', () => {
+  it('refuses a missing or empty client name with a clear TypeError', () => {
+    const message = 'BusrtServer: a client name is required ({ name: "svc.example" })';
+    for (const bad of [undefined, {}, { name: '' }, { name: 7 }]) {
+      expect(() => new BusrtServer(bad as unknown as { name: string })).toThrow(new TypeError(message));
+    }
+  });
+
+  it('registers the service name itself, or a replica name with the given or a random id', () => {
+    expect(new BusrtServer({ name: 'svc.o' }).busName).toBe('svc.o');
+    expect(new BusrtServer({ name: 'svc.o', replicas: false }).busName).toBe('svc.o');
+    expect(new BusrtServer({ name: 'svc.o', replicas: { id: 'r1' } }).busName).toBe('svc.o@r1');
+    const random = [true, {}].map((r) => new BusrtServer({ name: 'svc.o', replicas: r }).busName);
+    for (const n of random) expect(n).toMatch(/^svc\.o@[0-9a-f]{12}$/);
+    expect(random[0]).not.toBe(random[1]);
+  });
+
+  it('before listen(): not connected, not holding the service name, and unwrap() says why it cannot', () => {
+    const server = new BusrtServer({ name: 'svc.o' });
+    expect(server.connected).toBe(false);
+    expect(server.holdsServiceName).toBe(false);
+    expect(() => server.unwrap()).toThrow('BusrtServer is not connected: call listen() first');
+  });
+
+  it('takes a handler added without a kind as a message pattern; a queue group beside an ordinary mask', () => {
+    const server = new BusrtServer({ name: 'svc.o', replicas: { id: 'a' } });
+    const method = handler(() => 1);
+    const event = handler(() => undefined);
+    const grouped = handler(() => undefined);
+    const onlyGrouped = handler(() => undefined);
+    server.addHandler('m', method);
+    server.addHandler('t/#', event, true);
+    // A second handler of a mask is chained to the first, which stays the one listed.
+    const second = handler(() => undefined);
+    server.addHandler('t/#', second, true);
+    server.addHandler('t/#', grouped, true, { [BUSRT_EXTRAS]: { queueGroup: true } });
+    server.addHandler('g/#', onlyGrouped, true, { [BUSRT_EXTRAS]: { queueGroup: true } });
+    const all = server.getHandlers();
+    expect([...all.keys()].sort()).toEqual(['g/#', 'm', 't/#']);
+    expect(method.isEventHandler).toBe(false);
+    // A mask with both kinds is listed once, by its ordinary handler.
+    expect(all.get('t/#')).toBe(event);
+    expect(event.next).toBe(second);
+    expect(all.get('g/#')).toBe(onlyGrouped);
+    expect(server.getHandlerByPattern('m')).toBe(method);
+    expect(server.getHandlerByPattern('t/#')).toBe(event);
+    expect(server.getHandlerByPattern('x')).toBeNull();
+  });
+});
+
+describe('BusrtServer on a Broker instance of the process', () => {
+  let broker: Broker;
+  let rpc: RpcClient;
+
+  beforeAll(() => {
+    broker = new Broker();
+    rpc = new RpcClient(broker.registerClient('caller'));
+  });
+  afterAll(async () => {
+    await broker.close();
+  });
+
+  it.each(['start', 'end'] as const)(
+    'runs calls through a processing %s hook that an instrumentation sets, failures included',
+    async (which) => {
+      const name = `svc.hook.${which}`;
+      const server = new BusrtServer({ name, broker });
+      const statuses: BusrtStatus[] = [];
+      server.status.subscribe((s) => statuses.push(s));
+      const trace: string[] = [];
+      if (which === 'start') {
+        server.setOnProcessingStartHook((_id, ctx, done) => {
+          trace.push(`start ${(ctx as BusrtContext).getMethod()}`);
+          void done();
+        });
+      } else {
+        server.setOnProcessingEndHook((_id, ctx) => trace.push(`end ${(ctx as BusrtContext).getMethod()}`));
+      }
+      server.addHandler(
+        'double',
+        handler((n) => (n as number) * 2),
+      );
+      server.addHandler(
+        'fail',
+        handler(() => {
+          throw new RpcException({ code: -5, message: 'refused' });
+        }),
+      );
+      await listen(server);
+      expect(server.connected).toBe(true);
+      expect(unpackMsgpack(await rpc.call(name, 'double', packMsgpack(21)))).toBe(42);
+      const e = await rpc.call(name, 'fail').catch((x: unknown) => x as RpcError);
+      expect([(e as RpcError).code, (e as RpcError).message]).toEqual([-5, 'refused']);
+      expect(trace).toEqual([`${which} double`, `${which} fail`]);
+      await server.close();
+      expect(server.connected).toBe(false);
+      expect(statuses).toEqual(['connected', 'disconnected']);
+      expect(broker.clientList().some((c) => c.name === name)).toBe(false);
+    },
+  );
+
+  it('serves events one at a time, in order, with blocking events', async () => {
+    const server = new BusrtServer({ name: 'svc.blocking', broker, blocking: { events: true } });
+    const order: string[] = [];
+    server.addHandler(
+      'work/#',
+      handler(async (n) => {
+        order.push(`start ${n as number}`);
+        // Long enough for the next publication to arrive while this one runs.
+        await new Promise((r) => setTimeout(r, 30));
+        order.push(`end ${n as number}`);
+      }),
+      true,
+    );
+    await listen(server);
+    try {
+      const pub = broker.registerClient('publisher');
+      await Promise.all([pub.publish('work/a', packMsgpack(1)), pub.publish('work/a', packMsgpack(2))]);
+      await until(() => order.includes('end 2'));
+      expect(order).toEqual(['start 1', 'end 1', 'start 2', 'end 2']);
+    } finally {
+      await server.close();
+    }
   });
 });

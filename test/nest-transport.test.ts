@@ -1,6 +1,7 @@
 import 'reflect-metadata';
 import { afterEach, describe, expect, it } from '@jest/globals';
 import { type ChildProcess, fork } from 'node:child_process';
+import { createServer, type Socket } from 'node:net';
 import {
   type CanActivate,
   Controller,
@@ -12,9 +13,29 @@ import {
 } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
 import { EventPattern, MessagePattern, type MicroserviceOptions, Payload, Transport } from '@nestjs/microservices';
-import { Broker, connect, packMsgpack, RpcClient, RpcError, type SocketClient, unpackMsgpack } from '#busrt/core';
-import { BUSRT_TRANSPORT, BusrtModule, BusrtServer, type BusrtStatus } from '#busrt/nestjs';
+import {
+  aaaMapFrom,
+  Broker,
+  connect,
+  initCoreRpc,
+  packMsgpack,
+  RpcClient,
+  RpcError,
+  type SocketClient,
+  unpackMsgpack,
+} from '#busrt/core';
+import {
+  BrokerMethod,
+  BUSRT_EXTRAS,
+  BUSRT_TRANSPORT,
+  type BusrtContext,
+  BusrtModule,
+  BusrtServer,
+  type BusrtStatus,
+  RPC_NOTIFICATION,
+} from '#busrt/nestjs';
 import { CapturedLog } from './support/nest-log.js';
+import { listen } from './support/nest-listen.js';
 import { tmpSocket } from './support/raw.js';
 
 const received: unknown[] = [];
@@ -39,6 +60,14 @@ class EchoController {
   @EventPattern('news/#', BUSRT_TRANSPORT)
   news(@Payload() v: unknown): void {
     received.push(v);
+  }
+}
+
+@Controller()
+class AppBrokerController {
+  @BrokerMethod('app.version')
+  version(): number {
+    return 1;
   }
 }
 
@@ -109,6 +138,8 @@ describe('BusrtServer over a socket (a sibling service)', () => {
       path,
       timeoutMs: 500,
       reconnect: { delayMs: 50, maxDelayMs: 200 },
+      // The first connection made through waiting is the one watched for a loss as well.
+      waitForBroker: true,
     });
     const statuses: BusrtStatus[] = [];
     const events: string[] = [];
@@ -138,6 +169,8 @@ describe('BusrtServer over a socket (a sibling service)', () => {
     await until(() => received.length === 1);
     expect(statuses[0]).toBe('connected');
     expect(statuses).toContain('reconnecting');
+    // Reconnecting is not waiting for the broker again: never `connecting` once connected.
+    expect(statuses).not.toContain('connecting');
     expect(events[0]).toBe('connected');
     expect(events).toContain('disconnected');
     expect(events).toContain('reconnecting 1');
@@ -155,6 +188,275 @@ async function childBroker(path: string): Promise<ChildProcess> {
   await new Promise((r) => child.once('message', r));
   return child;
 }
+
+describe('BusrtServer start-up over a socket: what it refuses and why', () => {
+  it('names the server and its masks when the broker refuses a subscription', async () => {
+    const broker = new Broker();
+    cleanup.push(() => broker.close());
+    const aaaMap = aaaMapFrom({ 'svc.echo': { subscribe: ['other/#'] } });
+    const { address } = await broker.spawnTcpServer('127.0.0.1:0', { aaaMap });
+    const server = new BusrtServer({ name: 'svc.echo', path: address });
+    cleanup.push(() => server.close());
+    server.addHandler('news/#', async () => undefined, true);
+    server.addHandler('alerts/#', async () => undefined, true);
+    const e = await listen(server).catch((x: unknown) => x as Error);
+    expect(e).toBeInstanceOf(Error);
+    expect((e as Error).message).toMatch(/^BusrtServer svc\.echo: cannot subscribe to news\/#, alerts\/#: \S/);
+    expect((e as Error).cause).toMatchObject({ code: 0x79 });
+  });
+
+  it('serves its .broker patterns only inside the broker process: over a socket they are not answered', async () => {
+    const broker = new Broker();
+    initCoreRpc(broker);
+    cleanup.push(() => broker.close());
+    const path = (await broker.spawnUnixServer(tmpSocket())).address;
+    const app = await NestFactory.createMicroservice<MicroserviceOptions>(
+      { module: class Svc {}, controllers: [EchoController, AppBrokerController] },
+      { strategy: new BusrtServer({ name: 'svc.echo', path }), logger: false },
+    );
+    cleanup.push(() => app.close());
+    await app.listen();
+    const { rpc } = await caller(path);
+    expect(await callValue(rpc, 'svc.echo', 'echo', 1)).toBe(1);
+    const e = await rpc.call('.broker', 'app.version').catch((x: unknown) => x as RpcError);
+    expect((e as RpcError).code).toBe(-32601);
+  });
+
+  it('gives the socket client its timeout: a broker that never answers the handshake', async () => {
+    const path = tmpSocket();
+    const sockets: Socket[] = [];
+    const silent = createServer((s) => void sockets.push(s));
+    await new Promise<void>((r) => silent.listen(path, r));
+    cleanup.push(async () => {
+      for (const s of sockets) s.destroy();
+      await new Promise((r) => silent.close(r));
+    });
+    const server = new BusrtServer({ name: 'svc.echo', path, timeoutMs: 150 });
+    cleanup.push(() => server.close());
+    await expect(listen(server)).rejects.toThrow('handshake with the broker timed out after 150 ms');
+  });
+
+  it('checks busyPollUs as the socket client does', async () => {
+    const broker = new Broker();
+    cleanup.push(() => broker.close());
+    const path = (await broker.spawnUnixServer(tmpSocket())).address;
+    const server = new BusrtServer({ name: 'svc.echo', path, busyPollUs: 20_000 });
+    cleanup.push(() => server.close());
+    await expect(listen(server)).rejects.toThrow(/busyPollUs must be at most \d+ microseconds, got 20000/);
+  });
+});
+
+describe('BusrtServer waiting for the broker', () => {
+  it('is connecting while it waits, logs attempts 1, 2, 4..., and stops waiting when closed', async () => {
+    const log = new CapturedLog();
+    const path = tmpSocket();
+    const server = new BusrtServer({ name: 'svc.wait', path, waitForBroker: { delayMs: 5, maxDelayMs: 5 } });
+    const statuses: BusrtStatus[] = [];
+    server.status.subscribe((s) => statuses.push(s));
+    const app = await NestFactory.createMicroservice<MicroserviceOptions>(
+      { module: class Svc {}, controllers: [EchoController] },
+      { strategy: server, logger: log },
+    );
+    cleanup.push(() => app.close());
+    const isWaiting = (l: string): boolean => l.includes('waiting for the broker');
+    // At each attempt, how many earlier ones were logged: 1, 2, 4... are, 3, 5, 6, 7 are not.
+    const logged: number[] = [];
+    server.on('reconnecting', () => logged.push(log.lines('BusrtServer').filter(isWaiting).length));
+    const listening = app.listen().then(
+      () => 'listening',
+      (e: unknown) => `failed: ${(e as Error).message}`,
+    );
+    await until(() => logged.length >= 8);
+    expect(statuses[0]).toBe('connecting');
+    expect(logged.slice(0, 8)).toEqual([0, 1, 2, 2, 3, 3, 3, 3]);
+    expect(log.lines('BusrtServer').find(isWaiting)).toMatch(
+      /^DEBUG svc\.wait: waiting for the broker \(.*cannot join the bus at /,
+    );
+    await app.close();
+    expect(await listening).toMatch(/^failed: BusrtServer svc\.wait: cannot join the bus at /);
+    expect(statuses.at(-1)).toBe('disconnected');
+  });
+});
+
+describe('BusrtServer logs through Nest', () => {
+  it('logs what its RPC client drops as a warning naming the service', async () => {
+    const broker = new Broker();
+    cleanup.push(() => broker.close());
+    const path = (await broker.spawnUnixServer(tmpSocket())).address;
+    const log = new CapturedLog();
+    const app = await NestFactory.createMicroservice<MicroserviceOptions>(
+      { module: class Svc {}, controllers: [EchoController] },
+      { strategy: new BusrtServer({ name: 'svc.echo', path }), logger: log },
+    );
+    cleanup.push(() => app.close());
+    await app.listen();
+    const { c } = await caller(path);
+    await c.send('svc.echo', Buffer.alloc(0));
+    await log.waitFor((e) => e.context === 'BusrtServer' && e.level === 'warn', 'the warning');
+    expect(log.lines('BusrtServer').filter((l) => l.startsWith('WARN'))).toEqual([
+      'WARN svc.echo: empty RPC frame from caller dropped',
+    ]);
+  });
+});
+
+describe('BusrtServer replicas without queue groups', () => {
+  it("takes the service name over on the holder's unreg; losing only that connection is no reconnect", async () => {
+    const broker = new Broker();
+    // The core client publishes the reg/unreg announcements the replicas follow.
+    initCoreRpc(broker);
+    cleanup.push(() => broker.close());
+    const path = (await broker.spawnUnixServer(tmpSocket())).address;
+    const start = async (id: string): Promise<{ app: INestMicroservice; server: BusrtServer; statuses: string[] }> => {
+      const server = new BusrtServer({ name: 'svc.rep', path, replicas: { id } });
+      const statuses: string[] = [];
+      server.status.subscribe((s) => statuses.push(s));
+      const app = await NestFactory.createMicroservice<MicroserviceOptions>(
+        { module: class Svc {}, controllers: [EchoController] },
+        { strategy: server, logger: false },
+      );
+      cleanup.push(() => app.close());
+      await app.listen();
+      return { app, server, statuses };
+    };
+    const a = await start('a');
+    await until(() => a.server.holdsServiceName);
+    const b = await start('b');
+    const { rpc } = await caller(path);
+    expect(await callValue(rpc, 'svc.rep', 'echo', 1)).toBe(1);
+    // The broker drops a's connection that holds svc.rep: a stays on the bus as svc.rep@a, and
+    // one of the two registers svc.rep again.
+    const registered = (): boolean => broker.clientList().some((c) => c.name === 'svc.rep');
+    broker.forceDisconnect('svc.rep');
+    expect(registered()).toBe(false);
+    await until(registered);
+    await until(() => a.server.holdsServiceName || b.server.holdsServiceName);
+    expect(a.statuses).toEqual(['connected']);
+    expect(a.server.connected).toBe(true);
+    expect(await callValue(rpc, 'svc.rep', 'echo', 2)).toBe(2);
+    // The holder leaves: the other one takes the name on its unreg (no waiting for the poll).
+    const [holder, other] = a.server.holdsServiceName ? [a, b] : [b, a];
+    await holder.app.close();
+    await until(() => other.server.holdsServiceName);
+    expect(await callValue(rpc, 'svc.rep', 'echo', 3)).toBe(3);
+    expect(other.statuses).toEqual(['connected']);
+  });
+});
+
+/** Lets the `hold` call of {@link TroubleController} end. */
+let release: () => void = () => undefined;
+let holding = false;
+const troubleSeen: string[] = [];
+
+@Controller()
+class TroubleController {
+  @EventPattern('jobs/#', BUSRT_TRANSPORT)
+  anyJob(@Payload() v: string): void {
+    troubleSeen.push(`any ${v}`);
+  }
+
+  @EventPattern('jobs/+', BUSRT_TRANSPORT)
+  oneLevel(@Payload() v: string): void {
+    troubleSeen.push(`one ${v}`);
+  }
+
+  @EventPattern('boom', BUSRT_TRANSPORT)
+  boom(@Payload() v: unknown): void {
+    throw new Error(`boom ${String(v)}`);
+  }
+
+  @MessagePattern('hold', BUSRT_TRANSPORT)
+  async hold(): Promise<string> {
+    holding = true;
+    await new Promise<void>((r) => (release = r));
+    return 'held';
+  }
+}
+
+describe('BusrtServer logs what goes wrong in handlers', () => {
+  it('logs a failed event handler as an error, and a close that cannot wait for a call any more', async () => {
+    const broker = new Broker();
+    cleanup.push(() => broker.close());
+    const path = (await broker.spawnUnixServer(tmpSocket())).address;
+    const log = new CapturedLog();
+    const app = await NestFactory.createMicroservice<MicroserviceOptions>(
+      { module: class Svc {}, controllers: [TroubleController] },
+      { strategy: new BusrtServer({ name: 'svc.trouble', path, closeTimeoutMs: 50 }), logger: log },
+    );
+    cleanup.push(() => app.close());
+    await app.listen();
+    const { c, rpc } = await caller(path);
+    // A topic two masks match, then a handler that throws; the marker comes after both.
+    await c.publish('jobs/1', packMsgpack('a'));
+    await c.publish('boom', packMsgpack(0));
+    await c.publish('jobs/2', packMsgpack('marker'));
+    await until(() => troubleSeen.includes('one marker') && troubleSeen.includes('any marker'));
+    expect(troubleSeen.filter((s) => !s.endsWith('marker')).sort()).toEqual(['any a', 'one a']);
+    await log.waitFor((e) => e.level === 'error', 'the failed handler');
+    // Its reply never comes: the server leaves the bus without it.
+    void rpc.call('svc.trouble', 'hold').catch(() => undefined);
+    await until(() => holding);
+    await app.close();
+    release();
+    expect(log.lines('BusrtServer').filter((l) => !l.startsWith('DEBUG'))).toEqual([
+      // What Nest's exception filter makes of an Error: its internals stay out.
+      'ERROR svc.trouble: event handler failed: {"status":"error","message":"Internal server error"}',
+      'WARN svc.trouble: closing with 1 handler(s) still running',
+    ]);
+  });
+});
+
+describe('BusrtServer replicas: queue-group events forwarded from the service name', () => {
+  it('reads a forwarded event only when its bytes are whole; anything else is an ordinary notification', async () => {
+    const broker = new Broker();
+    cleanup.push(() => broker.close());
+    const path = (await broker.spawnUnixServer(tmpSocket())).address;
+    // Holding the service name first, this client plays the instance that forwards events.
+    const { rpc } = await caller(path, 'svc.g');
+    const server = new BusrtServer({ name: 'svc.g', path, replicas: { id: 'a' }, reconnect: false });
+    cleanup.push(() => server.close());
+    const got: string[] = [];
+    const rawOpts = { [BUSRT_EXTRAS]: { raw: true } };
+    server.addHandler(RPC_NOTIFICATION, async (d: Buffer) => void got.push(`note ${d.toString('hex')}`), true, rawOpts);
+    server.addHandler(
+      'g/#',
+      async (d: Buffer, ctx: BusrtContext) =>
+        void got.push(`group ${ctx.getTopic()} ${ctx.getSender()} ${d.toString()}`),
+      true,
+      { [BUSRT_EXTRAS]: { raw: true, queueGroup: true } },
+    );
+    await listen(server);
+    const magic = Buffer.from([0xb5, 0x51, 0x47, 0x01]);
+    const u16 = (n: number): Buffer => Buffer.from([n & 0xff, n >> 8]);
+    const sends = [
+      // Whole: topic g/1, sender pub, payload x.
+      Buffer.concat([magic, u16(3), Buffer.from('g/1'), u16(3), Buffer.from('pub'), Buffer.from('x')]),
+      // Whole, with no sender and no payload: it ends where the sender ends.
+      Buffer.concat([magic, u16(3), Buffer.from('g/2'), u16(0)]),
+      // Whole but of no topic: no handler, and no notification either.
+      Buffer.concat([magic, u16(0), u16(0)]),
+      // Cut short: in the magic, in the topic, in the sender.
+      magic,
+      Buffer.concat([magic, u16(5), Buffer.from('ab')]),
+      Buffer.concat([magic, u16(3), Buffer.from('g/3'), u16(3), Buffer.from('pu')]),
+      // Not the magic, though the rest reads as a forwarded event.
+      Buffer.concat([Buffer.from('XXXX'), u16(0), u16(0), Buffer.from('p')]),
+    ];
+    // A whole forwarded event, from a client that is not the service name: a notification.
+    const outsider = (await caller(path, 'outsider')).rpc;
+    await outsider.notify('svc.g@a', sends[0]);
+    for (const b of sends) await rpc.notify('svc.g@a', b);
+    const marker = Buffer.from('ff', 'hex');
+    await rpc.notify('svc.g@a', marker);
+    await until(() => got.includes('note ff'));
+    expect(got).toEqual([
+      `note ${sends[0].toString('hex')}`,
+      'group g/1 pub x',
+      'group g/2  ',
+      ...sends.slice(3).map((b) => `note ${b.toString('hex')}`),
+      'note ff',
+    ]);
+  });
+});
 
 describe('BusrtServer logs a lost broker once, and its return', () => {
   it('warns once while the broker is away, retries at debug level, logs the reconnection (no ERROR)', async () => {
