@@ -12,6 +12,7 @@ import {
   packMsgpack,
   RpcClient,
   RpcError,
+  RpcErrorCode,
   type RpcEvent,
   unpackMsgpack,
 } from '#busrt/core';
@@ -245,6 +246,79 @@ describe('BusrtClientProxy', () => {
     expect(statuses.at(-1)).toBe('connected');
     expect(events.filter((e) => e === 'connected')).toHaveLength(2);
     expect(events).toContain('disconnected');
+  });
+
+  it('waitForBroker: false tries once; true retries until the broker is there', async () => {
+    const sock = tmpSocket();
+    const once = await proxy({ path: sock, name: 'w.once', waitForBroker: false });
+    const onceTries: number[] = [];
+    once.on('reconnecting', (n) => onceTries.push(n));
+    await expect(once.connect()).rejects.toThrow();
+    expect(onceTries).toEqual([]);
+
+    const waiting = await proxy({ path: sock, name: 'w.waits', waitForBroker: true });
+    const tries: number[] = [];
+    // The broker starts when the first attempt has failed: the second one finds it.
+    waiting.on('reconnecting', (n) => {
+      tries.push(n);
+      if (n === 1) {
+        const broker = new Broker();
+        cleanup.push(() => broker.close());
+        void broker.spawnUnixServer(sock);
+      }
+    });
+    await waiting.connect();
+    expect(tries[0]).toBe(1);
+    expect(waiting.unwrap<RpcClient>().client.connected).toBe(true);
+  });
+
+  it('waitForBroker: gives up after maxAttempts, and at once when access is denied', async () => {
+    const sock = tmpSocket();
+    const limited = await proxy({ path: sock, name: 'w.limited', waitForBroker: { delayMs: 1, maxAttempts: 3 } });
+    const tries: number[] = [];
+    limited.on('reconnecting', (n) => tries.push(n));
+    await expect(limited.connect()).rejects.toThrow();
+    expect(tries).toEqual([1, 2]);
+
+    const broker = new Broker();
+    cleanup.push(() => broker.close());
+    await broker.spawnUnixServer(sock, { aaaMap: new Map([['someone.else', new ClientAaa()]]) });
+    const denied = await proxy({ path: sock, name: 'w.denied', waitForBroker: { delayMs: 1, maxAttempts: 3 } });
+    const deniedTries: number[] = [];
+    denied.on('reconnecting', (n) => deniedTries.push(n));
+    await expect(denied.connect()).rejects.toMatchObject({ code: RpcErrorCode.Access });
+    expect(deniedTries).toEqual([]);
+  });
+
+  it('waitForBroker: waits delayMs before the second attempt, at most maxDelayMs', async () => {
+    const sock = tmpSocket();
+    /**
+     * Whether a timer of the test of `ms`, set when the first attempt failed, fires before the
+     * second attempt: timers run in the order they are due, so this compares the code's delay.
+     */
+    const secondAttemptAfter = async (w: { delayMs?: number; maxDelayMs?: number }, ms: number): Promise<boolean> => {
+      const c = await proxy({ path: sock, name: 'w.delay', waitForBroker: { ...w, maxAttempts: 2 } });
+      let fired = false;
+      let firedBeforeSecond: boolean | null = null;
+      c.on('reconnecting', () => {
+        setTimeout(() => (fired = true), ms);
+      });
+      c.on('error', () => {
+        firedBeforeSecond ??= fired;
+      });
+      await c.connect().catch(() => undefined);
+      firedBeforeSecond ??= fired;
+      await c.close();
+      return firedBeforeSecond;
+    };
+    // Default delay 100 ms: a 50 ms timer comes first.
+    expect(await secondAttemptAfter({}, 50)).toBe(true);
+    // delayMs 1 ms: a 500 ms timer comes after.
+    expect(await secondAttemptAfter({ delayMs: 1 }, 500)).toBe(false);
+    // The first wait is delayMs itself, not yet doubled.
+    expect(await secondAttemptAfter({ delayMs: 100 }, 150)).toBe(false);
+    // maxDelayMs caps a long delayMs.
+    expect(await secondAttemptAfter({ delayMs: 60_000, maxDelayMs: 1 }, 500)).toBe(false);
   });
 
   it('fails fast when the broker is not there at first use, and close() fails waiting calls', async () => {
