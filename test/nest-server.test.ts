@@ -1,5 +1,5 @@
 import 'reflect-metadata';
-import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from '@jest/globals';
 import {
   type CallHandler,
   type CanActivate,
@@ -27,6 +27,8 @@ import {
   packMsgpack,
   RpcClient,
   RpcError,
+  type RpcEvent,
+  type RpcHandlers,
   type SocketClient,
   unpackMsgpack,
 } from '#busrt/core';
@@ -39,9 +41,13 @@ import {
   BusrtModule,
   BusrtNotification,
   BusrtRpcException,
+  BusrtHost,
+  type BusrtModuleOptions,
   BusrtServer,
+  hostedBroker,
   raw,
 } from '#busrt/nestjs';
+import { CapturedLog } from './support/nest-log.js';
 import { clientFrame, PeerPool, type RawPeer, tmpSocket } from './support/raw.js';
 import { vectorBytes } from './support/vectors.js';
 
@@ -429,5 +435,113 @@ describe('BusrtServer in-process on a hosted broker (stand-alone microservice)',
     await closing;
     expect(frames.some((f) => f.topic === '.broker/warn')).toBe(true);
     await watcher.disconnect().catch(() => undefined);
+  });
+});
+
+describe('BusrtHost: the embedded broker of BusrtModule', () => {
+  const cleanup: (() => Promise<unknown>)[] = [];
+  afterEach(async () => {
+    for (const f of cleanup.splice(0).reverse()) await f().catch(() => undefined);
+  });
+
+  /** A host made as Nest makes it, shut down after the test. */
+  function host(options: BusrtModuleOptions): BusrtHost {
+    const h = new BusrtHost({ logger: false, ...options });
+    cleanup.push(() => h.onApplicationShutdown());
+    return h;
+  }
+
+  it('hostedBroker names the brokers hosted in the process when the name is unknown', () => {
+    expect(() => hostedBroker('h.none')).toThrow(
+      new Error('no broker named "h.none" is hosted in this process (import BusrtModule.forRoot)'),
+    );
+    host({ hostName: 'h.a' });
+    host({ hostName: 'h.b' });
+    expect(() => hostedBroker('h.none')).toThrow(
+      new Error('no broker named "h.none" is hosted in this process (import BusrtModule.forRoot; hosted: h.a, h.b)'),
+    );
+  });
+
+  it('a second shutdown of a host leaves the host now under its name alone', async () => {
+    const first = new BusrtHost({ hostName: 'h.again', logger: false });
+    await first.onApplicationShutdown();
+    const second = host({ hostName: 'h.again' });
+    await first.onApplicationShutdown();
+    expect(hostedBroker('h.again')).toBe(second);
+  });
+
+  it('attachCoreHandlers: one transport at a time answers .broker first; detaching gives the core back', async () => {
+    const h = host({ hostName: 'h.core' });
+    const rpc = new RpcClient(h.broker.registerClient('h.caller'));
+    const own = (word: string): RpcHandlers => ({
+      async handleCall(ev: RpcEvent) {
+        if (ev.method !== 'own') throw new MethodNotFoundError();
+        return packMsgpack(word);
+      },
+    });
+    const ownCall = async (): Promise<unknown> => unpackMsgpack(await rpc.call('.broker', 'own'));
+    const first = own('first');
+    const detachFirst = h.attachCoreHandlers(first);
+    expect(await ownCall()).toBe('first');
+    // The core methods still answer what the handlers do not know.
+    await expect(rpc.call('.broker', 'test')).resolves.toBeDefined();
+    expect(() => h.attachCoreHandlers(own('other'))).toThrow(
+      new Error('.broker methods are already served by another transport'),
+    );
+    detachFirst();
+    await expect(ownCall()).rejects.toMatchObject({ code: -32601 });
+    const detachSecond = h.attachCoreHandlers(own('second'));
+    // A detach that is not the current one's does nothing.
+    detachFirst();
+    expect(await ownCall()).toBe('second');
+    detachSecond();
+    await expect(ownCall()).rejects.toMatchObject({ code: -32601 });
+
+    expect(() => host({ hostName: 'h.nocore', coreRpc: false }).attachCoreHandlers(own('x'))).toThrow(
+      new Error('the .broker core client is off (BusrtModule coreRpc: false)'),
+    );
+  });
+
+  /** The lines an app with `logger` logs under BusrtBroker: listening, and a failed frame handler. */
+  async function brokerLines(logger: BusrtModuleOptions['logger']): Promise<{ lines: string[]; broker: Broker }> {
+    const log = new CapturedLog();
+    const path = tmpSocket();
+    const app = await NestFactory.createApplicationContext(
+      { module: class Logged {}, imports: [BusrtModule.forRoot({ hostName: 'h.log', listeners: [{ path }], logger })] },
+      { logger: log, abortOnError: false },
+    );
+    cleanup.push(() => app.close());
+    await app.init();
+    const broker = app.get(Broker);
+    const failed = new Promise<void>((resolve) => {
+      broker.registerClient('h.boom').onFrame(() => {
+        resolve();
+        throw new Error('boom');
+      });
+    });
+    await broker.registerClient('h.sender').send('h.boom', Buffer.from('x'));
+    await failed;
+    // The handler's failure is logged right after it threw, before this turn of the event loop ends.
+    await new Promise((r) => setImmediate(r));
+    return { lines: log.lines('BusrtBroker').filter((l) => !l.startsWith('DEBUG')), broker };
+  }
+
+  it('logs the broker through Nest by default and with logger: true, never with logger: false', async () => {
+    for (const logger of [undefined, true] as const) {
+      const { lines } = await brokerLines(logger);
+      expect(lines[0]).toMatch(/^LOG listening on .* \(unix\)$/);
+      expect(lines[1]).toMatch(/^ERROR frame handler of h\.boom failed: Error: boom/);
+      await cleanup.pop()?.();
+    }
+    const silent = await brokerLines(false);
+    expect(silent.lines).toEqual([]);
+    // A logger of its own that says nothing (an object, as the broker's logger always is).
+    expect(silent.broker.logger).toEqual({});
+    await cleanup.pop()?.();
+    const own: string[] = [];
+    const { lines } = await brokerLines({ info: (m) => own.push(`info ${m}`), error: (m) => own.push(`error ${m}`) });
+    expect(lines).toEqual([]);
+    expect(own[0]).toMatch(/^info listening on /);
+    expect(own[1]).toMatch(/^error frame handler of h\.boom failed/);
   });
 });
