@@ -14,6 +14,7 @@ import {
   Catch,
   type RpcExceptionFilter,
   UseFilters,
+  type INestApplicationContext,
 } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
 import { Ctx, MessagePattern, type MicroserviceOptions, Payload, RpcException } from '@nestjs/microservices';
@@ -27,6 +28,8 @@ import {
   packMsgpack,
   RpcClient,
   RpcError,
+  type AaaRules,
+  type FederationOptions,
   type RpcEvent,
   type RpcHandlers,
   type SocketClient,
@@ -48,6 +51,8 @@ import {
   raw,
 } from '#busrt/nestjs';
 import { CapturedLog } from './support/nest-log.js';
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
 import { clientFrame, PeerPool, type RawPeer, tmpSocket } from './support/raw.js';
 import { vectorBytes } from './support/vectors.js';
 
@@ -543,5 +548,61 @@ describe('BusrtHost: the embedded broker of BusrtModule', () => {
     expect(lines).toEqual([]);
     expect(own[0]).toMatch(/^info listening on /);
     expect(own[1]).toMatch(/^error frame handler of h\.boom failed/);
+  });
+
+  /** An app context with the embedded broker of `options`, closed after the test. */
+  async function hostApp(options: BusrtModuleOptions): Promise<INestApplicationContext> {
+    const app = await NestFactory.createApplicationContext(
+      { module: class Hosting {}, imports: [BusrtModule.forRoot({ logger: false, ...options })] },
+      { logger: false, abortOnError: false },
+    );
+    cleanup.push(() => app.close());
+    return app;
+  }
+
+  it("a listener's aaa rules: null is none, a map limits who connects, bad rules stop the app naming the listener", async () => {
+    const open = tmpSocket();
+    const guarded = tmpSocket();
+    const app = await hostApp({
+      hostName: 'h.aaa',
+      listeners: [
+        { path: open, aaa: null },
+        { path: guarded, aaa: { 'h.known': {} } },
+      ],
+    });
+    await app.init();
+    const visitor = await connect({ path: open, name: 'h.visitor' });
+    cleanup.push(() => visitor.disconnect());
+    await expect(connect({ path: guarded, name: 'h.visitor2' })).rejects.toMatchObject({ code: 0x79 });
+    const known = await connect({ path: guarded, name: 'h.known' });
+    cleanup.push(() => known.disconnect());
+
+    const bad = tmpSocket();
+    await expect(
+      hostApp({ hostName: 'h.badaaa', listeners: [{ path: bad, aaa: ['not', 'rules'] as unknown as AaaRules }] }),
+    ).rejects.toThrow(`listener ${bad}: aaa: expected an object of client names to rules`);
+  });
+
+  it('a bind or a federation that fails stops the app with the reason and its cause, and closes the broker', async () => {
+    const nowhere = join(tmpSocket(), 'no-such-folder', 'busrt.sock');
+    const bindFailure = await hostApp({ hostName: 'h.unbound', listeners: [{ path: nowhere }] }).then(
+      () => null,
+      (e: unknown) => e as Error,
+    );
+    expect(bindFailure?.message).toMatch(/^busrt: /);
+    expect(bindFailure?.cause).toBeInstanceOf(Error);
+    expect(bindFailure?.message).toBe(`busrt: ${(bindFailure?.cause as Error).message}`);
+    expect(() => hostedBroker('h.unbound')).toThrow(/no broker named "h.unbound"/);
+
+    const sock = tmpSocket();
+    await expect(
+      hostApp({
+        hostName: 'h.unfederated',
+        listeners: [{ path: sock }],
+        federation: { servers: [] } as unknown as FederationOptions,
+      }),
+    ).rejects.toThrow(/^busrt: federation/);
+    // The listener that had started is closed again: its socket file is gone.
+    expect(existsSync(sock)).toBe(false);
   });
 });
