@@ -85,9 +85,10 @@ export class BusrtHost implements HostedBroker, OnModuleInit, OnApplicationBoots
     this.core = new CoreRpcHandlers(this.broker);
     this.coreClient = this.coreRpc ? initCoreRpc(this.broker) : null;
     this.hostName = options.hostName ?? DEFAULT_HOST;
-    registerHostedBroker(this.hostName, this);
     this.aaaMaps = (options.listeners ?? []).map((l) => (l.aaa ? toAaaMap(l.aaa, `listener ${l.path}: aaa`) : null));
     this.monitor = options.monitor === undefined ? null : new HostedMonitor(this.broker, options.monitor, this.aaaMaps);
+    // Last: options that throw above must not leave the name taken for the rest of the process.
+    registerHostedBroker(this.hostName, this);
   }
 
   /** Mounts the monitoring endpoints, before Nest adds its not-found handler. */
