@@ -605,4 +605,26 @@ describe('BusrtHost: the embedded broker of BusrtModule', () => {
     // The listener that had started is closed again: its socket file is gone.
     expect(existsSync(sock)).toBe(false);
   });
+
+  it('a server given the broker instance of a module serves .broker methods on that module’s broker', async () => {
+    // Two hosted brokers: the server must find the one whose instance it was given.
+    await hostApp({ hostName: 'h.other' });
+    const hosting = await hostApp({ hostName: 'h.instance' });
+    const broker = hosting.get(Broker);
+    @Controller()
+    class Versioned {
+      @BrokerMethod('app.version')
+      version(): unknown {
+        return 'by instance';
+      }
+    }
+    const svc = await NestFactory.createMicroservice<MicroserviceOptions>(
+      { module: class ByInstance {}, controllers: [Versioned] },
+      { strategy: new BusrtServer({ name: 'h.svc', broker }), logger: false },
+    );
+    cleanup.push(() => svc.close());
+    await svc.listen();
+    const rpc = new RpcClient(broker.registerClient('h.asker'));
+    expect(unpackMsgpack(await rpc.call('.broker', 'app.version'))).toBe('by instance');
+  });
 });
