@@ -9,6 +9,7 @@ import { type AaaRules, BrokerMonitor, QoS, RpcClient, TailDenied, unpackMsgpack
 import { BusrtHost, type BusrtModuleOptions, BusrtModule, BusrtServer, hostedBroker } from '#busrt/nestjs';
 import { busClients } from './support/bus-clients.js';
 import { tmpSocket } from './support/raw.js';
+import { until } from './support/until.js';
 
 @Controller('app')
 class AppController {
@@ -126,5 +127,15 @@ describe('BusrtModule monitor option', () => {
     // Made without Nest's HttpAdapterHost at all.
     await expect(monitored.onModuleInit()).rejects.toThrow(/the monitor option needs an HTTP app/);
     expect(() => hostedBroker('mon.1')).toThrow(/no broker named "mon.1"/);
+  });
+
+  it('closing the monitor ends its tails', async () => {
+    const h = host({ monitor: {} });
+    const tail = h.monitor?.monitor.openTail('#', () => undefined);
+    expect(tail).toBeDefined();
+    const tailClient = (): boolean => h.broker.clientList().some((c) => c.name.startsWith('.monitor.tail.'));
+    expect(tailClient()).toBe(true);
+    h.monitor?.close();
+    await until(() => !tailClient(), 5000, 'the tail client to leave');
   });
 });
