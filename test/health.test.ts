@@ -9,12 +9,13 @@ import { fileURLToPath } from 'node:url';
 import { type INestApplicationContext, Module } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
 import { TerminusModule } from '@nestjs/terminus';
-import { Broker, RpcClient, RpcError, type RpcEvent } from '#busrt/core';
+import { Broker, Listener, RpcClient, RpcError, type RpcEvent } from '#busrt/core';
 import { BusrtClientProxy, BusrtModule, type BusrtModuleOptions } from '#busrt/nestjs';
 import { BusrtHealthIndicator } from 'busrt-nestjs/health';
 import { Daemon, Running } from './support/procs.js';
 import { testCerts } from './support/certs.js';
 import { tmpSocket } from './support/raw.js';
+import { until } from './support/until.js';
 
 const APP = fileURLToPath(new URL('./fixtures/health-app.js', import.meta.url));
 const NODE = fileURLToPath(new URL('./fixtures/replica-node.js', import.meta.url));
@@ -122,6 +123,8 @@ describe('BusrtHealthIndicator in-process', () => {
     expect(up.broker.status).toBe('up');
     const addresses = app.get(Broker).listeners.map((l) => l.address);
     expect(up.broker['listeners']).toEqual(addresses);
+    // The check's connections end with it: nothing is left open at the listeners.
+    await until(() => app.get(Broker).listeners.every((l) => (l as Listener).connections.size === 0));
     await app.get(Broker).close();
     expect((await bus.isBrokerListening('broker', 300)).broker).toEqual({
       status: 'down',
@@ -163,17 +166,22 @@ describe('BusrtHealthIndicator in-process', () => {
     });
   });
 
-  /** Result of the check when, once the broker is closed, `answer` serves its UNIX socket path. */
-  async function impostor(answer: (s: net.Socket) => void, timeoutMs: number): Promise<string> {
-    const sock = tmpSocket();
-    const app = await context({ listeners: [{ path: sock }] });
+  /**
+   * Result of the check when, once the broker is closed, `answer` serves its listener's address:
+   * a UNIX socket path, or with `tcp` the same loopback port.
+   */
+  async function impostor(answer: (s: net.Socket) => void, timeoutMs: number, tcp = false): Promise<string> {
+    const app = await context({ listeners: [{ path: tcp ? '127.0.0.1:0' : tmpSocket() }] });
+    const address = app.get(Broker).listeners[0].address;
     await app.get(Broker).close();
     const peers: net.Socket[] = [];
     const server = net.createServer((s) => {
       peers.push(s);
       answer(s);
     });
-    await new Promise<void>((resolve) => server.listen(sock, resolve));
+    await new Promise<void>((resolve) =>
+      tcp ? server.listen(Number(address.split(':')[1]), '127.0.0.1', resolve) : server.listen(address, resolve),
+    );
     cleanup.push(async () => {
       for (const s of peers) s.destroy();
       await new Promise((resolve) => server.close(resolve));
@@ -186,9 +194,11 @@ describe('BusrtHealthIndicator in-process', () => {
     expect(await impostor((s) => s.end(Buffer.from([0x00, 0xeb])), 60_000)).toBe('down');
   });
 
-  it('isBrokerListening: a peer that closes at once is down at once, a silent one when timeoutMs runs out', async () => {
+  it('isBrokerListening: a peer that closes or resets at once is down at once, a silent one when timeoutMs runs out', async () => {
     // A deadline far beyond the test's: the close alone must decide.
     expect(await impostor((s) => s.end(), 600_000)).toBe('down');
+    // A reset while connecting fails the connection itself: down too.
+    expect(await impostor((s) => s.resetAndDestroy(), 600_000, true)).toBe('down');
     expect(await impostor(() => undefined, 100)).toBe('down');
   });
 

@@ -50,7 +50,8 @@ export class BusrtHealthIndicator {
 
   /**
    * Up when the embedded broker (of `BusrtModule`) has its listeners and each one answers a
-   * connection over its own transport with the BUS/RT greeting within `timeoutMs` (default 1000).
+   * connection over its own transport with the BUS/RT greeting, each step within `timeoutMs`
+   * (default 1000).
    * FIFO endpoints are listed, not asked.
    */
   async isBrokerListening(key: string, timeoutMs = 1000): Promise<HealthIndicatorResult> {
@@ -102,36 +103,28 @@ export class BusrtHealthIndicator {
 }
 
 /**
- * True when the listener at `address` (any transport: the form `Listener.address` gives) sends the
- * BUS/RT greeting within `ms`. A WebSocket listener that refuses the upgrade for want of a token
+ * True when the listener at `address` (any transport: the form `Listener.address` gives) takes a
+ * connection within `ms` and sends the BUS/RT greeting within `ms` more. A WebSocket listener that refuses the upgrade for want of a token
  * answered too: it is there and serving. Certificates are not checked: the check asks whether the
  * broker's own listener answers, it sends nothing to it.
  */
-function greets(address: string, ms: number): Promise<boolean> {
+async function greets(address: string, ms: number): Promise<boolean> {
+  let stream: Duplex;
+  try {
+    stream = await openStream(address, { timeoutMs: ms, tls: { rejectUnauthorized: false } });
+  } catch (e) {
+    return e instanceof BusError && e.code === ErrorCode.Access;
+  }
   return new Promise((resolve) => {
-    let stream: Duplex | null = null;
-    let settled = false;
     const done = (ok: boolean): void => {
-      if (settled) return;
-      settled = true;
       clearTimeout(timer);
-      stream?.destroy();
+      stream.destroy();
       resolve(ok);
     };
     const timer = setTimeout(() => done(false), ms);
-    openStream(address, { timeoutMs: ms, tls: { rejectUnauthorized: false } }).then(
-      (s) => {
-        stream = s;
-        if (settled) {
-          s.destroy();
-          return;
-        }
-        // A stream never reads an empty chunk: the first byte decides.
-        s.once('data', (d: Buffer) => done(d[0] === 0xeb));
-        s.once('error', () => done(false));
-        s.once('close', () => done(false));
-      },
-      (e: unknown) => done(e instanceof BusError && e.code === ErrorCode.Access),
-    );
+    // A stream never reads an empty chunk: the first byte decides.
+    stream.once('data', (d: Buffer) => done(d[0] === 0xeb));
+    stream.once('error', () => done(false));
+    stream.once('close', () => done(false));
   });
 }
