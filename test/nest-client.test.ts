@@ -1,5 +1,6 @@
 import 'reflect-metadata';
 import { afterEach, describe, expect, it } from '@jest/globals';
+import { Logger } from '@nestjs/common';
 import { Test } from '@nestjs/testing';
 import { createServer, type Socket } from 'node:net';
 import { type ClientProxy, ClientsModule, type WritePacket } from '@nestjs/microservices';
@@ -17,6 +18,7 @@ import {
   QoS,
   RpcClient,
   RpcError,
+  RpcErrorCode,
   type RpcEvent,
   unpackMsgpack,
 } from '#busrt/core';
@@ -26,8 +28,10 @@ import {
   BusrtModule,
   type BusrtClientOptions,
   type BusrtEventPattern,
+  Link,
 } from '#busrt/nestjs';
 import { tmpSocket } from './support/raw.js';
+import { CapturedLog } from './support/nest-log.js';
 import { until } from './support/until.js';
 
 const cleanup: (() => Promise<unknown>)[] = [];
@@ -256,6 +260,240 @@ describe('BusrtClientProxy', () => {
     expect(statuses.at(-1)).toBe('connected');
     expect(events.filter((e) => e === 'connected')).toHaveLength(2);
     expect(events).toContain('disconnected');
+  });
+
+  it('waitForBroker: false tries once; true retries until the broker is there', async () => {
+    const sock = tmpSocket();
+    const once = await proxy({ path: sock, name: 'w.once', waitForBroker: false });
+    const onceTries: number[] = [];
+    once.on('reconnecting', (n) => onceTries.push(n));
+    await expect(once.connect()).rejects.toThrow();
+    expect(onceTries).toEqual([]);
+
+    const waiting = await proxy({ path: sock, name: 'w.waits', waitForBroker: true });
+    const tries: number[] = [];
+    // The broker starts when the first attempt has failed: the second one finds it.
+    waiting.on('reconnecting', (n) => {
+      tries.push(n);
+      if (n === 1) {
+        const broker = new Broker();
+        cleanup.push(() => broker.close());
+        void broker.spawnUnixServer(sock);
+      }
+    });
+    await waiting.connect();
+    expect(tries[0]).toBe(1);
+    expect(waiting.unwrap<RpcClient>().client.connected).toBe(true);
+  });
+
+  it('waitForBroker: gives up after maxAttempts, and at once on access denied or an invalid name', async () => {
+    const sock = tmpSocket();
+    const limited = await proxy({ path: sock, name: 'w.limited', waitForBroker: { delayMs: 1, maxAttempts: 3 } });
+    const tries: number[] = [];
+    limited.on('reconnecting', (n) => tries.push(n));
+    await expect(limited.connect()).rejects.toThrow();
+    expect(tries).toEqual([1, 2]);
+
+    const broker = new Broker();
+    cleanup.push(() => broker.close());
+    await broker.spawnUnixServer(sock, { aaaMap: new Map([['someone.else', new ClientAaa()]]) });
+    const denied = await proxy({ path: sock, name: 'w.denied', waitForBroker: { delayMs: 1, maxAttempts: 3 } });
+    const deniedTries: number[] = [];
+    denied.on('reconnecting', (n) => deniedTries.push(n));
+    await expect(denied.connect()).rejects.toMatchObject({ code: RpcErrorCode.Access });
+    expect(deniedTries).toEqual([]);
+    // An invalid name (a leading dot is the broker's own) is refused with the data code.
+    const invalid = await proxy({ path: sock, name: '.invalid', waitForBroker: { delayMs: 1, maxAttempts: 3 } });
+    const invalidTries: number[] = [];
+    invalid.on('reconnecting', (n) => invalidTries.push(n));
+    await expect(invalid.connect()).rejects.toMatchObject({ code: RpcErrorCode.Data });
+    expect(invalidTries).toEqual([]);
+  });
+
+  it('waitForBroker: close() during the wait ends it with the last error, no further attempt', async () => {
+    const sock = tmpSocket();
+    const c = await proxy({ path: sock, name: 'w.closed', waitForBroker: { delayMs: 50 } });
+    c.on('reconnecting', () => {
+      // The broker is there for the next attempt, but close() comes first.
+      const broker = new Broker();
+      cleanup.push(() => broker.close());
+      void broker.spawnUnixServer(sock);
+      void c.close();
+    });
+    await expect(c.connect()).rejects.toThrow(/cannot connect/);
+  });
+
+  it('waitForBroker: waits delayMs before the second attempt, at most maxDelayMs', async () => {
+    const sock = tmpSocket();
+    /**
+     * Whether a timer of the test of `ms`, set when the first attempt failed, fires before the
+     * second attempt: timers run in the order they are due, so this compares the code's delay.
+     */
+    const secondAttemptAfter = async (
+      w: { delayMs?: number; maxDelayMs?: number },
+      ms: number,
+      attempt = 2,
+    ): Promise<boolean> => {
+      const c = await proxy({ path: sock, name: 'w.delay', waitForBroker: { ...w, maxAttempts: attempt } });
+      let fired = false;
+      let firedBeforeSecond: boolean | null = null;
+      c.on('reconnecting', (n) => {
+        if (n === attempt - 1) setTimeout(() => (fired = true), ms);
+      });
+      c.on('error', () => {
+        firedBeforeSecond ??= fired;
+      });
+      await c.connect().catch(() => undefined);
+      firedBeforeSecond ??= fired;
+      await c.close();
+      return firedBeforeSecond;
+    };
+    // Default delay 100 ms: a 50 ms timer comes first.
+    expect(await secondAttemptAfter({}, 50)).toBe(true);
+    // delayMs 1 ms: a 500 ms timer comes after.
+    expect(await secondAttemptAfter({ delayMs: 1 }, 500)).toBe(false);
+    // The first wait is delayMs itself, not yet doubled.
+    expect(await secondAttemptAfter({ delayMs: 100 }, 150)).toBe(false);
+    // The next one is doubled: 200 ms after the second attempt failed.
+    expect(await secondAttemptAfter({ delayMs: 100 }, 150, 3)).toBe(true);
+    // maxDelayMs caps a long delayMs.
+    expect(await secondAttemptAfter({ delayMs: 60_000, maxDelayMs: 1 }, 500)).toBe(false);
+  });
+
+  /** A proxy as {@link proxy} makes it, whose app logs into `log`. */
+  async function loggedProxy(options: BusrtClientOptions, log: CapturedLog): Promise<BusrtClientProxy> {
+    const mod = await Test.createTestingModule({
+      imports: [ClientsModule.register([{ name: 'SVC', customClass: BusrtClientProxy, options }])],
+    }).compile();
+    mod.useLogger(log);
+    cleanup.push(() => mod.close());
+    return mod.get<BusrtClientProxy>('SVC');
+  }
+
+  it('reconnect: default back-off, every listener of an event hears it, failed attempts are error events', async () => {
+    const sock = tmpSocket();
+    let broker = new Broker();
+    await broker.spawnUnixServer(sock);
+    cleanup.push(() => broker.close());
+    const log = new CapturedLog();
+    const c = await loggedProxy({ path: sock, name: 'r.default' }, log);
+    const events: string[] = [];
+    c.on('disconnected', () => events.push('disconnected 1'));
+    c.on('disconnected', () => events.push('disconnected 2'));
+    let restarted: Promise<unknown> | null = null;
+    c.on('error', () => {
+      events.push('error');
+      // The first attempt failed: the broker comes back for a later one.
+      restarted ??= (async () => {
+        broker = new Broker();
+        await broker.spawnUnixServer(sock);
+      })();
+    });
+    await c.connect();
+    await broker.close();
+    await log.waitFor((e) => e.message.includes('reconnected to the broker'), 'the reconnection');
+    expect(events.slice(0, 3)).toEqual(['disconnected 1', 'disconnected 2', 'error']);
+    expect(log.lines(BusrtClientProxy.name).filter((l) => l.startsWith('WARN'))).toEqual([
+      'WARN r.default: connection to the broker lost (the broker closed the connection); ' +
+        'retrying every 100 ms, backing off to every 5000 ms',
+    ]);
+    // An error somebody listens to is theirs, not the log's.
+    expect(log.entries.filter((e) => e.level === 'error')).toEqual([]);
+  });
+
+  it('an error event nobody listens to is logged', async () => {
+    const log = new CapturedLog();
+    const c = await loggedProxy({ path: tmpSocket(), name: 'r.unheard' }, log);
+    await expect(c.connect()).rejects.toThrow(/cannot connect/);
+    expect(log.lines(BusrtClientProxy.name)).toEqual([expect.stringMatching(/^ERROR .*cannot connect/)]);
+    const heard: Error[] = [];
+    const listened = await loggedProxy({ path: tmpSocket(), name: 'r.heard' }, log);
+    listened.on('error', (e) => heard.push(e));
+    await expect(listened.connect()).rejects.toThrow(/cannot connect/);
+    expect(heard).toHaveLength(1);
+    expect(log.lines(BusrtClientProxy.name)).toHaveLength(1);
+  });
+
+  it('reconnect: false does not reconnect; the next call connects anew', async () => {
+    const sock = tmpSocket();
+    let broker = new Broker();
+    await broker.spawnUnixServer(sock);
+    serve(new RpcClient(broker.registerClient('svc')));
+    cleanup.push(() => broker.close());
+    const log = new CapturedLog();
+    const c = await loggedProxy({ path: sock, target: 'svc', timeoutMs: 3000, reconnect: false }, log);
+    const events: string[] = [];
+    c.on('disconnected', () => events.push('disconnected'));
+    c.on('reconnecting', () => events.push('reconnecting'));
+    await c.connect();
+    await broker.close();
+    await until(() => events.includes('disconnected'));
+    broker = new Broker();
+    await broker.spawnUnixServer(sock);
+    serve(new RpcClient(broker.registerClient('svc')));
+    expect(await firstValueFrom(c.send('echo', 'again'))).toBe('again');
+    expect(events).toEqual(['disconnected']);
+    expect(log.lines().filter((l) => l.includes('connection to the broker lost'))).toEqual([]);
+  });
+
+  it('reconnect: the wait after attempt n is delayMs * 2^n, at most maxDelayMs', async () => {
+    const sock = tmpSocket();
+    const broker = new Broker();
+    await broker.spawnUnixServer(sock);
+    const c = await proxy({ path: sock, name: 'r.backoff', reconnect: { delayMs: 100, maxDelayMs: 10_000 } });
+    const fired = { short: false, long: false };
+    let atSecond: (typeof fired)[] = [];
+    const second = new Promise<void>((resolve) => {
+      c.on('reconnecting', (n) => {
+        if (n !== 2) return;
+        atSecond = [{ ...fired }];
+        resolve();
+      });
+    });
+    // Attempt 1 failed: the next waits 200 ms. Timers run in the order they are due.
+    c.on('error', () => {
+      setTimeout(() => (fired.short = true), 150);
+      setTimeout(() => (fired.long = true), 1000);
+    });
+    await c.connect();
+    await broker.close();
+    await second;
+    expect(atSecond).toEqual([{ short: true, long: false }]);
+  });
+
+  it('Link: nothing is told or tried after stop(), and an attempt that ends after it is not logged', async () => {
+    const log = new CapturedLog();
+    Logger.overrideLogger(log);
+    cleanup.push(async () => Logger.overrideLogger(false));
+    const link = new Link(BusrtClientProxy, 'r.link', { delayMs: 1 });
+    const events: string[] = [];
+    link.on('disconnected', () => events.push('disconnected'));
+    let finish: () => void = () => undefined;
+    const inFlight = new Promise<void>((resolve) => (finish = resolve));
+    const started = new Promise<void>((resolve) => {
+      link.lost(
+        undefined,
+        () => {
+          events.push('attempt');
+          resolve();
+          return inFlight;
+        },
+        () => undefined,
+      );
+    });
+    await started;
+    link.stop();
+    finish();
+    await inFlight;
+    link.lost(
+      undefined,
+      () => Promise.resolve(events.push('attempt after stop')),
+      () => undefined,
+    );
+    // The link's own reaction to the attempt ran before this: it was waiting on the same promise first.
+    await new Promise((r) => setImmediate(r));
+    expect(events).toEqual(['disconnected', 'attempt']);
+    expect(log.lines().filter((l) => l.includes('reconnected'))).toEqual([]);
   });
 
   it('fails fast when the broker is not there at first use, and close() fails waiting calls', async () => {

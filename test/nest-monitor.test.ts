@@ -5,10 +5,11 @@ import { afterEach, describe, expect, it } from '@jest/globals';
 import { Controller, Get, type INestApplication } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
 import type { MicroserviceOptions } from '@nestjs/microservices';
-import { QoS, RpcClient, unpackMsgpack } from '#busrt/core';
-import { BusrtModule, BusrtServer } from '#busrt/nestjs';
+import { type AaaRules, BrokerMonitor, QoS, RpcClient, TailDenied, unpackMsgpack } from '#busrt/core';
+import { BusrtHost, type BusrtModuleOptions, BusrtModule, BusrtServer, hostedBroker } from '#busrt/nestjs';
 import { busClients } from './support/bus-clients.js';
 import { tmpSocket } from './support/raw.js';
+import { until } from './support/until.js';
 
 @Controller('app')
 class AppController {
@@ -83,5 +84,58 @@ describe('BusrtModule monitor option', () => {
         { logger: false, abortOnError: false },
       ),
     ).rejects.toThrow(/the monitor option needs an HTTP app/);
+  });
+
+  /** A host made as Nest makes it (without an HTTP app), shut down after the test. */
+  const hosts: BusrtHost[] = [];
+  afterEach(async () => {
+    for (const h of hosts.splice(0)) await h.onApplicationShutdown();
+  });
+  function host(options: BusrtModuleOptions): BusrtHost {
+    const h = new BusrtHost({ logger: false, hostName: `mon.${hosts.length}`, ...options });
+    hosts.push(h);
+    return h;
+  }
+
+  it("looks the tail's identity up in monitor.aaa, else in the first listener map; bad options leave the name free", async () => {
+    const listeners = [{ path: tmpSocket() }, { path: tmpSocket(), aaa: { someone: {} } }];
+    const byListener = host({ listeners, monitor: {} });
+    expect(() => byListener.monitor?.monitor.openTail('#', () => undefined)).toThrow(
+      new TailDenied('the monitor identity busrt.monitor has no rule in the AAA map'),
+    );
+    const own = host({ listeners, monitor: { aaa: { 'busrt.monitor': { subscribe: ['#'] } } } });
+    own.monitor?.monitor.openTail('#', () => undefined);
+    // No map anywhere: the tail shows every topic.
+    host({ listeners: [{ path: tmpSocket() }], monitor: {} }).monitor?.monitor.openTail('#', () => undefined);
+
+    expect(() => host({ hostName: 'mon.badaaa', monitor: { aaa: ['not', 'rules'] as unknown as AaaRules } })).toThrow(
+      'monitor: aaa: expected an object of client names to rules',
+    );
+    expect(() => host({ hostName: 'mon.bad', monitor: { path: 'ops' } })).toThrow(
+      new Error('busrt monitor: path must start with "/", got "ops"'),
+    );
+    // Options that stop the module from being made leave the name free.
+    expect(() => hostedBroker('mon.bad')).toThrow(/no broker named "mon.bad"/);
+    host({ hostName: 'mon.bad' });
+  });
+
+  it('carries the meter only with the monitor option; without an HTTP server it says why and lets go of the name', async () => {
+    const plain = host({});
+    expect(() => new BrokerMonitor(plain.broker)).toThrow(/needs a broker made with/);
+    const monitored = host({ monitor: {} });
+    expect(monitored.monitor?.monitor.meter).toBe(monitored.broker.core.observer);
+    // Made without Nest's HttpAdapterHost at all.
+    await expect(monitored.onModuleInit()).rejects.toThrow(/the monitor option needs an HTTP app/);
+    expect(() => hostedBroker('mon.1')).toThrow(/no broker named "mon.1"/);
+  });
+
+  it('closing the monitor ends its tails', async () => {
+    const h = host({ monitor: {} });
+    const tail = h.monitor?.monitor.openTail('#', () => undefined);
+    expect(tail).toBeDefined();
+    const tailClient = (): boolean => h.broker.clientList().some((c) => c.name.startsWith('.monitor.tail.'));
+    expect(tailClient()).toBe(true);
+    h.monitor?.close();
+    await until(() => !tailClient(), 5000, 'the tail client to leave');
   });
 });

@@ -1,5 +1,5 @@
 import 'reflect-metadata';
-import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from '@jest/globals';
 import {
   type CallHandler,
   type CanActivate,
@@ -14,6 +14,7 @@ import {
   Catch,
   type RpcExceptionFilter,
   UseFilters,
+  type INestApplicationContext,
 } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
 import {
@@ -37,6 +38,10 @@ import {
   packMsgpack,
   RpcClient,
   RpcError,
+  type AaaRules,
+  type FederationOptions,
+  type RpcEvent,
+  type RpcHandlers,
   type SocketClient,
   unpackMsgpack,
 } from '#busrt/core';
@@ -50,15 +55,21 @@ import {
   BusrtNotification,
   BusrtRpcException,
   BUSRT_EXTRAS,
+  BusrtHost,
+  type BusrtModuleOptions,
   BusrtServer,
   type BusrtStatus,
   DEFAULT_CODEC,
+  hostedBroker,
   raw,
   RPC_BROADCAST,
   RPC_NOTIFICATION,
   toReplyError,
 } from '#busrt/nestjs';
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
 import { listen } from './support/nest-listen.js';
+import { CapturedLog } from './support/nest-log.js';
 import { clientFrame, PeerPool, type RawPeer, tmpSocket } from './support/raw.js';
 import { vectorBytes } from './support/vectors.js';
 
@@ -744,5 +755,191 @@ describe('BusrtServer on a Broker instance of the process', () => {
     } finally {
       await server.close();
     }
+  });
+});
+
+describe('BusrtHost: the embedded broker of BusrtModule', () => {
+  const cleanup: (() => Promise<unknown>)[] = [];
+  afterEach(async () => {
+    for (const f of cleanup.splice(0).reverse()) await f().catch(() => undefined);
+  });
+
+  /** A host made as Nest makes it, shut down after the test. */
+  function host(options: BusrtModuleOptions): BusrtHost {
+    const h = new BusrtHost({ logger: false, ...options });
+    cleanup.push(() => h.onApplicationShutdown());
+    return h;
+  }
+
+  it('hostedBroker names the brokers hosted in the process when the name is unknown', () => {
+    expect(() => hostedBroker('h.none')).toThrow(
+      new Error('no broker named "h.none" is hosted in this process (import BusrtModule.forRoot)'),
+    );
+    host({ hostName: 'h.a' });
+    host({ hostName: 'h.b' });
+    expect(() => hostedBroker('h.none')).toThrow(
+      new Error('no broker named "h.none" is hosted in this process (import BusrtModule.forRoot; hosted: h.a, h.b)'),
+    );
+  });
+
+  it('a second shutdown of a host leaves the host now under its name alone', async () => {
+    const first = new BusrtHost({ hostName: 'h.again', logger: false });
+    await first.onApplicationShutdown();
+    const second = host({ hostName: 'h.again' });
+    await first.onApplicationShutdown();
+    expect(hostedBroker('h.again')).toBe(second);
+  });
+
+  it('attachCoreHandlers: one transport at a time answers .broker first; detaching gives the core back', async () => {
+    const h = host({ hostName: 'h.core' });
+    const rpc = new RpcClient(h.broker.registerClient('h.caller'));
+    const own = (word: string): RpcHandlers => ({
+      async handleCall(ev: RpcEvent) {
+        if (ev.method !== 'own') throw new MethodNotFoundError();
+        return packMsgpack(word);
+      },
+    });
+    const ownCall = async (): Promise<unknown> => unpackMsgpack(await rpc.call('.broker', 'own'));
+    const first = own('first');
+    const detachFirst = h.attachCoreHandlers(first);
+    expect(await ownCall()).toBe('first');
+    // The core methods still answer what the handlers do not know.
+    await expect(rpc.call('.broker', 'test')).resolves.toBeDefined();
+    expect(() => h.attachCoreHandlers(own('other'))).toThrow(
+      new Error('.broker methods are already served by another transport'),
+    );
+    detachFirst();
+    await expect(ownCall()).rejects.toMatchObject({ code: -32601 });
+    const detachSecond = h.attachCoreHandlers(own('second'));
+    // A detach that is not the current one's does nothing.
+    detachFirst();
+    expect(await ownCall()).toBe('second');
+    detachSecond();
+    await expect(ownCall()).rejects.toMatchObject({ code: -32601 });
+
+    expect(() => host({ hostName: 'h.nocore', coreRpc: false }).attachCoreHandlers(own('x'))).toThrow(
+      new Error('the .broker core client is off (BusrtModule coreRpc: false)'),
+    );
+  });
+
+  /** The lines an app with `logger` logs under BusrtBroker: listening, and a failed frame handler. */
+  async function brokerLines(logger: BusrtModuleOptions['logger']): Promise<{ lines: string[]; broker: Broker }> {
+    const log = new CapturedLog();
+    const path = tmpSocket();
+    const app = await NestFactory.createApplicationContext(
+      { module: class Logged {}, imports: [BusrtModule.forRoot({ hostName: 'h.log', listeners: [{ path }], logger })] },
+      { logger: log, abortOnError: false },
+    );
+    cleanup.push(() => app.close());
+    await app.init();
+    const broker = app.get(Broker);
+    const failed = new Promise<void>((resolve) => {
+      broker.registerClient('h.boom').onFrame(() => {
+        resolve();
+        throw new Error('boom');
+      });
+    });
+    await broker.registerClient('h.sender').send('h.boom', Buffer.from('x'));
+    await failed;
+    // The handler's failure is logged right after it threw, before this turn of the event loop ends.
+    await new Promise((r) => setImmediate(r));
+    return { lines: log.lines('BusrtBroker').filter((l) => !l.startsWith('DEBUG')), broker };
+  }
+
+  it('logs the broker through Nest by default and with logger: true, never with logger: false', async () => {
+    for (const logger of [undefined, true] as const) {
+      const { lines } = await brokerLines(logger);
+      expect(lines[0]).toMatch(/^LOG listening on .* \(unix\)$/);
+      expect(lines[1]).toMatch(/^ERROR frame handler of h\.boom failed: Error: boom/);
+      await cleanup.pop()?.();
+    }
+    const silent = await brokerLines(false);
+    expect(silent.lines).toEqual([]);
+    // A logger of its own that says nothing (an object, as the broker's logger always is).
+    expect(silent.broker.logger).toEqual({});
+    await cleanup.pop()?.();
+    const own: string[] = [];
+    const { lines } = await brokerLines({ info: (m) => own.push(`info ${m}`), error: (m) => own.push(`error ${m}`) });
+    expect(lines).toEqual([]);
+    expect(own[0]).toMatch(/^info listening on /);
+    expect(own[1]).toMatch(/^error frame handler of h\.boom failed/);
+  });
+
+  /** An app context with the embedded broker of `options`, closed after the test. */
+  async function hostApp(options: BusrtModuleOptions): Promise<INestApplicationContext> {
+    const app = await NestFactory.createApplicationContext(
+      { module: class Hosting {}, imports: [BusrtModule.forRoot({ logger: false, ...options })] },
+      { logger: false, abortOnError: false },
+    );
+    cleanup.push(() => app.close());
+    return app;
+  }
+
+  it("a listener's aaa rules: null is none, a map limits who connects, bad rules stop the app naming the listener", async () => {
+    const open = tmpSocket();
+    const guarded = tmpSocket();
+    const app = await hostApp({
+      hostName: 'h.aaa',
+      listeners: [
+        { path: open, aaa: null },
+        { path: guarded, aaa: { 'h.known': {} } },
+      ],
+    });
+    await app.init();
+    const visitor = await connect({ path: open, name: 'h.visitor' });
+    cleanup.push(() => visitor.disconnect());
+    await expect(connect({ path: guarded, name: 'h.visitor2' })).rejects.toMatchObject({ code: 0x79 });
+    const known = await connect({ path: guarded, name: 'h.known' });
+    cleanup.push(() => known.disconnect());
+
+    const bad = tmpSocket();
+    await expect(
+      hostApp({ hostName: 'h.badaaa', listeners: [{ path: bad, aaa: ['not', 'rules'] as unknown as AaaRules }] }),
+    ).rejects.toThrow(`listener ${bad}: aaa: expected an object of client names to rules`);
+  });
+
+  it('a bind or a federation that fails stops the app with the reason and its cause, and closes the broker', async () => {
+    const nowhere = join(tmpSocket(), 'no-such-folder', 'busrt.sock');
+    const bindFailure = await hostApp({ hostName: 'h.unbound', listeners: [{ path: nowhere }] }).then(
+      () => null,
+      (e: unknown) => e as Error,
+    );
+    expect(bindFailure?.message).toMatch(/^busrt: /);
+    expect(bindFailure?.cause).toBeInstanceOf(Error);
+    expect(bindFailure?.message).toBe(`busrt: ${(bindFailure?.cause as Error).message}`);
+    expect(() => hostedBroker('h.unbound')).toThrow(/no broker named "h.unbound"/);
+
+    const sock = tmpSocket();
+    await expect(
+      hostApp({
+        hostName: 'h.unfederated',
+        listeners: [{ path: sock }],
+        federation: { servers: [] } as unknown as FederationOptions,
+      }),
+    ).rejects.toThrow(/^busrt: federation/);
+    // The listener that had started is closed again: its socket file is gone.
+    expect(existsSync(sock)).toBe(false);
+  });
+
+  it('a server given the broker instance of a module serves .broker methods on that module’s broker', async () => {
+    // Two hosted brokers: the server must find the one whose instance it was given.
+    await hostApp({ hostName: 'h.other' });
+    const hosting = await hostApp({ hostName: 'h.instance' });
+    const broker = hosting.get(Broker);
+    @Controller()
+    class Versioned {
+      @BrokerMethod('app.version')
+      version(): unknown {
+        return 'by instance';
+      }
+    }
+    const svc = await NestFactory.createMicroservice<MicroserviceOptions>(
+      { module: class ByInstance {}, controllers: [Versioned] },
+      { strategy: new BusrtServer({ name: 'h.svc', broker }), logger: false },
+    );
+    cleanup.push(() => svc.close());
+    await svc.listen();
+    const rpc = new RpcClient(broker.registerClient('h.asker'));
+    expect(unpackMsgpack(await rpc.call('.broker', 'app.version'))).toBe('by instance');
   });
 });

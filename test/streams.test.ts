@@ -6,6 +6,7 @@ import 'reflect-metadata';
 import { afterAll, beforeAll, describe, expect, it, jest } from '@jest/globals';
 import { Controller } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
+import { HealthIndicatorService } from '@nestjs/terminus';
 import { type MicroserviceOptions, Payload } from '@nestjs/microservices';
 import {
   EMPTY,
@@ -47,6 +48,7 @@ import {
   isAsyncIterable,
   observeResult,
 } from '#busrt/nestjs';
+import { BusrtHealthIndicator } from 'busrt-nestjs/health';
 import { tmpSocket } from './support/raw.js';
 import { until } from './support/until.js';
 
@@ -244,6 +246,11 @@ class StreamController {
   one(): ReturnType<typeof from<number[]>> {
     return from([42]);
   }
+
+  @BusrtMethod('none')
+  async *none(): AsyncGenerator<number> {
+    // A stream that ends before its first value.
+  }
 }
 
 describe('streamed results in Nest: handler -> cursor -> ClientProxy Observable', () => {
@@ -310,6 +317,13 @@ describe('streamed results in Nest: handler -> cursor -> ClientProxy Observable'
     const u = (await firstValueFrom(plain.send('numbers', 3))) as { u: Uint8Array };
     expect(u.u.byteLength).toBe(16);
     await plain.close();
+  });
+
+  it('an empty stream completes with no value, and a health check counts it as an answer', async () => {
+    expect(await lastValueFrom(proxy.send('none').pipe(toArray()))).toEqual([]);
+    const health = new BusrtHealthIndicator(new HealthIndicatorService());
+    const r = await health.isServiceAnswering('stream', proxy, 'svc.stream', { method: 'none' });
+    expect(r.stream.status).toBe('up');
   });
 
   it('a subscriber that stops taking values stops the pulls and, once the cursor expires, the producer', async () => {

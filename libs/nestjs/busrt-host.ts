@@ -9,6 +9,7 @@ import {
 } from '@nestjs/common';
 import { HttpAdapterHost } from '@nestjs/core';
 import {
+  type AaaMap,
   Broker,
   BrokerMeter,
   type BrokerLogger,
@@ -56,6 +57,8 @@ export class BusrtHost implements HostedBroker, OnModuleInit, OnApplicationBoots
   private readonly coreClient: RpcClient | null;
   private readonly hostName: string;
   private attached: RpcHandlers | null = null;
+  /** The AAA map of each listener (null: no rules), checked once when the module is made. */
+  private readonly aaaMaps: (AaaMap | null)[];
   /** The monitoring endpoints (`monitor` option), or null. */
   readonly monitor: HostedMonitor | null;
 
@@ -82,9 +85,10 @@ export class BusrtHost implements HostedBroker, OnModuleInit, OnApplicationBoots
     this.core = new CoreRpcHandlers(this.broker);
     this.coreClient = this.coreRpc ? initCoreRpc(this.broker) : null;
     this.hostName = options.hostName ?? DEFAULT_HOST;
+    this.aaaMaps = (options.listeners ?? []).map((l) => (l.aaa ? toAaaMap(l.aaa, `listener ${l.path}: aaa`) : null));
+    this.monitor = options.monitor === undefined ? null : new HostedMonitor(this.broker, options.monitor, this.aaaMaps);
+    // Last: options that throw above must not leave the name taken for the rest of the process.
     registerHostedBroker(this.hostName, this);
-    const maps = (options.listeners ?? []).map((l) => (l.aaa ? toAaaMap(l.aaa, `listener ${l.path}: aaa`) : null));
-    this.monitor = options.monitor === undefined ? null : new HostedMonitor(this.broker, options.monitor, maps);
   }
 
   /** Mounts the monitoring endpoints, before Nest adds its not-found handler. */
@@ -101,11 +105,12 @@ export class BusrtHost implements HostedBroker, OnModuleInit, OnApplicationBoots
 
   /** Starts every listener; a bind that fails stops the app from starting, with the reason. */
   async onApplicationBootstrap(): Promise<void> {
-    const binds = (this.options.listeners ?? []).map(({ path, aaa, ...config }) => ({
+    // The rules were made into maps (and checked) with the module: the listener takes that map.
+    const binds = (this.options.listeners ?? []).map(({ path, aaa: _rules, ...config }, i) => ({
       timeoutMs: SERVER_DEFAULT_TIMEOUT_MS,
       ...config,
       path,
-      aaaMap: aaa === undefined || aaa === null ? null : toAaaMap(aaa, `listener ${path}: aaa`),
+      aaaMap: this.aaaMaps[i],
     }));
     try {
       await this.broker.spawnServers(binds);

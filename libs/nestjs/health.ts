@@ -1,10 +1,10 @@
 // The `busrt-nestjs/health` entry point: health checks for @nestjs/terminus. It is the only part
 // of the package that imports terminus, so apps that do not use it need not install it.
-import net from 'node:net';
+import type { Duplex } from 'node:stream';
 import { Injectable, Optional } from '@nestjs/common';
 import { type HealthIndicatorResult, HealthIndicatorService } from '@nestjs/terminus';
 import { firstValueFrom, timeout } from 'rxjs';
-import { RpcError, RpcErrorCode } from '../busrt/internal.js';
+import { BusError, ErrorCode, Listener, openStream, RpcError, RpcErrorCode } from '../busrt/internal.js';
 import { BusrtHost } from './busrt-host.js';
 import type { BusrtClientProxy } from './client/busrt.client-proxy.js';
 import type { BusrtServer } from './server/busrt.server.js';
@@ -50,7 +50,9 @@ export class BusrtHealthIndicator {
 
   /**
    * Up when the embedded broker (of `BusrtModule`) has its listeners and each one answers a
-   * connection with the BUS/RT greeting within `timeoutMs` (default 1000).
+   * connection over its own transport with the BUS/RT greeting, each step within `timeoutMs`
+   * (default 1000).
+   * FIFO endpoints are listed, not asked.
    */
   async isBrokerListening(key: string, timeoutMs = 1000): Promise<HealthIndicatorResult> {
     const check = this.health.check(key);
@@ -58,22 +60,10 @@ export class BusrtHealthIndicator {
     if (broker === undefined) return check.down({ message: 'no embedded broker in this app' });
     const listeners = broker.listeners;
     if (listeners.length === 0) return check.down({ message: 'the broker has no listeners' });
-    const addresses: string[] = [];
-    const failed: string[] = [];
-    await Promise.all(
-      listeners.map(async (l) => {
-        let a: string;
-        try {
-          a = l.address;
-        } catch {
-          // A closed TCP listener has no address any more.
-          failed.push(l.bind);
-          return;
-        }
-        addresses.push(a);
-        if (!(await greets(a, timeoutMs))) failed.push(a);
-      }),
-    );
+    const addresses = listeners.map((l) => l.address);
+    // A FIFO endpoint takes command lines, not connections: there is no greeting to wait for.
+    const ok = await Promise.all(listeners.map((l) => !(l instanceof Listener) || greets(l.address, timeoutMs)));
+    const failed = addresses.filter((_, i) => !ok[i]);
     return failed.length === 0
       ? check.up({ listeners: addresses })
       : check.down({ listeners: addresses, message: `no greeting from ${failed.join(', ')}` });
@@ -112,20 +102,29 @@ export class BusrtHealthIndicator {
   }
 }
 
-/** True when a broker at `address` sends the BUS/RT greeting within `ms`. */
-function greets(address: string, ms: number): Promise<boolean> {
+/**
+ * True when the listener at `address` (any transport: the form `Listener.address` gives) takes a
+ * connection within `ms` and sends the BUS/RT greeting within `ms` more. A WebSocket listener that refuses the upgrade for want of a token
+ * answered too: it is there and serving. Certificates are not checked: the check asks whether the
+ * broker's own listener answers, it sends nothing to it.
+ */
+async function greets(address: string, ms: number): Promise<boolean> {
+  let stream: Duplex;
+  try {
+    stream = await openStream(address, { timeoutMs: ms, tls: { rejectUnauthorized: false } });
+  } catch (e) {
+    return e instanceof BusError && e.code === ErrorCode.Access;
+  }
   return new Promise((resolve) => {
-    const unix = address.startsWith('/') || !/:\d+$/.test(address);
-    const m = /^\[?(.*?)\]?:(\d+)$/.exec(address);
-    const sock = unix || m === null ? net.connect({ path: address }) : net.connect({ host: m[1], port: Number(m[2]) });
     const done = (ok: boolean): void => {
       clearTimeout(timer);
-      sock.destroy();
+      stream.destroy();
       resolve(ok);
     };
     const timer = setTimeout(() => done(false), ms);
-    sock.once('data', (d: Buffer) => done(d.length >= 1 && d[0] === 0xeb));
-    sock.once('error', () => done(false));
-    sock.once('close', () => done(false));
+    // A stream never reads an empty chunk: the first byte decides.
+    stream.once('data', (d: Buffer) => done(d[0] === 0xeb));
+    stream.once('error', () => done(false));
+    stream.once('close', () => done(false));
   });
 }

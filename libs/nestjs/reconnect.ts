@@ -73,11 +73,6 @@ export class Link {
     this.logger = new Logger(owner.name);
   }
 
-  /** True while a reconnection is scheduled or running. */
-  get retrying(): boolean {
-    return this.timer !== null;
-  }
-
   /** True unless reconnecting is off. */
   get reconnects(): boolean {
     return this.reconnect !== false;
