@@ -10,6 +10,8 @@ import {
   Module,
   type INestApplication,
   type INestMicroservice,
+  type LoggerService,
+  type Type,
 } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
 import { EventPattern, MessagePattern, type MicroserviceOptions, Payload, Transport } from '@nestjs/microservices';
@@ -97,18 +99,39 @@ async function callValue(rpc: RpcClient, target: string, method: string, v?: unk
   return r.length === 0 ? undefined : unpackMsgpack(r);
 }
 
+/**
+ * A broker of this process on a fresh UNIX socket, closed after the test; `coreRpc`: with the core
+ * client, which answers `.broker` and publishes the reg/unreg announcements.
+ */
+async function localBroker(coreRpc = false): Promise<{ broker: Broker; path: string }> {
+  const broker = new Broker();
+  if (coreRpc) initCoreRpc(broker);
+  cleanup.push(() => broker.close());
+  return { broker, path: (await broker.spawnUnixServer(tmpSocket())).address };
+}
+
+/** A Nest microservice of `controllers` served by `server`, listening, closed after the test. */
+async function serve(
+  server: BusrtServer,
+  controllers: Type[],
+  logger: LoggerService | false = false,
+): Promise<INestMicroservice> {
+  const app = await NestFactory.createMicroservice<MicroserviceOptions>(
+    { module: class Svc {}, controllers },
+    { strategy: server, logger },
+  );
+  cleanup.push(() => app.close());
+  await app.listen();
+  return app;
+}
+
 describe('BusrtServer over a socket (a sibling service)', () => {
   it.each(['unix', 'tcp'] as const)('serves calls and events over %s', async (kind) => {
     const broker = new Broker();
     cleanup.push(() => broker.close());
     const l = kind === 'unix' ? await broker.spawnUnixServer(tmpSocket()) : await broker.spawnTcpServer('127.0.0.1:0');
     const path = l.address;
-    const app = await NestFactory.createMicroservice<MicroserviceOptions>(
-      { module: class Svc {}, controllers: [EchoController] },
-      { strategy: new BusrtServer({ name: 'svc.echo', path }), logger: false },
-    );
-    cleanup.push(() => app.close());
-    await app.listen();
+    await serve(new BusrtServer({ name: 'svc.echo', path }), [EchoController]);
     const { c, rpc } = await caller(path);
     expect(await callValue(rpc, 'svc.echo', 'echo', { k: [1, 2] })).toEqual({ k: [1, 2] });
     expect(await callValue(rpc, 'svc.echo', 'anywhere')).toBe('both');
@@ -148,12 +171,7 @@ describe('BusrtServer over a socket (a sibling service)', () => {
     server.on('connected', () => events.push('connected'));
     server.on('reconnecting', (n) => events.push(`reconnecting ${n}`));
     server.on('error', () => events.push('error'));
-    const app = await NestFactory.createMicroservice<MicroserviceOptions>(
-      { module: class Svc {}, controllers: [EchoController] },
-      { strategy: server, logger: false },
-    );
-    cleanup.push(() => app.close());
-    await app.listen();
+    await serve(server, [EchoController]);
     expect(server.unwrap<RpcClient>().client.name).toBe('svc.echo');
 
     await broker.close();
@@ -206,16 +224,8 @@ describe('BusrtServer start-up over a socket: what it refuses and why', () => {
   });
 
   it('serves its .broker patterns only inside the broker process: over a socket they are not answered', async () => {
-    const broker = new Broker();
-    initCoreRpc(broker);
-    cleanup.push(() => broker.close());
-    const path = (await broker.spawnUnixServer(tmpSocket())).address;
-    const app = await NestFactory.createMicroservice<MicroserviceOptions>(
-      { module: class Svc {}, controllers: [EchoController, AppBrokerController] },
-      { strategy: new BusrtServer({ name: 'svc.echo', path }), logger: false },
-    );
-    cleanup.push(() => app.close());
-    await app.listen();
+    const { path } = await localBroker(true);
+    await serve(new BusrtServer({ name: 'svc.echo', path }), [EchoController, AppBrokerController]);
     const { rpc } = await caller(path);
     expect(await callValue(rpc, 'svc.echo', 'echo', 1)).toBe(1);
     const e = await rpc.call('.broker', 'app.version').catch((x: unknown) => x as RpcError);
@@ -237,9 +247,7 @@ describe('BusrtServer start-up over a socket: what it refuses and why', () => {
   });
 
   it('checks busyPollUs as the socket client does', async () => {
-    const broker = new Broker();
-    cleanup.push(() => broker.close());
-    const path = (await broker.spawnUnixServer(tmpSocket())).address;
+    const { path } = await localBroker();
     const server = new BusrtServer({ name: 'svc.echo', path, busyPollUs: 20_000 });
     cleanup.push(() => server.close());
     await expect(listen(server)).rejects.toThrow(/busyPollUs must be at most \d+ microseconds, got 20000/);
@@ -280,16 +288,9 @@ describe('BusrtServer waiting for the broker', () => {
 
 describe('BusrtServer logs through Nest', () => {
   it('logs what its RPC client drops as a warning naming the service', async () => {
-    const broker = new Broker();
-    cleanup.push(() => broker.close());
-    const path = (await broker.spawnUnixServer(tmpSocket())).address;
+    const { path } = await localBroker();
     const log = new CapturedLog();
-    const app = await NestFactory.createMicroservice<MicroserviceOptions>(
-      { module: class Svc {}, controllers: [EchoController] },
-      { strategy: new BusrtServer({ name: 'svc.echo', path }), logger: log },
-    );
-    cleanup.push(() => app.close());
-    await app.listen();
+    await serve(new BusrtServer({ name: 'svc.echo', path }), [EchoController], log);
     const { c } = await caller(path);
     await c.send('svc.echo', Buffer.alloc(0));
     await log.waitFor((e) => e.context === 'BusrtServer' && e.level === 'warn', 'the warning');
@@ -301,21 +302,13 @@ describe('BusrtServer logs through Nest', () => {
 
 describe('BusrtServer replicas without queue groups', () => {
   it("takes the service name over on the holder's unreg; losing only that connection is no reconnect", async () => {
-    const broker = new Broker();
     // The core client publishes the reg/unreg announcements the replicas follow.
-    initCoreRpc(broker);
-    cleanup.push(() => broker.close());
-    const path = (await broker.spawnUnixServer(tmpSocket())).address;
+    const { broker, path } = await localBroker(true);
     const start = async (id: string): Promise<{ app: INestMicroservice; server: BusrtServer; statuses: string[] }> => {
       const server = new BusrtServer({ name: 'svc.rep', path, replicas: { id } });
       const statuses: string[] = [];
       server.status.subscribe((s) => statuses.push(s));
-      const app = await NestFactory.createMicroservice<MicroserviceOptions>(
-        { module: class Svc {}, controllers: [EchoController] },
-        { strategy: server, logger: false },
-      );
-      cleanup.push(() => app.close());
-      await app.listen();
+      const app = await serve(server, [EchoController]);
       return { app, server, statuses };
     };
     const a = await start('a');
@@ -374,16 +367,13 @@ class TroubleController {
 
 describe('BusrtServer logs what goes wrong in handlers', () => {
   it('logs a failed event handler as an error, and a close that cannot wait for a call any more', async () => {
-    const broker = new Broker();
-    cleanup.push(() => broker.close());
-    const path = (await broker.spawnUnixServer(tmpSocket())).address;
+    const { path } = await localBroker();
     const log = new CapturedLog();
-    const app = await NestFactory.createMicroservice<MicroserviceOptions>(
-      { module: class Svc {}, controllers: [TroubleController] },
-      { strategy: new BusrtServer({ name: 'svc.trouble', path, closeTimeoutMs: 50 }), logger: log },
+    const app = await serve(
+      new BusrtServer({ name: 'svc.trouble', path, closeTimeoutMs: 50 }),
+      [TroubleController],
+      log,
     );
-    cleanup.push(() => app.close());
-    await app.listen();
     const { c, rpc } = await caller(path);
     // A topic two masks match, then a handler that throws; the marker comes after both.
     await c.publish('jobs/1', packMsgpack('a'));
@@ -407,9 +397,7 @@ describe('BusrtServer logs what goes wrong in handlers', () => {
 
 describe('BusrtServer replicas: queue-group events forwarded from the service name', () => {
   it('reads a forwarded event only when its bytes are whole; anything else is an ordinary notification', async () => {
-    const broker = new Broker();
-    cleanup.push(() => broker.close());
-    const path = (await broker.spawnUnixServer(tmpSocket())).address;
+    const { path } = await localBroker();
     // Holding the service name first, this client plays the instance that forwards events.
     const { rpc } = await caller(path, 'svc.g');
     const server = new BusrtServer({ name: 'svc.g', path, replicas: { id: 'a' }, reconnect: false });
@@ -464,12 +452,7 @@ describe('BusrtServer logs a lost broker once, and its return', () => {
     const first = await childBroker(path);
     const log = new CapturedLog();
     const server = new BusrtServer({ name: 'svc.echo', path, reconnect: { delayMs: 20, maxDelayMs: 40 } });
-    const app = await NestFactory.createMicroservice<MicroserviceOptions>(
-      { module: class Svc {}, controllers: [EchoController] },
-      { strategy: server, logger: log },
-    );
-    cleanup.push(() => app.close());
-    await app.listen();
+    await serve(server, [EchoController], log);
 
     // SIGTERM: the child closes its broker (the socket file goes with it) and exits.
     first.kill('SIGTERM');
