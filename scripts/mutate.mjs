@@ -50,11 +50,11 @@ const optionValue = (name) => {
 };
 const sampleEvery = optionValue('--sample');
 const seed = optionValue('--seed') ?? 1;
-const ownValues = new Set(['--sample', '--seed'].flatMap((o) => (args.includes(o) ? [args.indexOf(o) + 1] : [])));
 const passThrough = args.filter(
   (a, i) =>
     !isFolder(a) &&
-    !ownValues.has(i) &&
+    // The value after --sample or --seed is this script's too.
+    !['--sample', '--seed'].includes(args[i - 1]) &&
     !['--summary-only', '--survivors', '--by-folder', '--sample', '--seed'].includes(a),
 );
 if (sampleEvery !== undefined && (survivorsOnly || byFolder)) {
@@ -344,25 +344,19 @@ if (notRunList.length > 0) console.log(`${notRunList.length} mutants against whi
 async function drawMutants(scopes, every, seedValue) {
   const req = createRequire(import.meta.url);
   const { Instrumenter } = await import(req.resolve('@stryker-mutator/instrumenter'));
-  const files = [
-    ...new Set(
-      scopes.flatMap((f) => (f.endsWith('.ts') ? [f] : [...mutatedFiles(f)].filter((n) => n.endsWith('.ts')))),
-    ),
-  ].sort();
+  const files = [...new Set(scopes.flatMap((f) => (f.endsWith('.ts') ? [f] : [...mutatedFiles(f)])))].sort();
   const quiet = new Proxy({}, { get: (_, k) => (String(k).startsWith('is') ? () => false : () => undefined) });
   const { mutants } = await new Instrumenter(quiet).instrument(
     files.map((name) => ({ name, content: readFileSync(join(root, name), 'utf8'), mutate: true })),
     { plugins: null, excludedMutations: [], ignorers: [], noHeader: true },
   );
-  const all = mutants.map((m) => {
-    const { start, end } = m.toApiMutant?.().location ?? m.location;
-    return {
-      file: m.fileName,
-      at: [start.line + 1, start.column, end.line + 1, end.column],
-      mutator: m.mutatorName,
-      replacement: m.replacementCode ?? m.replacement,
-    };
-  });
+  // Stryker's own mutant records: lines from 0 in `location`, the replacement as code.
+  const all = mutants.map(({ fileName, location: { start, end }, mutatorName, replacement }) => ({
+    file: fileName,
+    at: [start.line + 1, start.column, end.line + 1, end.column],
+    mutator: mutatorName,
+    replacement,
+  }));
   // mulberry32: small, seeded, and the same on every machine.
   let state = seedValue >>> 0;
   const random = () => {

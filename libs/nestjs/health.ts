@@ -62,7 +62,7 @@ export class BusrtHealthIndicator {
     if (listeners.length === 0) return check.down({ message: 'the broker has no listeners' });
     const addresses = listeners.map((l) => l.address);
     // A FIFO endpoint takes command lines, not connections: there is no greeting to wait for.
-    const ok = await Promise.all(listeners.map((l) => !(l instanceof Listener) || greets(l.address, timeoutMs)));
+    const ok = await Promise.all(listeners.map((l, i) => !(l instanceof Listener) || greets(addresses[i], timeoutMs)));
     const failed = addresses.filter((_, i) => !ok[i]);
     return failed.length === 0
       ? check.up({ listeners: addresses })
@@ -104,9 +104,10 @@ export class BusrtHealthIndicator {
 
 /**
  * True when the listener at `address` (any transport: the form `Listener.address` gives) takes a
- * connection within `ms` and sends the BUS/RT greeting within `ms` more. A WebSocket listener that refuses the upgrade for want of a token
- * answered too: it is there and serving. Certificates are not checked: the check asks whether the
- * broker's own listener answers, it sends nothing to it.
+ * connection within `ms` and sends the BUS/RT greeting within `ms` more. A WebSocket listener
+ * that refuses the upgrade for want of a token answered too: it is there and serving.
+ * Certificates are not checked: the check asks whether the broker's own listener answers, it
+ * sends nothing to it.
  */
 async function greets(address: string, ms: number): Promise<boolean> {
   let stream: Duplex;
