@@ -1,5 +1,7 @@
 import 'reflect-metadata';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from '@jest/globals';
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
 import {
   type CallHandler,
   type CanActivate,
@@ -66,8 +68,6 @@ import {
   RPC_NOTIFICATION,
   toReplyError,
 } from '#busrt/nestjs';
-import { existsSync } from 'node:fs';
-import { join } from 'node:path';
 import { listen } from './support/nest-listen.js';
 import { CapturedLog } from './support/nest-log.js';
 import { clientFrame, PeerPool, type RawPeer, tmpSocket } from './support/raw.js';
