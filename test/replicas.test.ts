@@ -456,3 +456,50 @@ describe('a replica set over an RPC client', () => {
     expect(warnings).toEqual([]);
   });
 });
+
+describe('the service name on a broker that makes no announcements', () => {
+  // An embedded Broker without its core RPC client announces nothing: no `unreg` tells the
+  // waiting instances that the holder left, so only their takeover poll finds the name free.
+  const broker = new Broker();
+  const apps: INestMicroservice[] = [];
+
+  const start = async (id: string, replicas: { id: string; takeoverPollMs?: number }): Promise<BusrtServer> => {
+    const server = new BusrtServer({ name: 'quiet.svc', broker, replicas });
+    const app = await NestFactory.createMicroservice<MicroserviceOptions>(
+      { module: class QuietApp {}, controllers: [instanceController(id)] },
+      { strategy: server, logger: false },
+    );
+    await app.listen();
+    apps.push(app);
+    return server;
+  };
+
+  afterAll(async () => {
+    for (const app of apps) await app.close();
+  });
+
+  it('a waiting instance takes the name over by its poll, and answers callers of the service name', async () => {
+    const a = await start('qa', { id: 'qa', takeoverPollMs: 20 });
+    const b = await start('qb', { id: 'qb', takeoverPollMs: 20 });
+    expect(a.holdsServiceName).toBe(true);
+    expect(b.holdsServiceName).toBe(false);
+    const c = broker.registerClient('quiet.caller');
+    const rpc = new RpcClient(c);
+    expect(unpackMsgpack<string>(await rpc.call('quiet.svc', 'who'))).toBe('qa');
+    await apps[0].close();
+    // Refused as busy while a held it, b keeps trying: the name is b's soon after a left.
+    await until(() => b.holdsServiceName, 5000, 'the takeover by poll');
+    expect(unpackMsgpack<string>(await rpc.call('quiet.svc', 'who'))).toBe('qb');
+    await c.disconnect();
+  });
+
+  it('refuses a takeover poll that is not a positive number of ms', () => {
+    for (const takeoverPollMs of [0, -5, Number.NaN, Number.POSITIVE_INFINITY]) {
+      expect(() => new BusrtServer({ name: 'quiet.svc', broker, replicas: { takeoverPollMs } })).toThrow(
+        /replicas\.takeoverPollMs must be a positive number of ms/,
+      );
+    }
+    expect(new BusrtServer({ name: 'quiet.svc', broker, replicas: { takeoverPollMs: 1 } }).takeoverPollMs).toBe(1);
+    expect(new BusrtServer({ name: 'quiet.svc', broker, replicas: true }).takeoverPollMs).toBe(10_000);
+  });
+});

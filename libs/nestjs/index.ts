@@ -12,7 +12,12 @@ export { BusrtHost } from './busrt-host.js';
 
 // Serving the bus.
 export { BusrtServer } from './server/busrt.server.js';
-export type { BusrtServerEvents, BusrtServerOptions, BusrtStatus } from './server/busrt.server.js';
+export type {
+  BusrtServerEvents,
+  BusrtServerOptions,
+  BusrtStatus,
+  ReplicaServerOptions,
+} from './server/busrt.server.js';
 export { BusrtContext } from './server/busrt.context.js';
 export type { BusrtContextArgs } from './server/busrt.context.js';
 export { BrokerMethod, BusrtBroadcast, BusrtEvent, BusrtMethod, BusrtNotification } from './server/decorators.js';

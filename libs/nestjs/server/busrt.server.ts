@@ -81,7 +81,7 @@ export interface BusrtServerOptions {
    * random), callers with `replicas` spread calls over the live instances, and one instance at a
    * time also holds `<name>` itself, so clients that know nothing of replicas are answered too.
    */
-  replicas?: boolean | { id?: string };
+  replicas?: boolean | ReplicaServerOptions;
   /** How a handler's result is encoded. Default MessagePack. */
   serializer?: BusrtSerializer;
   /** How received params and event data are decoded. Default MessagePack. */
@@ -91,6 +91,19 @@ export interface BusrtServerOptions {
    * an Observable may wait to be read (`bufferLimit`, default 100000).
    */
   cursors?: CursorMapOptions & { bufferLimit?: number };
+}
+
+/** How one instance of a replica set (`BusrtServerOptions.replicas`) names itself and takes over. */
+export interface ReplicaServerOptions {
+  /** The instance id: it registers as `<name>@<id>`. Default: random. */
+  id?: string;
+  /**
+   * How often an instance that does not hold the service name tries to take it anyway, in ms.
+   * The holder's `unreg` announcement normally triggers the takeover at once; this covers a
+   * broker that makes no announcements. A tenth of it is added at random, so that the instances
+   * do not all try at once. Default 10000.
+   */
+  takeoverPollMs?: number;
 }
 
 /** Status of a {@link BusrtServer}: `connecting` until the first connection (see `waitForBroker`). */
@@ -112,6 +125,9 @@ class Route implements Markable {
 }
 
 const logger = new Logger('BusrtServer');
+
+/** How often an instance that does not hold the service name tries to, besides on its `unreg`. */
+const ANCHOR_POLL_MS = 10_000;
 
 /**
  * The Nest transport strategy of the bus: `@MessagePattern(method)` handlers answer RPC calls
@@ -153,6 +169,8 @@ export class BusrtServer extends Server<BusrtServerEvents, BusrtStatus> implemen
   /** This service's replicas as the instance holding the name sees them, to spread queue groups. */
   private peers: ReplicaSet | null = null;
   private nextPeer = 0;
+  /** @internal How often a standby instance tries to take the service name (`replicas.takeoverPollMs`). */
+  readonly takeoverPollMs: number;
 
   constructor(private readonly options: BusrtServerOptions) {
     super();
@@ -163,11 +181,14 @@ export class BusrtServer extends Server<BusrtServerEvents, BusrtStatus> implemen
     this.codec = new Codec(options.serializer, options.deserializer);
     this.cursors = new CursorMap(options.cursors);
     this.bufferLimit = options.cursors?.bufferLimit ?? 100_000;
-    const r = options.replicas;
+    const r = options.replicas === true ? {} : options.replicas;
     this.busName =
-      r === undefined || r === false
-        ? options.name
-        : replicaName(options.name, (r === true ? undefined : r.id) ?? randomBytes(6).toString('hex'));
+      r === undefined || r === false ? options.name : replicaName(options.name, r.id ?? randomBytes(6).toString('hex'));
+    const poll = r === undefined || r === false ? undefined : r.takeoverPollMs;
+    if (poll !== undefined && !(Number.isFinite(poll) && poll > 0)) {
+      throw new RangeError(`BusrtServer: replicas.takeoverPollMs must be a positive number of ms, got ${String(poll)}`);
+    }
+    this.takeoverPollMs = poll ?? ANCHOR_POLL_MS;
     const blockingEvents = options.blocking?.events ?? false;
     this.handlers = {
       handleCall: (ev) => this.dispatchCall(this.methods, ev),
@@ -633,9 +654,6 @@ function decodeGroupEvent(d: Buffer): Frame | null {
   return new Frame(FrameKind.Publish, sender, topic, d.subarray(start), false);
 }
 
-/** How often an instance that does not hold the service name tries to, besides on its `unreg`. */
-const ANCHOR_POLL_MS = 10_000;
-
 /**
  * The second connection of one replica: it holds the service's own name, so that callers that
  * know nothing of replicas are answered, and receives the queue-group events. One instance holds
@@ -709,12 +727,13 @@ class Anchor {
   private retryLater(): void {
     // The holder's unreg announcement normally comes first; the timer covers a broker that makes none.
     if (this.stopped || this.timer !== null) return;
+    const poll = this.server.takeoverPollMs;
     this.timer = setTimeout(
       () => {
         this.timer = null;
         void this.take();
       },
-      ANCHOR_POLL_MS + Math.floor(Math.random() * 1000),
+      poll + Math.floor(Math.random() * (poll / 10)),
     );
     this.timer.unref();
   }
