@@ -5,7 +5,7 @@
 // processes; this file runs the same code where coverage (and mutation testing) can see it.
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -1715,6 +1715,39 @@ describe('the outbound buffer while the NATS server is stuck or gone', () => {
     ).toBe(true);
     expect(delta(s, from)).toMatchObject({ sent: 5, dropped: 3 });
   }, 15_000);
+
+  it('answers a buffered frame that the server back takes no longer: dropped, or 0x77 at once, and logged', async () => {
+    r.reg('sink.small');
+    const pub = s.reg('pub.small').client;
+    const cli = s.reg('cli.small').client;
+    await until(() => s.sees('sink.small') && r.sees('pub.small'), 5000, 'the names');
+    await server.kill(0);
+    await until(() => !s.stats().connected, 5000, 'the link to notice');
+    const from = s.stats();
+    // 8 KiB: within the limit of the server that left, over that of the one that comes back.
+    const big = Buffer.alloc(8192, 0x42);
+    await pub.publish('fed/big', big, QoS.No);
+    const acked = codeOf(cli.send('sink.small', big));
+    await pub.publish('fed/small', Buffer.from('after'), QoS.No);
+    expect(s.stats().bufferedFrames).toBe(3);
+    const dir = mkdtempSync(join(tmpdir(), 'busrt-nats-'));
+    try {
+      writeFileSync(join(dir, 'small.conf'), 'max_payload: 4096\n');
+      await server.restart(0, ['-c', join(dir, 'small.conf')]);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+    // Refused as it left the buffer: its sender learns at once, not after the link's timeout.
+    expect(await acked).toBe(0x77);
+    // The frame after them still leaves the buffer (whether R hears it depends on which of the two
+    // links is back first: NATS keeps nothing for a subscriber that is not there yet).
+    await until(() => s.stats().connected && s.stats().bufferedFrames === 0, 10_000, 'the buffer to drain');
+    expect(delta(s, from)).toEqual({ ...ZERO, sent: 3, dropped: 1, refused: 1 });
+    const refusals = s.warnings.filter((w) => w.startsWith('federation: NATS refused'));
+    expect(refusals).toHaveLength(2);
+    expect(refusals[0]).toMatch(/^federation: NATS refused a message to flo\.pub\.s, not delivered: .*max_payload/);
+    expect(refusals[1]).toMatch(/^federation: NATS refused a message to flo\.msg\.r, not delivered: .*max_payload/);
+  }, 20_000);
 });
 
 describe('starting and stopping a link', () => {

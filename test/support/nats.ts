@@ -72,7 +72,7 @@ export class NatsCluster {
     return this.nodes.map((n) => `nats://127.0.0.1:${n.port}`);
   }
 
-  private spawn(i: number): void {
+  private spawn(i: number, extra = this.extra): void {
     const node = this.nodes[i];
     const routes = this.nodes.filter((_, k) => k !== i).map((n) => `nats://127.0.0.1:${n.routePort}`);
     node.proc = Running.command(natsServerBin(), [
@@ -87,7 +87,7 @@ export class NatsCluster {
       '--cluster',
       `nats://127.0.0.1:${node.routePort}`,
       ...(routes.length > 0 ? ['--routes', routes.join(',')] : []),
-      ...this.extra,
+      ...extra,
     ]);
   }
 
@@ -112,9 +112,12 @@ export class NatsCluster {
     await p.ended();
   }
 
-  /** Starts server `i` again on its ports and waits until it is routed to the running ones. */
-  async restart(i: number): Promise<void> {
-    this.spawn(i);
+  /**
+   * Starts server `i` again on its ports and waits until it is routed to the running ones; with
+   * `extra`, those arguments instead of the cluster's own (a server that changed its settings).
+   */
+  async restart(i: number, extra?: string[]): Promise<void> {
+    this.spawn(i, extra);
     await this.ready(i);
   }
 

@@ -52,9 +52,12 @@ export interface FederationStats {
   sent: number;
   /** Publications, messages and broadcasts taken from other brokers. */
   received: number;
-  /** Frames with QoS none lost because the outbound buffer was full (or over NATS's size limit). */
+  /**
+   * Frames with QoS none lost because the outbound buffer was full or NATS refused them (over
+   * the server's size limit, also when it was found only as they left the buffer).
+   */
   dropped: number;
-  /** Messages with an ACK answered 0x77 at once because the outbound buffer was full. */
+  /** Messages with an ACK answered 0x77 because the outbound buffer was full or NATS refused them. */
   refused: number;
   /** Messages with an ACK answered 0x78 because the far broker did not answer in time. */
   timeouts: number;
@@ -195,6 +198,7 @@ export class Federation implements BrokerLink {
   private readonly timers: NodeJS.Timeout[] = [];
   private readonly subs: Subscription[] = [];
   private readonly denials = new LogLimiter('federation denial(s)');
+  private readonly refusals = new LogLimiter('message(s) refused by NATS');
   private readonly warned = new Set<string>();
 
   private sentCount = 0;
@@ -208,7 +212,9 @@ export class Federation implements BrokerLink {
   private constructor(core: BrokerCore, options: ResolvedFederation) {
     this.core = core;
     this.options = options;
-    this.outbox = new Outbox(options.bufferFrames, options.bufferBytes);
+    this.outbox = new Outbox(options.bufferFrames, options.bufferBytes, (subject, reply, e) =>
+      this.sendRefused(subject, reply, e),
+    );
     const masks = (list: string[], symbols: typeof NAME_SYMBOLS): AclMap | null => {
       if (list.length === 0) return null;
       const m = new AclMap(symbols);
@@ -512,15 +518,38 @@ export class Federation implements BrokerLink {
   }
 
   private onAck(msg: Msg): void {
-    const id = Number(msg.subject.slice(this.subjects.ack.length));
-    const p = this.pending.get(id);
-    if (p === undefined) return;
-    this.pending.delete(id);
     // NATS's "no responders": the owner is not on NATS now (gone, or between two servers); the
     // name may still be registered there, so the frame is only known to be undelivered.
     const code =
       msg.data.length === 1 ? msg.data[0] : msg.headers?.code === 503 ? ErrorCode.NotDelivered : ErrorCode.Other;
+    this.answer(msg.subject, code);
+  }
+
+  /** Answers the sender of the message that waits for the ACK of `ackSubject`; false when none does. */
+  private answer(ackSubject: string, code: number): boolean {
+    const id = Number(ackSubject.slice(this.subjects.ack.length));
+    const p = this.pending.get(id);
+    if (p === undefined) return false;
+    this.pending.delete(id);
     this.settle(p, code);
+    return true;
+  }
+
+  /**
+   * A message that waited in the outbox and that NATS refused when its turn came (larger than the
+   * server connected to since takes): counted like one refused at once, its sender answered 0x77.
+   */
+  private sendRefused(subject: string, reply: string | null, e: Error): void {
+    if (reply === null) this.droppedCount++;
+    else if (reply.startsWith(this.subjects.ack) && this.answer(reply, ErrorCode.NotDelivered)) this.refusedCount++;
+    const warn = this.core.logger.warn;
+    if (warn !== undefined) {
+      this.refusals.line(
+        (l) => warn.call(this.core.logger, l),
+        `federation: NATS refused a message to ${subject}, not delivered: ${e.message}`,
+        'federation: ',
+      );
+    }
   }
 
   private settle(p: PendingAck, code: number): void {

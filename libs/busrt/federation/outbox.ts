@@ -18,7 +18,9 @@ const CONFIRM_EVERY = WINDOW >> 3;
  * hands without a PONG confirming that the server processed them, so a slow or silent server
  * shows as a full window instead of a growing client buffer. Otherwise messages wait here, in
  * order, up to `maxFrames` and `maxBytes`; past that {@link push} refuses them and the caller
- * counts the drop. The NATS client drops what it holds when its connection breaks, so
+ * counts the drop. A waiting message that the NATS client refuses when its turn comes (larger
+ * than the server connected to since takes) goes to `onRefused`, so that it is counted and its
+ * sender answered too. The NATS client drops what it holds when its connection breaks, so
  * publications in flight then are lost (NATS core is at most once).
  */
 export class Outbox {
@@ -33,16 +35,14 @@ export class Outbox {
   private nc: NatsPublisher | null = null;
   /** Messages handed to the NATS client. */
   sent = 0;
-  /** Why the NATS client refused a message last (a payload over the server's limit). */
-  lastError: Error | null = null;
-  /** Messages the NATS client refused. */
-  refused = 0;
   /** The largest payload of the server last connected to (1 MiB by default; known once connected). */
   private maxPayload = Infinity;
 
   constructor(
     private readonly maxFrames: number,
     private readonly maxBytes: number,
+    /** A message that waited here and that the NATS client refused when it was its turn. */
+    private readonly onRefused: (subject: string, reply: string | null, error: Error) => void,
   ) {}
 
   /** Messages waiting here. */
@@ -57,8 +57,7 @@ export class Outbox {
   push(subject: string, data: Uint8Array, reply: string | null): boolean {
     if (data.length > this.maxPayload) return false;
     if (this.nc !== null && this.head === this.subjects.length && this.inflight < WINDOW) {
-      this.send(this.nc, subject, data, reply);
-      return true;
+      return this.send(this.nc, subject, data, reply) === null;
     }
     if (this.frames >= this.maxFrames || this.bytes + data.length > this.maxBytes) return false;
     this.subjects.push(subject);
@@ -93,21 +92,21 @@ export class Outbox {
     this.bytes = 0;
   }
 
-  private send(nc: NatsPublisher, subject: string, data: Uint8Array, reply: string | null): void {
+  /** Hands a message to the NATS client; the client's error when it refuses it, else null. */
+  private send(nc: NatsPublisher, subject: string, data: Uint8Array, reply: string | null): Error | null {
     try {
       if (reply === null) nc.publish(subject, data);
       else nc.publish(subject, data, { reply });
     } catch (e) {
       // Over the server's max_payload, or the connection is closing: this message cannot go.
-      this.refused++;
-      this.lastError = e as Error;
-      return;
+      return e instanceof Error ? e : new Error(String(e));
     }
     this.sent++;
     this.inflight += data.length;
     // One PING per eighth of the window: a PING per message would double the traffic of a
     // quiet link, and the window only matters under load.
     if (!this.flushing && this.inflight >= CONFIRM_EVERY) this.confirm(nc);
+    return null;
   }
 
   /** Asks the server to confirm what was sent; the window opens by that much when it does. */
@@ -135,8 +134,9 @@ export class Outbox {
       const i = this.head++;
       const data = this.datas[i];
       this.bytes -= data.length;
-      this.send(nc, this.subjects[i], data, this.replies[i]);
+      const refused = this.send(nc, this.subjects[i], data, this.replies[i]);
       this.datas[i] = EMPTY;
+      if (refused !== null) this.onRefused(this.subjects[i], this.replies[i], refused);
     }
     if (this.head === this.subjects.length) {
       if (this.head > 0) this.clear();
