@@ -1,5 +1,5 @@
 import { readFile } from 'node:fs/promises';
-import type { Msg, NatsConnection, NodeConnectionOptions, Subscription } from '@nats-io/transport-node';
+import type { Msg, NatsConnection, NodeConnectionOptions } from '@nats-io/transport-node';
 import {
   AclMap,
   ACK_LATER,
@@ -196,7 +196,6 @@ export class Federation implements BrokerLink {
     ack: string;
   };
   private readonly timers: NodeJS.Timeout[] = [];
-  private readonly subs: Subscription[] = [];
   private readonly denials = new LogLimiter('federation denial(s)');
   private readonly refusals = new LogLimiter('message(s) refused by NATS');
   private readonly warned = new Set<string>();
@@ -829,24 +828,23 @@ export class Federation implements BrokerLink {
   private attach(nc: NatsConnection): void {
     this.nc = nc;
     const s = this.subjects;
+    // The subscriptions end with the connection: nothing keeps them.
     const sub = (subject: string, handle: (m: Msg) => void): void => {
-      this.subs.push(
-        nc.subscribe(subject, {
-          callback: (err, m) => {
-            // Closing: the goodbye is being flushed, and nothing that comes now may bring names back.
-            if (err !== null || this.closed) return;
-            try {
-              handle(m);
-            } catch (e) {
-              // A payload this code did not foresee must not end the subscription or the broker.
-              this.warnOnce(
-                `throw:${subject}`,
-                `federation: a message on ${subject} failed: ${(e as Error).stack ?? String(e)}`,
-              );
-            }
-          },
-        }),
-      );
+      nc.subscribe(subject, {
+        callback: (err, m) => {
+          // Closing: the goodbye is being flushed, and nothing that comes now may bring names back.
+          if (err !== null || this.closed) return;
+          try {
+            handle(m);
+          } catch (e) {
+            // A payload this code did not foresee must not end the subscription or the broker.
+            this.warnOnce(
+              `throw:${subject}`,
+              `federation: a message on ${subject} failed: ${(e as Error).stack ?? String(e)}`,
+            );
+          }
+        },
+      });
     };
     if (this.pubImport !== null) sub(s.pubAll, (m) => this.onPublication(m));
     sub(s.msg, (m) => this.onMessage(m));
