@@ -82,11 +82,13 @@ describe("a client's dead-broker limit", () => {
     const lostAuto: Error[] = [];
     auto.onDisconnect((e) => lostAuto.push(e as Error));
     const lostGiven = new Promise<Error | undefined>((r) => given.onDisconnect(r));
-    const t0 = Date.now();
+    // The limit given is the one that cut it (the message names it), while the other client stays.
     expect(await lostGiven).toMatchObject({ code: ErrorCode.Timeout, message: 'no data from the broker for 1500 ms' });
-    expect(Date.now() - t0).toBeLessThan(4000);
-    // Past the old default limit and the broker's first keep-alive (8.5 s after registration).
-    await new Promise((r) => setTimeout(r, 10_000 - (Date.now() - t0)));
+    expect(lostAuto).toEqual([]);
+    // Lost 1.5 s or more after registration: 8.6 s more is past the old default limit (7.5 s)
+    // and the broker's first keep-alive (8.5 s after registration). A busy machine only makes the
+    // wait longer, and the client must still be there.
+    await new Promise((r) => setTimeout(r, 8600));
     expect(lostAuto).toEqual([]);
     expect(auto.connected).toBe(true);
     await auto.disconnect();
