@@ -13,6 +13,7 @@ import { firstValueFrom, lastValueFrom } from 'rxjs';
 import {
   Broker,
   connect,
+  ErrorCode,
   initCoreRpc,
   InstanceLostError,
   InvalidParamsError,
@@ -476,6 +477,7 @@ describe('the service name on a broker that makes no announcements', () => {
 
   afterAll(async () => {
     for (const app of apps) await app.close();
+    await broker.close();
   });
 
   it('a waiting instance takes the name over by its poll, and answers callers of the service name', async () => {
@@ -490,6 +492,30 @@ describe('the service name on a broker that makes no announcements', () => {
     // Refused as busy while a held it, b keeps trying: the name is b's soon after a left.
     await until(() => b.holdsServiceName, 5000, 'the takeover by poll');
     expect(unpackMsgpack<string>(await rpc.call('quiet.svc', 'who'))).toBe('qb');
+    await c.disconnect();
+  });
+
+  it('an instance whose hold on the name is cut takes it again by its poll', async () => {
+    const path = (await broker.spawnUnixServer(tmpSocket())).address;
+    const server = new BusrtServer({ name: 'quiet.sock', path, replicas: { id: 'qs', takeoverPollMs: 20 } });
+    const app = await NestFactory.createMicroservice<MicroserviceOptions>(
+      { module: class QuietSocketApp {}, controllers: [instanceController('qs')] },
+      { strategy: server, logger: false },
+    );
+    await app.listen();
+    apps.push(app);
+    await until(() => server.holdsServiceName, 5000, 'the name');
+    const first = broker.core.getClient('quiet.sock');
+    // The broker drops the connection that holds the name (as after new AAA rules); the
+    // instance itself stays, and nothing announces that the name is free.
+    expect(broker.core.disconnectClient('quiet.sock')).toBe(ErrorCode.Ok);
+    await until(
+      () => server.holdsServiceName && ![undefined, first].includes(broker.core.getClient('quiet.sock')),
+      5000,
+      'the name taken again',
+    );
+    const c = broker.registerClient('quiet.sock.caller');
+    expect(unpackMsgpack<string>(await new RpcClient(c).call('quiet.sock', 'who'))).toBe('qs');
     await c.disconnect();
   });
 
