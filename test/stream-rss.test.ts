@@ -82,10 +82,11 @@ describe('a cursor stream of 1,000,000 records', () => {
     const stats = async (): Promise<{ produced: number; stopped: number }> =>
       unpackMsgpack(await rpc.call('svc.records', 'produced'));
     const before = (await stats()).produced;
-    // The cursor expires (TTL 500 ms) and its generator is stopped: the three streams so far
-    // ran to their end, the fourth is the one left.
+    // The cursor expires (TTL 3 s: long enough that a reader paused by a loaded machine between
+    // two blocks keeps its cursor) and its generator is stopped: the streams so far ran to their
+    // end, the last is the one left.
     let s = await stats();
-    for (const end = Date.now() + 5000; s.stopped < 5 && Date.now() < end; s = await stats()) {
+    for (const end = Date.now() + 20_000; s.stopped < 5 && Date.now() < end; s = await stats()) {
       await new Promise((r) => setTimeout(r, 100));
     }
     expect(s.stopped).toBe(5);
