@@ -67,6 +67,19 @@ describe('frame counters of a monitored broker', () => {
     b.close();
   });
 
+  it('count a message sent in two parts from in process with the wire bytes of both parts', async () => {
+    const b = await RawPeer.register(path, 'c.parts');
+    const cb = counters.get('c.parts') as FrameCounters;
+    const sender = broker.registerClient('c.zc');
+    await sender.zcSend('c.parts', Buffer.from('head'), Buffer.from('payload!'));
+    const f = await b.readFrame();
+    expect(f.subarray(f.length - 12).toString()).toBe('headpayload!');
+    // 6 + "c.zc\0" + header + payload, as the frame goes out.
+    expect(outOf(cb, FrameKind.Message)).toEqual([1, 6 + 5 + 4 + 8]);
+    await sender.disconnect();
+    b.close();
+  });
+
   it('keep the high-water mark of a queue, sampled every 16th frame', async () => {
     const slow = await RawPeer.register(path, 'hwm.slow');
     const fast = await RawPeer.register(path, 'hwm.fast');
