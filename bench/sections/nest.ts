@@ -3,6 +3,7 @@ import { writeFileSync } from 'node:fs';
 import net from 'node:net';
 import type { Context } from '../lib/context.js';
 import { busrtd, Child, worker } from '../lib/proc.js';
+import { executable } from './reference.js';
 import { groupDigits } from '../lib/report.js';
 import { times, us } from '../lib/stats.js';
 
@@ -18,12 +19,12 @@ function freePort(): Promise<number> {
   });
 }
 
-/** Resolves once something accepts connections on the port. */
-async function listening(port: number, server: Child, ms = 15000): Promise<void> {
+/** Resolves once something accepts connections on the port of loopback, or the UNIX socket. */
+async function listening(to: number | string, server: Child, ms = 15000): Promise<void> {
   const end = Date.now() + ms;
   for (;;) {
     const ok = await new Promise<boolean>((resolve) => {
-      const s = net.connect(port, '127.0.0.1');
+      const s = typeof to === 'number' ? net.connect(to, '127.0.0.1') : net.connect(to);
       s.once('connect', () => {
         s.destroy();
         resolve(true);
@@ -32,7 +33,7 @@ async function listening(port: number, server: Child, ms = 15000): Promise<void>
     });
     if (ok) return;
     if (server.exited) throw new Error(`server exited: ${server.err || server.out}`);
-    if (Date.now() > end) throw new Error(`nothing listens on ${port}`);
+    if (Date.now() > end) throw new Error(`nothing listens on ${to}`);
     await new Promise((r) => setTimeout(r, 50));
   }
 }
@@ -92,6 +93,7 @@ interface Result {
 const LABEL: Record<string, string> = {
   'busrt-embedded': 'busrt, broker in the app',
   busrt: 'busrt, via busrtd',
+  'busrt-ref': 'busrt, via the reference busrtd',
   tcp: 'Nest TCP',
   redis: 'Nest Redis',
   nats: 'Nest NATS',
@@ -139,7 +141,20 @@ export async function nest(ctx: Context): Promise<void> {
   const notes: string[] = [];
   const setups: Setup[] = [];
   try {
-    for (const t of ['busrt-embedded', 'busrt', 'tcp', 'redis', 'nats', 'mqtt']) {
+    // With the reference broker at hand, the same client and app through it too: what the broker
+    // process in the middle costs, apart from the client and the app.
+    const ref = executable('REF_BUSRTD');
+    if (ref.path === null) notes.push(`${LABEL['busrt-ref']}: not run (${ref.why}).`);
+    const transports = [
+      'busrt-embedded',
+      'busrt',
+      ...(ref.path === null ? [] : ['busrt-ref']),
+      'tcp',
+      'redis',
+      'nats',
+      'mqtt',
+    ];
+    for (const t of transports) {
       const setup = await start(ctx, t, seconds, notes);
       if (setup !== null) setups.push(setup);
     }
@@ -185,6 +200,12 @@ async function start(ctx: Context, t: string, seconds: number, notes: string[]):
     const b = await busrtd(ctx.socket('nest'));
     helpers.push(b.child);
     address = b.unix;
+  } else if (t === 'busrt-ref') {
+    address = ctx.socket('nest-ref');
+    const file = executable('REF_BUSRTD').path as string;
+    const b = new Child(spawn(file, ['-B', address], { stdio: ['ignore', 'pipe', 'pipe'] }));
+    helpers.push(b);
+    await listening(address, b);
   } else if (t === 'tcp') address = `127.0.0.1:${await freePort()}`;
   else {
     const s = SERVERS[t];
@@ -270,6 +291,9 @@ function report(ctx: Context, results: Map<string, Result[][]>, notes: string[],
     [
       'busrt, broker in the app: BusrtModule hosts the broker in the app process, the client connects to its UNIX socket.',
       'busrt, via busrtd: client, busrtd and app in three processes, as with Redis, NATS and MQTT.',
+      ...(results.has('busrt-ref')
+        ? ['busrt, via the reference busrtd: the same client and app through the reference broker (REF_BUSRTD).']
+        : []),
       ...[...new Set(notes)],
     ],
   );

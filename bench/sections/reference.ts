@@ -21,7 +21,7 @@ const STAGES = [
 const median = (xs: number[]): number => (xs.length === 0 ? NaN : percentiles(xs, [50])[0]);
 
 /** An executable named by an environment variable, or null with the reason. */
-function executable(name: string): { path: string | null; why: string } {
+export function executable(name: string): { path: string | null; why: string } {
   const path = process.env[name];
   if (path === undefined || path === '') return { path: null, why: `${name} is not set` };
   try {

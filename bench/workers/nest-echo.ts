@@ -55,6 +55,7 @@ class EchoController {
 function serverOptions(): MicroserviceOptions {
   switch (transport) {
     case 'busrt':
+    case 'busrt-ref':
       return { strategy: new BusrtServer({ name: 'bench.echo', path: address }) };
     case 'busrt-embedded':
       return { strategy: new BusrtServer({ name: 'bench.echo' }) };
@@ -74,6 +75,7 @@ function serverOptions(): MicroserviceOptions {
 function client(): ClientProxy {
   switch (transport) {
     case 'busrt':
+    case 'busrt-ref':
     case 'busrt-embedded':
       return new BusrtClientProxy({
         path: address,
