@@ -46,7 +46,7 @@ interface Started {
 }
 
 /** Resolves once something accepts a connection on the socket (tried every millisecond). */
-async function accepting(socket: string, child: Child, limitMs: number): Promise<void> {
+export async function accepting(socket: string, child: Child, limitMs: number): Promise<void> {
   const until = performance.now() + limitMs;
   for (;;) {
     const ok = await new Promise<boolean>((resolve) => {
