@@ -181,10 +181,9 @@ export class BusrtServer extends Server<BusrtServerEvents, BusrtStatus> implemen
     this.codec = new Codec(options.serializer, options.deserializer);
     this.cursors = new CursorMap(options.cursors);
     this.bufferLimit = options.cursors?.bufferLimit ?? 100_000;
-    const r = options.replicas === true ? {} : options.replicas;
-    this.busName =
-      r === undefined || r === false ? options.name : replicaName(options.name, r.id ?? randomBytes(6).toString('hex'));
-    const poll = r === undefined || r === false ? undefined : r.takeoverPollMs;
+    const r = options.replicas === true ? {} : options.replicas || null;
+    this.busName = r === null ? options.name : replicaName(options.name, r.id ?? randomBytes(6).toString('hex'));
+    const poll = r?.takeoverPollMs;
     if (poll !== undefined && !(Number.isFinite(poll) && poll > 0)) {
       throw new RangeError(`BusrtServer: replicas.takeoverPollMs must be a positive number of ms, got ${String(poll)}`);
     }
