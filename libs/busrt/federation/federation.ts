@@ -541,14 +541,7 @@ export class Federation implements BrokerLink {
   private sendRefused(subject: string, reply: string | null, e: Error): void {
     if (reply === null) this.droppedCount++;
     else if (reply.startsWith(this.subjects.ack) && this.answer(reply, ErrorCode.NotDelivered)) this.refusedCount++;
-    const warn = this.core.logger.warn;
-    if (warn !== undefined) {
-      this.refusals.line(
-        (l) => warn.call(this.core.logger, l),
-        `federation: NATS refused a message to ${subject}, not delivered: ${e.message}`,
-        'federation: ',
-      );
-    }
+    this.warnLimited(this.refusals, `NATS refused a message to ${subject}, not delivered: ${e.message}`);
   }
 
   private settle(p: PendingAck, code: number): void {
@@ -892,9 +885,13 @@ export class Federation implements BrokerLink {
 
   private deny(line: string): void {
     this.rejectedCount++;
+    this.warnLimited(this.denials, line);
+  }
+
+  /** A warning through `limiter` (a few lines a second, the rest counted), when there is a logger. */
+  private warnLimited(limiter: LogLimiter, line: string): void {
     const warn = this.core.logger.warn;
-    if (warn !== undefined)
-      this.denials.line((l) => warn.call(this.core.logger, l), `federation: ${line}`, 'federation: ');
+    if (warn !== undefined) limiter.line((l) => warn.call(this.core.logger, l), `federation: ${line}`, 'federation: ');
   }
 
   private reject(what: string): void {
