@@ -31,7 +31,14 @@ import {
   type SocketClient,
   unpackMsgpack,
 } from '#busrt/core';
-import { BusrtClientProxy, BusrtEvent, BusrtMethod, BusrtModule, BusrtServer } from '#busrt/nestjs';
+import {
+  BusrtClientProxy,
+  BusrtEvent,
+  BusrtMethod,
+  BusrtModule,
+  BusrtServer,
+  type BusrtServerOptions,
+} from '#busrt/nestjs';
 import { busClients } from './support/bus-clients.js';
 import { tmpSocket } from './support/raw.js';
 import { until } from './support/until.js';
@@ -464,8 +471,9 @@ describe('the service name on a broker that makes no announcements', () => {
   const broker = new Broker();
   const apps: INestMicroservice[] = [];
 
-  const start = async (id: string, replicas: { id: string; takeoverPollMs?: number }): Promise<BusrtServer> => {
-    const server = new BusrtServer({ name: 'quiet.svc', broker, replicas });
+  /** An app whose instance `id` serves as `options` say (by default `quiet.svc` in process). */
+  const start = async (id: string, options: Partial<BusrtServerOptions>): Promise<BusrtServer> => {
+    const server = new BusrtServer({ name: 'quiet.svc', broker, replicas: { id, takeoverPollMs: 20 }, ...options });
     const app = await NestFactory.createMicroservice<MicroserviceOptions>(
       { module: class QuietApp {}, controllers: [instanceController(id)] },
       { strategy: server, logger: false },
@@ -481,8 +489,8 @@ describe('the service name on a broker that makes no announcements', () => {
   });
 
   it('a waiting instance takes the name over by its poll, and answers callers of the service name', async () => {
-    const a = await start('qa', { id: 'qa', takeoverPollMs: 20 });
-    const b = await start('qb', { id: 'qb', takeoverPollMs: 20 });
+    const a = await start('qa', {});
+    const b = await start('qb', {});
     expect(a.holdsServiceName).toBe(true);
     expect(b.holdsServiceName).toBe(false);
     const c = broker.registerClient('quiet.caller');
@@ -497,13 +505,7 @@ describe('the service name on a broker that makes no announcements', () => {
 
   it('an instance whose hold on the name is cut takes it again by its poll', async () => {
     const path = (await broker.spawnUnixServer(tmpSocket())).address;
-    const server = new BusrtServer({ name: 'quiet.sock', path, replicas: { id: 'qs', takeoverPollMs: 20 } });
-    const app = await NestFactory.createMicroservice<MicroserviceOptions>(
-      { module: class QuietSocketApp {}, controllers: [instanceController('qs')] },
-      { strategy: server, logger: false },
-    );
-    await app.listen();
-    apps.push(app);
+    const server = await start('qs', { name: 'quiet.sock', path });
     await until(() => server.holdsServiceName, 5000, 'the name');
     const first = broker.core.getClient('quiet.sock');
     // The broker drops the connection that holds the name (as after new AAA rules); the
