@@ -10,7 +10,7 @@ const tsc = createRequire(import.meta.url).resolve('typescript/bin/tsc');
 spawnSync(process.execPath, [tsc, '-p', 'tsconfig.json'], { stdio: ['ignore', 'ignore', 'inherit'] });
 spawnSync(process.execPath, ['scripts/build-daemon.mjs'], { stdio: ['ignore', 'ignore', 'inherit'] });
 for (const f of [
-  'dist/busrtd/busrtd.js',
+  'dist/busrtd/busrtd.cjs',
   'dist/libs/busrt/internal.js',
   'dist/libs/nestjs/internal.js',
   'dist/test/protocol.test.js',

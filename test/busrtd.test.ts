@@ -149,7 +149,7 @@ describe('busrtd process: start, usage and failures', () => {
     const argv = readFileSync(`/proc/${d.pid}/cmdline`, 'utf8').split('\0');
     expect(argv).toContain('--single-threaded-gc');
     expect(argv).toEqual(expect.arrayContaining(['--min-semi-space-size=8', '--max-semi-space-size=8']));
-    expect(argv.some((a) => a.endsWith('busrtd.js'))).toBe(true);
+    expect(argv.some((a) => a.endsWith('busrtd.cjs'))).toBe(true);
     expect((await d.stop()).code).toBe(0);
     expect(existsSync(sock)).toBe(false);
   });

@@ -500,7 +500,7 @@ describe('busrtd --federation settings', () => {
       }
       const file = join(dir, 'federation.json');
       writeFileSync(file, JSON.stringify({ servers: 'nats://127.0.0.1:4222', node: 'a' }));
-      const r = await runNode(join(dir, 'bin', 'busrtd.js'), ['-B', join(dir, 'b.sock'), '--federation', file]);
+      const r = await runNode(join(dir, 'bin', 'busrtd.cjs'), ['-B', join(dir, 'b.sock'), '--federation', file]);
       expect(r.code).toBe(1);
       expect(r.stderr).toContain('cannot start the federation: federation needs the NATS client package');
       expect(r.stderr).toContain('npm install @nats-io/transport-node');

@@ -5,7 +5,7 @@ import { fileURLToPath } from 'node:url';
 
 /** The repository root (this file runs from dist/bench/lib). */
 export const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
-export const BUSRTD = resolve(ROOT, 'bin', 'busrtd.js');
+export const BUSRTD = resolve(ROOT, 'bin', 'busrtd.cjs');
 
 /** A compiled bench worker script by name (`bench/workers/<name>.ts`). */
 export function workerScript(name: string): string {

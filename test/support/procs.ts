@@ -7,7 +7,7 @@ import { Waiters } from './waiters.js';
 /** The repository root (where package.json is), found from this compiled file's place in dist/. */
 export const REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
 /** The installed entry points, as `npm i -g` would run them. */
-export const BUSRTD_BIN = resolve(REPO_ROOT, 'bin', 'busrtd.js');
+export const BUSRTD_BIN = resolve(REPO_ROOT, 'bin', 'busrtd.cjs');
 export const BUSRT_BIN = resolve(REPO_ROOT, 'bin', 'busrt.js');
 
 /** The test runner's environment without BUSRT_* variables, so nothing leaks into a child. */
