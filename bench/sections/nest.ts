@@ -3,6 +3,7 @@ import { writeFileSync } from 'node:fs';
 import net from 'node:net';
 import type { Context } from '../lib/context.js';
 import { busrtd, Child, worker } from '../lib/proc.js';
+import { client as ceilingClient, server as ceilingServer } from './ceiling.js';
 import { accepting, executable } from './reference.js';
 import { groupDigits } from '../lib/report.js';
 import { times, us } from '../lib/stats.js';
@@ -98,6 +99,7 @@ const LABEL: Record<string, string> = {
   redis: 'Nest Redis',
   nats: 'Nest NATS',
   mqtt: 'Nest MQTT',
+  relay: 'ceiling: plain Node through a relay',
 };
 const BROKERED = ['redis', 'nats', 'mqtt'];
 
@@ -153,6 +155,7 @@ export async function nest(ctx: Context): Promise<void> {
       'redis',
       'nats',
       'mqtt',
+      'relay',
     ];
     for (const t of transports) {
       const setup = await start(ctx, t, seconds, notes, ref.path);
@@ -204,6 +207,18 @@ async function start(
 ): Promise<Setup | null> {
   let address: string;
   const helpers: Child[] = [];
+  if (t === 'relay') {
+    // No Nest and no protocol: the relay is the process in the middle, the echo the app.
+    const echoPath = ctx.socket('relay-echo');
+    const echo = await ceilingServer(echoPath, ['echo']);
+    address = ctx.socket('relay');
+    try {
+      return { t, address, app: await ceilingServer(address, ['relay', echoPath]), helpers: [echo] };
+    } catch (e) {
+      await echo.stop();
+      throw e;
+    }
+  }
   if (t === 'busrt-embedded') address = ctx.socket('nest');
   else if (t === 'busrt') {
     const b = await busrtd(ctx.socket('nest'));
@@ -250,6 +265,12 @@ async function measure(
   label: string,
   notes: string[],
 ): Promise<Result> {
+  if (t === 'relay') {
+    // Plain frames of the call's size, as many outstanding; events have no counterpart here.
+    if (test.kind !== 'rr') return { rate: NaN };
+    const args = ['pingpong', String(test.concurrency), String(Number.MAX_SAFE_INTEGER), String(test.size)];
+    return { rate: await ceilingClient(address, [...args, String(seconds)]) };
+  }
   const c = worker('nest-echo', { role: 'client', transport: t, address, test, seconds });
   try {
     const r = await c.next<Result & { type: string }>('result', 60000 + seconds * 10000);
@@ -304,6 +325,7 @@ function report(ctx: Context, results: Map<string, Result[][]>, notes: string[],
       ...(results.has('busrt-ref')
         ? ['busrt, via the reference busrtd: the same client and app through the reference broker (REF_BUSRTD).']
         : []),
+      'ceiling: three plain Node processes, length-prefixed frames of the same size, the one in the middle forwarding them: no protocol, no Nest; what any client and app reach through a broker at most.',
       ...[...new Set(notes)],
     ],
   );

@@ -1,5 +1,7 @@
 // The loopback ceiling: two plain Node processes over one UNIX socket, length-prefixed frames.
-// `server PATH` echoes every frame (ping-pong) or counts a stream; `client PATH MODE ...` measures.
+// `server PATH` echoes every frame (ping-pong) or counts a stream; `server PATH relay UPSTREAM`
+// forwards whole frames to the echo at UPSTREAM and back, the least a broker in the middle must do;
+// `client PATH MODE ...` measures.
 import { unlinkSync } from 'node:fs';
 import net from 'node:net';
 
@@ -39,6 +41,23 @@ if (role === 'server') {
   let streamed = 0;
   net
     .createServer((s) => {
+      // A client that stops on a time bound leaves frames in flight: its end is not a failure.
+      s.on('error', () => s.destroy());
+      if (mode === 'relay') {
+        // One upstream connection per client; each read's whole frames leave in one write.
+        const up = net.connect(a);
+        up.on('error', () => s.destroy());
+        s.on(
+          'data',
+          framer((frames) => up.write(Buffer.concat(frames))),
+        );
+        up.on(
+          'data',
+          framer((frames) => s.write(Buffer.concat(frames))),
+        );
+        s.on('close', () => up.destroy());
+        return;
+      }
       s.on(
         'data',
         framer((frames, n) => {
@@ -55,7 +74,9 @@ if (role === 'server') {
   const s = net.connect(path);
   await new Promise((r) => s.once('connect', r));
   if (mode === 'pingpong') {
+    // An optional fifth argument bounds the run in seconds as well as in frames.
     const [concurrency, count, size] = [Number(a), Number(b), Number(c)];
+    const end = process.argv[8] === undefined ? Infinity : performance.now() + Number(process.argv[8]) * 1000;
     const f = frame(size);
     let sent = 0;
     let done = 0;
@@ -65,7 +86,7 @@ if (role === 'server') {
         'data',
         framer((_frames, n) => {
           done += n;
-          if (done >= count) return resolve();
+          if (done >= count || performance.now() > end) return resolve();
           const more = Math.min(n, count - sent);
           if (more > 0) {
             s.write(more === 1 ? f : Buffer.concat(Array.from({ length: more }, () => f)));
@@ -76,7 +97,7 @@ if (role === 'server') {
       sent = Math.min(concurrency, count);
       s.write(Buffer.concat(Array.from({ length: sent }, () => f)));
     });
-    process.stdout.write(`${JSON.stringify({ rate: count / ((performance.now() - t0) / 1000) })}\n`);
+    process.stdout.write(`${JSON.stringify({ rate: done / ((performance.now() - t0) / 1000) })}\n`);
   } else {
     const [count, size] = [Number(a), Number(b)];
     const per = Math.max(1, Math.floor(65536 / (size + 4)));
