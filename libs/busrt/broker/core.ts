@@ -414,10 +414,7 @@ export class BrokerCore {
       // Not for `.broker` itself: it has just left the registry, and announce() sends as it.
       if (announce) this.announce('unreg', entry.name);
     }
-    const warn = this.logger.warn;
-    if (entry.denials !== null && warn !== undefined) {
-      entry.denials.flush((l) => warn.call(this.logger, l), `access denied: ${entry.described}: `);
-    }
+    entry.denials?.flush(this.logger, `access denied: ${entry.described}: `);
     if (reason !== undefined) {
       this.observer?.disconnected(entry, reason);
       this.logger.info?.(`client ${entry.name} dropped: ${reason}`);
@@ -886,12 +883,11 @@ export class BrokerCore {
    */
   private deny(sender: ClientEntry, kind: DenialKind, target: string): void {
     this.observer?.denied(sender, kind, sender.port ?? 'internal');
-    const warn = this.logger.warn;
-    if (warn === undefined) return;
+    if (this.logger.warn === undefined) return;
     const who = sender.described;
     const what = DENIAL_WORDS[kind];
     (sender.denials ??= new LogLimiter('denial(s)')).line(
-      (l) => warn.call(this.logger, l),
+      this.logger,
       `access denied: ${who} ${what} ${target}`,
       `access denied: ${who}: `,
     );

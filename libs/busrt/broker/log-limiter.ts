@@ -1,3 +1,8 @@
+/** Where a {@link LogLimiter} writes: any logger; without a `warn`, nothing is written or counted. */
+export interface WarnSink {
+  warn?(message: string): void;
+}
+
 /**
  * At most `perSecond` log lines a second from one source (a client's denials, a listener's
  * refusals); the rest are counted and reported in one line when the next second starts, or on
@@ -14,26 +19,27 @@ export class LogLimiter {
     private readonly perSecond = 10,
   ) {}
 
-  /** Writes `line` through `write` unless the source is over its budget for this second. */
-  line(write: (line: string) => void, line: string, prefix: string): void {
+  /** Warns `line` to `to` unless the source is over its budget for this second. */
+  line(to: WarnSink, line: string, prefix: string): void {
+    if (to.warn === undefined) return;
     const now = Date.now();
     if (now - this.windowStart >= 1000) {
-      this.flush(write, prefix);
+      this.flush(to, prefix);
       this.windowStart = now;
       this.logged = 0;
     }
     if (this.logged < this.perSecond) {
       this.logged++;
-      write(line);
+      to.warn(line);
     } else {
       this.suppressed++;
     }
   }
 
-  /** Reports the lines left out so far, if any. */
-  flush(write: (line: string) => void, prefix: string): void {
-    if (this.suppressed === 0) return;
-    write(`${prefix}${this.suppressed} more ${this.what} not logged`);
+  /** Reports the lines left out so far to `to`, if any. */
+  flush(to: WarnSink, prefix: string): void {
+    if (this.suppressed === 0 || to.warn === undefined) return;
+    to.warn(`${prefix}${this.suppressed} more ${this.what} not logged`);
     this.suppressed = 0;
   }
 }

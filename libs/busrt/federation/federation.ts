@@ -890,8 +890,7 @@ export class Federation implements BrokerLink {
 
   /** A warning through `limiter` (a few lines a second, the rest counted), when there is a logger. */
   private warnLimited(limiter: LogLimiter, line: string): void {
-    const warn = this.core.logger.warn;
-    if (warn !== undefined) limiter.line((l) => warn.call(this.core.logger, l), `federation: ${line}`, 'federation: ');
+    limiter.line(this.core.logger, `federation: ${line}`, 'federation: ');
   }
 
   private reject(what: string): void {

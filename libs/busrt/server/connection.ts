@@ -305,10 +305,7 @@ export class PeerConnection implements ClientSink, ClientFrameSink, RoomWaiter, 
   private refuse(code: number, why: string): void {
     const { logger, refusals, bind } = this.settings;
     if (code === ErrorCode.Access) this.core.observer?.denied(null, 'connect', bind);
-    const warn = logger.warn;
-    if (warn !== undefined) {
-      refusals.line((l) => warn.call(logger, l), `connection ${this.described()}: ${why}`, `listener ${bind}: `);
-    }
+    refusals.line(logger, `connection ${this.described()}: ${why}`, `listener ${bind}: `);
     this.state = State.Closed;
     this.hs = null;
     this.stream.end(ANSWER[code]);

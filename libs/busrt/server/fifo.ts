@@ -72,7 +72,7 @@ export class FifoEndpoint {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    this.limiter.flush(this.warn, `fifo ${this.address}: `);
+    this.limiter.flush(this.core.logger, `fifo ${this.address}: `);
     await new Promise<void>((resolve) => {
       this.stream.once('close', () => resolve());
       this.stream.destroy();
@@ -80,11 +80,9 @@ export class FifoEndpoint {
     await unlink(this.address).catch(() => undefined);
   }
 
-  private readonly warn = (line: string): void => this.core.logger.warn?.(line);
-
   /** A bad line or a command that could not be delivered; limited so that a writer cannot flood the log. */
   private report(what: string): void {
-    this.limiter.line(this.warn, `fifo ${this.address}: ${what}`, `fifo ${this.address}: `);
+    this.limiter.line(this.core.logger, `fifo ${this.address}: ${what}`, `fifo ${this.address}: `);
   }
 
   /** Splits the byte stream into lines, holding at most `maxLine` bytes of an unfinished one. */

@@ -196,10 +196,7 @@ function tlsServerOptions(ctx: tls.SecureContextOptions, settings: ListenerSetti
 /** Logs a refused network connection (TLS failure, bad token), at most a few lines a second per listener. */
 function refused(settings: ListenerSettings, who: string, why: string): void {
   const { logger, refusals, bind } = settings;
-  const warn = logger.warn;
-  if (warn !== undefined) {
-    refusals.line((l) => warn.call(logger, l), `connection ${who}: ${why}`, `listener ${bind}: `);
-  }
+  refusals.line(logger, `connection ${who}: ${why}`, `listener ${bind}: `);
 }
 
 /** Starts a UNIX socket listener. */
