@@ -693,6 +693,25 @@ describe('three in-process brokers federated over NATS', () => {
     expect(c.warnings).toContain('access denied: ghost.codes (another broker) message to priv.codes');
   });
 
+  it('logs ten of its denials a second and counts the rest in one line when the next second starts', async () => {
+    c.reg('svc.limited');
+    const loner = a.reg('loner.limited').client;
+    await until(() => a.sees('svc.limited'), 5000, 'svc.limited on A');
+    const line = 'federation: loner.limited (not exported) may not send to svc.limited of broker c';
+    // Each wait lets the limiter's second end, so that the next denial begins a new one.
+    const nextSecond = (): Promise<void> => new Promise((resolve) => setTimeout(resolve, 1100));
+    await nextSecond();
+    const before = a.warnings.length;
+    for (let i = 0; i < 25; i++) expect(await codeOf(loner.send('svc.limited', Buffer.from('x')))).toBe(0x79);
+    await nextSecond();
+    expect(await codeOf(loner.send('svc.limited', Buffer.from('x')))).toBe(0x79);
+    expect(a.warnings.slice(before)).toEqual([
+      ...Array<string>(10).fill(line),
+      'federation: 15 more federation denial(s) not logged',
+      line,
+    ]);
+  });
+
   it('answers RPC calls across brokers, from in-process and socket clients', async () => {
     const notes: string[] = [];
     const handler = new RpcClient(c.broker.registerClient('svc.rpc'), {

@@ -291,6 +291,33 @@ describe('FIFO endpoint lifecycle', () => {
     await broker.close();
   });
 
+  it('logs ten bad lines a second and counts the rest, named by the pipe, when the next second starts and when it closes', async () => {
+    const logs: string[] = [];
+    const broker = new Broker({ logger: { warn: (l) => logs.push(l) } });
+    initCoreRpc(broker);
+    const pool = new PeerPool();
+    try {
+      pool.path = (await broker.spawnUnixServer(tmpSocket(), { timeoutMs: 2000 })).address;
+      const fifo = join(dirname(pool.path), 'bus.fifo');
+      await broker.spawnFifo(fifo);
+      const r = await pool.reg('rcv');
+      const burst = 'rcv\n'.repeat(40);
+      await writeLines(fifo, `${burst}rcv one\n`);
+      // The message comes after the burst was read: the limiter's second had begun by then.
+      expect(await r.readFrame()).toEqual(fromBroker(MESSAGE, Buffer.from('one')));
+      await new Promise((resolve) => setTimeout(resolve, 1100));
+      await writeLines(fifo, `${burst}rcv two\n`);
+      expect(await r.readFrame()).toEqual(fromBroker(MESSAGE, Buffer.from('two')));
+      await (broker.listeners.find((l) => l.kind === 'fifo') as FifoEndpoint).close();
+      const skipped = `fifo ${fifo}: line skipped: payload not specified: "rcv"`;
+      const more = `fifo ${fifo}: 30 more FIFO line report(s) not logged`;
+      expect(logs).toEqual([...Array<string>(10).fill(skipped), more, ...Array<string>(10).fill(skipped), more]);
+    } finally {
+      pool.closeAll();
+      await broker.close();
+    }
+  });
+
   it('is started by spawnServer("fifo:PATH") and removed by close()', async () => {
     const broker = new Broker();
     initCoreRpc(broker);
