@@ -1,5 +1,5 @@
 // Builds dist/busrtd/busrtd.cjs, the daemon that bin/busrtd.cjs runs, from the compiled
-// dist/src/busrtd/daemon.js: one CommonJS script with the broker and its small dependencies inside.
+// dist/src/busrtd.js: one CommonJS script with the broker and its small dependencies inside.
 // Run by `npm run build` after tsc. One file instead of some sixty modules is what makes busrtd
 // start in about a hundred milliseconds and idle under 50 MiB: Node resolves, reads and compiles
 // each module of an import graph on its own, and keeps the bookkeeping. CommonJS rather than an ES
@@ -15,14 +15,7 @@ const at = (p) => fileURLToPath(new URL(p, import.meta.url));
 const outfile = at('../dist/busrtd/busrtd.cjs');
 
 await build({
-  // dist/src/busrtd.js awaits at its top level, which a CommonJS script cannot: the same two
-  // lines, with then().
-  stdin: {
-    contents:
-      "import { runBusrtd } from './busrtd/daemon.js';\nrunBusrtd(process.argv.slice(2)).then((code) => process.exit(code));\n",
-    resolveDir: at('../dist/src'),
-    sourcefile: 'busrtd-entry.js',
-  },
+  entryPoints: [at('../dist/src/busrtd.js')],
   outfile,
   bundle: true,
   format: 'cjs',
