@@ -5,7 +5,7 @@
 import { unlinkSync } from 'node:fs';
 import net from 'node:net';
 
-const [role, path, mode, a, b, c] = process.argv.slice(2);
+const [role, path, mode, a, b, c, d] = process.argv.slice(2);
 
 /** Splits a stream into 4-byte-length-prefixed frames; calls `onFrames` once per chunk. */
 function framer(onFrames: (frames: Buffer[], count: number) => void): (chunk: Buffer) => void {
@@ -74,9 +74,9 @@ if (role === 'server') {
   const s = net.connect(path);
   await new Promise((r) => s.once('connect', r));
   if (mode === 'pingpong') {
-    // An optional fifth argument bounds the run in seconds as well as in frames.
+    // An optional last argument bounds the run in seconds as well as in frames.
     const [concurrency, count, size] = [Number(a), Number(b), Number(c)];
-    const end = process.argv[8] === undefined ? Infinity : performance.now() + Number(process.argv[8]) * 1000;
+    const end = d === undefined ? Infinity : performance.now() + Number(d) * 1000;
     const f = frame(size);
     let sent = 0;
     let done = 0;
