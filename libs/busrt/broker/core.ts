@@ -883,7 +883,7 @@ export class BrokerCore {
    */
   private deny(sender: ClientEntry, kind: DenialKind, target: string): void {
     this.observer?.denied(sender, kind, sender.port ?? 'internal');
-    if (this.logger.warn === undefined) return;
+    if (this.logger.warn === undefined) return; // spares building a line nobody writes
     const who = sender.described;
     const what = DENIAL_WORDS[kind];
     (sender.denials ??= new LogLimiter('denial(s)')).line(
