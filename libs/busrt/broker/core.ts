@@ -4,6 +4,7 @@ import {
   BROKER_SECONDARY_TOPIC,
   BROKER_NAME,
   BROKER_WARN_TOPIC,
+  checkedNumber,
   type BrokerInfo,
   type BrokerStats,
   type ClientDetail,
@@ -133,13 +134,8 @@ export class FrameMemory {
     readonly perClient: number,
     private readonly collect: (() => void) | null = null,
   ) {
-    for (const [name, v] of [
-      ['frameMemory', total],
-      ['frameMemoryPerClient', perClient],
-    ] as const) {
-      if (!Number.isSafeInteger(v) || v < 1)
-        throw new RangeError(`${name} must be a positive integer, got ${String(v)}`);
-    }
+    checkedNumber('frameMemory', total, 0, { integer: true });
+    checkedNumber('frameMemoryPerClient', perClient, 0, { integer: true });
   }
 
   /** A connection starts to count. */
@@ -317,10 +313,7 @@ export class BrokerCore {
 
   constructor(options: BrokerOptions = {}) {
     this.forceRegister = options.forceRegister ?? false;
-    this.queueSize = options.queueSize ?? DEFAULT_QUEUE_SIZE;
-    if (!Number.isInteger(this.queueSize) || this.queueSize < 1) {
-      throw new RangeError(`queueSize must be a positive integer, got ${String(options.queueSize)}`);
-    }
+    this.queueSize = checkedNumber('queueSize', options.queueSize, DEFAULT_QUEUE_SIZE, { integer: true });
     this.flowControl = options.flowControl ?? true;
     this.queueLimit = this.flowControl ? this.queueSize * QUEUE_LIMIT_FACTOR : this.queueSize;
     this.logger = options.logger ?? {};

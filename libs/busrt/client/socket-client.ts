@@ -4,6 +4,7 @@ import {
   BrokerFrameReader,
   type BrokerFrameSink,
   BusError,
+  checkedNumber,
   type BusClient,
   ClientHandshake,
   type DataFrameKind,
@@ -72,6 +73,30 @@ export interface ClientOptions {
 
 /** The least default dead limit (ClientOptions.deadAfterMs): three keep-alives of busrtd's default. */
 const DEAD_AFTER_MIN_MS = 7500;
+
+/** {@link ClientOptions} with the defaults filled in. */
+type ResolvedOptions = Required<Omit<ClientOptions, 'deadAfterMs'>> & { deadAfterMs: number | undefined };
+
+/**
+ * Fills in the defaults and checks every number: a timeout of `"5000"` read from the environment
+ * and never converted, or a negative ping interval (a ping every millisecond), is a RangeError
+ * that names the option instead of a client that misbehaves.
+ */
+function resolveOptions(options: ClientOptions): ResolvedOptions {
+  const timeoutMs = checkedNumber('timeoutMs', options.timeoutMs, 1000);
+  return {
+    path: options.path,
+    name: options.name,
+    timeoutMs,
+    pingIntervalMs: checkedNumber('pingIntervalMs', options.pingIntervalMs, timeoutMs / 2, { zero: true }),
+    deadAfterMs: options.deadAfterMs === undefined ? undefined : checkedNumber('deadAfterMs', options.deadAfterMs, 0),
+    queueSize: checkedNumber('queueSize', options.queueSize, 8192, { integer: true }),
+    bufSize: checkedNumber('bufSize', options.bufSize, 8192),
+    tls: options.tls ?? {},
+    token: options.token ?? '',
+    busyPollUs: checkBusyPoll(options.busyPollUs),
+  };
+}
 
 /**
  * The byte stream a {@link SocketClient} runs over: the part of a Node `Duplex` it uses, so that a
@@ -199,10 +224,7 @@ export class SocketClient implements BusClient, BrokerFrameSink {
 
   private constructor(
     private readonly socket: ClientStream,
-    private readonly options: Required<Omit<ClientOptions, 'path' | 'deadAfterMs'>> & {
-      path: string;
-      deadAfterMs: number | undefined;
-    },
+    private readonly options: ResolvedOptions,
     rest: Buffer,
   ) {
     this.name = options.name;
@@ -248,11 +270,14 @@ export class SocketClient implements BusClient, BrokerFrameSink {
 
   /** Connects, runs the handshake and registers `name`; rejects with a BusError carrying the broker's code. */
   static async connect(options: ClientOptions): Promise<SocketClient> {
-    const timeoutMs = options.timeoutMs ?? 1000;
     // Checked before a connection is opened, so a bad setting leaves nothing behind.
-    checkBusyPoll(options.busyPollUs);
-    const stream = await openStream(options.path, { timeoutMs, tls: options.tls, token: options.token });
-    return SocketClient.start(stream, options);
+    const full = resolveOptions(options);
+    const stream = await openStream(options.path, {
+      timeoutMs: full.timeoutMs,
+      tls: options.tls,
+      token: options.token,
+    });
+    return SocketClient.start(stream, full);
   }
 
   /**
@@ -262,25 +287,20 @@ export class SocketClient implements BusClient, BrokerFrameSink {
    * stream from `path` as {@link connect} does, so it works only where `path` can be opened.
    */
   static over(stream: ClientStream, options: StreamClientOptions): Promise<SocketClient> {
-    return SocketClient.start(stream, options);
+    let full: ResolvedOptions;
+    try {
+      full = resolveOptions(options);
+    } catch (e) {
+      // The stream was handed over: a client that cannot start closes it, as a failed handshake does.
+      stream.destroy();
+      return Promise.reject(e as Error);
+    }
+    return SocketClient.start(stream, full);
   }
 
-  private static async start(stream: ClientStream, options: ClientOptions): Promise<SocketClient> {
-    const timeoutMs = options.timeoutMs ?? 1000;
-    const full = {
-      path: options.path,
-      name: options.name,
-      timeoutMs,
-      pingIntervalMs: options.pingIntervalMs ?? timeoutMs / 2,
-      deadAfterMs: options.deadAfterMs,
-      queueSize: options.queueSize ?? 8192,
-      bufSize: options.bufSize ?? 8192,
-      tls: options.tls ?? {},
-      token: options.token ?? '',
-      busyPollUs: checkBusyPoll(options.busyPollUs),
-    };
-    const rest = await handshake(stream, options.name, timeoutMs);
-    return new SocketClient(stream, full, rest);
+  private static async start(stream: ClientStream, options: ResolvedOptions): Promise<SocketClient> {
+    const rest = await handshake(stream, options.name, options.timeoutMs);
+    return new SocketClient(stream, options, rest);
   }
 
   get connected(): boolean {

@@ -1,6 +1,6 @@
 import type { Registry } from 'prom-client';
 import type { AaaMap, ClientAaa, InternalClient } from '../broker/index.js';
-import { BusError, type Frame, type SubscriptionInfo } from '../protocol/index.js';
+import { BusError, checkedNumber, type Frame, type SubscriptionInfo } from '../protocol/index.js';
 import { decode } from '@msgpack/msgpack';
 import type { Broker } from '../server/index.js';
 import { BrokerMeter } from './meter.js';
@@ -186,10 +186,7 @@ export class BrokerMonitor {
     this.token = options.token ?? null;
     if (this.token !== null && this.token.length === 0) throw new RangeError('the monitor token cannot be empty');
     this.aaaMap = options.aaaMap ?? null;
-    this.topClients = options.topClients ?? 10;
-    if (!Number.isInteger(this.topClients) || this.topClients < 0) {
-      throw new RangeError(`topClients must be a non-negative integer, got ${String(options.topClients)}`);
-    }
+    this.topClients = checkedNumber('topClients', options.topClients, 10, { zero: true, integer: true });
     this.historyMax = options.historySeconds ?? 600;
     const s = broker.stats();
     this.prev = { r: s.r_frames, w: s.w_frames, rb: s.r_bytes, wb: s.w_bytes };

@@ -52,3 +52,34 @@ export class BusError extends Error {
     }
   }
 }
+
+/**
+ * A value as an error message shows it: strings quoted, so that `"8192"` (a number read from the
+ * environment and never converted) does not read as the number 8192 it failed to be.
+ */
+export function showValue(value: unknown): string {
+  return typeof value === 'string' ? JSON.stringify(value) : String(value);
+}
+
+/** What {@link checkedNumber} accepts besides numbers above 0. */
+export interface NumberCheck {
+  /** 0 is accepted too. */
+  zero?: boolean;
+  /** Only whole numbers. */
+  integer?: boolean;
+}
+
+/**
+ * A numeric option: `def` when it is undefined, else the value itself when it is a finite number
+ * above 0 (see {@link NumberCheck}); anything else is a RangeError that names the option and shows
+ * what it was given. Options are checked where they are taken, before anything is opened.
+ */
+export function checkedNumber(name: string, v: number | undefined, def: number, check: NumberCheck = {}): number {
+  if (v === undefined) return def;
+  const ok = check.integer === true ? Number.isSafeInteger(v) : Number.isFinite(v);
+  if (!ok || v < 0 || (v === 0 && check.zero !== true)) {
+    const what = `${check.zero === true ? 'non-negative' : 'positive'} ${check.integer === true ? 'integer' : 'number'}`;
+    throw new RangeError(`${name} must be a ${what}, got ${showValue(v)}`);
+  }
+  return v;
+}

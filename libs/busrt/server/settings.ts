@@ -1,5 +1,11 @@
 import { type AaaMap, type BrokerLogger, LogLimiter } from '../broker/index.js';
-import { DEFAULT_BUF_SIZE, DEFAULT_BUF_TTL_US, DEFAULT_TIMEOUT_MS } from '../protocol/index.js';
+import {
+  checkedNumber,
+  DEFAULT_BUF_SIZE,
+  DEFAULT_BUF_TTL_US,
+  DEFAULT_TIMEOUT_MS,
+  showValue,
+} from '../protocol/index.js';
 import { checkBusyPoll } from '../transport/index.js';
 
 /** Settings of one listener (upstream's ServerConfig). */
@@ -79,31 +85,23 @@ export interface ListenerSettings {
   readonly refusals: LogLimiter;
 }
 
-function positive(name: string, v: number | undefined, def: number, allowZero = false): number {
-  if (v === undefined) return def;
-  if (typeof v !== 'number' || !Number.isFinite(v) || v < 0 || (!allowZero && v === 0)) {
-    throw new RangeError(`${name} must be a ${allowZero ? 'non-negative' : 'positive'} number, got ${String(v)}`);
-  }
-  return v;
-}
-
 /** Validates a ServerConfig and fills in the defaults. */
 export function resolveSettings(config: ServerConfig, bind: string, logger: BrokerLogger): ListenerSettings {
   const limit = config.payloadSizeLimit ?? null;
   if (limit !== null && (!Number.isInteger(limit) || limit < 0 || limit > 0xffffffff)) {
-    throw new RangeError(`payloadSizeLimit must be an integer from 0 to 4294967295, got ${String(limit)}`);
+    throw new RangeError(`payloadSizeLimit must be an integer from 0 to 4294967295, got ${showValue(limit)}`);
   }
   const busyPoll = checkBusyPoll(config.busyPollUs);
   return {
-    timeoutMs: positive('timeoutMs', config.timeoutMs, DEFAULT_TIMEOUT_MS),
-    bufSize: positive('bufSize', config.bufSize, DEFAULT_BUF_SIZE),
-    bufTtlUs: positive('bufTtlUs', config.bufTtlUs, DEFAULT_BUF_TTL_US, true),
+    timeoutMs: checkedNumber('timeoutMs', config.timeoutMs, DEFAULT_TIMEOUT_MS),
+    bufSize: checkedNumber('bufSize', config.bufSize, DEFAULT_BUF_SIZE),
+    bufTtlUs: checkedNumber('bufTtlUs', config.bufTtlUs, DEFAULT_BUF_TTL_US, { zero: true }),
     busyPollUs: busyPoll,
     payloadSizeLimit: limit,
     aaaMap: config.aaaMap ?? null,
     tls: config.tls ?? null,
     tokens: config.tokens ?? null,
-    maxMessageSize: positive('maxMessageSize', config.maxMessageSize, DEFAULT_MAX_MESSAGE_SIZE),
+    maxMessageSize: checkedNumber('maxMessageSize', config.maxMessageSize, DEFAULT_MAX_MESSAGE_SIZE),
     bind,
     logger,
     refusals: new LogLimiter('refused connection(s)'),

@@ -1,3 +1,5 @@
+import { checkedNumber } from '../protocol/index.js';
+
 /** The default clock of {@link BusyPoll}. */
 const monotonicMs = (): number => performance.now();
 
@@ -73,15 +75,11 @@ export const MAX_BUSY_POLL_US = 10_000;
 
 /** Checks a `busyPollUs` setting (undefined: 0) and returns it; a RangeError says what is wrong. */
 export function checkBusyPoll(us: number | undefined): number {
-  if (us === undefined) return 0;
-  // Number.isFinite is false for anything but a finite number, strings included.
-  if (!Number.isFinite(us) || us < 0) {
-    throw new RangeError(`busyPollUs must be a non-negative number, got ${String(us)}`);
+  const v = checkedNumber('busyPollUs', us, 0, { zero: true });
+  if (v > MAX_BUSY_POLL_US) {
+    throw new RangeError(`busyPollUs must be at most ${MAX_BUSY_POLL_US} microseconds, got ${v}`);
   }
-  if (us > MAX_BUSY_POLL_US) {
-    throw new RangeError(`busyPollUs must be at most ${MAX_BUSY_POLL_US} microseconds, got ${us}`);
-  }
-  return us;
+  return v;
 }
 
 /** One poller per window in the process: the event loop is the process's, not a listener's. */

@@ -1,0 +1,13 @@
+/**
+ * What `fn` throws, as an Error; a test fails here when it returns instead. For checking the class
+ * and the exact message apart (`toThrow(new E(m))` also compares an error's `cause`).
+ */
+export function thrownBy(fn: () => unknown): Error {
+  try {
+    fn();
+  } catch (e) {
+    if (e instanceof Error) return e;
+    throw new Error(`threw a non-Error: ${String(e)}`, { cause: e });
+  }
+  throw new Error('expected a throw, got a return');
+}
