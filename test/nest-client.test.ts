@@ -30,6 +30,7 @@ import {
   type BusrtEventPattern,
   Link,
 } from '#busrt/nestjs';
+import { thrownBy } from './support/thrown.js';
 import { tmpSocket } from './support/raw.js';
 import { CapturedLog } from './support/nest-log.js';
 import { until } from './support/until.js';
@@ -564,6 +565,21 @@ function errorOf(o: Observable<unknown>): Promise<Error & { code?: number }> {
 }
 
 describe('BusrtClientProxy: edges', () => {
+  it.each<[Partial<BusrtClientOptions>, string]>([
+    [{ timeoutMs: -5 }, 'timeoutMs must be a non-negative number, got -5'],
+    [{ bufSize: 0 }, 'bufSize must be a positive number, got 0'],
+    [{ socketTimeoutMs: -1 }, 'socketTimeoutMs must be a positive number, got -1'],
+    [{ socketTimeoutMs: '1000' as never }, 'socketTimeoutMs must be a positive number, got "1000"'],
+    [{ busyPollUs: -1 }, 'busyPollUs must be a non-negative number, got -1'],
+    [{ reconnect: { delayMs: -1 } }, 'reconnect.delayMs must be a non-negative number, got -1'],
+    [{ waitForBroker: { maxDelayMs: -1 } }, 'waitForBroker.maxDelayMs must be a non-negative number, got -1'],
+    [{ replicas: { retries: 1.5 } }, 'replicas.retries must be a non-negative integer, got 1.5'],
+    [{ streams: { bulk: 0 } }, 'streams.bulk must be a positive integer, got 0'],
+  ])('refuses %j when it is built, not when it connects: %s', (options, message) => {
+    const e = thrownBy(() => new BusrtClientProxy({ path: '/tmp/never.sock', target: 'svc', ...options }));
+    expect([e instanceof RangeError, e.message]).toEqual([true, `BusrtClientProxy: ${message}`]);
+  });
+
   it('errors on a reply or a cursor block it cannot decode; streams: false hands a cursor over', async () => {
     const { broker, sock } = await world();
     serveOdd(new RpcClient(broker.registerClient('odd')), []);
@@ -638,12 +654,6 @@ describe('BusrtClientProxy: edges', () => {
     const bytes = async (data: unknown): Promise<string> =>
       (await firstValueFrom(raw.send<Buffer>('echo', data))).toString('utf8');
     expect([await bytes(undefined), await bytes(null), await bytes('héllo')]).toEqual(['', '', 'héllo']);
-  });
-
-  it('hands busyPollUs to the socket client, which refuses a bad value', async () => {
-    const { sock } = await world();
-    const { c } = watched({ path: sock, target: 'svc', busyPollUs: -1, reconnect: false });
-    await expect(c.connect()).rejects.toThrow('busyPollUs must be a non-negative number, got -1');
   });
 
   it('takes its QoS from the options and the pattern', async () => {

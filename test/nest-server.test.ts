@@ -60,6 +60,7 @@ import {
   BusrtHost,
   type BusrtModuleOptions,
   BusrtServer,
+  type BusrtServerOptions,
   type BusrtStatus,
   DEFAULT_CODEC,
   hostedBroker,
@@ -68,6 +69,7 @@ import {
   RPC_NOTIFICATION,
   toReplyError,
 } from '#busrt/nestjs';
+import { thrownBy } from './support/thrown.js';
 import { listen } from './support/nest-listen.js';
 import { CapturedLog } from './support/nest-log.js';
 import { clientFrame, PeerPool, type RawPeer, tmpSocket } from './support/raw.js';
@@ -638,6 +640,36 @@ describe('BusrtServer options and handler registry', () => {
     for (const bad of [undefined, {}, { name: '' }, { name: 7 }]) {
       expect(() => new BusrtServer(bad as unknown as { name: string })).toThrow(new TypeError(message));
     }
+  });
+
+  it.each<[Partial<BusrtServerOptions>, string]>([
+    [{ timeoutMs: 0 }, 'timeoutMs must be a positive number, got 0'],
+    [{ timeoutMs: '1000' as never }, 'timeoutMs must be a positive number, got "1000"'],
+    [{ closeTimeoutMs: -1 }, 'closeTimeoutMs must be a non-negative number, got -1'],
+    [{ busyPollUs: 20_000 }, 'busyPollUs must be at most 10000 microseconds, got 20000'],
+    [{ reconnect: { delayMs: -100 } }, 'reconnect.delayMs must be a non-negative number, got -100'],
+    [{ reconnect: { maxDelayMs: Number.NaN } }, 'reconnect.maxDelayMs must be a non-negative number, got NaN'],
+    [{ waitForBroker: { delayMs: -1 } }, 'waitForBroker.delayMs must be a non-negative number, got -1'],
+    [{ waitForBroker: { maxAttempts: 0 } }, 'waitForBroker.maxAttempts must be a positive integer, got 0'],
+    [{ waitForBroker: { maxAttempts: 2.5 } }, 'waitForBroker.maxAttempts must be a positive integer, got 2.5'],
+    [{ cursors: { ttlMs: 0 } }, 'cursors.ttlMs must be a positive number, got 0'],
+    [{ cursors: { cleanerIntervalMs: -5 } }, 'cursors.cleanerIntervalMs must be a positive number, got -5'],
+    [{ cursors: { maxBulk: 1.5 } }, 'cursors.maxBulk must be a positive integer, got 1.5'],
+    [{ cursors: { bufferLimit: 0 } }, 'cursors.bufferLimit must be a positive integer, got 0'],
+  ])('refuses %j when it is built: %s', (options, message) => {
+    const e = thrownBy(() => new BusrtServer({ name: 'svc.o', path: '/tmp/never.sock', ...options }));
+    expect([e instanceof RangeError, e.message]).toEqual([true, `BusrtServer: ${message}`]);
+  });
+
+  it('takes the edges of its numbers: no reconnect delay, no close wait, attempts without end', () => {
+    const server = new BusrtServer({
+      name: 'svc.o',
+      closeTimeoutMs: 0,
+      reconnect: { delayMs: 0, maxDelayMs: 0 },
+      waitForBroker: { delayMs: 0, maxAttempts: Infinity },
+      cursors: { bufferLimit: 1, maxBulk: 1 },
+    });
+    expect(server.busName).toBe('svc.o');
   });
 
   it('registers the service name itself, or a replica name with the given or a random id', () => {

@@ -524,7 +524,7 @@ describe('the service name on a broker that makes no announcements', () => {
   it('refuses a takeover poll that is not a positive number of ms', () => {
     for (const takeoverPollMs of [0, -5, Number.NaN, Number.POSITIVE_INFINITY]) {
       expect(() => new BusrtServer({ name: 'quiet.svc', broker, replicas: { takeoverPollMs } })).toThrow(
-        /replicas\.takeoverPollMs must be a positive number of ms/,
+        /^BusrtServer: replicas\.takeoverPollMs must be a positive number, got /,
       );
     }
     expect(new BusrtServer({ name: 'quiet.svc', broker, replicas: { takeoverPollMs: 1 } }).takeoverPollMs).toBe(1);

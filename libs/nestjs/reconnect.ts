@@ -1,5 +1,13 @@
 import { Logger, type Type } from '@nestjs/common';
-import { type BusClient, type RpcClient, RpcErrorCode, toRpcError } from '../busrt/internal.js';
+import {
+  type BusClient,
+  checkBusyPoll,
+  checkedNumber,
+  type NumberCheck,
+  type RpcClient,
+  RpcErrorCode,
+  toRpcError,
+} from '../busrt/internal.js';
 
 /** Back-off between reconnection attempts; `false` turns reconnecting off. */
 export type ReconnectOptions = false | { delayMs?: number; maxDelayMs?: number };
@@ -15,6 +23,48 @@ export interface WaitForBrokerOptions {
   maxDelayMs?: number;
   /** Attempts before giving up with the last error. Default Infinity. */
   maxAttempts?: number;
+}
+
+/** An option of `owner` checked as {@link checkedNumber} does, its error message naming both. */
+export function ownNumber(
+  owner: string,
+  name: string,
+  v: number | undefined,
+  def: number,
+  check?: NumberCheck,
+): number {
+  return checkedNumber(`${owner}: ${name}`, v, def, check);
+}
+
+/** The options a server and a client proxy share, checked when they are built. */
+export interface LinkOptions {
+  reconnect?: ReconnectOptions;
+  waitForBroker?: boolean | WaitForBrokerOptions;
+  busyPollUs?: number;
+}
+
+/**
+ * Checks the back-off, wait and busy-poll numbers of `owner`'s options: a bad one is a RangeError
+ * when the server or proxy is built, not a connect that fails (or, waiting for the broker,
+ * retries for ever) later.
+ */
+export function checkLinkOptions(owner: string, o: LinkOptions): void {
+  const zero = { zero: true };
+  if (o.reconnect !== undefined && o.reconnect !== false) {
+    ownNumber(owner, 'reconnect.delayMs', o.reconnect.delayMs, 0, zero);
+    ownNumber(owner, 'reconnect.maxDelayMs', o.reconnect.maxDelayMs, 0, zero);
+  }
+  const w = o.waitForBroker;
+  if (typeof w === 'object') {
+    ownNumber(owner, 'waitForBroker.delayMs', w.delayMs, 0, zero);
+    ownNumber(owner, 'waitForBroker.maxDelayMs', w.maxDelayMs, 0, zero);
+    if (w.maxAttempts !== Infinity) ownNumber(owner, 'waitForBroker.maxAttempts', w.maxAttempts, 1, { integer: true });
+  }
+  try {
+    checkBusyPoll(o.busyPollUs);
+  } catch (e) {
+    throw new RangeError(`${owner}: ${(e as Error).message}`, { cause: e });
+  }
 }
 
 /** The retry settings of a `waitForBroker` option, or null when the first connect is not retried. */

@@ -1,4 +1,4 @@
-import type { Payload } from '../protocol/index.js';
+import { checkedNumber, type Payload } from '../protocol/index.js';
 import { CursorNotFoundError, InvalidParamsError, RpcError } from './errors.js';
 import { msgpackPayload, packMsgpack, unpackMsgpack } from './msgpack.js';
 import type { RpcClient, RpcEvent, RpcResult } from './rpc-client.js';
@@ -62,9 +62,10 @@ export class CursorMap {
   private readonly timer: NodeJS.Timeout;
 
   constructor(options: CursorMapOptions = {}) {
-    this.ttlMs = options.ttlMs ?? 30_000;
-    this.maxBulk = options.maxBulk ?? 100_000;
-    this.timer = setInterval(() => this.clean(), options.cleanerIntervalMs ?? 1000);
+    this.ttlMs = checkedNumber('ttlMs', options.ttlMs, 30_000);
+    this.maxBulk = checkedNumber('maxBulk', options.maxBulk, 100_000, { integer: true });
+    const every = checkedNumber('cleanerIntervalMs', options.cleanerIntervalMs, 1000);
+    this.timer = setInterval(() => this.clean(), every);
     this.timer.unref();
   }
 

@@ -24,9 +24,11 @@ import {
 import { DEFAULT_HOST } from '../constants.js';
 import { hostedBroker } from '../hosted.js';
 import {
+  checkLinkOptions,
   leaveBus,
   Link,
   type LinkEvents,
+  ownNumber,
   type ReconnectOptions,
   untilConnected,
   type WaitForBrokerOptions,
@@ -241,7 +243,11 @@ export class BusrtClientProxy extends ClientProxy<BusrtClientEvents, string> {
     super();
     // The host name keeps containers (where every app may be pid 1) apart on a shared broker.
     this.name = options.name ?? `nest.client.${HOST}.${process.pid}.${++clientCount}`;
-    this.timeoutMs = options.timeoutMs ?? 5000;
+    const own = 'BusrtClientProxy';
+    checkLinkOptions(own, options);
+    this.timeoutMs = ownNumber(own, 'timeoutMs', options.timeoutMs, 5000, { zero: true });
+    ownNumber(own, 'bufSize', options.bufSize, 2048);
+    ownNumber(own, 'socketTimeoutMs', options.socketTimeoutMs, 1000);
     this.qos = options.qos ?? QoS.Processed;
     this.eventQos = options.eventQos ?? QoS.Processed;
     this.codec = new Codec(options.serializer, options.deserializer);
@@ -250,12 +256,18 @@ export class BusrtClientProxy extends ClientProxy<BusrtClientEvents, string> {
     const callOptions = {
       qos: this.qos,
       timeoutMs: this.timeoutMs,
-      retries: typeof r === 'object' ? (r.retries ?? 0) : 0,
+      retries:
+        typeof r === 'object' ? ownNumber(own, 'replicas.retries', r.retries, 0, { zero: true, integer: true }) : 0,
     };
     this.settings = {
       codec: this.codec,
       raw: options.encoding === 'raw',
-      bulk: streams === false ? 0 : streams === true ? 100 : (streams.bulk ?? 100),
+      bulk:
+        streams === false
+          ? 0
+          : streams === true
+            ? 100
+            : ownNumber(own, 'streams.bulk', streams.bulk, 100, { integer: true }),
       options: callOptions,
     };
     this.link = new Link(BusrtClientProxy, this.name, options.reconnect);

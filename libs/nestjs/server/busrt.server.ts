@@ -32,8 +32,10 @@ import { BUSRT_EXTRAS, BUSRT_TRANSPORT, DEFAULT_HOST, RPC_NOTIFICATION, RPC_BROA
 import { type HostedBroker, findHostedBroker, hostedBroker } from '../hosted.js';
 import {
   leaveBus,
+  checkLinkOptions,
   Link,
   type LinkEvents,
+  ownNumber,
   type ReconnectOptions,
   untilConnected,
   type WaitForBrokerOptions,
@@ -177,17 +179,22 @@ export class BusrtServer extends Server<BusrtServerEvents, BusrtStatus> implemen
     if (typeof options?.name !== 'string' || options.name.length === 0) {
       throw new TypeError('BusrtServer: a client name is required ({ name: "svc.example" })');
     }
+    checkLinkOptions('BusrtServer', options);
+    ownNumber('BusrtServer', 'timeoutMs', options.timeoutMs, 1000);
+    ownNumber('BusrtServer', 'closeTimeoutMs', options.closeTimeoutMs, 10_000, { zero: true });
+    this.bufferLimit = ownNumber('BusrtServer', 'cursors.bufferLimit', options.cursors?.bufferLimit, 100_000, {
+      integer: true,
+    });
+    try {
+      this.cursors = new CursorMap(options.cursors);
+    } catch (e) {
+      throw e instanceof RangeError ? new RangeError(`BusrtServer: cursors.${e.message}`, { cause: e }) : e;
+    }
     this.link = new Link(BusrtServer, options.name, options.reconnect);
     this.codec = new Codec(options.serializer, options.deserializer);
-    this.cursors = new CursorMap(options.cursors);
-    this.bufferLimit = options.cursors?.bufferLimit ?? 100_000;
     const r = options.replicas === true ? {} : options.replicas || null;
     this.busName = r === null ? options.name : replicaName(options.name, r.id ?? randomBytes(6).toString('hex'));
-    const poll = r?.takeoverPollMs;
-    if (poll !== undefined && !(Number.isFinite(poll) && poll > 0)) {
-      throw new RangeError(`BusrtServer: replicas.takeoverPollMs must be a positive number of ms, got ${String(poll)}`);
-    }
-    this.takeoverPollMs = poll ?? ANCHOR_POLL_MS;
+    this.takeoverPollMs = ownNumber('BusrtServer', 'replicas.takeoverPollMs', r?.takeoverPollMs, ANCHOR_POLL_MS);
     const blockingEvents = options.blocking?.events ?? false;
     this.handlers = {
       handleCall: (ev) => this.dispatchCall(this.methods, ev),
