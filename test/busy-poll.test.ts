@@ -127,7 +127,7 @@ describe('a listener with busyPollUs', () => {
     }
   });
 
-  it('refuses a window below 0 or above the maximum', async () => {
+  it('refuses a window below 0 or above the maximum, and takes the maximum itself', async () => {
     await expect(broker.spawnUnixServer(tmpSocket(), { busyPollUs: -1 })).rejects.toThrow(
       new RangeError('busyPollUs must be a non-negative number, got -1'),
     );
@@ -135,6 +135,9 @@ describe('a listener with busyPollUs', () => {
       new RangeError(`busyPollUs must be at most ${MAX_BUSY_POLL_US} microseconds, got ${MAX_BUSY_POLL_US + 1}`),
     );
     expect(MAX_BUSY_POLL_US).toBe(10_000);
+    const l = await broker.spawnUnixServer(tmpSocket(), { busyPollUs: MAX_BUSY_POLL_US });
+    expect(l.settings.busyPollUs).toBe(MAX_BUSY_POLL_US);
+    await l.close();
   });
 });
 

@@ -182,6 +182,16 @@ describe('CursorMap', () => {
     expect([m.size, second.isClosed()]).toEqual([1, false]);
   });
 
+  it.each([
+    [{ ttlMs: 0 }, 'ttlMs must be a positive number, got 0'],
+    [{ ttlMs: '30000' as never }, 'ttlMs must be a positive number, got "30000"'],
+    [{ cleanerIntervalMs: -1 }, 'cleanerIntervalMs must be a positive number, got -1'],
+    [{ maxBulk: 0 }, 'maxBulk must be a positive integer, got 0'],
+    [{ maxBulk: 2.5 }, 'maxBulk must be a positive integer, got 2.5'],
+  ])('refuses the options %j: %s', (options, message) => {
+    expect(() => new CursorMap(options)).toThrow(new RangeError(message));
+  });
+
   it('cleans once a second unless told otherwise', () => {
     jest.useFakeTimers({ now: 1_000_000 });
     try {

@@ -661,6 +661,14 @@ describe('BusrtServer options and handler registry', () => {
     expect([e instanceof RangeError, e.message]).toEqual([true, `BusrtServer: ${message}`]);
   });
 
+  it('keeps the error of the core as the cause when the core refused the option', () => {
+    for (const options of [{ busyPollUs: -1 }, { cursors: { maxBulk: 0 } }]) {
+      const e = thrownBy(() => new BusrtServer({ name: 'svc.o', ...options }));
+      expect(e.cause).toBeInstanceOf(RangeError);
+      expect(e.message).toBe(`BusrtServer: ${'busyPollUs' in options ? '' : 'cursors.'}${(e.cause as Error).message}`);
+    }
+  });
+
   it('takes the edges of its numbers: no reconnect delay, no close wait, attempts without end', () => {
     const server = new BusrtServer({
       name: 'svc.o',
