@@ -3,16 +3,28 @@
 import 'reflect-metadata';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from '@jest/globals';
 import { execFile } from 'node:child_process';
-import { existsSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, readdirSync, readlinkSync, statSync, writeFileSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
+import type { Duplex } from 'node:stream';
 import { Module } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
 import { decode, encode } from '@msgpack/msgpack';
-import { Broker, BusError, encodeFifoParams, ErrorCode, FifoEndpoint, initCoreRpc, parseFifoLine } from '#busrt/core';
+import {
+  Broker,
+  type BrokerLogger,
+  BusError,
+  encodeFifoParams,
+  ErrorCode,
+  FifoEndpoint,
+  initCoreRpc,
+  parseFifoLine,
+  type RpcClient,
+} from '#busrt/core';
 import { BusrtModule } from '#busrt/nestjs';
 import { parseBusrtdArgs } from '../src/busrtd/options.js';
 import { Daemon } from './support/procs.js';
+import { until } from './support/until.js';
 import { clientFrame, PeerPool, type RawPeer, tmpSocket } from './support/raw.js';
 
 const hex = (s: string): Buffer => Buffer.from(s.replace(/\s+/g, ''), 'hex');
@@ -257,6 +269,39 @@ describe('FIFO endpoint of an embedded broker', () => {
     ]);
   });
 
+  it('drops a line one byte over the limit, even when it arrives in many reads', async () => {
+    const r = await pool.reg('rcv');
+    logs.length = 0;
+    // 1 MiB + 1 bytes before the LF: the pipe hands it over in reads of 64 KiB, the last one short.
+    await writeLines(fifo, `rcv ${'z'.repeat(1024 * 1024 - 3)}\nrcv next\n`);
+    expect(await r.readFrame()).toEqual(fromBroker(MESSAGE, Buffer.from('next')));
+    expect(logs.filter((l) => l.startsWith('warn '))).toEqual([
+      `warn fifo ${fifo}: line skipped: longer than 1048576 bytes`,
+    ]);
+  });
+
+  it('logs each delivery at debug level and each failure once, as a warning', async () => {
+    const r = await pool.reg('rcv');
+    logs.length = 0;
+    await writeLines(fifo, 'nobody here\nrcv there\n');
+    expect(await r.readFrame()).toEqual(fromBroker(MESSAGE, Buffer.from('there')));
+    expect(logs.filter((l) => l.includes(`fifo ${fifo}`))).toEqual([
+      `warn fifo ${fifo}: message to nobody: client not registered`,
+      `debug fifo ${fifo}: message to rcv`,
+    ]);
+  });
+
+  it('quotes at most 80 characters of a line it cannot read', async () => {
+    const r = await pool.reg('rcv');
+    logs.length = 0;
+    const long = `rcv :m ${'k'.repeat(100)}`;
+    await writeLines(fifo, `${long}\nrcv ok\n`);
+    expect(await r.readFrame()).toEqual(fromBroker(MESSAGE, Buffer.from('ok')));
+    const warned = logs.filter((l) => l.startsWith('warn '));
+    expect(warned).toHaveLength(1);
+    expect(warned[0]).toMatch(/: "rcv :m k{73}"$/);
+  });
+
   it('survives every writer closing and reopening, from this and other processes', async () => {
     const r = await pool.reg('rcv');
     for (let i = 0; i < 4; i++) {
@@ -275,6 +320,13 @@ describe('FIFO endpoint of an embedded broker', () => {
     expect(await r.readFrame()).toEqual(fromBroker(MESSAGE, Buffer.from('last')));
   });
 });
+
+/** A broker with the `.broker` core client a FIFO endpoint needs, and a pipe path of its own. */
+function fifoBroker(logger: BrokerLogger = {}): { broker: Broker; fifo: string; rpc: RpcClient } {
+  const broker = new Broker({ logger });
+  const rpc = initCoreRpc(broker);
+  return { broker, fifo: join(dirname(tmpSocket()), 'bus.fifo'), rpc };
+}
 
 describe('FIFO endpoint lifecycle', () => {
   it('needs the .broker core client: NotSupported, and no pipe is made', async () => {
@@ -318,10 +370,103 @@ describe('FIFO endpoint lifecycle', () => {
     }
   });
 
-  it('is started by spawnServer("fifo:PATH") and removed by close()', async () => {
+  it('needs a path, and says why the pipe cannot be made', async () => {
     const broker = new Broker();
     initCoreRpc(broker);
-    const fifo = join(dirname(tmpSocket()), 'bus.fifo');
+    try {
+      await expect(broker.spawnFifo('')).rejects.toThrow(new Error('a FIFO endpoint needs a path: fifo:/path/to/pipe'));
+      const nowhere = join(dirname(tmpSocket()), 'no-such-dir', 'bus.fifo');
+      const err = (await broker.spawnFifo(nowhere).catch((e: unknown) => e)) as Error;
+      // The mkfifo command's own words, not only its exit status.
+      expect(err.message).toMatch(
+        new RegExp(`^cannot create the FIFO ${nowhere}: mkfifo: .*No such file or directory$`),
+      );
+      expect((err.cause as { code?: unknown }).code).toBe(1);
+      expect(broker.listeners).toEqual([]);
+    } finally {
+      await broker.close();
+    }
+  });
+
+  it('performs nothing once the .broker client is gone, and says so', async () => {
+    const logs: string[] = [];
+    const { broker, fifo, rpc } = fifoBroker({ warn: (l) => logs.push(l) });
+    try {
+      await broker.spawnFifo(fifo);
+      await rpc.client.disconnect();
+      await writeLines(fifo, 'rcv text\n');
+      await until(() => logs.length > 0, 3000, 'the report');
+      expect(logs).toEqual([`fifo ${fifo}: line skipped: the .broker client is gone`]);
+    } finally {
+      await broker.close();
+    }
+  });
+
+  it('logs a read error and the end of its pipe, closes after it, and logs nothing when closed', async () => {
+    const logs: string[] = [];
+    const broker = new Broker({ logger: { error: (l) => logs.push(l) } });
+    initCoreRpc(broker);
+    try {
+      const dir = dirname(tmpSocket());
+      const failing = await broker.spawnFifo(join(dir, 'failing.fifo'));
+      // The pipe's stream failing under it, as a read error of the kernel would make it.
+      (failing as unknown as { stream: Duplex }).stream.destroy(new Error('EIO: i/o error, read'));
+      await until(() => logs.length >= 2, 3000, 'the two lines');
+      expect(logs).toEqual([
+        `fifo ${failing.address}: EIO: i/o error, read`,
+        `fifo ${failing.address}: the pipe was closed, no more commands are read`,
+      ]);
+      // Closing an endpoint whose stream is gone does not wait for a close that came already.
+      await failing.close();
+      expect(existsSync(failing.address)).toBe(false);
+      const closed = await broker.spawnFifo(join(dir, 'closed.fifo'));
+      await closed.close();
+      expect(logs).toHaveLength(2);
+    } finally {
+      await broker.close();
+    }
+    // A broker with no error logger: the same failure is not logged, and nothing throws.
+    const quiet = new Broker({ logger: {} });
+    initCoreRpc(quiet);
+    try {
+      const f = await quiet.spawnFifo(join(dirname(tmpSocket()), 'quiet.fifo'));
+      (f as unknown as { stream: Duplex }).stream.destroy(new Error('EIO: i/o error, read'));
+      await new Promise((resolve) => setImmediate(resolve));
+      await f.close();
+    } finally {
+      await quiet.close();
+    }
+  });
+
+  it('lets go of its pipe when closed, once: a second close() leaves a newer pipe at the path alone', async () => {
+    const { broker, fifo } = fifoBroker();
+    /** This process's open descriptors of the pipe (unlinked, the link reads "PATH (deleted)"). */
+    const open = (): number =>
+      readdirSync('/proc/self/fd').filter((fd) => {
+        try {
+          return readlinkSync(`/proc/self/fd/${fd}`).startsWith(fifo);
+        } catch {
+          return false; // closed while listed
+        }
+      }).length;
+    try {
+      const first = await broker.spawnFifo(fifo);
+      expect(open()).toBe(1);
+      await first.close();
+      // Its descriptor is closed with it, not left open with nobody reading.
+      expect(open()).toBe(0);
+      const second = await broker.spawnFifo(fifo);
+      await first.close();
+      expect(statSync(fifo).isFIFO()).toBe(true);
+      await second.close();
+      expect(existsSync(fifo)).toBe(false);
+    } finally {
+      await broker.close();
+    }
+  });
+
+  it('is started by spawnServer("fifo:PATH") and removed by close()', async () => {
+    const { broker, fifo } = fifoBroker();
     const f = await broker.spawnServer(`fifo:${fifo}`, { timeoutMs: 1 });
     expect(f.kind).toBe('fifo');
     expect(broker.listeners).toEqual([f]);

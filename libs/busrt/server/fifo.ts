@@ -73,10 +73,13 @@ export class FifoEndpoint {
     if (this.closed) return;
     this.closed = true;
     this.limiter.flush(this.core.logger, `fifo ${this.address}: `);
-    await new Promise<void>((resolve) => {
-      this.stream.once('close', () => resolve());
-      this.stream.destroy();
-    });
+    // A stream that failed before is closed already: its 'close' came and will not come again.
+    if (!this.stream.closed) {
+      await new Promise<void>((resolve) => {
+        this.stream.once('close', () => resolve());
+        this.stream.destroy();
+      });
+    }
     await unlink(this.address).catch(() => undefined);
   }
 
