@@ -494,6 +494,18 @@ describe('busrtd -B fifo:PATH', () => {
     ]);
   });
 
+  it('does not start, saying why, on a system without the mkfifo command', async () => {
+    const sock = tmpSocket();
+    const fifo = join(dirname(sock), 'd.fifo');
+    // busrtd runs under the test's Node by its absolute path; only mkfifo is looked up on PATH.
+    const d = Daemon.spawn(['-B', sock, '-B', `fifo:${fifo}`], { PATH: dirname(sock) });
+    expect(await d.ended()).toEqual({ code: 1, signal: null });
+    expect(d.stderr).toContain(`cannot create the FIFO ${fifo}: the mkfifo command is not installed`);
+    expect(existsSync(fifo)).toBe(false);
+    // The binds that had started are closed again.
+    expect(existsSync(sock)).toBe(false);
+  });
+
   it('performs lines end to end and removes the pipe on SIGTERM', async () => {
     const sock = tmpSocket();
     const fifo = join(dirname(sock), 'd.fifo');
