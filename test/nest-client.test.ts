@@ -30,7 +30,7 @@ import {
   type BusrtEventPattern,
   Link,
 } from '#busrt/nestjs';
-import { thrownBy } from './support/thrown.js';
+import { expectRangeError } from './support/thrown.js';
 import { tmpSocket } from './support/raw.js';
 import { CapturedLog } from './support/nest-log.js';
 import { until } from './support/until.js';
@@ -576,8 +576,10 @@ describe('BusrtClientProxy: edges', () => {
     [{ replicas: { retries: 1.5 } }, 'replicas.retries must be a non-negative integer, got 1.5'],
     [{ streams: { bulk: 0 } }, 'streams.bulk must be a positive integer, got 0'],
   ])('refuses %j when it is built, not when it connects: %s', (options, message) => {
-    const e = thrownBy(() => new BusrtClientProxy({ path: '/tmp/never.sock', target: 'svc', ...options }));
-    expect([e instanceof RangeError, e.message]).toEqual([true, `BusrtClientProxy: ${message}`]);
+    expectRangeError(
+      () => new BusrtClientProxy({ path: '/tmp/never.sock', target: 'svc', ...options }),
+      `BusrtClientProxy: ${message}`,
+    );
   });
 
   it('errors on a reply or a cursor block it cannot decode; streams: false hands a cursor over', async () => {

@@ -69,7 +69,7 @@ import {
   RPC_NOTIFICATION,
   toReplyError,
 } from '#busrt/nestjs';
-import { thrownBy } from './support/thrown.js';
+import { expectRangeError, thrownBy } from './support/thrown.js';
 import { listen } from './support/nest-listen.js';
 import { CapturedLog } from './support/nest-log.js';
 import { clientFrame, PeerPool, type RawPeer, tmpSocket } from './support/raw.js';
@@ -657,8 +657,10 @@ describe('BusrtServer options and handler registry', () => {
     [{ cursors: { maxBulk: 1.5 } }, 'cursors.maxBulk must be a positive integer, got 1.5'],
     [{ cursors: { bufferLimit: 0 } }, 'cursors.bufferLimit must be a positive integer, got 0'],
   ])('refuses %j when it is built: %s', (options, message) => {
-    const e = thrownBy(() => new BusrtServer({ name: 'svc.o', path: '/tmp/never.sock', ...options }));
-    expect([e instanceof RangeError, e.message]).toEqual([true, `BusrtServer: ${message}`]);
+    expectRangeError(
+      () => new BusrtServer({ name: 'svc.o', path: '/tmp/never.sock', ...options }),
+      `BusrtServer: ${message}`,
+    );
   });
 
   it('keeps the error of the core as the cause when the core refused the option', () => {

@@ -36,6 +36,18 @@ export function ownNumber(
   return checkedNumber(`${owner}: ${name}`, v, def, check);
 }
 
+/**
+ * What `check` returns; a RangeError it throws (a check of the core) comes out naming `owner` and
+ * the option's place in `owner`'s options (`prefix`), with the core's error as its cause.
+ */
+export function ownCheck<T>(owner: string, prefix: string, check: () => T): T {
+  try {
+    return check();
+  } catch (e) {
+    throw e instanceof RangeError ? new RangeError(`${owner}: ${prefix}${e.message}`, { cause: e }) : e;
+  }
+}
+
 /** The options a server and a client proxy share, checked when they are built. */
 export interface LinkOptions {
   reconnect?: ReconnectOptions;
@@ -60,11 +72,7 @@ export function checkLinkOptions(owner: string, o: LinkOptions): void {
     ownNumber(owner, 'waitForBroker.maxDelayMs', w.maxDelayMs, 0, zero);
     if (w.maxAttempts !== Infinity) ownNumber(owner, 'waitForBroker.maxAttempts', w.maxAttempts, 1, { integer: true });
   }
-  try {
-    checkBusyPoll(o.busyPollUs);
-  } catch (e) {
-    throw new RangeError(`${owner}: ${(e as Error).message}`, { cause: e });
-  }
+  ownCheck(owner, '', () => checkBusyPoll(o.busyPollUs));
 }
 
 /** The retry settings of a `waitForBroker` option, or null when the first connect is not retried. */

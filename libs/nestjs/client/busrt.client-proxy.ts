@@ -233,6 +233,9 @@ export class BusrtClientProxy extends ClientProxy<BusrtClientEvents, string> {
   private readonly link: Link;
   private readonly name: string;
   private readonly timeoutMs: number;
+  /** `socketTimeoutMs` and `bufSize`, checked. */
+  private readonly socketTimeoutMs: number;
+  private readonly bufSize: number;
   private readonly qos: QoS;
   private readonly eventQos: QoS;
   private readonly settings: CallSettings;
@@ -246,8 +249,8 @@ export class BusrtClientProxy extends ClientProxy<BusrtClientEvents, string> {
     const own = 'BusrtClientProxy';
     checkLinkOptions(own, options);
     this.timeoutMs = ownNumber(own, 'timeoutMs', options.timeoutMs, 5000, { zero: true });
-    ownNumber(own, 'bufSize', options.bufSize, 2048);
-    ownNumber(own, 'socketTimeoutMs', options.socketTimeoutMs, 1000);
+    this.bufSize = ownNumber(own, 'bufSize', options.bufSize, 2048);
+    this.socketTimeoutMs = ownNumber(own, 'socketTimeoutMs', options.socketTimeoutMs, 1000);
     this.qos = options.qos ?? QoS.Processed;
     this.eventQos = options.eventQos ?? QoS.Processed;
     this.codec = new Codec(options.serializer, options.deserializer);
@@ -504,8 +507,8 @@ export class BusrtClientProxy extends ClientProxy<BusrtClientEvents, string> {
         return await connect({
           path,
           name: this.name,
-          timeoutMs: this.options.socketTimeoutMs ?? 1000,
-          bufSize: this.options.bufSize ?? 2048,
+          timeoutMs: this.socketTimeoutMs,
+          bufSize: this.bufSize,
           busyPollUs: this.options.busyPollUs ?? 0,
         });
       } catch (e) {

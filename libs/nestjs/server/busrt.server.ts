@@ -35,6 +35,7 @@ import {
   checkLinkOptions,
   Link,
   type LinkEvents,
+  ownCheck,
   ownNumber,
   type ReconnectOptions,
   untilConnected,
@@ -165,6 +166,9 @@ export class BusrtServer extends Server<BusrtServerEvents, BusrtStatus> implemen
   private readonly codec: Codec;
   private readonly cursors: CursorMap;
   private readonly bufferLimit: number;
+  /** `timeoutMs` and `closeTimeoutMs`, checked. */
+  private readonly socketTimeoutMs: number;
+  private readonly closeTimeoutMs: number;
   /** The bus name this instance registers: the service name, or its replica name. */
   readonly busName: string;
   private anchor: Anchor | null = null;
@@ -180,16 +184,12 @@ export class BusrtServer extends Server<BusrtServerEvents, BusrtStatus> implemen
       throw new TypeError('BusrtServer: a client name is required ({ name: "svc.example" })');
     }
     checkLinkOptions('BusrtServer', options);
-    ownNumber('BusrtServer', 'timeoutMs', options.timeoutMs, 1000);
-    ownNumber('BusrtServer', 'closeTimeoutMs', options.closeTimeoutMs, 10_000, { zero: true });
+    this.socketTimeoutMs = ownNumber('BusrtServer', 'timeoutMs', options.timeoutMs, 1000);
+    this.closeTimeoutMs = ownNumber('BusrtServer', 'closeTimeoutMs', options.closeTimeoutMs, 10_000, { zero: true });
     this.bufferLimit = ownNumber('BusrtServer', 'cursors.bufferLimit', options.cursors?.bufferLimit, 100_000, {
       integer: true,
     });
-    try {
-      this.cursors = new CursorMap(options.cursors);
-    } catch (e) {
-      throw e instanceof RangeError ? new RangeError(`BusrtServer: cursors.${e.message}`, { cause: e }) : e;
-    }
+    this.cursors = ownCheck('BusrtServer', 'cursors.', () => new CursorMap(options.cursors));
     this.link = new Link(BusrtServer, options.name, options.reconnect);
     this.codec = new Codec(options.serializer, options.deserializer);
     const r = options.replicas === true ? {} : options.replicas || null;
@@ -277,7 +277,7 @@ export class BusrtServer extends Server<BusrtServerEvents, BusrtStatus> implemen
     if (this.closing) return;
     this.closing = true;
     this.link.stop();
-    await this.idle(this.options.closeTimeoutMs ?? 10_000);
+    await this.idle(this.closeTimeoutMs);
     // The last replies are handed to the client in microtasks after their handlers settle.
     await new Promise((r) => setImmediate(r));
     this.detachCore?.();
@@ -362,7 +362,7 @@ export class BusrtServer extends Server<BusrtServerEvents, BusrtStatus> implemen
         const c = await connect({
           path,
           name,
-          timeoutMs: this.options.timeoutMs ?? 1000,
+          timeoutMs: this.socketTimeoutMs,
           busyPollUs: this.options.busyPollUs ?? 0,
         });
         if (main) c.onDisconnect((e) => this.lost(e));
