@@ -294,7 +294,7 @@ describe('federation options', () => {
       bufferBytes: 1024,
       user: 'u',
       pass: 'p',
-      tls: { caFile: 'ca.pem', certFile: 'c.pem', keyFile: 'k.pem', rejectUnauthorized: false },
+      tls: { caFile: 'ca.pem', extraCaFile: 'x.pem', certFile: 'c.pem', keyFile: 'k.pem', rejectUnauthorized: false },
       reconnectWaitMs: 1,
     };
     const r = resolveFederation({
@@ -380,9 +380,10 @@ describe('federation options', () => {
     [{ ...base, tls: 'yes' }, 'federation: "tls": expected an object'],
     [
       { ...base, tls: { ca: 'x' } },
-      'federation: "tls": unknown key "ca" (known: caFile, certFile, keyFile, rejectUnauthorized)',
+      'federation: "tls": unknown key "ca" (known: caFile, extraCaFile, certFile, keyFile, rejectUnauthorized)',
     ],
     [{ ...base, tls: { caFile: '' } }, 'federation: "tls": "caFile" must be a non-empty string'],
+    [{ ...base, tls: { extraCaFile: 7 } }, 'federation: "tls": "extraCaFile" must be a non-empty string'],
     [{ ...base, tls: { certFile: 'c.pem' } }, 'federation: "tls": certFile and keyFile go together'],
     [{ ...base, tls: { keyFile: 'k.pem' } }, 'federation: "tls": certFile and keyFile go together'],
     [{ ...base, tls: { rejectUnauthorized: 'no' } }, 'federation: "tls.rejectUnauthorized" must be true or false'],
@@ -1852,6 +1853,24 @@ describe('starting and stopping a link', () => {
       await server.stop();
     }
   }, 30_000);
+
+  it("trusts the CAs of extraCaFile beside Node's own, and says when it cannot read the file", async () => {
+    const certs = testCertificates();
+    const server = await NatsCluster.start(1, ['--tls', '--tlscert', certs.certFile, '--tlskey', certs.keyFile]);
+    const broker = new Broker({ logger: {} });
+    try {
+      const common = { servers: `tls://127.0.0.1:${server.nodes[0].port}`, cluster: 'fle', node: 'one' };
+      const missing = `${certs.caFile}.missing`;
+      await expect(broker.federate({ ...common, tls: { extraCaFile: missing } })).rejects.toThrow(
+        `federation: cannot read the extra CA file ${missing}: ENOENT`,
+      );
+      const link = await broker.federate({ ...common, tls: { extraCaFile: certs.caFile } });
+      await until(() => link.stats().connected, 10_000, 'the link through the extra CA');
+    } finally {
+      await broker.close();
+      await server.stop();
+    }
+  }, 20_000);
 
   it('authenticates with a token', async () => {
     const server = await NatsCluster.start(1, ['--auth', 'tok3n']);

@@ -6,12 +6,23 @@ import 'reflect-metadata';
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import { Module } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
-import { cpSync, mkdirSync, mkdtempSync, readdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { cpSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { Broker, BusError, connect, packMsgpack, QoS, RpcClient, type SocketClient, unpackMsgpack } from '#busrt/core';
+import {
+  Broker,
+  BusError,
+  connect,
+  type FederationOptions,
+  packMsgpack,
+  QoS,
+  RpcClient,
+  type SocketClient,
+  unpackMsgpack,
+} from '#busrt/core';
 import { BusrtHost, BusrtModule } from '#busrt/nestjs';
+import { HELD_BACK_CAS, withHeldBackCas } from '../src/busrtd/federation.js';
 import { connect as natsConnect } from '@nats-io/transport-node';
 import { NatsCluster } from './support/nats.js';
 import { BUSRTD_BIN, Daemon, REPO_ROOT, Running, runNode } from './support/procs.js';
@@ -540,4 +551,61 @@ describe('the link to NATS over TLS with a password', () => {
       await server.stop();
     }
   }, 30_000);
+});
+
+describe('busrtd and NODE_EXTRA_CA_CERTS', () => {
+  it("holds the file back from Node's start and trusts its CAs on a TLS link to NATS", async () => {
+    const certs = testCertificates();
+    const server = await NatsCluster.start(1, ['--tls', '--tlscert', certs.certFile, '--tlskey', certs.keyFile]);
+    const dir = mkdtempSync(join(tmpdir(), 'busrt-extraca-'));
+    try {
+      const file = join(dir, 'federation.json');
+      const url = `tls://127.0.0.1:${server.nodes[0].port}`;
+      writeFileSync(file, JSON.stringify({ servers: url, node: 'x', cluster: 'xca', tls: true, reconnectWaitMs: 50 }));
+      // The executable itself, as installed: its #! line makes the environment.
+      const trusted = Daemon.spawn(
+        ['-B', join(dir, 'a.sock'), '--federation', file],
+        { NODE_EXTRA_CA_CERTS: certs.caFile },
+        true,
+      );
+      await trusted.logged(/federation: node x connected to NATS/, 10_000);
+      const environ = readFileSync(`/proc/${trusted.pid}/environ`, 'utf8').split('\0');
+      expect(environ).toContain(`${HELD_BACK_CAS}=${certs.caFile}`);
+      expect(environ.filter((v) => v.startsWith('NODE_EXTRA_CA_CERTS='))).toEqual([]);
+      // Without the test CA among the extra ones, the same link does not trust the server.
+      const untrusted = Daemon.spawn(
+        ['-B', join(dir, 'b.sock'), '--federation', file],
+        { NODE_EXTRA_CA_CERTS: '' },
+        true,
+      );
+      await untrusted.logged(/federation: cannot reach NATS .*(certificate|self.signed)/i, 10_000);
+      expect(untrusted.stderr).not.toMatch(/connected to NATS/);
+    } finally {
+      await Daemon.killAll();
+      await server.stop();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }, 30_000);
+
+  it('gives the held-back file to a TLS link that has no CAs of its own, and to nothing else', () => {
+    const servers = 'tls://127.0.0.1:4222';
+    const base = { servers, node: 'n' };
+    expect(withHeldBackCas({ ...base, tls: true }, '/e.pem').tls).toEqual({ extraCaFile: '/e.pem' });
+    expect(withHeldBackCas({ ...base, tls: { certFile: 'c', keyFile: 'k' } }, '/e.pem').tls).toEqual({
+      certFile: 'c',
+      keyFile: 'k',
+      extraCaFile: '/e.pem',
+    });
+    // Its own CAs replace Node's, extra ones included, as Node does; its own extra file stands.
+    expect(withHeldBackCas({ ...base, tls: { caFile: '/ca.pem' } }, '/e.pem').tls).toEqual({ caFile: '/ca.pem' });
+    expect(withHeldBackCas({ ...base, tls: { extraCaFile: '/x.pem' } }, '/e.pem').tls).toEqual({
+      extraCaFile: '/x.pem',
+    });
+    // Null, as a JSON file may say.
+    for (const tls of [undefined, false, null] as FederationOptions['tls'][])
+      expect(withHeldBackCas({ ...base, tls }, '/e.pem').tls).toBe(tls);
+    // Unset or empty (the #! line sets it empty when NODE_EXTRA_CA_CERTS was not set).
+    expect(withHeldBackCas({ ...base, tls: true }, undefined).tls).toBe(true);
+    expect(withHeldBackCas({ ...base, tls: true }, '').tls).toBe(true);
+  });
 });

@@ -157,13 +157,19 @@ const running = new Set<Child>();
  * Runs a node script as a child with an IPC channel; with `nofile`, under that limit of open
  * files (set by the shell that then becomes node: a process may raise it up to its hard limit).
  */
-export function node(script: string, args: string[] = [], nodeFlags: string[] = [], nofile?: number): Child {
+export function node(
+  script: string,
+  args: string[] = [],
+  nodeFlags: string[] = [],
+  nofile?: number,
+  env: NodeJS.ProcessEnv = process.env,
+): Child {
   const argv = [...nodeFlags, script, ...args];
   const stdio: ('ignore' | 'pipe' | 'ipc')[] = ['ignore', 'pipe', 'pipe', 'ipc'];
   const child = new Child(
     nofile === undefined
-      ? spawn(process.execPath, argv, { stdio })
-      : spawn('sh', ['-c', `ulimit -n ${nofile} && exec "$0" "$@"`, process.execPath, ...argv], { stdio }),
+      ? spawn(process.execPath, argv, { stdio, env })
+      : spawn('sh', ['-c', `ulimit -n ${nofile} && exec "$0" "$@"`, process.execPath, ...argv], { stdio, env }),
   );
   running.add(child);
   child.proc.once('exit', () => running.delete(child));
@@ -196,11 +202,33 @@ export interface Busrtd {
   listening: string[];
 }
 
+/** busrtd's `#!` line. */
+const SHEBANG = readFileSync(BUSRTD, 'utf8').split('\n')[0];
+
 /** The Node flags of busrtd's `#!` line, so the bench runs it as its users do. */
 export const BUSRTD_FLAGS: string[] = (() => {
-  const m = /^#!.*\bnode\b(.*)$/m.exec(readFileSync(BUSRTD, 'utf8').split('\n')[0]);
+  const m = /^#!.*\bnode\b(.*)$/.exec(SHEBANG);
   return m === null ? [] : flagList(m[1]);
 })();
+
+/**
+ * The environment busrtd's `#!` line gives it: what `env -S` makes of its words before `node`
+ * (`-u NAME` unsets, `NAME=value` sets, `${NAME}` is the value it had), applied to `base`.
+ */
+export function busrtdEnv(base: NodeJS.ProcessEnv = process.env): NodeJS.ProcessEnv {
+  const env = { ...base };
+  const m = /^#!\S*env -S (.*?)\bnode\b/.exec(SHEBANG);
+  const words = m === null ? [] : flagList(m[1]);
+  for (let i = 0; i < words.length; i++) {
+    const w = words[i] as string;
+    if (w === '-u') delete env[words[++i] as string];
+    else {
+      const eq = w.indexOf('=');
+      if (eq > 0) env[w.slice(0, eq)] = w.slice(eq + 1).replace(/\$\{(\w+)\}/g, (_, k: string) => base[k] ?? '');
+    }
+  }
+  return env;
+}
 
 /** Flags written on one line, as a list. */
 export function flagList(line: string): string[] {
@@ -217,7 +245,8 @@ export function nodeFlags(flags: string[]): void {
 export async function busrtd(unix: string, extra: string[] = [], nofile?: number): Promise<Busrtd> {
   const flags = [...BUSRTD_FLAGS, ...extraFlags];
   if (profileDir !== null) flags.push('--cpu-prof', '--cpu-prof-dir', profileDir);
-  const child = node(BUSRTD, ['-B', unix, '-B', '127.0.0.1:0', '-t', '30', ...extra], [...new Set(flags)], nofile);
+  const args = ['-B', unix, '-B', '127.0.0.1:0', '-t', '30', ...extra];
+  const child = node(BUSRTD, args, [...new Set(flags)], nofile, busrtdEnv());
   await child.ready(/ started, pid /);
   const m = /listening on (\S+) \(tcp\)/.exec(child.err) as RegExpExecArray;
   const listening = [...child.err.matchAll(/listening on (\S+) \((\w+)\)/g)].map((x) => x[1] as string);

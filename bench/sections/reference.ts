@@ -1,8 +1,9 @@
 import { spawn } from 'node:child_process';
 import { accessSync, constants } from 'node:fs';
 import { connect } from 'node:net';
+import { dirname } from 'node:path';
 import { type Context, sleep } from '../lib/context.js';
-import { BUSRTD, BUSRTD_FLAGS, Child, cpuMs, memKiB, resetPeak, ROOT } from '../lib/proc.js';
+import { BUSRTD, Child, cpuMs, memKiB, resetPeak, ROOT } from '../lib/proc.js';
 import { groupDigits } from '../lib/report.js';
 import { kib, percentiles } from '../lib/stats.js';
 
@@ -42,7 +43,7 @@ export function executable(name: string): { path: string | null; why: string } {
 /** How to start a broker listening on a UNIX socket. */
 interface BrokerKind {
   name: string;
-  command: (socket: string) => { file: string; args: string[] };
+  command: (socket: string) => { file: string; args: string[]; env?: NodeJS.ProcessEnv };
 }
 
 /** A started broker: its process, and how long it took to accept a connection. */
@@ -72,9 +73,9 @@ export async function accepting(socket: string, child: Child, limitMs: number): 
 }
 
 async function start(kind: BrokerKind, socket: string): Promise<Started> {
-  const { file, args } = kind.command(socket);
+  const { file, args, env } = kind.command(socket);
   const t0 = performance.now();
-  const child = new Child(spawn(file, args, { stdio: ['ignore', 'pipe', 'pipe'], cwd: ROOT }));
+  const child = new Child(spawn(file, args, { stdio: ['ignore', 'pipe', 'pipe'], cwd: ROOT, env }));
   await accepting(socket, child, 10_000);
   return { child, socket, startMs: performance.now() - t0 };
 }
@@ -134,7 +135,13 @@ export async function reference(ctx: Context): Promise<void> {
   const brokers: BrokerKind[] = [
     {
       name: 'this busrtd',
-      command: (socket) => ({ file: process.execPath, args: [...BUSRTD_FLAGS, BUSRTD, '-B', socket] }),
+      // The executable itself, its `#!` line finding this Node first on the PATH: as it runs when
+      // installed, with the flags and environment that line gives it.
+      command: (socket) => ({
+        file: BUSRTD,
+        args: ['-B', socket],
+        env: { ...process.env, PATH: `${dirname(process.execPath)}:${process.env.PATH ?? ''}` },
+      }),
     },
     { name: 'reference busrtd', command: (socket) => ({ file: refd.path as string, args: ['-B', socket] }) },
   ];

@@ -24,7 +24,12 @@ import {
   NameCache,
   type Payload,
 } from '../protocol/index.js';
-import { type FederationOptions, resolveFederation, type ResolvedFederation } from './options.js';
+import {
+  type FederationOptions,
+  type FederationTlsOptions,
+  resolveFederation,
+  type ResolvedFederation,
+} from './options.js';
 import { Outbox } from './outbox.js';
 import {
   type Control,
@@ -125,6 +130,21 @@ const STRANGERS = 1024;
 const byteOrder = (a: string, b: string): number => Buffer.compare(Buffer.from(a), Buffer.from(b));
 
 /** Loads the NATS client when a link starts, so that a broker without one never loads it. */
+/**
+ * What a TLS link trusts when `extraCaFile` adds to Node's bundled CAs: both, in one PEM text (CAs
+ * given to Node replace its own); undefined where Node's choice stands (no TLS, `caFile`, or
+ * nothing extra).
+ */
+async function trustedCas(tls: FederationTlsOptions | null): Promise<string | undefined> {
+  if (tls === null || tls.caFile !== undefined || tls.extraCaFile === undefined) return undefined;
+  const file = tls.extraCaFile;
+  const pem = await readFile(file, 'utf8').catch((e: Error) => {
+    throw new Error(`federation: cannot read the extra CA file ${file}: ${e.message}`, { cause: e });
+  });
+  const { rootCertificates } = await import('node:tls');
+  return [...rootCertificates, pem].join('\n');
+}
+
 async function loadNats(): Promise<NatsModule> {
   try {
     return await import('@nats-io/transport-node');
@@ -247,11 +267,12 @@ export class Federation implements BrokerLink {
     const nats = await loadNats();
     const authenticator =
       resolved.credsFile === null ? undefined : nats.credsAuthenticator(await readFile(resolved.credsFile));
+    const ca = await trustedCas(resolved.tls);
     const f = new Federation(core, resolved);
     for (const e of core.entries()) f.registered(e);
     core.link = f;
     f.startTimers();
-    f.connectLoop(nats, authenticator);
+    f.connectLoop(nats, authenticator, ca);
     return f;
   }
 
@@ -773,7 +794,11 @@ export class Federation implements BrokerLink {
   // ------------------------------------------------------------ NATS connection
 
   /** Connects, and tries again every `reconnectWaitMs` until it has (or the link closes). */
-  private connectLoop(nats: NatsModule, authenticator: ReturnType<NatsModule['credsAuthenticator']> | undefined): void {
+  private connectLoop(
+    nats: NatsModule,
+    authenticator: ReturnType<NatsModule['credsAuthenticator']> | undefined,
+    ca: string | undefined,
+  ): void {
     const o = this.options;
     const opts: NodeConnectionOptions = {
       servers: o.servers,
@@ -792,7 +817,10 @@ export class Federation implements BrokerLink {
     }
     if (o.token !== null) opts.token = o.token;
     if (authenticator !== undefined) opts.authenticator = authenticator;
-    if (o.tls !== null) opts.tls = { ...o.tls };
+    if (o.tls !== null) {
+      const { extraCaFile: _, ...files } = o.tls;
+      opts.tls = ca === undefined ? files : { ...files, ca };
+    }
     let failures = 0;
     const attempt = (): void => {
       if (this.closed) return;

@@ -2,8 +2,14 @@ import { aaaMapFrom, type AaaRule, ClientAaa } from '../broker/index.js';
 
 /** TLS to the NATS servers, as the NATS client takes it (files are read by the client). */
 export interface FederationTlsOptions {
-  /** CA certificate(s) that sign the servers' certificates (PEM file). */
+  /** CA certificate(s) that sign the servers' certificates (PEM file); only these are trusted. */
   caFile?: string;
+  /**
+   * CA certificates trusted besides Node's bundled ones (PEM file), as `NODE_EXTRA_CA_CERTS` adds
+   * them; ignored when `caFile` is given. busrtd sets it from `NODE_EXTRA_CA_CERTS`, which its
+   * `#!` line keeps from Node's start-up.
+   */
+  extraCaFile?: string;
   /** This broker's client certificate, for servers that require one (PEM file). */
   certFile?: string;
   /** Its private key (PEM file). */
@@ -111,7 +117,7 @@ const KEYS = new Set([
   'reconnectWaitMs',
 ]);
 const MASK_KEYS = new Set(['export', 'import']);
-const TLS_KEYS = new Set(['caFile', 'certFile', 'keyFile', 'rejectUnauthorized']);
+const TLS_KEYS = new Set(['caFile', 'extraCaFile', 'certFile', 'keyFile', 'rejectUnauthorized']);
 /** A NATS subject token as the link uses it: no dots, wildcards or spaces. */
 const TOKEN = /^[A-Za-z0-9_-]+$/;
 
@@ -170,7 +176,7 @@ function tlsOf(v: unknown, at: string): FederationTlsOptions | null {
   const t = object(v, `${at}: "tls"`);
   checkKeys(t, TLS_KEYS, `${at}: "tls"`);
   const out: FederationTlsOptions = {};
-  for (const k of ['caFile', 'certFile', 'keyFile'] as const) {
+  for (const k of ['caFile', 'extraCaFile', 'certFile', 'keyFile'] as const) {
     const f = text(t, k, `${at}: "tls"`);
     if (f !== null) out[k] = f;
   }
