@@ -37,6 +37,7 @@ import {
   type SocketClient,
   unpackMsgpack,
 } from '#busrt/core';
+import { createUser, type KeyPair } from '@nats-io/nkeys';
 import { connect as natsConnect, type Msg, type NatsConnection } from '@nats-io/transport-node';
 import { testCertificates } from './support/certs.js';
 import { NatsCluster } from './support/nats.js';
@@ -1857,18 +1858,70 @@ describe('starting and stopping a link', () => {
   it("trusts the CAs of extraCaFile beside Node's own, and says when it cannot read the file", async () => {
     const certs = testCertificates();
     const server = await NatsCluster.start(1, ['--tls', '--tlscert', certs.certFile, '--tlskey', certs.keyFile]);
-    const broker = new Broker({ logger: {} });
+    const warnings: string[] = [];
+    const brokers = [
+      new Broker({ logger: {} }),
+      new Broker({ logger: {} }),
+      new Broker({ logger: { warn: (m) => warnings.push(m) } }),
+    ];
     try {
-      const common = { servers: `tls://127.0.0.1:${server.nodes[0].port}`, cluster: 'fle', node: 'one' };
+      const common = { servers: `tls://127.0.0.1:${server.nodes[0].port}`, cluster: 'fle' };
       const missing = `${certs.caFile}.missing`;
-      await expect(broker.federate({ ...common, tls: { extraCaFile: missing } })).rejects.toThrow(
-        `federation: cannot read the extra CA file ${missing}: ENOENT`,
-      );
-      const link = await broker.federate({ ...common, tls: { extraCaFile: certs.caFile } });
+      await expect(
+        brokers[0].federate({ ...common, node: 'one', tls: { extraCaFile: missing } }),
+      ).rejects.toMatchObject({
+        message: expect.stringContaining(`federation: cannot read the extra CA file ${missing}: ENOENT`),
+        cause: { code: 'ENOENT' },
+      });
+      const link = await brokers[0].federate({ ...common, node: 'one', tls: { extraCaFile: certs.caFile } });
       await until(() => link.stats().connected, 10_000, 'the link through the extra CA');
+      // caFile replaces Node's CAs and the extra ones alike: the extra file is not even read.
+      const tls = { caFile: certs.caFile, extraCaFile: missing };
+      const own = await brokers[1].federate({ ...common, node: 'two', tls });
+      await until(() => own.stats().connected, 10_000, 'the link through its own CA');
+      // Node's CAs alone do not know the test CA: the link starts, and says why it cannot connect.
+      const plain = await brokers[2].federate({ ...common, node: 'three', tls: true, reconnectWaitMs: 50 });
+      await until(() => warnings.length > 0, 10_000, 'the refusal');
+      expect(warnings[0]).toMatch(/^federation: cannot reach NATS .*certificate/);
+      expect(plain.stats().connected).toBe(false);
     } finally {
-      await broker.close();
+      for (const b of brokers) await b.close();
       await server.stop();
+    }
+  }, 20_000);
+
+  it('authenticates with a credentials file, and is refused with a key the server does not know', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'busrt-creds-'));
+    // A server that lists NKey users (no operator) checks the signature of its nonce by the user's
+    // key; the JWT part of the file, which only an operator's server reads, is a placeholder.
+    const credsFile = (name: string, kp: KeyPair): string => {
+      const file = join(dir, `${name}.creds`);
+      const seed = new TextDecoder().decode(kp.getSeed());
+      writeFileSync(
+        file,
+        `-----BEGIN NATS USER JWT-----\nplaceholder\n------END NATS USER JWT------\n\n` +
+          `-----BEGIN USER NKEY SEED-----\n${seed}\n------END USER NKEY SEED------\n`,
+      );
+      return file;
+    };
+    const user = createUser();
+    const config = join(dir, 'server.conf');
+    writeFileSync(config, `authorization { users = [ { nkey: "${user.getPublicKey()}" } ] }\n`);
+    const server = await NatsCluster.start(1, ['-c', config]);
+    const warnings: string[] = [];
+    const brokers = [new Broker({ logger: {} }), new Broker({ logger: { warn: (m) => warnings.push(m) } })];
+    try {
+      const common = { servers: server.urls, cluster: 'flc', reconnectWaitMs: 50 };
+      const one = await brokers[0].federate({ ...common, node: 'one', credsFile: credsFile('user', user) });
+      await one.connected();
+      const other = await brokers[1].federate({ ...common, node: 'two', credsFile: credsFile('other', createUser()) });
+      await until(() => warnings.length > 0, 10_000, 'the refusal');
+      expect(warnings[0]).toMatch(/^federation: cannot reach NATS .*authorization/i);
+      expect(other.stats().connected).toBe(false);
+    } finally {
+      for (const b of brokers) await b.close();
+      await server.stop();
+      rmSync(dir, { recursive: true, force: true });
     }
   }, 20_000);
 
