@@ -22,7 +22,8 @@ import {
   unpackMsgpack,
 } from '#busrt/core';
 import { BusrtHost, BusrtModule } from '#busrt/nestjs';
-import { HELD_BACK_CAS, withHeldBackCas } from '../src/busrtd/federation.js';
+import { withHeldBackCas } from '../src/busrtd/federation.js';
+import { HELD_BACK_CAS, heldBackCaFile } from '../src/shared/extra-cas.js';
 import { connect as natsConnect } from '@nats-io/transport-node';
 import { NatsCluster } from './support/nats.js';
 import { BUSRTD_BIN, Daemon, REPO_ROOT, Running, runNode } from './support/procs.js';
@@ -604,8 +605,10 @@ describe('busrtd and NODE_EXTRA_CA_CERTS', () => {
     // Null, as a JSON file may say.
     for (const tls of [undefined, false, null] as FederationOptions['tls'][])
       expect(withHeldBackCas({ ...base, tls }, '/e.pem').tls).toBe(tls);
-    // Unset or empty (the #! line sets it empty when NODE_EXTRA_CA_CERTS was not set).
     expect(withHeldBackCas({ ...base, tls: true }, undefined).tls).toBe(true);
-    expect(withHeldBackCas({ ...base, tls: true }, '').tls).toBe(true);
+    // Unset or empty (the #! line sets it empty when NODE_EXTRA_CA_CERTS was not set): none.
+    expect(heldBackCaFile({})).toBeUndefined();
+    expect(heldBackCaFile({ [HELD_BACK_CAS]: '' })).toBeUndefined();
+    expect(heldBackCaFile({ [HELD_BACK_CAS]: '/e.pem', NODE_EXTRA_CA_CERTS: '/n.pem' })).toBe('/e.pem');
   });
 });

@@ -6,7 +6,7 @@ import { once } from 'node:events';
 import { copyFileSync, mkdtempSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { Duplex } from 'node:stream';
 import tls from 'node:tls';
 import {
@@ -20,7 +20,7 @@ import {
   unpackMsgpack,
 } from '#busrt/core';
 import { pem, testCerts, type TestCerts } from './support/certs.js';
-import { BUSRT_BIN, Daemon, runNode } from './support/procs.js';
+import { BUSRT_BIN, Daemon, runCommand, runNode } from './support/procs.js';
 import { until } from './support/until.js';
 import { writeFileSync } from 'node:fs';
 
@@ -137,25 +137,21 @@ describe('busrtd with TLS', () => {
   }, 20000);
 });
 
+/** busrtd on a tls:// and a wss:// bind of loopback (port 0), with the test server certificate. */
+async function tlsAndWssDaemon(extra: string[] = []): Promise<{ d: Daemon; tlsAddr: string; wssAddr: string }> {
+  const binds = ['-B', 'tls://127.0.0.1:0', '-B', 'wss://127.0.0.1:0'];
+  const d = await Daemon.start([...binds, '--tls-cert', certs.serverCert, '--tls-key', certs.serverKey, ...extra]);
+  const tlsAddr = /listening on (tls:\/\/\S+) \(tls\)/.exec(d.stderr)?.[1] as string;
+  const wssAddr = /listening on (wss:\/\/\S+) \(websocket\)/.exec(d.stderr)?.[1] as string;
+  return { d, tlsAddr, wssAddr };
+}
+
 describe('busrt over TLS and WebSocket', () => {
   it('checks the certificate, presents one, and sends a token, as told', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'busrt-cli-'));
     const tokens = join(dir, 'tokens.json');
     writeFileSync(tokens, JSON.stringify({ 'cli-secret': ['cli.user'] }));
-    const d = await Daemon.start([
-      '-B',
-      'tls://127.0.0.1:0',
-      '-B',
-      'wss://127.0.0.1:0',
-      '--tls-cert',
-      certs.serverCert,
-      '--tls-key',
-      certs.serverKey,
-      '--ws-tokens',
-      tokens,
-    ]);
-    const tlsAddr = /listening on (tls:\/\/\S+) \(tls\)/.exec(d.stderr)?.[1] as string;
-    const wssAddr = /listening on (wss:\/\/\S+) \(websocket\)/.exec(d.stderr)?.[1] as string;
+    const { d, tlsAddr, wssAddr } = await tlsAndWssDaemon(['--ws-tokens', tokens]);
     const untrusted = await runNode(BUSRT_BIN, [tlsAddr, 'broker', 'test']);
     expect(untrusted.code).toBe(3);
     expect(untrusted.stderr).toMatch(/certificate/);
@@ -188,6 +184,38 @@ describe('busrt over TLS and WebSocket', () => {
     ]);
     expect(otherName.code).toBe(1);
     expect(otherName.stderr).toMatch(/refused|access/i);
+    expect(await d.stop()).toEqual({ code: 0, signal: null });
+  }, 30000);
+});
+
+describe('busrt and NODE_EXTRA_CA_CERTS', () => {
+  it('trusts its CAs run as the executable, which holds the file back from Node, and under node', async () => {
+    const { d, tlsAddr, wssAddr } = await tlsAndWssDaemon();
+    // As installed: the #! line finds this Node on the PATH.
+    const run = (address: string, extra: string) =>
+      runCommand(BUSRT_BIN, [address, 'broker', 'test'], {
+        env: { PATH: `${dirname(process.execPath)}:${process.env.PATH ?? ''}`, NODE_EXTRA_CA_CERTS: extra },
+      });
+    for (const address of [tlsAddr, wssAddr]) {
+      const r = await run(address, certs.ca);
+      expect(r.stderr).toBe('');
+      expect(r.code).toBe(0);
+    }
+    // Without the test CA among the extra ones the broker is not trusted.
+    const none = await run(tlsAddr, '');
+    expect(none.code).toBe(3);
+    expect(none.stderr).toMatch(/certificate/);
+    // A file that cannot be read is left out with a warning, as Node does.
+    const missing = join(tmpdir(), 'busrt-no-such-ca.pem');
+    const unread = await run(tlsAddr, missing);
+    expect(unread.code).toBe(3);
+    expect(unread.stderr).toContain(
+      `busrt: warning: ignoring the CA certificates of NODE_EXTRA_CA_CERTS (${missing}): `,
+    );
+    expect(unread.stderr).toMatch(/certificate/);
+    // Run by node, which reads the variable itself.
+    const underNode = await runNode(BUSRT_BIN, [tlsAddr, 'broker', 'test'], { env: { NODE_EXTRA_CA_CERTS: certs.ca } });
+    expect(underNode.code).toBe(0);
     expect(await d.stop()).toEqual({ code: 0, signal: null });
   }, 30000);
 });

@@ -9,24 +9,18 @@ import {
   parseFederationJson,
   resolveFederation,
 } from '#busrt/core';
+import { heldBackCaFile } from '../shared/extra-cas.js';
 import { errorText, UsageError } from '../shared/values.js';
 import { readConfigFederation, type FederationSource } from './options.js';
 
 /**
- * Where busrtd's `#!` line keeps `NODE_EXTRA_CA_CERTS`: Node 20 reads and parses that file when
- * it starts (some 50 ms and 2 MiB with a system bundle of 140 certificates), and the daemon needs
- * those CAs only for a TLS link to NATS.
- */
-export const HELD_BACK_CAS = 'BUSRTD_NODE_EXTRA_CA_CERTS';
-
-/**
  * Gives a TLS link without CAs of its own the extra CAs that Node would have added to its bundled
- * ones (`file`, from {@link HELD_BACK_CAS}), so that holding them back from the start-up changes
- * nothing the daemon trusts.
+ * ones (`file`, held back from Node's start: see src/shared/extra-cas.ts), so that holding them
+ * back changes nothing the daemon trusts.
  */
 export function withHeldBackCas(options: FederationOptions, file: string | undefined): FederationOptions {
   const tls = options.tls;
-  if (file === undefined || file === '' || tls === undefined || tls === false || tls === null) return options;
+  if (file === undefined || tls === undefined || tls === false || tls === null) return options;
   const t = tls === true ? {} : tls;
   if (t.caFile !== undefined || t.extraCaFile !== undefined) return options;
   return { ...options, tls: { ...t, extraCaFile: file } };
@@ -81,7 +75,7 @@ export async function loadFederation(source: FederationSource, aaaMap: AaaMap | 
       keyFile: at(t.keyFile),
     };
   }
-  options = withHeldBackCas(options, process.env[HELD_BACK_CAS]);
+  options = withHeldBackCas(options, heldBackCaFile(process.env));
   if ((options.aaa !== undefined && options.aaa !== null) || aaaMap === null)
     return { options, aaa: undefined, note: null };
   const rule = aaaMap.get(FEDERATION_IDENTITY);

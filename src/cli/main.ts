@@ -21,6 +21,7 @@ import {
   unpackMsgpack,
 } from '#busrt/core';
 import { runBenchmark, STAGES, type Stage } from '../shared/benchmark.js';
+import { heldBackCaFile } from '../shared/extra-cas.js';
 import { errorText, parseNumber, UsageError } from '../shared/values.js';
 import { formatLabel, PAYLOAD_FORMATS, type PayloadFormat, showPayload, toJsonValue } from './format.js';
 import { callParams, jsonAsMsgpack, payloadArg, type PayloadSource } from './input.js';
@@ -216,6 +217,7 @@ export async function runCli(argv: readonly string[], io: CliIo): Promise<number
     io.err(`busrt: ${e.message}\nTry 'busrt --help'.\n`);
     return EXIT.usage;
   }
+  ctx.link = await withExtraCas(ctx.link, ctx.path, io);
   try {
     return await dispatch(ctx, args);
   } catch (e) {
@@ -287,6 +289,26 @@ function linkOptions(v: Values, env: NodeJS.ProcessEnv): Pick<ClientOptions, 'tl
     max: MAX_BUSY_POLL_US,
   });
   return { tls, busyPollUs, ...(token === undefined ? {} : { token }) };
+}
+
+/**
+ * The TLS options of a `tls://` or `wss://` address without `--tls-ca`: Node's bundled CAs and
+ * those of the file held back from Node's start (`NODE_EXTRA_CA_CERTS`, see
+ * src/shared/extra-cas.ts), as Node would have trusted them. A file that cannot be read is left
+ * out with a warning, as Node does.
+ */
+async function withExtraCas(link: Ctx['link'], path: string, io: CliIo): Promise<Ctx['link']> {
+  const file = heldBackCaFile(io.env);
+  if (file === undefined || link.tls?.ca !== undefined || !/^(tls|wss):\/\//.test(path)) return link;
+  let pem: string;
+  try {
+    pem = readFileSync(file, 'utf8');
+  } catch (e) {
+    io.err(`busrt: warning: ignoring the CA certificates of NODE_EXTRA_CA_CERTS (${file}): ${errorText(e)}\n`);
+    return link;
+  }
+  const { rootCertificates } = await import('node:tls');
+  return { ...link, tls: { ...link.tls, ca: [...rootCertificates, pem] } };
 }
 
 /** The broker could not be reached (exit code 3). */
