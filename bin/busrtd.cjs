@@ -6,7 +6,7 @@
 // it. Fixed, the round trips ran faster and the memory after churn stays level instead of
 // climbing by 16 MiB over the first rounds (docs/reliability.md#connection-churn); an idle
 // daemon does not touch the pages, so it starts as small. `node bin/busrtd.cjs` runs it without
-// these flags. The daemon is one bundled script (scripts/build-daemon.mjs), which starts several
+// these flags. The daemon is one bundled script (scripts/build-commands.mjs), which starts several
 // times faster than the tree of modules in dist/src it is built from. Both are CommonJS: an ES
 // module as the entry point sets up Node's module loader first, which cost a tenth of the start-up
 // and 1.5 MiB of idle memory; the loader is still there for what busrtd imports only when asked.

@@ -1,16 +1,17 @@
-// The build of a Stryker sandbox (stryker.config.mjs): tsc into dist/, then busrtd's bundle, which
-// a few tests of the FIFO endpoint and the federation start as a child process. The instrumented
-// sources carry mutants that need not type-check, and tsc writes its output all the same; what
-// must not happen is a missing output, so the run fails only then.
+// The build of a Stryker sandbox (stryker.config.mjs): tsc into dist/, then the commands' bundles,
+// which tests of the FIFO endpoint, the federation and the command line start as child processes.
+// The instrumented sources carry mutants that need not type-check, and tsc writes its output all
+// the same; what must not happen is a missing output, so the run fails only then.
 import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
 
 const tsc = createRequire(import.meta.url).resolve('typescript/bin/tsc');
 spawnSync(process.execPath, [tsc, '-p', 'tsconfig.json'], { stdio: ['ignore', 'ignore', 'inherit'] });
-spawnSync(process.execPath, ['scripts/build-daemon.mjs'], { stdio: ['ignore', 'ignore', 'inherit'] });
+spawnSync(process.execPath, ['scripts/build-commands.mjs'], { stdio: ['ignore', 'ignore', 'inherit'] });
 for (const f of [
   'dist/busrtd/busrtd.cjs',
+  'dist/busrt/busrt.cjs',
   'dist/libs/busrt/internal.js',
   'dist/libs/nestjs/internal.js',
   'dist/test/protocol.test.js',

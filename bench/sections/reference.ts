@@ -154,7 +154,7 @@ export async function reference(ctx: Context): Promise<void> {
     {
       name: "this project's client",
       file: process.execPath,
-      args: (socket: string) => [`${ROOT}/bin/busrt.js`, socket, 'benchmark', '-w', '2', '-i', String(iters)],
+      args: (socket: string) => [`${ROOT}/bin/busrt.cjs`, socket, 'benchmark', '-w', '2', '-i', String(iters)],
     },
   ];
 

@@ -8,7 +8,7 @@ import { Waiters } from './waiters.js';
 export const REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
 /** The installed entry points, as `npm i -g` would run them. */
 export const BUSRTD_BIN = resolve(REPO_ROOT, 'bin', 'busrtd.cjs');
-export const BUSRT_BIN = resolve(REPO_ROOT, 'bin', 'busrt.js');
+export const BUSRT_BIN = resolve(REPO_ROOT, 'bin', 'busrt.cjs');
 
 /** The test runner's environment without BUSRT_* variables, so nothing leaks into a child. */
 export function cleanEnv(extra: Record<string, string> = {}): NodeJS.ProcessEnv {
