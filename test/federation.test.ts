@@ -581,6 +581,17 @@ describe('busrtd and NODE_EXTRA_CA_CERTS', () => {
       );
       await untrusted.logged(/federation: cannot reach NATS .*(certificate|self.signed)/i, 10_000);
       expect(untrusted.stderr).not.toMatch(/connected to NATS/);
+      // A file that cannot be read is left out with a warning, as Node does; the broker starts.
+      const missing = join(dir, 'no-such-ca.pem');
+      const unread = Daemon.spawn(
+        ['-B', join(dir, 'c.sock'), '--federation', file],
+        { NODE_EXTRA_CA_CERTS: missing },
+        true,
+      );
+      await unread.logged(/federation: cannot reach NATS .*(certificate|self.signed)/i, 10_000);
+      expect(unread.stderr).toContain(
+        `WARN federation: ignoring the CA certificates of NODE_EXTRA_CA_CERTS (${missing}): ENOENT`,
+      );
     } finally {
       await Daemon.killAll();
       await server.stop();

@@ -82,6 +82,7 @@ export async function startBusrtd(opts: BusrtdOptions, log: DaemonLog): Promise<
     throw new StartError(errorText(e));
   }
   if (federation !== null) {
+    if (federation.warning !== null) log.warn(federation.warning);
     if (federation.note !== null) log.notice(federation.note);
     try {
       await broker.federate(federation.options, federation.aaa);

@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { dirname, resolve } from 'node:path';
 import {
@@ -33,6 +34,8 @@ export interface DaemonFederation {
   aaa: ClientAaa | null | undefined;
   /** What to tell the operator about that rule. */
   note: string | null;
+  /** A warning for the operator (an extra CA file that cannot be read), or null. */
+  warning: string | null;
 }
 
 /**
@@ -75,14 +78,27 @@ export async function loadFederation(source: FederationSource, aaaMap: AaaMap | 
       keyFile: at(t.keyFile),
     };
   }
-  options = withHeldBackCas(options, heldBackCaFile(process.env));
+  // An unreadable file is left out with a warning, as Node itself does with NODE_EXTRA_CA_CERTS.
+  let warning: string | null = null;
+  let extra = heldBackCaFile(process.env);
+  if (extra !== undefined && withHeldBackCas(options, extra) !== options) {
+    try {
+      readFileSync(extra);
+    } catch (e) {
+      warning = `federation: ignoring the CA certificates of NODE_EXTRA_CA_CERTS (${extra}): ${errorText(e)}`;
+      extra = undefined;
+    }
+  }
+  options = withHeldBackCas(options, extra);
   if ((options.aaa !== undefined && options.aaa !== null) || aaaMap === null)
-    return { options, aaa: undefined, note: null };
+    return { options, aaa: undefined, note: null, warning };
   const rule = aaaMap.get(FEDERATION_IDENTITY);
   if (rule !== undefined) {
-    return { options, aaa: rule, note: `federation: remote senders follow the AAA rule of ${FEDERATION_IDENTITY}` };
+    const note = `federation: remote senders follow the AAA rule of ${FEDERATION_IDENTITY}`;
+    return { options, aaa: rule, note, warning };
   }
   return {
+    warning,
     options,
     aaa: new ClientAaa().denyP2p().denyPublish().denyBroadcast(),
     note: `federation: the AAA map has no rule for ${FEDERATION_IDENTITY}: remote senders may not reach any client here`,
