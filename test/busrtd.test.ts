@@ -6,7 +6,8 @@ import { decode } from '@msgpack/msgpack';
 import { parseBusrtdArgs } from '../src/busrtd/options.js';
 import { UsageError } from '../src/shared/values.js';
 import { connect, RpcClient, unpackMsgpack } from '#busrt/core';
-import { Daemon, runNode, BUSRTD_BIN } from './support/procs.js';
+import { busrtdEnv } from '../bench/lib/proc.js';
+import { cleanEnv, Daemon, runNode, BUSRTD_BIN } from './support/procs.js';
 import { PeerPool, RawPeer, tmpSocket } from './support/raw.js';
 
 const pool = new PeerPool();
@@ -152,6 +153,21 @@ describe('busrtd process: start, usage and failures', () => {
     expect(argv.some((a) => a.endsWith('busrtd.cjs'))).toBe(true);
     expect((await d.stop()).code).toBe(0);
     expect(existsSync(sock)).toBe(false);
+  });
+
+  it('is started by the bench with the environment its #! line makes', async () => {
+    const extra = { NODE_EXTRA_CA_CERTS: join(dirname(tmpSocket('x')), 'ca.pem') };
+    const d = Daemon.spawn(['-B', tmpSocket('env.sock')], extra, true);
+    await d.logged(/ started, pid /, 5000);
+    const environ = readFileSync(`/proc/${d.pid}/environ`, 'utf8')
+      .split('\0')
+      .filter((x) => x !== '');
+    const seen = Object.fromEntries(environ.map((x) => [x.slice(0, x.indexOf('=')), x.slice(x.indexOf('=') + 1)]));
+    // What Daemon.spawn gave the executable, passed through the bench's reading of the #! line.
+    const given = cleanEnv({ PATH: `${dirname(process.execPath)}:${process.env.PATH ?? ''}`, ...extra });
+    expect(seen).toEqual(busrtdEnv(given));
+    expect(seen.BUSRT_NODE_EXTRA_CA_CERTS).toBe(extra.NODE_EXTRA_CA_CERTS);
+    expect((await d.stop()).code).toBe(0);
   });
 
   it.each([
