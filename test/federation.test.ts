@@ -564,30 +564,20 @@ describe('busrtd and NODE_EXTRA_CA_CERTS', () => {
       const url = `tls://127.0.0.1:${server.nodes[0].port}`;
       writeFileSync(file, JSON.stringify({ servers: url, node: 'x', cluster: 'xca', tls: true, reconnectWaitMs: 50 }));
       // The executable itself, as installed: its #! line makes the environment.
-      const trusted = Daemon.spawn(
-        ['-B', join(dir, 'a.sock'), '--federation', file],
-        { NODE_EXTRA_CA_CERTS: certs.caFile },
-        true,
-      );
+      const daemon = (sock: string, extraCas: string): Daemon =>
+        Daemon.spawn(['-B', join(dir, sock), '--federation', file], { NODE_EXTRA_CA_CERTS: extraCas }, true);
+      const trusted = daemon('a.sock', certs.caFile);
       await trusted.logged(/federation: node x connected to NATS/, 10_000);
       const environ = readFileSync(`/proc/${trusted.pid}/environ`, 'utf8').split('\0');
       expect(environ).toContain(`${HELD_BACK_CAS}=${certs.caFile}`);
       expect(environ.filter((v) => v.startsWith('NODE_EXTRA_CA_CERTS='))).toEqual([]);
       // Without the test CA among the extra ones, the same link does not trust the server.
-      const untrusted = Daemon.spawn(
-        ['-B', join(dir, 'b.sock'), '--federation', file],
-        { NODE_EXTRA_CA_CERTS: '' },
-        true,
-      );
+      const untrusted = daemon('b.sock', '');
       await untrusted.logged(/federation: cannot reach NATS .*(certificate|self.signed)/i, 10_000);
       expect(untrusted.stderr).not.toMatch(/connected to NATS/);
       // A file that cannot be read is left out with a warning, as Node does; the broker starts.
       const missing = join(dir, 'no-such-ca.pem');
-      const unread = Daemon.spawn(
-        ['-B', join(dir, 'c.sock'), '--federation', file],
-        { NODE_EXTRA_CA_CERTS: missing },
-        true,
-      );
+      const unread = daemon('c.sock', missing);
       await unread.logged(/federation: cannot reach NATS .*(certificate|self.signed)/i, 10_000);
       expect(unread.stderr).toContain(
         `WARN federation: ignoring the CA certificates of NODE_EXTRA_CA_CERTS (${missing}): ENOENT`,

@@ -80,16 +80,16 @@ export async function loadFederation(source: FederationSource, aaaMap: AaaMap | 
   }
   // An unreadable file is left out with a warning, as Node itself does with NODE_EXTRA_CA_CERTS.
   let warning: string | null = null;
-  let extra = heldBackCaFile(process.env);
-  if (extra !== undefined && withHeldBackCas(options, extra) !== options) {
+  const extra = heldBackCaFile(process.env);
+  const withExtra = withHeldBackCas(options, extra);
+  if (extra !== undefined && withExtra !== options) {
     try {
       readFileSync(extra);
+      options = withExtra;
     } catch (e) {
       warning = `federation: ignoring the CA certificates of NODE_EXTRA_CA_CERTS (${extra}): ${errorText(e)}`;
-      extra = undefined;
     }
   }
-  options = withHeldBackCas(options, extra);
   if ((options.aaa !== undefined && options.aaa !== null) || aaaMap === null)
     return { options, aaa: undefined, note: null, warning };
   const rule = aaaMap.get(FEDERATION_IDENTITY);
@@ -98,9 +98,9 @@ export async function loadFederation(source: FederationSource, aaaMap: AaaMap | 
     return { options, aaa: rule, note, warning };
   }
   return {
-    warning,
     options,
     aaa: new ClientAaa().denyP2p().denyPublish().denyBroadcast(),
     note: `federation: the AAA map has no rule for ${FEDERATION_IDENTITY}: remote senders may not reach any client here`,
+    warning,
   };
 }

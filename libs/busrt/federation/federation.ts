@@ -129,7 +129,6 @@ const CODE_BYTES: Uint8Array[] = Array.from({ length: 256 }, (_, c) => Uint8Arra
 const STRANGERS = 1024;
 const byteOrder = (a: string, b: string): number => Buffer.compare(Buffer.from(a), Buffer.from(b));
 
-/** Loads the NATS client when a link starts, so that a broker without one never loads it. */
 /**
  * What a TLS link trusts when `extraCaFile` adds to Node's bundled CAs: both, in one PEM text (CAs
  * given to Node replace its own); undefined where Node's choice stands (no TLS, `caFile`, or
@@ -145,6 +144,7 @@ async function trustedCas(tls: FederationTlsOptions | null): Promise<string | un
   return [...rootCertificates, pem].join('\n');
 }
 
+/** Loads the NATS client when a link starts, so that a broker without one never loads it. */
 async function loadNats(): Promise<NatsModule> {
   try {
     return await import('@nats-io/transport-node');
