@@ -9,6 +9,7 @@ import {
   Frame,
   type FrameHandler,
   FrameQueue,
+  IdTable,
   Op,
   type Payload,
   payloadBytes,
@@ -40,7 +41,7 @@ export class InternalClient implements BusClient, ClientSink {
   private readonly subs = new SubscriptionCounts();
   private isConnected = true;
   /** Messages to names of other brokers whose ACK comes later, by op id (see `BrokerLink`). */
-  private readonly later = new Map<number, AckHandler>();
+  private readonly later = new IdTable<AckHandler>();
   private opId = 0;
 
   /** Use `Broker.registerClient()`; throws a BusError when the name is refused. */

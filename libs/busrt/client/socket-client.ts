@@ -14,6 +14,7 @@ import {
   FrameKind,
   FrameQueue,
   type FrameHandler,
+  IdTable,
   Op,
   type Payload,
   QoS,
@@ -196,7 +197,7 @@ export class SocketClient implements BusClient, BrokerFrameSink {
 
   private isConnected = true;
   private opId = 0;
-  private readonly pending = new Map<number, AckHandler>();
+  private readonly pending = new IdTable<AckHandler>();
   private readonly reader: BrokerFrameReader;
   private handler: FrameHandler | null = null;
   private readonly queue = new FrameQueue();

@@ -20,6 +20,7 @@ import {
   BROKER_WARN_TOPIC,
   type ClientInfo,
   ErrorCode,
+  IdTable,
   isSecondaryName,
   NameCache,
   type Payload,
@@ -202,7 +203,7 @@ export class Federation implements BrokerLink {
   private readonly strayNames = new NameCache();
   private readonly collected: RemoteName[] = [];
 
-  private readonly pending = new Map<number, PendingAck>();
+  private readonly pending = new IdTable<PendingAck>();
   private pendingOrder: number[] = [];
   private pendingHead = 0;
   private reqId = 0;

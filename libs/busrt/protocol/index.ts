@@ -11,3 +11,4 @@ export * from './settle.js';
 export * from './address.js';
 export * from './handshake.js';
 export * from './monitor-reports.js';
+export * from './id-table.js';

@@ -1,4 +1,4 @@
-import { BROKER_INFO_TOPIC, BROKER_NAME, type Frame, type Payload, payloadBytes } from '../protocol/index.js';
+import { BROKER_INFO_TOPIC, BROKER_NAME, type Frame, IdTable, type Payload, payloadBytes } from '../protocol/index.js';
 import { InstanceLostError, NotRegisteredError } from './errors.js';
 import { packMsgpack, readAnnouncement, unpackMsgpack } from './msgpack.js';
 import type { CallOptions, CallSink, RpcClient } from './rpc-client.js';
@@ -34,7 +34,7 @@ export interface ReplicaCallOptions extends CallOptions {
 class Member {
   outstanding = 0;
   /** Calls waiting for this replica's answer, by call id. */
-  readonly calls = new Map<number, ReplicaCall>();
+  readonly calls = new IdTable<ReplicaCall>();
   constructor(readonly name: string) {}
 }
 
@@ -162,7 +162,7 @@ export class ReplicaSet {
   remove(name: string): void {
     const m = this.forget(name);
     if (m === null) return;
-    for (const [id, call] of [...m.calls]) {
+    for (const [id, call] of m.calls.entries()) {
       this.rpc.abandon(id, new InstanceLostError(null, `${name} left the bus before answering ${call.method}`));
     }
   }

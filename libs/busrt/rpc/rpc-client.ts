@@ -8,6 +8,7 @@ import {
   type BusClient,
   decodeUtf8,
   type Frame,
+  IdTable,
   type Payload,
   QoS,
   SECONDARY_SEP,
@@ -113,7 +114,7 @@ class PendingCall implements AckHandler {
     readonly target: string,
     readonly sink: CallSink,
     readonly deadline: number,
-    private readonly calls: Map<number, PendingCall>,
+    private readonly calls: IdTable<PendingCall>,
   ) {}
 
   acked(): void {
@@ -181,7 +182,7 @@ class Event implements RpcEvent {
 export class RpcClient {
   private handlers: RpcHandlers;
   private callId = 0;
-  private readonly pending = new Map<number, PendingCall>();
+  private readonly pending = new IdTable<PendingCall>();
   private timer: NodeJS.Timeout | null = null;
   private expiring = false;
   private readonly defaultTimeoutMs: number;
@@ -491,7 +492,7 @@ export class RpcClient {
   private readonly expireDue = (): void => {
     this.expiring = false;
     const now = Date.now();
-    for (const [id, p] of this.pending) {
+    for (const [id, p] of this.pending.entries()) {
       if (p.deadline <= now) {
         this.pending.delete(id);
         p.sink.reject(new TimedOutError(null, 'RPC call timed out'));
@@ -540,7 +541,7 @@ export class RpcClient {
     const a = readAnnouncement(frame, true);
     if (a === null || a.subject !== 'unreg') return;
     const gone = a.name;
-    for (const [id, p] of this.pending) {
+    for (const [id, p] of this.pending.entries()) {
       const t = p.target;
       if (!p.routed || !t.startsWith(gone)) continue;
       if (t.length !== gone.length && !t.startsWith(SECONDARY_SEP, gone.length)) continue;
