@@ -66,6 +66,7 @@ const FOCUS = {
     'client',
     'errors',
     'fuzz',
+    'id-table',
     'internal-client',
     'name-cache',
     'payload',

@@ -81,6 +81,46 @@ describe('IdTable', () => {
     expect(t.size).toBe(64);
   });
 
+  it('grows its slots only while more than half are in use, and never past 65,536', () => {
+    const t = new IdTable<number>();
+    expect(t.slots).toBe(64);
+    // 20 outstanding and one long call: its slot comes round again and again, the array stays.
+    t.set(0, 0);
+    for (let id = 1; id < 10_000; id++) {
+      t.set(id, id);
+      if (id > 20) t.delete(id - 20);
+    }
+    expect(t.slots).toBe(64);
+    expect(t.get(0)).toBe(0);
+    // Full, and the next id's slot is taken: 128 slots, the upper half free at first.
+    const full = new IdTable<number>();
+    for (let id = 0; id < 64; id++) full.set(id, id);
+    full.set(64, 64);
+    expect(full.slots).toBe(128);
+    expect(full.size).toBe(65);
+    for (let id = 0; id <= 64; id++) expect(full.get(id)).toBe(id);
+    // 1,000 outstanding: the array doubles until they fit.
+    const many = new IdTable<number>();
+    for (let id = 1; id <= 1000; id++) many.set(id, id);
+    for (let id = 1001; id < 5000; id++) {
+      many.set(id, id);
+      many.delete(id - 1000);
+    }
+    expect(many.slots).toBe(1024);
+    expect(many.size).toBe(1000);
+    // 200,000 outstanding: the array stops at 65,536 slots, the rest wait in the spill map.
+    const huge = new IdTable<number>();
+    for (let id = 1; id <= 200_000; id++) huge.set(id, id);
+    expect(huge.slots).toBe(65_536);
+    expect(huge.size).toBe(200_000);
+    for (let id = 1; id <= 200_000; id += 997) expect(huge.get(id)).toBe(id);
+    expect(huge.values().length).toBe(200_000);
+    expect(huge.entries().length).toBe(200_000);
+    huge.clear();
+    expect(huge.size).toBe(0);
+    expect(huge.get(1)).toBeUndefined();
+  });
+
   it('takes ids of every range: 0, 2^32 - 1, and numbers that are not 32-bit ids', () => {
     const t = new IdTable<string>();
     for (const id of [0, 2 ** 32 - 1, 2 ** 31, -1, 2 ** 32, 1.5, Number.NaN]) t.set(id, String(id));

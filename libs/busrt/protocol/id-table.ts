@@ -43,6 +43,11 @@ export class IdTable<V> {
     return this.used + this.spill.size;
   }
 
+  /** Slots in the array: 64 at first, doubling while more than half are in use, at most 65,536. */
+  get slots(): number {
+    return this.vals.length;
+  }
+
   /** The entry of `id`, or undefined. */
   get(id: number): V | undefined {
     const i = id & this.mask;
