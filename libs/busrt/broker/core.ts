@@ -126,8 +126,13 @@ export class FrameMemory {
   private collecting = false;
   private enforcing = false;
   private readonly holders = new Set<MemoryHolder>();
-  /** Buffers queued by reference, by the memory they pin, with the number of queues holding them. */
-  private readonly pinned = new Map<ArrayBufferLike, number>();
+  /**
+   * Buffers queued by reference, by the memory they pin, with the number of queues holding them.
+   * A WeakMap, not a Map: an entry comes and goes with every large frame, and V8 links each
+   * rehashed Map table to the next, so once one table was old every later one was promoted with
+   * the buffers it held (see IdTable); a WeakMap's tables are not linked.
+   */
+  private readonly pinned = new WeakMap<ArrayBufferLike, number>();
 
   constructor(
     readonly total: number,
