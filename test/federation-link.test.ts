@@ -125,6 +125,16 @@ function delta(p: Peer, from: ReturnType<Federation['stats']>): Record<string, n
 const ZERO = { sent: 0, received: 0, dropped: 0, refused: 0, timeouts: 0, rejected: 0 };
 
 /**
+ * A link that NATS refuses: its first warning, once written, says why (`reason`), and it never
+ * connected.
+ */
+async function expectRefused(link: Federation, warnings: string[], reason: RegExp): Promise<void> {
+  await until(() => warnings.length > 0, 10_000, 'the refusal');
+  expect(warnings[0]).toMatch(reason);
+  expect(link.stats().connected).toBe(false);
+}
+
+/**
  * Publishes one message to the NATS server at `port` from a child process, while this process
  * waits for it: when this returns, the server has queued the message to its subscribers here,
  * and none of them has read it yet (the event loop was blocked).
@@ -1846,9 +1856,7 @@ describe('starting and stopping a link', () => {
       const one = await brokers[0].federate({ ...common, node: 'one', pass: 'pw1' });
       await until(() => one.stats().connected, 10_000, 'the link with the password');
       const wrong = await brokers[1].federate({ ...common, node: 'two', pass: 'pw2' });
-      await until(() => warnings.length > 0, 10_000, 'the refusal');
-      expect(warnings[0]).toMatch(/^federation: cannot reach NATS .*authorization/i);
-      expect(wrong.stats().connected).toBe(false);
+      await expectRefused(wrong, warnings, /^federation: cannot reach NATS .*authorization/i);
     } finally {
       for (const x of brokers) await x.close();
       await server.stop();
@@ -1881,9 +1889,7 @@ describe('starting and stopping a link', () => {
       await until(() => own.stats().connected, 10_000, 'the link through its own CA');
       // Node's CAs alone do not know the test CA: the link starts, and says why it cannot connect.
       const plain = await brokers[2].federate({ ...common, node: 'three', tls: true, reconnectWaitMs: 50 });
-      await until(() => warnings.length > 0, 10_000, 'the refusal');
-      expect(warnings[0]).toMatch(/^federation: cannot reach NATS .*certificate/);
-      expect(plain.stats().connected).toBe(false);
+      await expectRefused(plain, warnings, /^federation: cannot reach NATS .*certificate/);
     } finally {
       for (const b of brokers) await b.close();
       await server.stop();
@@ -1915,9 +1921,7 @@ describe('starting and stopping a link', () => {
       const one = await brokers[0].federate({ ...common, node: 'one', credsFile: credsFile('user', user) });
       await one.connected();
       const other = await brokers[1].federate({ ...common, node: 'two', credsFile: credsFile('other', createUser()) });
-      await until(() => warnings.length > 0, 10_000, 'the refusal');
-      expect(warnings[0]).toMatch(/^federation: cannot reach NATS .*authorization/i);
-      expect(other.stats().connected).toBe(false);
+      await expectRefused(other, warnings, /^federation: cannot reach NATS .*authorization/i);
     } finally {
       for (const b of brokers) await b.close();
       await server.stop();
