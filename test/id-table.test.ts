@@ -62,6 +62,9 @@ describe('IdTable', () => {
         expect(t.get(next)).toBe(m.get(next));
         expect(sorted(t.entries())).toEqual(sorted([...m.entries()]));
         expect(t.values().sort()).toEqual([...m.values()].sort());
+        // `some` finds each value, in a slot or spilled, and nothing that is not there.
+        for (const v of m.values()) expect(t.some((x) => x === v)).toBe(true);
+        expect(t.some((x) => x === 'none')).toBe(false);
       }),
       { numRuns: 300 },
     );

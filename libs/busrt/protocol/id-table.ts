@@ -5,7 +5,7 @@ const MAX_SLOTS = 1 << 16;
 
 /**
  * Entries keyed by 32-bit ids issued in order (call ids, op ids): the calls and ACKs a connection
- * waits for. A `Map` subset: `get`, `set`, `delete`, `size`, `clear` and snapshots of the entries.
+ * waits for. A `Map` subset: `get`, `set`, `delete`, `size`, `clear`, `some` and snapshots of the entries.
  *
  * Why not a `Map`: one whose keys come and go at the rate of calls rehashes its table every few
  * dozen operations, and V8 links each obsolete table to its successor (for iterators still on
@@ -121,6 +121,16 @@ export class IdTable<V> {
     }
     for (const v of this.spill.values()) out.push(v);
     return out;
+  }
+
+  /** Whether some value passes `test`; goes through the entries without taking a snapshot. */
+  some(test: (value: V) => boolean): boolean {
+    for (let i = 0; i < this.vals.length; i++) {
+      const v = this.vals[i];
+      if (v !== undefined && test(v)) return true;
+    }
+    if (this.spill.size !== 0) for (const v of this.spill.values()) if (test(v)) return true;
+    return false;
   }
 
   /** Doubles the slots. Ids in different slots stay apart: the new mask keeps the old one's bits. */

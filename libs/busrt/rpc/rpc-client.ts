@@ -185,6 +185,8 @@ export class RpcClient {
   private readonly pending = new IdTable<PendingCall>();
   private timer: NodeJS.Timeout | null = null;
   private expiring = false;
+  /** The time of the expiry timer's last tick. */
+  private now = 0;
   private readonly defaultTimeoutMs: number;
   private readonly defaultQos: QoS;
   private callChain: Promise<void> = Promise.resolve();
@@ -475,19 +477,17 @@ export class RpcClient {
       this.timer = null;
       return;
     }
-    const now = Date.now();
-    for (const p of this.pending.values()) {
-      if (p.deadline <= now) {
-        // After a stall of the event loop, timers run before the socket is read: replies that
-        // arrived meanwhile are still waiting. Calls time out after the poll phase.
-        if (!this.expiring) {
-          this.expiring = true;
-          setImmediate(this.expireDue);
-        }
-        return;
-      }
+    this.now = Date.now();
+    // After a stall of the event loop, timers run before the socket is read: replies that
+    // arrived meanwhile are still waiting. Calls time out after the poll phase.
+    if (!this.expiring && this.pending.some(this.isDue)) {
+      this.expiring = true;
+      setImmediate(this.expireDue);
     }
   };
+
+  /** Whether a call's deadline has passed at the last tick ({@link now}); made once, not per tick. */
+  private readonly isDue = (p: PendingCall): boolean => p.deadline <= this.now;
 
   private readonly expireDue = (): void => {
     this.expiring = false;
