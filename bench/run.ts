@@ -3,9 +3,9 @@ import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { type Context, scratch } from './lib/context.js';
-import { describe, machine } from './lib/machine.js';
+import { cpuTimes, describe, machine, stolenPercent } from './lib/machine.js';
 import { BUSRTD_FLAGS, flagList, nodeFlags, profileBrokers, ROOT, stopAll } from './lib/proc.js';
-import { Report } from './lib/report.js';
+import { Report, timingText } from './lib/report.js';
 import { ceiling } from './sections/ceiling.js';
 import { fanout, idle, matching } from './sections/broker.js';
 import { federation } from './sections/federation.js';
@@ -131,6 +131,7 @@ process.once('SIGTERM', stop);
 for (const [name, section] of Object.entries(SECTIONS)) {
   if ((only !== null && !only.includes(name)) || skip.includes(name)) continue;
   const t0 = Date.now();
+  const cpu0 = cpuTimes();
   try {
     await section.run(ctx);
   } catch (e) {
@@ -138,7 +139,9 @@ for (const [name, section] of Object.entries(SECTIONS)) {
     process.stderr.write(`section ${name} failed: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`);
     await stopAll();
   }
-  ctx.log(`${name}: ${((Date.now() - t0) / 1000).toFixed(0)} s`);
+  const timing = { section: name, seconds: (Date.now() - t0) / 1000, stolenPercent: stolenPercent(cpu0, cpuTimes()) };
+  report.timings.push(timing);
+  ctx.log(timingText(timing));
 }
 tmp.remove();
 process.stdout.write(`\ntotal ${((Date.now() - started) / 1000).toFixed(0)} s\n`);

@@ -13,11 +13,21 @@ export interface Table {
   notes: string[];
 }
 
+/** How long a section ran, and how much of the machine's CPU time was stolen meanwhile. */
+export interface SectionTiming {
+  section: string;
+  seconds: number;
+  /** Percent of all CPU time taken by the hypervisor for other guests; null where not known. */
+  stolenPercent: number | null;
+}
+
 /** Collects what the sections measured: prints tables as they come, writes JSON and Markdown at the end. */
 export class Report {
   readonly tables: Table[] = [];
   /** Structured results by section, for the JSON output. */
   readonly data: Record<string, unknown[]> = {};
+  /** The sections run, in order. */
+  readonly timings: SectionTiming[] = [];
 
   constructor(
     readonly machine: Machine,
@@ -46,7 +56,17 @@ export class Report {
   writeJson(file: string): void {
     writeFileSync(
       file,
-      `${JSON.stringify({ machine: this.machine, command: this.command, results: this.data, tables: this.tables }, null, 2)}\n`,
+      `${JSON.stringify(
+        {
+          machine: this.machine,
+          command: this.command,
+          sections: this.timings,
+          results: this.data,
+          tables: this.tables,
+        },
+        null,
+        2,
+      )}\n`,
     );
   }
 
@@ -65,6 +85,13 @@ export class Report {
       for (const r of t.rows) out.push(`| ${r.map((c) => c.replace(/\|/g, '\\|')).join(' | ')} |`);
       if (t.notes.length > 0) out.push('', ...t.notes.map((n) => `${n}  `));
     }
+    if (this.timings.length > 0) out.push('', `Sections: ${this.timings.map(timingText).join('; ')}.`);
     return `${out.join('\n')}\n`;
   }
+}
+
+/** `nest 530 s, 8% of the CPU time stolen by the host`. */
+export function timingText(t: SectionTiming): string {
+  const stolen = t.stolenPercent === null ? '' : `, ${t.stolenPercent.toFixed(0)}% of the CPU time stolen by the host`;
+  return `${t.section} ${t.seconds.toFixed(0)} s${stolen}`;
 }
