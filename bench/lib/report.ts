@@ -15,7 +15,9 @@ export interface Table {
 
 /** How long a section ran, and how much of the machine's CPU time was stolen meanwhile. */
 export interface SectionTiming {
+  /** The section's name, as `--only` takes it. */
   section: string;
+  /** Wall-clock time the section took. */
   seconds: number;
   /** Percent of all CPU time taken by the hypervisor for other guests; null where not known. */
   stolenPercent: number | null;

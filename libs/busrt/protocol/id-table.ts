@@ -5,7 +5,8 @@ const MAX_SLOTS = 1 << 16;
 
 /**
  * Entries keyed by 32-bit ids issued in order (call ids, op ids): the calls and ACKs a connection
- * waits for. A `Map` subset: `get`, `set`, `delete`, `size`, `clear`, `some` and snapshots of the entries.
+ * waits for. A `Map` subset: `get`, `set`, `delete`, `size`, `clear`, `some` and snapshots of
+ * the entries.
  *
  * Why not a `Map`: one whose keys come and go at the rate of calls rehashes its table every few
  * dozen operations, and V8 links each obsolete table to its successor (for iterators still on
