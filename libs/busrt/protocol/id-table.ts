@@ -105,32 +105,37 @@ export class IdTable<V> {
   /** The entries as [id, value] pairs, taken now (deleting while going through them is safe). */
   entries(): [number, V][] {
     const out: [number, V][] = [];
-    for (let i = 0; i < this.vals.length; i++) {
-      const v = this.vals[i];
-      if (v !== undefined) out.push([this.keys[i], v]);
-    }
-    for (const e of this.spill) out.push(e);
+    this.walk((v, id) => {
+      out.push([id, v]);
+    });
     return out;
   }
 
   /** The values, taken now. */
   values(): V[] {
     const out: V[] = [];
-    for (let i = 0; i < this.vals.length; i++) {
-      const v = this.vals[i];
-      if (v !== undefined) out.push(v);
-    }
-    for (const v of this.spill.values()) out.push(v);
+    this.walk((v) => {
+      out.push(v);
+    });
     return out;
   }
 
   /** Whether some value passes `test`; goes through the entries without taking a snapshot. */
   some(test: (value: V) => boolean): boolean {
-    for (let i = 0; i < this.vals.length; i++) {
-      const v = this.vals[i];
-      if (v !== undefined && test(v)) return true;
+    return this.walk(test);
+  }
+
+  /**
+   * Goes through the entries, the slots and then the spill map, until `visit` returns true;
+   * true when it did. Nothing may be set or deleted meanwhile.
+   */
+  private walk(visit: (value: V, id: number) => boolean | void): boolean {
+    const vals = this.vals;
+    for (let i = 0; i < vals.length; i++) {
+      const v = vals[i];
+      if (v !== undefined && visit(v, this.keys[i]) === true) return true;
     }
-    if (this.spill.size !== 0) for (const v of this.spill.values()) if (test(v)) return true;
+    if (this.spill.size !== 0) for (const [id, v] of this.spill) if (visit(v, id) === true) return true;
     return false;
   }
 
