@@ -674,4 +674,49 @@ describe('the socket client on a stream of its own', () => {
     const c = await connect({ path, name: 'x', timeoutMs: 2000 });
     expect(await lostOf(c)).toMatchObject({ code: ErrorCode.Data, message });
   });
+
+  it('names each frame by its own sender and topic while it remembers names', async () => {
+    // `a.x1` and `b.x1` share a slot of the client's name cache (same length, same last two
+    // bytes), so each of them evicts the other; the bytes ff 61 are not UTF-8 and are decoded
+    // with a replacement character, as before the cache.
+    const raw = (kind: number, ...parts: (string | Buffer)[]): Buffer => {
+      const body = Buffer.concat(parts.map((x) => (typeof x === 'string' ? Buffer.from(x) : x)));
+      const head = Buffer.from([kind, 0, 0, 0, 0, 0]);
+      head.writeUInt32LE(body.length, 1);
+      return Buffer.concat([head, body]);
+    };
+    const frames = [
+      raw(FrameKind.Message, 'a.x1\0', 'p1'),
+      raw(FrameKind.Message, 'b.x1\0', 'p2'),
+      raw(FrameKind.Message, 'a.x1\0', 'p3'),
+      raw(FrameKind.Message, Buffer.from([0xff, 0x61, 0]), 'p4'),
+      raw(FrameKind.Publish, 'a.x1\0t/1\0', 'p5'),
+      raw(FrameKind.Publish, 'b.x1\0u/1\0', 'p6'),
+      raw(FrameKind.Publish, 'a.x1\0t/1\0', 'p7'),
+      raw(FrameKind.Message, 'a.x\0', 'p8'),
+      raw(FrameKind.Message, 'a.x1\0', ''),
+    ];
+    const path = await fakeBroker('greet', (s) => s.once('data', () => s.write(Buffer.concat(frames))));
+    const c = await connect({ path, name: 'x', timeoutMs: 2000 });
+    const got: string[] = [];
+    const all = new Promise<void>((resolve) =>
+      c.onFrame((f) => {
+        got.push(`${f.sender} ${f.topic ?? '-'} ${f.payload.toString()}`);
+        if (got.length === frames.length) resolve();
+      }),
+    );
+    await all;
+    expect(got).toEqual([
+      'a.x1 - p1',
+      'b.x1 - p2',
+      'a.x1 - p3',
+      '\ufffda - p4',
+      'a.x1 t/1 p5',
+      'b.x1 u/1 p6',
+      'a.x1 t/1 p7',
+      'a.x - p8',
+      'a.x1 - ',
+    ]);
+    await c.disconnect();
+  });
 });

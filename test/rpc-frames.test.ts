@@ -36,6 +36,32 @@ const u32 = (n: number): Buffer => {
 };
 
 describe('RpcClient and the frames it is sent', () => {
+  it('hands each call its own method name while it remembers names', async () => {
+    // `a.x1` and `b.x1` share a slot of the client's name cache (same length, same last two
+    // bytes), `a.x` is a prefix of `a.x1`, and a method of bytes that are not UTF-8 is refused
+    // between them: each call must still see the name it was sent with.
+    const seen: string[] = [];
+    new RpcClient(broker.registerClient('rf.names'), {
+      handleCall: (ev) => {
+        seen.push(ev.method);
+        return ev.payload;
+      },
+    });
+    const peer = broker.registerClient('rf.names.peer');
+    const replies: Frame[] = [];
+    peer.onFrame((f) => replies.push(f));
+    const methods = ['a.x1', 'b.x1', 'a.x1', 'a.x', 'a.x1', 'ä.x1', 'a.x1'];
+    let id = 0;
+    for (const m of methods)
+      await peer.send('rf.names', Buffer.concat([Buffer.from([0x01]), u32(++id), Buffer.from(`${m}\0`)]), QoS.No);
+    await peer.send('rf.names', Buffer.concat([Buffer.from([0x01]), u32(++id), Buffer.from([0xff, 0x31, 0])]), QoS.No);
+    await peer.send('rf.names', Buffer.concat([Buffer.from([0x01]), u32(id + 1), Buffer.from('a.x1\0')]), QoS.No);
+    await until(() => replies.length === methods.length + 2);
+    expect(seen).toEqual([...methods, 'a.x1']);
+    // The call whose method is not UTF-8 got the data error, the others their empty echo.
+    expect(replies.map((f) => f.payload[0])).toEqual([...methods.map(() => 0x11), 0x12, 0x11]);
+  });
+
   it('drops malformed frames with a warning and answers a method name that is not UTF-8 with a data error', async () => {
     const warnings: string[] = [];
     const server = new RpcClient(

@@ -15,6 +15,7 @@ import {
   FrameQueue,
   type FrameHandler,
   IdTable,
+  NameCache,
   Op,
   type Payload,
   QoS,
@@ -198,6 +199,13 @@ export class SocketClient implements BusClient, BrokerFrameSink {
   private isConnected = true;
   private opId = 0;
   private readonly pending = new IdTable<AckHandler>();
+  /**
+   * Senders and topics of incoming frames, remembered: a client hears from the same few peers
+   * and topics frame after frame, and a hit is a compare of a few bytes where a decode makes a
+   * string for every frame.
+   */
+  private readonly senders = new NameCache();
+  private readonly topics = new NameCache();
   private readonly reader: BrokerFrameReader;
   private handler: FrameHandler | null = null;
   private readonly queue = new FrameQueue();
@@ -534,22 +542,20 @@ export class SocketClient implements BusClient, BrokerFrameSink {
   }
 
   onData(kind: number, realtime: boolean, body: Buffer): void {
-    const i = body.indexOf(0);
-    if (i === -1) {
+    const sender = nameAt(this.senders, body, 0);
+    if (sender === null) {
       this.lost(BusError.data('the broker sent a frame without a sender'));
       return;
     }
-    const sender = body.toString('utf8', 0, i);
     let topic: string | null = null;
-    let start = i + 1;
+    let start = this.senders.end + 1;
     if (kind === FrameKind.Publish) {
-      const j = body.indexOf(0, start);
-      if (j === -1) {
+      topic = nameAt(this.topics, body, start);
+      if (topic === null) {
         this.lost(BusError.data('the broker sent a publication without a topic'));
         return;
       }
-      topic = body.toString('utf8', start, j);
-      start = j + 1;
+      start = this.topics.end + 1;
     }
     const frame = new Frame(kind as DataFrameKind, sender, topic, body.subarray(start), realtime);
     if (this.handler !== null) {
@@ -623,4 +629,19 @@ export class SocketClient implements BusClient, BrokerFrameSink {
 /** Connects a socket client; see {@link SocketClient.connect}. */
 export function connect(options: ClientOptions): Promise<SocketClient> {
   return SocketClient.connect(options);
+}
+
+/**
+ * The NUL-terminated name at `body[start..)` through `cache` (whose `end` then points at its
+ * NUL), or null when there is no NUL. Bytes that are not UTF-8 are decoded with replacement
+ * characters rather than refused: the broker checked the names it passes on, and a client that
+ * dropped its connection over one odd name would lose every frame after it.
+ */
+function nameAt(cache: NameCache, body: Buffer, start: number): string | null {
+  const name = cache.read(body, start, body.length);
+  if (name !== null) return name;
+  const i = body.indexOf(0, start);
+  if (i === -1) return null;
+  cache.end = i;
+  return body.toString('utf8', start, i);
 }

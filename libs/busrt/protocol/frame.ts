@@ -139,12 +139,12 @@ const NAME_CACHE_MAX = 1024;
 const NAME_SLOTS = 16;
 
 /**
- * Decodes the NUL-terminated name (target or topic) at the start of a frame body, remembering
- * recent ones: a client sends frame after frame to the same few targets or topics, and comparing
- * a few bytes costs far less than decoding, validating and hashing a new string each time. The
- * slot is picked from the name's length and last two bytes, so `svc.1`, `svc.2`... mostly keep
- * slots of their own; a miss costs a copy into the slot's own buffer, no allocation beyond the
- * decoded string.
+ * Decodes a NUL-terminated name in a frame body (a target, topic, sender or RPC method),
+ * remembering recent ones: a client sends frame after frame to the same few targets or topics
+ * and hears from the same few senders, and comparing a few bytes costs far less than decoding,
+ * validating and hashing a new string each time. The slot is picked from the name's length and
+ * last two bytes, so `svc.1`, `svc.2`... mostly keep slots of their own; a miss costs a copy into
+ * the slot's own buffer, no allocation beyond the decoded string.
  */
 export class NameCache {
   /** Each slot's `name NUL` bytes, in a buffer grown when a longer name comes. */

@@ -6,9 +6,9 @@ import {
   BROKER_NAME,
   BusError,
   type BusClient,
-  decodeUtf8,
   type Frame,
   IdTable,
+  NameCache,
   type Payload,
   QoS,
   SECONDARY_SEP,
@@ -183,6 +183,8 @@ export class RpcClient {
   private handlers: RpcHandlers;
   private callId = 0;
   private readonly pending = new IdTable<PendingCall>();
+  /** Method names of incoming calls, remembered: a server is called by the same few names. */
+  private readonly methods = new NameCache();
   private timer: NodeJS.Timeout | null = null;
   private expiring = false;
   /** The time of the expiry timer's last tick. */
@@ -326,7 +328,8 @@ export class RpcClient {
         const nul = d.length >= 6 ? d.indexOf(0, 5) : -1;
         if (nul === -1) return this.warn(`invalid RPC request from ${frame.sender} dropped`);
         const id = d.readUInt32LE(1);
-        const method = decodeUtf8(d, 5, nul);
+        // Limited to the NUL just found, so null can only mean bytes that are not UTF-8.
+        const method = this.methods.read(d, 5, nul + 1);
         if (method === null) {
           if (id !== 0) this.replyError(frame, id, new RpcError(RpcErrorCode.Data));
           return;
