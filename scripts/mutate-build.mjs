@@ -3,7 +3,7 @@
 // The instrumented sources carry mutants that need not type-check, and tsc writes its output all
 // the same; what must not happen is a missing output, so the run fails only then.
 import { spawnSync } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { chmodSync, existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
 
 const tsc = createRequire(import.meta.url).resolve('typescript/bin/tsc');
@@ -21,3 +21,6 @@ for (const f of [
     process.exit(1);
   }
 }
+// The sandbox's copies of the executables lose their mode, and tests run them as installed (by
+// their `#!` line): without this, those tests fail the initial run and no mutant is tested.
+for (const f of ['bin/busrt.cjs', 'bin/busrtd.cjs']) chmodSync(f, 0o755);
