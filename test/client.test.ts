@@ -445,11 +445,12 @@ async function fakeBroker(mode: FakeMode, ready?: (s: net.Socket) => void): Prom
   return path;
 }
 
-/** A broker-to-client data frame: kind, body length, realtime flag, body. */
-function brokerFrame(kind: number, body: string): Buffer {
+/** A broker-to-client data frame: kind, body length, realtime flag, body (the parts joined). */
+function brokerFrame(kind: number, ...parts: (string | Buffer)[]): Buffer {
+  const body = Buffer.concat(parts.map((x) => (typeof x === 'string' ? Buffer.from(x) : x)));
   const head = Buffer.from([kind, 0, 0, 0, 0, 0]);
-  head.writeUInt32LE(Buffer.byteLength(body), 1);
-  return Buffer.concat([head, Buffer.from(body)]);
+  head.writeUInt32LE(body.length, 1);
+  return Buffer.concat([head, body]);
 }
 
 // The client on a stream the test opens itself (to watch its pausing and draining), and against
@@ -679,22 +680,16 @@ describe('the socket client on a stream of its own', () => {
     // `a.x1` and `b.x1` share a slot of the client's name cache (same length, same last two
     // bytes), so each of them evicts the other; the bytes ff 61 are not UTF-8 and are decoded
     // with a replacement character, as before the cache.
-    const raw = (kind: number, ...parts: (string | Buffer)[]): Buffer => {
-      const body = Buffer.concat(parts.map((x) => (typeof x === 'string' ? Buffer.from(x) : x)));
-      const head = Buffer.from([kind, 0, 0, 0, 0, 0]);
-      head.writeUInt32LE(body.length, 1);
-      return Buffer.concat([head, body]);
-    };
     const frames = [
-      raw(FrameKind.Message, 'a.x1\0', 'p1'),
-      raw(FrameKind.Message, 'b.x1\0', 'p2'),
-      raw(FrameKind.Message, 'a.x1\0', 'p3'),
-      raw(FrameKind.Message, Buffer.from([0xff, 0x61, 0]), 'p4'),
-      raw(FrameKind.Publish, 'a.x1\0t/1\0', 'p5'),
-      raw(FrameKind.Publish, 'b.x1\0u/1\0', 'p6'),
-      raw(FrameKind.Publish, 'a.x1\0t/1\0', 'p7'),
-      raw(FrameKind.Message, 'a.x\0', 'p8'),
-      raw(FrameKind.Message, 'a.x1\0', ''),
+      brokerFrame(FrameKind.Message, 'a.x1\0', 'p1'),
+      brokerFrame(FrameKind.Message, 'b.x1\0', 'p2'),
+      brokerFrame(FrameKind.Message, 'a.x1\0', 'p3'),
+      brokerFrame(FrameKind.Message, Buffer.from([0xff, 0x61, 0]), 'p4'),
+      brokerFrame(FrameKind.Publish, 'a.x1\0t/1\0', 'p5'),
+      brokerFrame(FrameKind.Publish, 'b.x1\0u/1\0', 'p6'),
+      brokerFrame(FrameKind.Publish, 'a.x1\0t/1\0', 'p7'),
+      brokerFrame(FrameKind.Message, 'a.x\0', 'p8'),
+      brokerFrame(FrameKind.Message, 'a.x1\0', ''),
     ];
     const path = await fakeBroker('greet', (s) => s.once('data', () => s.write(Buffer.concat(frames))));
     const c = await connect({ path, name: 'x', timeoutMs: 2000 });

@@ -51,11 +51,10 @@ describe('RpcClient and the frames it is sent', () => {
     const replies: Frame[] = [];
     peer.onFrame((f) => replies.push(f));
     const methods = ['a.x1', 'b.x1', 'a.x1', 'a.x', 'a.x1', 'ä.x1', 'a.x1'];
-    let id = 0;
-    for (const m of methods)
-      await peer.send('rf.names', Buffer.concat([Buffer.from([0x01]), u32(++id), Buffer.from(`${m}\0`)]), QoS.No);
-    await peer.send('rf.names', Buffer.concat([Buffer.from([0x01]), u32(++id), Buffer.from([0xff, 0x31, 0])]), QoS.No);
-    await peer.send('rf.names', Buffer.concat([Buffer.from([0x01]), u32(id + 1), Buffer.from('a.x1\0')]), QoS.No);
+    // Each a request with its own call id: the methods above, then one that is not UTF-8, then a.x1.
+    const names = [...methods.map((m) => Buffer.from(`${m}\0`)), Buffer.from([0xff, 0x31, 0]), Buffer.from('a.x1\0')];
+    for (const [i, name] of names.entries())
+      await peer.send('rf.names', Buffer.concat([Buffer.from([0x01]), u32(i + 1), name]), QoS.No);
     await until(() => replies.length === methods.length + 2);
     expect(seen).toEqual([...methods, 'a.x1']);
     // The call whose method is not UTF-8 got the data error, the others their empty echo.
