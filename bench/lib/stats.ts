@@ -42,6 +42,28 @@ export function kib(n: number): string {
   return `${Math.round(n)} KiB`;
 }
 
+/** The median of the finite values (the mean of the middle two for an even count; NaN for none). */
+export function median(xs: readonly number[]): number {
+  const v = xs.filter((x) => Number.isFinite(x)).sort((x, y) => x - y);
+  if (v.length === 0) return NaN;
+  const m = v.length >> 1;
+  return v.length % 2 === 1 ? v[m] : (v[m - 1] + v[m]) / 2;
+}
+
+/**
+ * A median as `show` writes it and, over two or more values, the lowest and highest in brackets
+ * (`showEnds`, default `show`): a median alone hides how far a machine drifted between rounds.
+ */
+export function medianRange(
+  xs: readonly number[],
+  show: (n: number) => string,
+  showEnds: (n: number) => string = show,
+): string {
+  const v = xs.filter((x) => Number.isFinite(x));
+  if (v.length < 2) return show(median(v));
+  return `${show(median(v))} (${showEnds(Math.min(...v))}-${showEnds(Math.max(...v))})`;
+}
+
 /** A ratio such as `3.41x`. */
 export function times(n: number): string {
   return Number.isFinite(n) ? `${n.toFixed(2)}x` : '-';

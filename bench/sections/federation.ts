@@ -5,10 +5,8 @@ import { Broker, ClientEntry } from '#busrt/core';
 import type { Context } from '../lib/context.js';
 import { busrtd, Child, type Busrtd, worker } from '../lib/proc.js';
 import { groupDigits } from '../lib/report.js';
-import { percentiles, times, us } from '../lib/stats.js';
+import { median, times, us } from '../lib/stats.js';
 import { NullSink } from '../lib/null-sink.js';
-
-const median = (xs: number[]): number => percentiles(xs, [50])[0];
 
 /** Debian's nats-server (bench/setup.sh, .ci/run), or null when it is not installed. */
 function natsServer(): string | null {

@@ -2,14 +2,11 @@ import { BrokerCore, BrokerMeter, ClientEntry, type BrokerObserver } from '#busr
 import type { Context } from '../lib/context.js';
 import { busrtd, type Busrtd } from '../lib/proc.js';
 import { groupDigits } from '../lib/report.js';
-import { percentiles } from '../lib/stats.js';
+import { median } from '../lib/stats.js';
 import { runStages } from './stages.js';
 import { NullSink } from '../lib/null-sink.js';
 
 const STAGES = ['send+recv.qos.no', 'rpc.call'] as const;
-
-/** The median of a list. */
-const median = (xs: number[]): number => percentiles(xs, [50])[0];
 
 /** A broker core with two socket-like clients, with or without the monitoring observer. */
 function core(observer: BrokerObserver | null): { broker: BrokerCore; a: ClientEntry; b: ClientEntry } {

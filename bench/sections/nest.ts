@@ -6,7 +6,7 @@ import { busrtd, Child, worker } from '../lib/proc.js';
 import { client as ceilingClient, server as ceilingServer } from './ceiling.js';
 import { accepting, executable } from './reference.js';
 import { groupDigits } from '../lib/report.js';
-import { times, us } from '../lib/stats.js';
+import { median, medianRange, times, us } from '../lib/stats.js';
 
 /** A port of loopback nobody listens on right now. */
 function freePort(): Promise<number> {
@@ -105,14 +105,6 @@ const BROKERED = ['redis', 'nats', 'mqtt'];
 
 function count(n: number): string {
   return Number.isFinite(n) ? groupDigits(Math.round(n)) : '-';
-}
-
-/** The median of finite values (NaN when there are none). */
-function median(xs: readonly number[]): number {
-  const v = xs.filter((x) => Number.isFinite(x)).sort((x, y) => x - y);
-  if (v.length === 0) return NaN;
-  const m = v.length >> 1;
-  return v.length % 2 === 1 ? v[m] : (v[m - 1] + v[m]) / 2;
 }
 
 /** A transport set up for the section: its app running, and any server or busrtd it needs. */
@@ -337,11 +329,7 @@ function report(ctx: Context, results: Map<string, Result[][]>, notes: string[],
     rs.map((r, round) => (r[k] ?? NaN) / (tcp[i][round]?.[k] ?? NaN)).filter((x) => Number.isFinite(x));
   const ratio = (rs: Result[], i: number, k: 'rate' | 'p50' = 'rate'): number => median(byRound(rs, i, k));
   /** The median ratio and, over several rounds, the lowest and highest (the machine's drift shows there). */
-  const spread = (rs: Result[], i: number): string => {
-    const v = byRound(rs, i, 'rate');
-    if (v.length < 2) return times(median(v));
-    return `${times(median(v))} (${Math.min(...v).toFixed(2)}-${Math.max(...v).toFixed(2)})`;
-  };
+  const spread = (rs: Result[], i: number): string => medianRange(byRound(rs, i, 'rate'), times, (n) => n.toFixed(2));
   const ratioRows: string[][] = [];
   for (const [t, perTest] of results) {
     if (t === 'tcp') continue;

@@ -5,7 +5,7 @@ import { dirname } from 'node:path';
 import { type Context, sleep } from '../lib/context.js';
 import { BUSRTD, Child, cpuMs, memKiB, resetPeak, ROOT } from '../lib/proc.js';
 import { groupDigits } from '../lib/report.js';
-import { kib, percentiles } from '../lib/stats.js';
+import { kib, median, medianRange, percentiles } from '../lib/stats.js';
 
 /** The stages of the BUS/RT `benchmark` command, in the order of its result table. */
 const STAGES = [
@@ -24,9 +24,6 @@ const STAGES = [
  * machines happens in most runs; three attempts then left rounds without figures.
  */
 const ATTEMPTS = 5;
-
-/** The median of a list (NaN for none). */
-const median = (xs: number[]): number => (xs.length === 0 ? NaN : percentiles(xs, [50])[0]);
 
 /** An executable named by an environment variable, or null with the reason. */
 export function executable(name: string): { path: string | null; why: string } {
@@ -218,9 +215,10 @@ export async function reference(ctx: Context): Promise<void> {
   }
   for (const [d, driver] of drivers.entries()) {
     const rows = STAGES.map((s) => {
-      const ours = median(rates[d][0].get(s) ?? []);
-      const ref = median(rates[d][1].get(s) ?? []);
-      return [s, groupDigits(Math.round(ref)), groupDigits(Math.round(ours)), (ours / ref).toFixed(2)];
+      const ours = rates[d][0].get(s) ?? [];
+      const ref = rates[d][1].get(s) ?? [];
+      const rate = (n: number): string => groupDigits(Math.round(n));
+      return [s, medianRange(ref, rate), medianRange(ours, rate), (median(ours) / median(ref)).toFixed(2)];
     });
     rows.push(['broker peak RSS', kib(Math.max(...peak[d][1])), kib(Math.max(...peak[d][0])), '']);
     const failed = failures[d].map((f, k) => `${brokers[k].name}: ${f.length} failed run(s)`).join(', ');
@@ -240,7 +238,7 @@ export async function reference(ctx: Context): Promise<void> {
     });
     ctx.report.table(
       'reference',
-      `The BUS/RT benchmark (-w 2 -i ${groupDigits(iters)}, 100 B, UNIX socket) driven by ${driver.name}: iters/s, medians of ${rounds} alternating rounds`,
+      `The BUS/RT benchmark (-w 2 -i ${groupDigits(iters)}, 100 B, UNIX socket) driven by ${driver.name}: iters/s, medians of ${rounds} alternating rounds${rounds > 1 ? ' (lowest-highest)' : ''}`,
       ['stage', 'reference busrtd', 'this busrtd', 'ratio'],
       rows,
       [`Repeated after a failure (counted, at most ${ATTEMPTS} attempts): ${failed}.`, ...short],
