@@ -59,6 +59,8 @@ describe('NameCache', () => {
     expect(c.read(b, 0, 3)).toBeNull();
     expect(c.read(Buffer.from('svc'), 0, 3)).toBeNull();
     expect(c.read(Buffer.from('nonul'), 0, 5)).toBeNull();
+    // A refusal for want of a NUL says so: end is -1.
+    expect(c.end).toBe(-1);
     expect(c.read(Buffer.from('ab\0cd\0'), 3, 6)).toBe('cd');
     expect(c.end).toBe(5);
   });
@@ -66,6 +68,8 @@ describe('NameCache', () => {
   it('refuses a name that is not UTF-8, and decodes UTF-8 names', () => {
     const c = new NameCache();
     expect(c.read(Buffer.from([0x61, 0xff, 0x00]), 0, 3)).toBeNull();
+    // A refusal of a name that has its NUL: end points at the NUL, not -1.
+    expect(c.end).toBe(2);
     expect(c.read(Buffer.from([0x61, 0xc3, 0x00]), 0, 3)).toBeNull();
     const u = Buffer.concat([Buffer.from('zoë.ü', 'utf8'), Buffer.from([0, 1])]);
     expect(c.read(u, 0, u.length)).toBe('zoë.ü');

@@ -639,9 +639,6 @@ export function connect(options: ClientOptions): Promise<SocketClient> {
  */
 function nameAt(cache: NameCache, body: Buffer, start: number): string | null {
   const name = cache.read(body, start, body.length);
-  if (name !== null) return name;
-  const i = body.indexOf(0, start);
-  if (i === -1) return null;
-  cache.end = i;
-  return body.toString('utf8', start, i);
+  if (name !== null || cache.end === -1) return name;
+  return body.toString('utf8', start, cache.end);
 }

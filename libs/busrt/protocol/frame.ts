@@ -158,24 +158,30 @@ export class NameCache {
   /** The slot of the last read, or -1 when the name was too long to cache. */
   private current = -1;
   private long: Buffer = EMPTY;
-  /** Where the NUL of the last {@link read} is. */
+  /**
+   * Where the NUL of the last {@link read} is; after a refusal, -1 when there was none before the
+   * limit (a refused name that has a NUL was not UTF-8).
+   */
   end = 0;
 
   /**
    * The name in `buf[start..)` up to its NUL (which must come before `limit`), or null when there
-   * is no NUL or the name is not valid UTF-8. Sets {@link end}.
+   * is no NUL or the name is not valid UTF-8. Sets {@link end}, which tells the two refusals apart.
    */
   read(buf: Buffer, start: number, limit: number): string | null {
     // The slot of the last hit is tried before searching for the NUL: most often it matches.
     if (this.matches(this.last, buf, start, limit)) return this.hit(this.last, start);
     const i = buf.indexOf(0, start);
-    if (i === -1 || i >= limit) return null;
+    if (i === -1 || i >= limit) {
+      this.end = -1;
+      return null;
+    }
     const n = i - start;
     const slot = n < 2 ? n : (n + buf[i - 1] * 3 + buf[i - 2]) & (NAME_SLOTS - 1);
     if (slot !== this.last && this.matches(slot, buf, start, limit)) return this.hit(slot, start);
+    this.end = i;
     const name = decodeUtf8(buf, start, i);
     if (name === null) return null;
-    this.end = i;
     if (n >= NAME_CACHE_MAX) {
       this.current = -1;
       this.long = buf.subarray(start, i + 1);

@@ -325,17 +325,16 @@ export class RpcClient {
         return;
       }
       case RpcType.Request: {
-        // The name cache finds the method's NUL itself; only a refused name is looked at again,
-        // to tell a request without a NUL (dropped) from a method that is not UTF-8 (answered).
-        // A NUL at 5 or later also means the call id's four bytes are there.
+        // A request without a NUL after its header (the cache's end is then -1) is dropped; one
+        // whose method is not UTF-8 is answered. A NUL at 5 or later also means the call id's
+        // four bytes are there.
         const method = this.methods.read(d, 5, d.length);
+        if (this.methods.end === -1) return this.warn(`invalid RPC request from ${frame.sender} dropped`);
+        const id = d.readUInt32LE(1);
         if (method === null) {
-          if (d.indexOf(0, 5) === -1) return this.warn(`invalid RPC request from ${frame.sender} dropped`);
-          const id = d.readUInt32LE(1);
           if (id !== 0) this.replyError(frame, id, new RpcError(RpcErrorCode.Data));
           return;
         }
-        const id = d.readUInt32LE(1);
         const ev = new Event('call', method, id, d.subarray(this.methods.end + 1), frame);
         if (this.options.blockingCalls) this.callChain = this.callChain.then(() => this.runCall(ev));
         else this.runCall(ev);
